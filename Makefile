@@ -1,0 +1,51 @@
+# immutable.infra: make demo | make test | make bench
+# Every target sets up what it needs first (Python env, Docker engine, base image) and skips what is done.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV        ?= .venv
+PYTHON      := $(CURDIR)/$(VENV)/bin/python
+BASE_IMAGE  ?= immutable-infra/base:bookworm
+BUILD       := $(CURDIR)/.build
+COLLECTIONS := $(BUILD)/collections
+
+export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export IMMUTABLE_INFRA_BASE_IMAGE := $(BASE_IMAGE)
+export ANSIBLE_NOCOLOR := 1
+
+.PHONY: help setup venv engine base-image collection demo test bench sanity lint clean
+
+help:
+	@echo "make demo   bake, verify and roll out the example service on the local Docker engine"
+	@echo "make test   unit, integration, Molecule, ansible-test sanity and ansible-lint"
+	@echo "make bench  benchmarks against the anchors (see bench/README.md)"
+
+venv:
+	@scripts/setup-venv $(VENV)
+
+engine: venv
+	@$(PYTHON) scripts/ensure_host.py engine
+
+base-image: engine
+	@$(PYTHON) scripts/ensure_host.py base-image $(BASE_IMAGE)
+
+# The collection is used in place: a link makes this checkout importable as immutable.infra.
+collection:
+	@mkdir -p $(COLLECTIONS)/ansible_collections/immutable
+	@ln -sfn $(CURDIR) $(COLLECTIONS)/ansible_collections/immutable/infra
+
+setup: venv engine base-image collection
+
+demo: setup
+	@$(PYTHON) -m ansible.cli.playbook examples/demo/demo.yml
+
+test: setup
+	@$(PYTHON) -m pytest
+
+bench: setup
+	@$(PYTHON) bench/run.py
+
+clean:
+	rm -rf $(BUILD) tests/output .pytest_cache

@@ -1,0 +1,233 @@
+#!/usr/bin/python
+# Copyright: immutable.infra contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: bake
+short_description: Bake existing Ansible roles into an immutable Docker image, reusing it when nothing changed
+version_added: 0.1.0
+description:
+  - Starts a builder container from O(base), runs O(roles) in it through community.docker's API
+    connection (no SSH, pipelining on), removes the residue of the run and commits the container
+    as O(name)V(:)I(<first 12 characters of the inputs hash>) with the image config O(config).
+  - The B(inputs hash) covers the base image ID, the content of every file of every role used
+    (dependencies from C(meta/main.yml) included), O(vars), O(config), the builder options, and the
+    versions of ansible-core and of the collections the roles use. File modification times and dict
+    ordering do not change it. When an image labelled with the same hash exists, it is returned with
+    C(changed=false) and no container is started.
+  - Every image carries provenance labels, C(org.opencontainers.image.created), C(.revision) and
+    C(.source) (from the git checkout of the playbook), and under C(immutable.infra.) the inputs
+    hash, the roles with their versions, the base image ID, and the ansible-core and collection
+    versions.
+  - Roles written for ordinary servers bake unmodified. While they run, package installs do not
+    start daemons and service tasks (C(ansible.builtin.service), C(ansible.builtin.systemd),
+    handlers that restart services) succeed without starting anything, since a container has no
+    init system; the image's command starts the service when a host runs.
+  - If a role fails, the task fails with the failing task's name, message and output; no image is
+    tagged and the builder is removed (see O(keep_failed)).
+author:
+  - immutable.infra contributors
+extends_documentation_fragment:
+  - immutable.infra.docker
+attributes:
+  check_mode:
+    support: full
+    details: Builds nothing; reports whether a bake would happen and which inputs differ from the newest image of O(name).
+  diff_mode:
+    support: none
+  action:
+    support: full
+options:
+  name:
+    description:
+      - The image repository to bake into, for example V(acme/web), without a tag.
+      - The image is tagged with the first 12 characters of its inputs hash.
+    type: str
+    required: true
+  base:
+    description:
+      - The image the bake starts from, by reference or ID. It must be in the local engine unless O(pull=true).
+      - It needs a Python 3 interpreter at O(python_interpreter) for Ansible modules.
+    type: str
+    required: true
+  roles:
+    description:
+      - Roles to run, in order. Names resolve as Ansible resolves them in a play next to this
+        playbook (C(roles/) beside the playbook, C(roles_path), the playbook directory, and
+        V(namespace.collection.role) from installed collections).
+    type: list
+    elements: str
+    required: true
+  vars:
+    description:
+      - Variables passed to the roles, as play variables.
+    type: dict
+    default: {}
+  config:
+    description:
+      - Image config of the result. Fields not given are inherited from the base image.
+    type: dict
+    default: {}
+    suboptions:
+      cmd:
+        description: Default command (Docker C(Cmd)).
+        type: list
+        elements: str
+      entrypoint:
+        description: Entrypoint. Setting it and not O(config.cmd) clears the inherited command, as in a Dockerfile.
+        type: list
+        elements: str
+      env:
+        description: Environment variables, merged over those of the base image.
+        type: dict
+      exposed_ports:
+        description: Ports the image exposes, like V(8000/tcp) or V(53/udp).
+        type: list
+        elements: str
+      workdir:
+        description: Working directory.
+        type: str
+      user:
+        description: User (name or UID) the image's command runs as. The roles may create it.
+        type: str
+      labels:
+        description: Extra labels. Provenance labels always win over labels with the same name.
+        type: dict
+  force:
+    description: Bake even when an image with the same inputs hash exists.
+    type: bool
+    default: false
+  keep_failed:
+    description:
+      - When the roles fail, commit the builder as O(name)V(:failed-)I(<hash>) for debugging before removing it.
+    type: bool
+    default: false
+  pull:
+    description: Pull O(base) from its registry when the local engine does not have it.
+    type: bool
+    default: false
+  cleanup_paths:
+    description:
+      - Paths (shell globs) removed from the builder before it is committed. Ansible's temporary
+        directories are always removed. Set to V([]) to keep apt's package lists in the image.
+    type: list
+    elements: str
+    default: ["/var/lib/apt/lists/*", "/var/cache/apt/*.bin", "/var/cache/apt/archives/*.deb", "/var/cache/apt/archives/partial/*"]
+  gather_subset:
+    description: Facts gathered in the builder before the roles run.
+    type: list
+    elements: str
+    default: [min]
+  python_interpreter:
+    description: Python interpreter in the builder used for Ansible modules.
+    type: str
+    default: /usr/bin/python3
+  become_method:
+    description:
+      - Become method for tasks with C(become). The builder runs as root and images rarely have
+        C(sudo), so V(su) works for any C(become_user).
+    type: str
+    default: su
+  network:
+    description: Docker network of the builder (for example V(host)); the engine's default when not set.
+    type: str
+  timeout:
+    description: Seconds the roles may run before the bake is stopped and fails.
+    type: int
+    default: 3600
+seealso:
+  - module: immutable.infra.verify
+  - module: community.docker.docker_image_info
+"""
+
+EXAMPLES = r"""
+- name: Bake the web roles into an image
+  immutable.infra.bake:
+    name: acme/web
+    base: debian:bookworm
+    roles:
+      - nginx
+      - acme.web.app
+    vars:
+      app_version: "1.4"
+    config:
+      cmd: ["/usr/local/bin/serve"]
+      env:
+        APP_ENV: prod
+      exposed_ports: ["8000/tcp"]
+      workdir: /srv
+      user: app
+  register: baked
+
+- name: Show what was baked
+  ansible.builtin.debug:
+    msg: "{{ baked.image }} is {{ baked.image_id }} (cache hit: {{ baked.cache_hit }})"
+
+- name: Would a bake happen, and why?
+  immutable.infra.bake:
+    name: acme/web
+    base: debian:bookworm
+    roles: [nginx]
+  check_mode: true
+  register: plan
+"""
+
+RETURN = r"""
+image_id:
+  description: ID of the baked or reused image. Null in check mode when a bake would happen.
+  returned: always
+  type: str
+  sample: sha256:3f0c2a9e0d4b4c0f8a0c5e5d0b5f1e2a3c4d5e6f708192a3b4c5d6e7f8091a2b
+image:
+  description: The image reference, O(name) tagged with the first 12 characters of the inputs hash.
+  returned: always
+  type: str
+  sample: acme/web:5b1e0c9d2f4a
+inputs_hash:
+  description: SHA-256 of everything that decides the content of the image.
+  returned: always
+  type: str
+  sample: 5b1e0c9d2f4a7e3b8c6d1f0a9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a291807
+cache_hit:
+  description: Whether an image with this inputs hash already existed, so nothing was built.
+  returned: always
+  type: bool
+  sample: false
+labels:
+  description: The labels of the image, provenance included. Empty in check mode when a bake would happen.
+  returned: always
+  type: dict
+  sample: {"immutable.infra.inputs_hash": "5b1e0c9d...", "org.opencontainers.image.revision": "4f1c2d3..."}
+roles:
+  description: Every role used, dependencies first, with its version where known.
+  returned: always
+  type: list
+  elements: str
+  sample: ["common", "nginx", "acme.web.app@1.2.0"]
+base_image_id:
+  description: ID of the base image the inputs hash was computed from.
+  returned: always
+  type: str
+reasons:
+  description: Why a bake happens or would happen (which inputs differ from the newest image of O(name)).
+  returned: when a bake happens or would happen
+  type: list
+  elements: str
+  sample: ["no image has this inputs hash; against 1a2b3c4d5e6f: role nginx files changed"]
+would_bake:
+  description: In check mode, true when a bake would happen.
+  returned: check mode, when no image matches
+  type: bool
+changed_tasks:
+  description: Names of the role tasks that reported a change during the bake.
+  returned: when a bake happened
+  type: list
+  elements: str
+duration:
+  description: Seconds the task took.
+  returned: always
+  type: float
+  sample: 7.41
+"""

@@ -1,0 +1,49 @@
+# Copyright: immutable.infra contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Names and small helpers every part of the collection shares."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from typing import Any
+
+LABEL_PREFIX = "immutable.infra."
+LABEL_INPUTS_HASH = LABEL_PREFIX + "inputs_hash"
+LABEL_INPUTS = LABEL_PREFIX + "inputs"
+BUILDER_NAME_PREFIX = "immutable-infra-bake-"
+LABEL_SERVICE = LABEL_PREFIX + "service"
+LABEL_GENERATION = LABEL_PREFIX + "generation"
+LABEL_IMAGE_ID = LABEL_PREFIX + "image_id"
+
+SHORT_HASH_LENGTH = 12
+
+
+class InfraError(Exception):
+    """An expected failure: its message is a sentence the user can act on."""
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+def canonical_json(value: Any) -> str:
+    """JSON with sorted keys and no whitespace: equal data gives equal text whatever its dict order."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def sha256_hex(data: bytes | str) -> str:
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    return hashlib.sha256(data).hexdigest()
+
+
+def short_id(image_id: str) -> str:
+    """sha256:abcdef... -> abcdef012345 (the form docker prints)."""
+    return image_id.split(":", 1)[-1][:SHORT_HASH_LENGTH]
+
+
+def utc_timestamp(epoch: float | None = None) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() if epoch is None else epoch))

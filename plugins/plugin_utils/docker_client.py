@@ -1,0 +1,149 @@
+# Copyright: immutable.infra contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The one way the collection talks to Docker: a thin wrapper over the Docker SDK.
+
+It turns SDK exceptions into InfraError sentences and returns plain dicts (the engine's own
+inspect data), so planners stay free of SDK types.
+"""
+
+from __future__ import annotations
+
+import io
+import tarfile
+import time
+from typing import Any, Iterable
+
+from ansible_collections.immutable.infra.plugins.plugin_utils.common import InfraError
+
+try:
+    import docker
+    from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+except ImportError:  # reported when a client is created, so ansible-doc works without the SDK
+    docker = None
+
+
+class DockerClient:
+    def __init__(self, docker_host: str | None = None, timeout: int = 120) -> None:
+        if docker is None:
+            raise InfraError("The Python package 'docker' (Docker SDK) is not installed on the controller; "
+                             "install it with 'pip install docker'.")
+        where = docker_host or "the engine named by DOCKER_HOST or the default socket"
+        try:
+            if docker_host:
+                self.sdk = docker.DockerClient(base_url=docker_host, timeout=timeout)
+            else:
+                self.sdk = docker.from_env(timeout=timeout)
+            self.sdk.ping()
+        except DockerException as error:
+            raise InfraError(f"Cannot reach the Docker engine at {where}: {error}. "
+                             "Start the engine or set docker_host / DOCKER_HOST.") from None
+        self.api = self.sdk.api
+
+    # images ---------------------------------------------------------------------------------
+    def image(self, reference: str) -> dict[str, Any] | None:
+        """The inspect data of an image by ID or reference, or None when the engine lacks it."""
+        try:
+            return self.api.inspect_image(reference)
+        except (ImageNotFound, NotFound):
+            return None
+        except APIError as error:
+            if error.status_code in (400, 404):
+                return None
+            raise InfraError(f"Docker could not inspect image {reference}: {error.explanation}") from None
+
+    def images_with_label(self, label: str, value: str | None = None) -> list[dict[str, Any]]:
+        """Inspect data of every image carrying the label (with that value), newest first."""
+        selector = label if value is None else f"{label}={value}"
+        summaries = self.api.images(filters={"label": selector, "dangling": False})
+        images = [image for image in (self.image(summary["Id"]) for summary in summaries) if image]
+        return sorted(images, key=lambda image: image.get("Created", ""), reverse=True)
+
+    def tag(self, image_id: str, repository: str, tag: str) -> None:
+        try:
+            self.api.tag(image_id, repository, tag, force=True)
+        except APIError as error:
+            raise InfraError(f"Docker could not tag {image_id} as {repository}:{tag}: {error.explanation}") from None
+
+    def pull(self, reference: str) -> dict[str, Any]:
+        repository, _, tag = reference.rpartition(":") if ":" in reference.split("/")[-1] else (reference, "", "latest")
+        try:
+            self.api.pull(repository, tag=tag or "latest")
+        except DockerException as error:
+            raise InfraError(f"Image {reference} is not in the local engine and pulling it failed: {error}.") from None
+        image = self.image(reference)
+        if image is None:
+            raise InfraError(f"Image {reference} could not be found after pulling it.")
+        return image
+
+    # containers -----------------------------------------------------------------------------
+    def run_detached(self, image: str, name: str, labels: dict[str, str],
+                     entrypoint: list[str] | None = None, command: list[str] | None = None,
+                     **host_options: Any) -> str:
+        """Create and start a container; returns its ID. Nothing is left behind when start fails."""
+        try:
+            host_config = self.api.create_host_config(**host_options)
+            created = self.api.create_container(image, name=name, labels=labels, entrypoint=entrypoint,
+                                                command=command, host_config=host_config, detach=True)
+        except APIError as error:
+            raise InfraError(f"Docker could not create container {name}: {error.explanation}") from None
+        container_id = created["Id"]
+        try:
+            self.api.start(container_id)
+        except APIError as error:
+            self.remove_container(container_id)
+            raise InfraError(f"Docker could not start container {name}: {error.explanation}") from None
+        return container_id
+
+    def exec(self, container_id: str, command: list[str], user: str = "root") -> tuple[int, str]:
+        try:
+            created = self.api.exec_create(container_id, command, user=user)
+            output = self.api.exec_start(created["Id"])
+            return self.api.exec_inspect(created["Id"])["ExitCode"], output.decode("utf-8", "replace")
+        except APIError as error:
+            raise InfraError(f"Docker could not run {command[0]} in container {container_id[:12]}: "
+                             f"{error.explanation}") from None
+
+    def put_files(self, container_id: str, files: Iterable[tuple[str, bytes, int]]) -> None:
+        """Copy (absolute path, content, mode) triples into the container's filesystem."""
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as archive:
+            for path, content, mode in files:
+                info = tarfile.TarInfo(path.lstrip("/"))
+                info.size, info.mode, info.mtime = len(content), mode, int(time.time())
+                archive.addfile(info, io.BytesIO(content))
+        try:
+            self.api.put_archive(container_id, "/", buffer.getvalue())
+        except APIError as error:
+            raise InfraError(f"Docker could not copy files into container {container_id[:12]}: "
+                             f"{error.explanation}") from None
+
+    def commit(self, container_id: str, repository: str, tag: str, config: dict[str, Any],
+               message: str = "") -> str:
+        try:
+            result = self.api.commit(container_id, repository=repository, tag=tag, message=message, conf=config)
+        except APIError as error:
+            raise InfraError(f"Docker could not commit container {container_id[:12]}: {error.explanation}") from None
+        return result["Id"]
+
+    def remove_container(self, container_id: str) -> None:
+        """Force-remove a container; a container that is already gone is not an error."""
+        try:
+            self.api.remove_container(container_id, force=True, v=True)
+        except NotFound:
+            pass
+        except APIError as error:
+            if error.status_code != 404 and "already in progress" not in str(error.explanation):
+                raise InfraError(f"Docker could not remove container {container_id[:12]}: "
+                                 f"{error.explanation}") from None
+
+    def containers_with_labels(self, labels: dict[str, str | None], include_stopped: bool = True) -> list[dict[str, Any]]:
+        """Inspect data of containers matching every label (value None: label present)."""
+        selectors = [key if value is None else f"{key}={value}" for key, value in labels.items()]
+        summaries = self.api.containers(all=include_stopped, filters={"label": selectors})
+        containers = []
+        for summary in summaries:
+            try:
+                containers.append(self.api.inspect_container(summary["Id"]))
+            except NotFound:
+                continue  # removed between list and inspect
+        return containers

@@ -1,0 +1,178 @@
+"""Prepares this machine for the collection: a Docker engine, host packages and a local base image.
+
+Every step first checks whether it is already done, so a second run takes seconds.
+Usage: python scripts/ensure_host.py engine | packages PKG... | base-image REF
+"""
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import docker
+from docker.errors import DockerException, ImageNotFound
+
+DOCKERD_LOG = "/var/log/immutable-infra-dockerd.log"
+DEFAULT_MIRROR = "http://deb.debian.org/debian"
+_apt_updated = False
+
+
+def say(message: str) -> None:
+    print(message, flush=True)
+
+
+def die(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(1)
+
+
+def engine_client() -> docker.DockerClient | None:
+    try:
+        client = docker.from_env(timeout=10)
+        client.ping()
+        return client
+    except DockerException:
+        return None
+
+
+def apt_install(packages: list[str]) -> None:
+    global _apt_updated
+    if os.geteuid() != 0:
+        die(f"installing {' '.join(packages)} needs root; install them with your package manager")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    if not _apt_updated:
+        # A third-party source that cannot be reached must not stop Debian's own packages.
+        subprocess.run(["apt-get", "update", "-q"], env=env, stdout=subprocess.DEVNULL, check=False)
+        _apt_updated = True
+    say(f"host packages: installing {' '.join(packages)}")
+    result = subprocess.run(["apt-get", "install", "-y", "-q", *packages], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=False)
+    if result.returncode != 0:
+        die(f"apt-get install {' '.join(packages)} failed: {result.stderr.strip()[-800:]}")
+
+
+def ensure_packages(commands: dict[str, str]) -> None:
+    """commands maps an executable to the Debian package that provides it."""
+    missing = sorted({package for command, package in commands.items() if not shutil.which(command)})
+    if missing:
+        apt_install(missing)
+    else:
+        say(f"host packages: present ({', '.join(sorted(set(commands.values())))})")
+
+
+def start_dockerd() -> None:
+    pid_file = "/var/run/docker.pid"
+    if os.path.exists(pid_file):
+        with open(pid_file, encoding="ascii") as handle:
+            pid = handle.read().strip()
+        if not (pid.isdigit() and os.path.exists(f"/proc/{pid}")):
+            os.unlink(pid_file)  # left by an engine that died; dockerd refuses to start beside it
+    with open(DOCKERD_LOG, "ab") as log:
+        subprocess.Popen(["dockerd"], stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                         start_new_session=True)
+
+
+def ensure_engine() -> None:
+    if engine_client():
+        say(f"docker engine: reachable ({os.environ.get('DOCKER_HOST', 'unix:///var/run/docker.sock')})")
+        return
+    if os.environ.get("DOCKER_HOST"):
+        die(f"DOCKER_HOST={os.environ['DOCKER_HOST']} is set but no Docker engine answers there; "
+            "start that engine or unset DOCKER_HOST to use a local one")
+    if os.geteuid() != 0:
+        die("no Docker engine is reachable and starting one needs root; start dockerd or set DOCKER_HOST")
+    ensure_packages({"dockerd": "docker.io"})
+    say(f"docker engine: starting dockerd (log: {DOCKERD_LOG})")
+    start_dockerd()
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if engine_client():
+            say("docker engine: ready")
+            return
+        time.sleep(0.5)
+    die(f"dockerd did not become reachable within 90 s; see {DOCKERD_LOG}")
+
+
+def apt_mirror() -> str:
+    """The Debian mirror this machine's apt uses, so the base image installs from the same place."""
+    if os.environ.get("BASE_MIRROR"):
+        return os.environ["BASE_MIRROR"]
+    candidates: list[str] = []
+    for path in ["/etc/apt/sources.list", *sorted(glob.glob("/etc/apt/sources.list.d/*.list"))]:
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as handle:
+                for line in handle:
+                    words = line.split("#", 1)[0].split()
+                    urls = [word for word in words[1:] if "://" in word]
+                    if words and words[0] == "deb" and urls:
+                        candidates.append(urls[0])
+    for path in sorted(glob.glob("/etc/apt/sources.list.d/*.sources")):
+        with open(path, encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("URIs:"):
+                    candidates.extend(line.split()[1:])
+    for url in candidates:
+        if url.rstrip("/").endswith("/debian"):
+            return url.rstrip("/")
+    return DEFAULT_MIRROR
+
+
+def ensure_base_image(reference: str) -> None:
+    client = engine_client()
+    if client is None:
+        die("no Docker engine is reachable; run 'make engine' first")
+    try:
+        image = client.images.get(reference)
+        say(f"base image: present ({reference}, {image.id[:19]})")
+        return
+    except ImageNotFound:
+        pass
+    ensure_packages({"debootstrap": "debootstrap"})
+    suite = os.environ.get("BASE_SUITE", "bookworm")
+    mirror = apt_mirror()
+    started = time.monotonic()
+    say(f"base image: building {reference} with debootstrap ({suite} minbase + python3 from {mirror}); "
+        "this takes about a minute")
+    with tempfile.TemporaryDirectory(prefix="immutable-infra-base-", dir="/var/tmp") as work:
+        rootfs = os.path.join(work, "rootfs")
+        result = subprocess.run(
+            ["debootstrap", "--variant=minbase", "--include=python3", suite, rootfs, mirror],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
+        if result.returncode != 0:
+            die(f"debootstrap failed: {result.stdout.strip()[-1500:]}")
+        # Like the official images: no package cache or package lists in the base.
+        for pattern in ("var/cache/apt/archives/*.deb", "var/lib/apt/lists/*"):
+            for path in glob.glob(os.path.join(rootfs, pattern)):
+                if os.path.isfile(path):
+                    os.unlink(path)
+        tarball = os.path.join(work, "rootfs.tar")
+        subprocess.run(["tar", "-C", rootfs, "-cf", tarball, "."], check=True)
+        repository, _, tag = reference.rpartition(":")
+        client.api.import_image_from_file(
+            tarball, repository=repository, tag=tag,
+            changes=['CMD ["bash"]', "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                     f"LABEL org.opencontainers.image.description=\"Debian {suite} minbase with python3\""])
+    image = client.images.get(reference)
+    say(f"base image: built {reference} ({image.id[:19]}) in {time.monotonic() - started:.0f} s")
+
+
+def main(argv: list[str]) -> None:
+    if not argv:
+        die(__doc__.strip().splitlines()[-1])
+    step, args = argv[0], argv[1:]
+    if step == "engine":
+        ensure_engine()
+    elif step == "packages":
+        ensure_packages(dict(arg.split("=", 1) if "=" in arg else (arg, arg) for arg in args))
+    elif step == "base-image" and len(args) == 1:
+        ensure_base_image(args[0])
+    else:
+        die(f"unknown step {' '.join(argv)!r}; {__doc__.strip().splitlines()[-1]}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
