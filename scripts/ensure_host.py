@@ -151,7 +151,7 @@ def ensure_base_image(reference: str) -> None:
                     os.unlink(path)
         tarball = os.path.join(work, "rootfs.tar")
         subprocess.run(["tar", "-C", rootfs, "-cf", tarball, "."], check=True)
-        repository, _, tag = reference.rpartition(":")
+        repository, tag = reference.rsplit(":", 1)
         client.api.import_image_from_file(
             tarball, repository=repository, tag=tag,
             changes=['CMD ["bash"]', "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",

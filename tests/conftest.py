@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import tempfile
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 COLLECTIONS = REPO / ".build" / "collections"
@@ -18,3 +19,5 @@ def _link_collection() -> None:
 
 _link_collection()
 os.environ.setdefault("ANSIBLE_COLLECTIONS_PATH", str(COLLECTIONS))
+# Tests never write to the user's own ledger.
+os.environ["IMMUTABLE_INFRA_LEDGER"] = os.path.join(tempfile.mkdtemp(prefix="immutable-infra-test-"), "ledger.jsonl")

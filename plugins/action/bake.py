@@ -21,7 +21,7 @@ class ActionModule(ActionBase):
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
-        _, params = self.validate_argument_spec(BAKE_ARGUMENT_SPEC)
+        params = self.validate_argument_spec(BAKE_ARGUMENT_SPEC)[1]
         context = BakeContext(
             basedir=self._loader.get_basedir(), roles_path=list(C.DEFAULT_ROLES_PATH),
             collections_path=default_collection_paths(), play_collections=list(self._task.collections or []),

@@ -14,7 +14,7 @@ description:
   - Each line is a JSON object with an C(event) key (C(task_start), C(result), C(stats)).
   - Results of tasks with C(no_log) are reduced to their status.
 author:
-  - immutable.infra contributors
+  - immutable.infra contributors (@immutable-infra)
 """
 
 import json

@@ -27,18 +27,28 @@ description:
     init system; the image's command starts the service when a host runs.
   - If a role fails, the task fails with the failing task's name, message and output; no image is
     tagged and the builder is removed (see O(keep_failed)).
+  - Every bake that runs, successful or not, is recorded in the ledger. Cache hits are not.
 author:
-  - immutable.infra contributors
+  - immutable.infra contributors (@immutable-infra)
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.flow
   - immutable.infra.docker
+  - immutable.infra.ledger
 attributes:
   check_mode:
     support: full
     details: Builds nothing; reports whether a bake would happen and which inputs differ from the newest image of O(name).
   diff_mode:
     support: none
+  platform:
+    platforms: posix
   action:
     support: full
+  async:
+    support: none
+  bypass_host_loop:
+    support: none
 options:
   name:
     description:
@@ -225,6 +235,10 @@ changed_tasks:
   returned: when a bake happened
   type: list
   elements: str
+ledger:
+  description: Path of the ledger the bake was recorded in.
+  returned: when a bake happened
+  type: str
 duration:
   description: Seconds the task took.
   returned: always

@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.common import (
     BUILDER_NAME_PREFIX, LABEL_INPUTS_HASH, LABEL_PREFIX, InfraError, short_id, utc_timestamp,
 )
 from ansible_collections.immutable.infra.plugins.plugin_utils.docker_client import DockerClient
+from ansible_collections.immutable.infra.plugins.plugin_utils.ledger import Ledger, default_path as default_ledger_path
 from ansible_collections.immutable.infra.plugins.plugin_utils.play_runner import PlaySpec, run_play
 from ansible_collections.immutable.infra.plugins.plugin_utils.provenance import controller_identity, git_info
 from ansible_collections.immutable.infra.plugins.plugin_utils.roles import CollectionIndex, Role, RoleResolver
@@ -50,6 +50,7 @@ BAKE_ARGUMENT_SPEC: dict[str, Any] = {
     "network": {"type": "str"},
     "timeout": {"type": "int", "default": 3600},
     "docker_host": {"type": "str"},
+    "ledger": {"type": "path"},
 }
 
 
@@ -144,13 +145,22 @@ class Baker:
             name=self.name, base=self.params["base"], inputs=inputs, digest=digest,
             roles=[role.label for role in roles], created=utc_timestamp(),
             git=git_info(self.context.basedir), baked_by=controller_identity())
-        image_id, play = self._build(client, base_image, requested, digest, labels)
+        ledger = Ledger(self.params["ledger"] or default_ledger_path())
+        record = ledger.new_record("bake", self.context.basedir, name=self.name, image=result["image"],
+                                   inputs_hash=digest, roles=result["roles"], base_image_id=base_image["Id"])
+        try:
+            image_id, play = self._build(client, base_image, requested, digest, labels)
+        except InfraError as error:
+            ledger.append(dict(record, result="failed", image_id=None, error=error.message,
+                               duration=round(time.monotonic() - started, 3)))
+            raise
+        duration = round(time.monotonic() - started, 3)
+        ledger.append(dict(record, result="succeeded", image_id=image_id, duration=duration))
         image = client.image(image_id) or {}
         return dict(result, changed=True, cache_hit=False, image_id=image_id, reasons=reasons,
                     labels=(image.get("Config") or {}).get("Labels") or labels,
-                    changed_tasks=play.changed_tasks, warnings_from_roles=play.warnings,
-                    duration=round(time.monotonic() - started, 3),
-                    msg=f"baked {self.name}:{tag} ({short_id(image_id)}) in {time.monotonic() - started:.1f} s")
+                    changed_tasks=play.changed_tasks, warnings_from_roles=play.warnings, duration=duration,
+                    ledger=ledger.path, msg=f"baked {self.name}:{tag} ({short_id(image_id)}) in {duration:.1f} s")
 
     def _cached_image(self, client: DockerClient, digest: str) -> dict[str, Any] | None:
         images = client.images_with_label(LABEL_INPUTS_HASH, digest)

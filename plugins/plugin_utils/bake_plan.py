@@ -103,7 +103,7 @@ def explain_differences(new: dict[str, Any], old: dict[str, Any] | None) -> list
         elif old_roles[name] != digest:
             reasons.append(f"role {name} files changed")
     reasons.extend(f"role {name} removed" for name in old_roles if name not in new_roles)
-    if [name for name, _ in new["roles"]] != [name for name, _ in old.get("roles", [])] and \
+    if [role[0] for role in new["roles"]] != [role[0] for role in old.get("roles", [])] and \
             set(new_roles) == set(old_roles):
         reasons.append("role order changed")
     for key in ("vars", "config", "builder"):

@@ -65,9 +65,9 @@ class DockerClient:
             raise InfraError(f"Docker could not tag {image_id} as {repository}:{tag}: {error.explanation}") from None
 
     def pull(self, reference: str) -> dict[str, Any]:
-        repository, _, tag = reference.rpartition(":") if ":" in reference.split("/")[-1] else (reference, "", "latest")
+        repository, tag = (reference.rsplit(":", 1) if ":" in reference.split("/")[-1] else (reference, "latest"))
         try:
-            self.api.pull(repository, tag=tag or "latest")
+            self.api.pull(repository, tag=tag)
         except DockerException as error:
             raise InfraError(f"Image {reference} is not in the local engine and pulling it failed: {error}.") from None
         image = self.image(reference)
@@ -147,3 +147,32 @@ class DockerClient:
             except NotFound:
                 continue  # removed between list and inspect
         return containers
+
+    # volumes (verdict records) -------------------------------------------------------------------
+    def replace_volume(self, name: str, labels: dict[str, str]) -> None:
+        try:
+            self.api.remove_volume(name, force=True)
+        except NotFound:
+            pass
+        except APIError as error:
+            if error.status_code != 404:
+                raise InfraError(f"Docker could not replace volume {name}: {error.explanation}") from None
+        try:
+            self.api.create_volume(name, labels=labels)
+        except APIError as error:
+            raise InfraError(f"Docker could not create volume {name}: {error.explanation}") from None
+
+    def volume_labels(self, name: str) -> dict[str, str] | None:
+        try:
+            return self.api.inspect_volume(name).get("Labels") or {}
+        except NotFound:
+            return None
+        except APIError as error:
+            if error.status_code == 404:
+                return None
+            raise InfraError(f"Docker could not inspect volume {name}: {error.explanation}") from None
+
+    def volumes_with_label(self, label: str, value: str | None = None) -> list[dict[str, str]]:
+        selector = label if value is None else f"{label}={value}"
+        volumes = self.api.volumes(filters={"label": selector}).get("Volumes") or []
+        return [volume.get("Labels") or {} for volume in volumes]

@@ -152,8 +152,7 @@ def run_play(spec: PlaySpec, on_event: Callable[[dict[str, Any]], None]) -> Play
 def _follow(process: subprocess.Popen, on_event: Callable[[dict[str, Any]], None]) -> PlayOutcome:
     outcome = PlayOutcome(succeeded=False, returncode=-1)
     other_output: list[str] = []
-    assert process.stdout is not None
-    for line in process.stdout:
+    for line in process.stdout or []:
         try:
             event = json.loads(line)
         except ValueError:

@@ -5,20 +5,9 @@ Nothing here skips: without an engine or base image the tests fail and say how t
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-import uuid
-from dataclasses import dataclass
-
 import docker
 import pytest
-import yaml
-
-BASE_IMAGE = os.environ.get("IMMUTABLE_INFRA_BASE_IMAGE", "immutable-infra/base:bookworm")
-RUN_ID = uuid.uuid4().hex[:8]
-IMAGE_PREFIX = f"itest-{RUN_ID}"
+from support import BASE_IMAGE, IMAGE_PREFIX, Playbooks
 
 
 @pytest.fixture(scope="session")
@@ -42,80 +31,6 @@ def base_image(docker_client):
         return docker_client.images.get(BASE_IMAGE)
     except docker.errors.ImageNotFound:
         pytest.fail(f"base image {BASE_IMAGE} is missing; run 'make setup' first")
-
-
-def image_name(suffix: str) -> str:
-    """A repository name unique to this test run, removed when the session ends."""
-    return f"{IMAGE_PREFIX}/{suffix}"
-
-
-def builder_containers(client) -> list:
-    return [container for container in client.containers.list(all=True)
-            if container.name.startswith("immutable-infra-bake-")]
-
-
-@dataclass
-class PlayRun:
-    returncode: int
-    output: str
-    results: dict
-
-    def __getitem__(self, name):
-        return self.results[name]
-
-
-class Playbooks:
-    """Writes tasks into a playbook in a project directory and runs it with ansible-playbook.
-
-    Each task's registered result is saved, failures included, so tests can assert on all of them.
-    """
-
-    def __init__(self, project: str) -> None:
-        self.project = project
-
-    def run(self, tasks: list[dict], check: bool = False, extra_args: list[str] | None = None,
-            env: dict[str, str] | None = None, timeout: int = 900) -> PlayRun:
-        results_dir = os.path.join(self.project, ".results", uuid.uuid4().hex[:8])
-        os.makedirs(results_dir)
-        play_tasks = []
-        for index, task in enumerate(tasks):
-            name = task.get("name") or f"task{index}"
-            play_tasks.append(dict(task, name=name, register="step_result", ignore_errors=True))
-            play_tasks.append({"name": f"save {name}", "ansible.builtin.copy": {
-                "content": "{{ step_result | to_json }}", "dest": os.path.join(results_dir, f"{index}.json"),
-                "mode": "0644"}, "check_mode": False})
-        # The playbook sits in the project directory so roles/ beside it resolves as in a real repository.
-        playbook = os.path.join(self.project, f"play-{os.path.basename(results_dir)}.yml")
-        with open(playbook, "w", encoding="utf-8") as handle:
-            yaml.safe_dump([{"name": "test", "hosts": "localhost", "gather_facts": False, "tasks": play_tasks}],
-                           handle, sort_keys=False)
-        command = [sys.executable, "-m", "ansible.cli.playbook", playbook, *(extra_args or [])]
-        if check:
-            command.append("--check")
-        process = subprocess.run(command, cwd=self.project, env=dict(os.environ, **(env or {})),
-                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout,
-                                 check=False)
-        os.unlink(playbook)
-        results = {}
-        for index, task in enumerate(tasks):
-            path = os.path.join(results_dir, f"{index}.json")
-            if os.path.exists(path):
-                with open(path, encoding="utf-8") as handle:
-                    results[task.get("name") or f"task{index}"] = json.load(handle)
-        if process.returncode != 0 and not results:
-            pytest.fail(f"ansible-playbook failed before any task ran:\n{process.stdout[-3000:]}")
-        return PlayRun(process.returncode, process.stdout, results)
-
-
-def init_git(path: str) -> str:
-    """Makes path a git checkout with one commit and a remote; returns the commit."""
-    def git(*args):
-        return subprocess.run(["git", "-C", path, *args], check=True, stdout=subprocess.PIPE, text=True).stdout.strip()
-    git("init", "-q")
-    git("remote", "add", "origin", "https://git.example.com/acme/ops.git")
-    git("add", "-A")
-    git("-c", "user.name=test", "-c", "user.email=test@example.com", "commit", "-qm", "roles")
-    return git("rev-parse", "HEAD")
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 import requests
-from conftest import BASE_IMAGE, builder_containers, image_name, init_git
+from support import BASE_IMAGE, builder_containers, image_name, init_git
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "bake_project")
 
@@ -29,8 +29,8 @@ def bake(name, roles, nonce=None, **options):
 
 
 def container_creations(client, since):
-    return [event for event in client.events(since=since, until=time.time() + 0.5, decode=True,
-                                             filters={"type": "container", "event": "create"})]
+    return list(client.events(since=since, until=time.time() + 0.5, decode=True,
+                              filters={"type": "container", "event": "create"}))
 
 
 def test_server_role_bakes_unmodified_into_a_working_image(roles_project, docker_client, base_image):
@@ -105,7 +105,7 @@ def test_unchanged_bake_is_a_cache_hit_and_starts_no_container(roles_project, do
     assert second["labels"]["immutable.infra.inputs_hash"] == first["inputs_hash"]
 
     # Touching every file (new mtimes, same content) keeps the cache.
-    for root, _, files in os.walk(roles_project.path / "roles" / "motd"):
+    for root, _dirs, files in os.walk(roles_project.path / "roles" / "motd"):
         for file in files:
             os.utime(os.path.join(root, file), (time.time() + 60, time.time() + 60))
     touched = roles_project.run([task])["bake"]

@@ -74,12 +74,12 @@ def test_collection_role_and_its_unqualified_dependency(playbook_dir):
 
 
 def test_shared_dependency_is_listed_once(playbook_dir):
-    _, roles = resolver(playbook_dir).resolve(["common", "web"])
+    roles = resolver(playbook_dir).resolve(["common", "web"])[1]
     assert [role.name for role in roles] == ["common", "tls", "web"]
 
 
 def test_role_by_path(playbook_dir):
-    requested, _ = resolver(playbook_dir).resolve(["./shared/tls"])
+    requested = resolver(playbook_dir).resolve(["./shared/tls"])[0]
     assert requested[0].given_as_path and requested[0].path == str(playbook_dir / "shared/tls")
 
 
