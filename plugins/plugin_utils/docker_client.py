@@ -78,12 +78,14 @@ class DockerClient:
     # containers -----------------------------------------------------------------------------
     def run_detached(self, image: str, name: str, labels: dict[str, str],
                      entrypoint: list[str] | None = None, command: list[str] | None = None,
+                     user: str | None = None, environment: dict[str, str] | None = None,
                      **host_options: Any) -> str:
         """Create and start a container; returns its ID. Nothing is left behind when start fails."""
         try:
             host_config = self.api.create_host_config(**host_options)
             created = self.api.create_container(image, name=name, labels=labels, entrypoint=entrypoint,
-                                                command=command, host_config=host_config, detach=True)
+                                                command=command, user=user, environment=environment,
+                                                host_config=host_config, detach=True)
         except APIError as error:
             raise InfraError(f"Docker could not create container {name}: {error.explanation}") from None
         container_id = created["Id"]
@@ -93,6 +95,24 @@ class DockerClient:
             self.remove_container(container_id)
             raise InfraError(f"Docker could not start container {name}: {error.explanation}") from None
         return container_id
+
+    def container(self, container_id: str) -> dict[str, Any] | None:
+        """The inspect data of a container, or None when it does not exist (any more)."""
+        try:
+            return self.api.inspect_container(container_id)
+        except NotFound:
+            return None
+        except APIError as error:
+            if error.status_code == 404:
+                return None
+            raise InfraError(f"Docker could not inspect container {container_id[:12]}: {error.explanation}") from None
+
+    def logs(self, container_id: str, tail: int = 20) -> str:
+        """The last lines the container wrote to stdout and stderr; empty when it is gone."""
+        try:
+            return self.api.logs(container_id, stdout=True, stderr=True, tail=tail).decode("utf-8", "replace")
+        except (NotFound, APIError):
+            return ""
 
     def exec(self, container_id: str, command: list[str], user: str = "root") -> tuple[int, str]:
         try:
