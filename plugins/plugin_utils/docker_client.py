@@ -196,3 +196,62 @@ class DockerClient:
         selector = label if value is None else f"{label}={value}"
         volumes = self.api.volumes(filters={"label": selector}).get("Volumes") or []
         return [volume.get("Labels") or {} for volume in volumes]
+
+    # service hosts ---------------------------------------------------------------------------------
+    def create_container(self, image: str, name: str, labels: dict[str, str], environment: dict[str, str],
+                         networks: list[str], **host_options: Any) -> str:
+        """Create (not start) a container attached to the given networks; nothing is left when it fails."""
+        try:
+            host_config = self.api.create_host_config(network_mode=networks[0] if networks else None,
+                                                      **host_options)
+            created = self.api.create_container(image, name=name, labels=labels, environment=environment,
+                                                host_config=host_config, detach=True)
+        except APIError as error:
+            if error.status_code == 409:
+                raise InfraError(f"A container named {name} already exists and was not made by this rollout; "
+                                 "remove or rename it.") from None
+            raise InfraError(f"Docker could not create container {name}: {error.explanation}") from None
+        try:
+            for network in networks[1:]:
+                self.api.connect_container_to_network(created["Id"], network)
+        except APIError as error:
+            self.remove_container(created["Id"])
+            raise InfraError(f"Docker could not attach {name} to network {network}: {error.explanation}") from None
+        return created["Id"]
+
+    def start(self, container_id: str) -> None:
+        try:
+            self.api.start(container_id)
+        except APIError as error:
+            raise InfraError(f"Docker could not start container {container_id[:12]}: {error.explanation}") from None
+
+    def stop(self, container_id: str, timeout: int) -> None:
+        try:
+            self.api.stop(container_id, timeout=timeout)
+        except NotFound:
+            pass
+        except APIError as error:
+            if error.status_code not in (304, 404):
+                raise InfraError(f"Docker could not stop container {container_id[:12]}: {error.explanation}") from None
+
+    def create_marker(self, name: str, image: str, labels: dict[str, str]) -> bool:
+        """Create a never-started container as an atomic marker; False when the name is taken."""
+        try:
+            self.api.create_container(image, name=name, labels=labels, command=["true"], entrypoint=[],
+                                      network_disabled=True)
+            return True
+        except APIError as error:
+            if error.status_code == 409:
+                return False
+            raise InfraError(f"Docker could not create {name}: {error.explanation}") from None
+
+
+def container_address(inspected: dict[str, Any], network: str | None = None) -> str | None:
+    """The container's IP on the named network, or on its first network."""
+    networks = ((inspected.get("NetworkSettings") or {}).get("Networks")) or {}
+    if network and network in networks:
+        return networks[network].get("IPAddress") or None
+    for settings in networks.values():
+        if settings.get("IPAddress"):
+            return settings["IPAddress"]
+    return None

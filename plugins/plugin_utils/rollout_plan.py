@@ -267,8 +267,8 @@ def _retention(observed: list[Host], new_generation: int, desired: Desired) -> l
                           host.generation < new_generation]))
 
 
-def plan_revert(observed: list[Host], previous_live: list[str], new_generation: int) -> list[Step]:
-    """Steps that put the previous live hosts back and take every host of new_generation away.
+def plan_revert(observed: list[Host], previous_live: list[str], new_hosts: list[str]) -> list[Step]:
+    """Steps that put the previous live hosts back and take the new hosts away.
 
     Used after a failed batch and to recover a rollout whose controller died. Previous hosts come
     back into the balancer before any new host leaves it, so capacity never dips below where the
@@ -279,7 +279,7 @@ def plan_revert(observed: list[Host], previous_live: list[str], new_generation: 
     stopped = tuple(host.name for host in previous if not host.running)
     outside = tuple(host.name for host in previous if host.running and host.balancer_state is None)
     draining = tuple(host.name for host in previous if host.running and host.balancer_state in ("drain", "maint"))
-    new = _order([host for host in observed if host.generation == new_generation])
+    new = _order([by_name[name] for name in new_hosts if name in by_name])
     steps: list[Step] = []
     if stopped:
         steps += [Step(START_STOPPED, stopped), Step(WAIT_HEALTHY, stopped), Step(ADD, stopped)]

@@ -199,7 +199,7 @@ def test_revert_after_a_failure_at_any_step_restores_the_previous_generation(fai
                         model.balancer.get(name)) for name in sorted(model.exists)]
     ready_at_failure = len(model.ready())
     model.min_ready = ready_at_failure
-    for step in rp.plan_revert(observed, [host.name for host in old], plan.generation):
+    for step in rp.plan_revert(observed, [host.name for host in old], plan.new_hosts):
         model.apply(step)
     assert model.ready() == {"web-1-1", "web-1-2", "web-1-3"}
     assert model.exists == {"web-1-1", "web-1-2", "web-1-3"}
@@ -208,7 +208,7 @@ def test_revert_after_a_failure_at_any_step_restores_the_previous_generation(fai
 
 def test_revert_sets_a_draining_host_ready_again():
     observed = [rp.Host("web-1-1", 1, 1, OLD, True, "drain"), rp.Host("web-2-1", 2, 1, NEW, True, "ready")]
-    steps = rp.plan_revert(observed, ["web-1-1"], 2)
+    steps = rp.plan_revert(observed, ["web-1-1"], ["web-2-1"])
     assert [step.action for step in steps] == [rp.READY, rp.DRAIN, rp.WAIT_DRAINED, rp.DETACH, rp.REMOVE]
 
 
@@ -234,3 +234,10 @@ def test_steps_describe_themselves():
     step = rp.Step(rp.OBSERVE, ("web-2-1",), 1, 12)
     assert step.describe() == "batch 1: observe web-2-1 for 12 s"
     assert step.as_dict()["hosts"] == ["web-2-1"]
+
+
+def test_revert_of_a_scale_up_keeps_the_hosts_that_were_live():
+    observed = live_hosts(2, spec=NEW) + [rp.Host("web-1-3", 1, 3, NEW, True, "ready")]
+    steps = rp.plan_revert(observed, ["web-1-1", "web-1-2"], ["web-1-3"])
+    assert steps[-1] == rp.Step(rp.REMOVE, ("web-1-3",))
+    assert all("web-1-1" not in step.hosts for step in steps)
