@@ -1,0 +1,71 @@
+# Copyright: immutable.infra contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Runs a child command line by line, with a deadline, and never leaves it (or its children) running."""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import subprocess
+import threading
+from dataclasses import dataclass
+from typing import Callable
+
+
+@dataclass
+class Finished:
+    returncode: int
+    tail: str
+    timed_out: bool
+    seconds: float = 0.0
+
+
+def run_streaming(command: list[str], cwd: str, env: dict[str, str], timeout: float,
+                  on_line: Callable[[str], None] = lambda line: None, log_path: str | None = None,
+                  tail_lines: int = 60) -> Finished:
+    """Runs command in its own process group; on_line sees each output line (stdout and stderr).
+
+    On timeout, or when the caller is interrupted, the whole process group is killed before this returns
+    or raises, so workers the command started (pytest-xdist, Molecule's Ansible) go with it.
+    """
+    tail: collections.deque[str] = collections.deque(maxlen=tail_lines)
+    log = open(log_path, "w", encoding="utf-8") if log_path else None  # pylint: disable=consider-using-with
+    try:
+        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, text=True, errors="replace", bufsize=1,
+                                   start_new_session=True)
+    except OSError as error:
+        if log:
+            log.close()
+        return Finished(returncode=127, tail=f"could not start {command[0]}: {error}", timed_out=False)
+    timed_out = threading.Event()
+
+    def expire() -> None:
+        timed_out.set()
+        _kill_group(process)
+
+    timer = threading.Timer(max(timeout, 0.1), expire)
+    timer.start()
+    try:
+        for line in process.stdout or []:
+            tail.append(line)
+            if log:
+                log.write(line)
+            on_line(line.rstrip("\n"))
+        process.wait()
+    finally:
+        timer.cancel()
+        if process.poll() is None:
+            _kill_group(process)
+            process.wait()
+        if log:
+            log.close()
+    return Finished(returncode=process.returncode, tail="".join(tail), timed_out=timed_out.is_set())
+
+
+def _kill_group(process: subprocess.Popen) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except OSError:
+        pass  # already gone
