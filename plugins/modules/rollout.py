@@ -1,0 +1,360 @@
+#!/usr/bin/python
+# Copyright: immutable.infra contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: rollout
+short_description: Replace a service's hosts with new ones from a verified image, behind a load balancer, without dropping requests
+version_added: 0.1.0
+description:
+  - Observes the hosts of O(service) (containers labelled C(immutable.infra.service)) and the
+    balancer backend, plans the rollout with a pure planner, then applies it in batches: start new
+    hosts from the exact image ID, wait until they pass the health check, add them to the balancer
+    and wait until the balancer reports them up, put old hosts in drain, wait until their sessions
+    reach zero (at most O(drain_timeout)), take them out of the balancer, and stop them.
+  - Hosts are containers named C(<service>-<generation>-<n>) and labelled with the service, the
+    generation and the image ID. Old generations stay stopped for instant rollback (O(keep_previous)).
+  - B(The fleet is one transaction.) If any step fails (a health timeout, a host that crashes, a
+    balancer error), every batch already swapped is reverted: the previous hosts are started and put
+    back into the balancer before the new ones leave it, the new hosts are removed, and the task fails
+    saying which host failed which check. The balancer never holds fewer healthy hosts than
+    O(replicas) minus O(max_unavailable).
+  - B(Fail closed.) The image must have a passing verdict from M(immutable.infra.verify) for its exact
+    ID unless O(require_verified=false); a tag that moved to another image since it was verified is
+    refused. This is checked before anything is touched.
+  - The same image and spec as the live hosts changes nothing (C(changed=false)). A different
+    O(replicas) with the same image and spec adds or retires hosts in the live generation.
+  - One rollout per service at a time: a lock (a never-started container named
+    C(immutable-infra-lock-<service>)) names its owner and expiry; a second rollout is refused with
+    that information. If a controller dies mid-rollout, the next run finds the journal it left, puts
+    the previous hosts back, and then rolls out again.
+  - Every rollout is recorded in the ledger with its result (succeeded, rolled back, failed).
+author:
+  - immutable.infra contributors (@immutable-infra)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.flow
+  - immutable.infra.docker
+  - immutable.infra.ledger
+attributes:
+  check_mode:
+    support: full
+    details: Observes and returns the plan (batches, host names, balancer operations); nothing is started, changed or locked.
+  diff_mode:
+    support: full
+    details: Shows the live hosts before and after.
+  platform:
+    platforms: posix
+  action:
+    support: full
+  async:
+    support: none
+  bypass_host_loop:
+    support: none
+options:
+  service:
+    description:
+      - Name of the service. It names the hosts (C(<service>-<generation>-<n>)), the inventory groups
+        and the balancer servers, so it starts with a lower-case letter and holds only lower-case
+        letters, digits and V(_).
+    type: str
+    required: true
+  image:
+    description:
+      - The image to roll out, by ID (V(sha256:...)) or reference. A reference is resolved to an ID
+        first and hosts are always started from the ID.
+    type: str
+    required: true
+  replicas:
+    description: Number of hosts the service runs. At least 1.
+    type: int
+    required: true
+  strategy:
+    description:
+      - V(rolling) replaces O(batch_size) hosts at a time.
+      - V(blue_green) starts all new hosts, adds them, then drains and retires all old ones at once.
+      - V(canary) first replaces O(canary.replicas) hosts and watches them for O(canary.seconds), then
+        continues like V(rolling).
+    type: str
+    choices: [rolling, blue_green, canary]
+    default: rolling
+  batch_size:
+    description: Hosts replaced per batch (V(rolling) and V(canary)).
+    type: int
+    default: 1
+  max_surge:
+    description:
+      - How many hosts above O(replicas) may run during the rollout. New hosts are started before old
+        ones leave as far as this allows.
+      - Defaults to O(batch_size), or O(replicas) for V(blue_green).
+    type: int
+  max_unavailable:
+    description:
+      - How many hosts below O(replicas) may be out of the balancer during the rollout. With the
+        default V(0) capacity never dips. A batch needs O(max_surge) + O(max_unavailable) >= its size.
+    type: int
+    default: 0
+  canary:
+    description: Settings of the V(canary) strategy.
+    type: dict
+    default: {}
+    suboptions:
+      replicas:
+        description: Hosts in the first, watched batch.
+        type: int
+        default: 1
+      seconds:
+        description: How long the canary hosts must stay healthy, checked every O(health.interval), before the rollout goes on.
+        type: float
+        default: 10
+  port:
+    description: Container port the service listens on; the balancer sends traffic there.
+    type: int
+    required: true
+  health:
+    description:
+      - The health gate each new host must pass before it joins the balancer. One kind of check:
+        O(health.http_path) (the default, V(/)), O(health.tcp) or O(health.command).
+      - Checks reach the host at its container address, so the controller must reach the Docker
+        network (true on the Docker host itself); use O(health.command) otherwise.
+    type: dict
+    default: {}
+    suboptions:
+      http_path:
+        description: Path of an HTTP GET on O(port); a 2xx or 3xx answer passes unless O(health.expected_status) says otherwise.
+        type: str
+      expected_status:
+        description: HTTP status codes that pass.
+        type: list
+        elements: int
+      tcp:
+        description: Pass when a TCP connection to O(port) succeeds.
+        type: bool
+        default: false
+      command:
+        description: A command run inside the host; exit code 0 passes.
+        type: list
+        elements: str
+      timeout:
+        description: Seconds a new host has to become healthy.
+        type: float
+        default: 60
+      interval:
+        description: Seconds between checks.
+        type: float
+        default: 0.5
+      healthy_threshold:
+        description: Passing checks in a row that make a host healthy.
+        type: int
+        default: 2
+  drain_timeout:
+    description:
+      - Seconds to wait, after an old host is put in drain, for the balancer to report no sessions on
+        it. When they do not reach zero in time the host is taken out anyway, with a warning.
+    type: float
+    default: 30
+  stop_timeout:
+    description: Seconds an old host gets to exit after SIGTERM before it is killed.
+    type: int
+    default: 10
+  balancer:
+    description:
+      - The load balancer in front of the service. Without it, running hosts are live and no
+        membership changes are made.
+      - See the collection's C(docs/haproxy.md) for the HAProxy configuration this needs.
+    type: dict
+    suboptions:
+      type:
+        description: Kind of balancer.
+        type: str
+        choices: [haproxy]
+        default: haproxy
+      runtime_api:
+        description: Address of HAProxy's runtime API (a C(stats socket ... level admin)), a unix socket path or V(host:port).
+        type: str
+        required: true
+      backend:
+        description: The HAProxy backend that holds the service's servers.
+        type: str
+        required: true
+      server_options:
+        description: Options for servers added with HAProxy's C(add server), which does not apply C(default-server) lines.
+        type: list
+        elements: str
+        default: [inter, 500ms, rise, "1", fall, "2"]
+      up_timeout:
+        description: Seconds a new server has to pass HAProxy's own health check after it was added.
+        type: float
+        default: 30
+  require_verified:
+    description: Refuse an image whose ID has no passing verdict from M(immutable.infra.verify). Set V(false) only deliberately.
+    type: bool
+    default: true
+  keep_previous:
+    description: Previous generations kept stopped for rollback; older hosts are removed after a successful rollout.
+    type: int
+    default: 1
+  container:
+    description: How each host container runs.
+    type: dict
+    default: {}
+    suboptions:
+      env:
+        description: Environment variables.
+        type: dict
+        default: {}
+      read_only:
+        description: Mount the root filesystem read-only.
+        type: bool
+        default: false
+      cap_drop:
+        description: Linux capabilities to drop, for example V(ALL).
+        type: list
+        elements: str
+        default: []
+      memory:
+        description: Memory limit, for example V(256m).
+        type: str
+      networks:
+        description: Docker networks to attach, the first one carrying balancer traffic. The engine's default bridge when empty.
+        type: list
+        elements: str
+        default: []
+      restart_policy:
+        description: Docker restart policy of the hosts.
+        type: str
+        choices: ["no", on-failure, always, unless-stopped]
+        default: unless-stopped
+      labels:
+        description: Extra labels on the hosts.
+        type: dict
+        default: {}
+  lock_timeout:
+    description: Seconds after which another controller may take over this rollout's lock.
+    type: int
+    default: 3600
+seealso:
+  - module: immutable.infra.verify
+  - module: immutable.infra.bake
+  - plugin: immutable.infra.fleet
+    plugin_type: inventory
+"""
+
+EXAMPLES = r"""
+- name: Roll out the verified image, one host at a time
+  immutable.infra.rollout:
+    service: web
+    image: "{{ baked.image_id }}"
+    replicas: 3
+    port: 8000
+    health:
+      http_path: /healthz
+      timeout: 60
+    balancer:
+      runtime_api: /run/haproxy/admin.sock
+      backend: web
+  register: rolled
+
+- name: Blue/green with a command health check, as a dry run first
+  immutable.infra.rollout:
+    service: api
+    image: acme/api:5b1e0c9d2f4a
+    replicas: 4
+    strategy: blue_green
+    port: 9000
+    health:
+      command: [/usr/local/bin/api, --check]
+    balancer:
+      runtime_api: 127.0.0.1:9999
+      backend: api
+  check_mode: true
+  diff: true
+
+- name: Canary, watched for a minute, then two hosts per batch
+  immutable.infra.rollout:
+    service: web
+    image: "{{ baked.image_id }}"
+    replicas: 6
+    strategy: canary
+    canary:
+      replicas: 1
+      seconds: 60
+    batch_size: 2
+    port: 8000
+    health:
+      http_path: /healthz
+    balancer:
+      runtime_api: /run/haproxy/admin.sock
+      backend: web
+"""
+
+RETURN = r"""
+generation:
+  description: The generation that is live after the task (or would be, in check mode).
+  returned: always
+  type: int
+  sample: 3
+image_id:
+  description: The image ID the hosts run.
+  returned: always
+  type: str
+added:
+  description: Hosts started and put into the balancer.
+  returned: always
+  type: list
+  elements: str
+  sample: [web-3-1, web-3-2, web-3-3]
+removed:
+  description: Hosts taken out of service (drained, out of the balancer, stopped).
+  returned: always
+  type: list
+  elements: str
+  sample: [web-2-1, web-2-2, web-2-3]
+deleted:
+  description: Containers removed because their generation is older than O(keep_previous) allows.
+  returned: always
+  type: list
+  elements: str
+live:
+  description: The live hosts after the task.
+  returned: always
+  type: list
+  elements: str
+live_before:
+  description: The live hosts before the task.
+  returned: always
+  type: list
+  elements: str
+kind:
+  description: V(noop), V(rollout) (a new generation) or V(scale) (hosts added or retired in the live generation).
+  returned: always
+  type: str
+reason:
+  description: Why the plan is what it is.
+  returned: always
+  type: str
+plan:
+  description: The ordered steps, each with C(action), C(hosts), C(batch) and a readable C(text).
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"action": "start", "hosts": ["web-3-1"], "batch": 1, "text": "batch 1: start web-3-1"}]
+duration:
+  description: Seconds the task took.
+  returned: always
+  type: float
+recovered:
+  description: ID of an interrupted earlier rollout whose hosts were put back before this one.
+  returned: when an interrupted rollout was found
+  type: str
+rolled_back:
+  description: True when the rollout failed and the previous hosts are live again.
+  returned: on failure
+  type: bool
+host:
+  description: The host that failed its check, when one did.
+  returned: on failure
+  type: str
+"""
