@@ -23,7 +23,7 @@ class ActionModule(ActionBase):
         result = super().run(tmp, task_vars)
         params = self.validate_argument_spec(BAKE_ARGUMENT_SPEC)[1]
         context = BakeContext(
-            basedir=self._loader.get_basedir(), roles_path=list(C.DEFAULT_ROLES_PATH),
+            basedir=params["project_dir"] or self._loader.get_basedir(), roles_path=list(C.DEFAULT_ROLES_PATH),
             collections_path=default_collection_paths(), play_collections=list(self._task.collections or []),
             check_mode=bool(self._task.check_mode), ansible_core_version=ansible_core_version)
         try:

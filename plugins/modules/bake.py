@@ -70,6 +70,13 @@ options:
     type: list
     elements: str
     required: true
+  project_dir:
+    description:
+      - The repository whose roles are baked. Its C(roles/) directory and the directory itself are
+        searched for roles, and its git checkout provides the provenance labels.
+      - Defaults to the directory of the playbook. Set it when the playbook lives elsewhere, for
+        example when running the collection's own C(immutable.infra.release) playbook.
+    type: path
   vars:
     description:
       - Variables passed to the roles, as play variables.

@@ -51,6 +51,7 @@ BAKE_ARGUMENT_SPEC: dict[str, Any] = {
     "timeout": {"type": "int", "default": 3600},
     "docker_host": {"type": "str"},
     "ledger": {"type": "path"},
+    "project_dir": {"type": "path"},
 }
 
 
