@@ -408,10 +408,12 @@ class Verifier:
     # molecule ------------------------------------------------------------------------------------
     def _molecule(self, scenario: Scenario, image_id: str, report: str, verdict: Verdict) -> None:
         begun = time.monotonic()
+        log, junit = os.path.splitext(report)[0] + ".molecule.log", os.path.splitext(report)[0] + ".molecule.xml"
+        # The scenario's testinfra verifier runs pytest, which reads PYTEST_ADDOPTS: its tests get a JUnit report too.
+        addopts = f"{os.environ.get('PYTEST_ADDOPTS', '')} --junitxml={junit} -o junit_family=xunit1".strip()
         env = child_environment(self.params["docker_host"], {
             self.params["molecule_image_env"]: image_id, "IMMUTABLE_INFRA_IMAGE_ID": image_id,
-            "MOLECULE_GLOB": scenario.glob, "ANSIBLE_NOCOLOR": "1", "NO_COLOR": "1"})
-        log = os.path.splitext(report)[0] + ".molecule.log"
+            "MOLECULE_GLOB": scenario.glob, "PYTEST_ADDOPTS": addopts, "ANSIBLE_NOCOLOR": "1", "NO_COLOR": "1"})
         self.progress(f"verify: molecule test -s {scenario.name} with {self.params['molecule_image_env']}="
                       f"{short_id(image_id)}")
         command = [sys.executable, "-m", "molecule", "test", "-s", scenario.name]
@@ -427,13 +429,20 @@ class Verifier:
         seconds = round(time.monotonic() - begun, 3)
         verdict.timings["molecule"] = seconds
         passed = finished.returncode == 0 and not finished.timed_out
+        parsed = {"tests": verify_report.empty_counts(), "failures": []}
+        if os.path.exists(junit):
+            with open(junit, encoding="utf-8") as handle:
+                parsed = verify_report.parse_junit(handle.read())
         verdict.molecule = {"scenario": scenario.name, "directory": scenario.directory, "passed": passed,
-                            "log": log, "duration": seconds}
-        if not passed:
+                            "tests": parsed["tests"], "log": log, "report": junit if os.path.exists(junit) else None,
+                            "duration": seconds}
+        verdict.failures.extend({"test": f"molecule {scenario.name}: {failure['test']}", "message": failure["message"]}
+                                for failure in parsed["failures"])
+        if not passed and not parsed["failures"]:
             why = (f"did not finish within the timeout of {self.params['timeout']} s" if finished.timed_out
                    else f"failed (exit code {finished.returncode})")
             tail = "\n".join(finished.tail.strip().splitlines()[-15:])
-            verdict.failures.append({"test": f"molecule: {scenario.name}",
+            verdict.failures.append({"test": f"molecule {scenario.name}",
                                      "message": f"molecule test {why}; log: {log}\n{tail}"})
 
     def _show_molecule_line(self, line: str) -> None:

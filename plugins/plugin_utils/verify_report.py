@@ -14,8 +14,9 @@ MESSAGE_LIMIT = 500
 # Messages pytest writes for a whole category rather than for the test; the traceback says more.
 GENERIC_MESSAGES = {"", "collection failure", "failed on setup", "failed on teardown"}
 TCP_LISTEN = "0A"
-# testinfra adds the host to every test id, e.g. test_port[docker://0123abcd-80]; it is the same for all.
-HOST_PARAMETER = re.compile(r"-?docker://[^\]\-]*-?")
+# testinfra adds the host to every test id, e.g. test_os[ansible://web-1] or test_port[docker://0123abcd-80].
+ONLY_HOST_PARAMETER = re.compile(r"\[[a-z][a-z-]*://[^\]]*\]$")
+HOST_PARAMETER = re.compile(r"-?docker://[^\]\-]*-?")  # container IDs have no dashes, so this is unambiguous
 
 
 def empty_counts() -> dict[str, int]:
@@ -29,7 +30,9 @@ def test_name(name: str) -> str:
     base, params = name.split("[", 1)
     params = HOST_PARAMETER.sub(lambda match: "-" if match.group(0).startswith("-") and match.group(0).endswith("-")
                                 else "", params)
-    return base if params in ("]", "") else f"{base}[{params}"
+    if params in ("]", ""):
+        return base
+    return ONLY_HOST_PARAMETER.sub("", f"{base}[{params}")
 
 
 def progress_line(line: str) -> str | None:
