@@ -18,11 +18,17 @@ def docker_client():
     except docker.errors.DockerException as error:
         pytest.fail(f"no Docker engine is reachable ({error}); run 'make setup' first")
     yield client
+    removed = set()
     for image in client.images.list():
         for tag in image.tags:
             if tag.startswith(IMAGE_PREFIX):
                 client.images.remove(tag, force=True)
+                removed.add(image.id)
     client.images.prune(filters={"dangling": True})
+    # Verdicts recorded for this run's images (immutable.infra.verify) go with them.
+    for volume in client.volumes.list(filters={"label": "immutable.infra.verdict"}):
+        if (volume.attrs.get("Labels") or {}).get("immutable.infra.image_id") in removed:
+            volume.remove(force=True)
 
 
 @pytest.fixture(scope="session")
