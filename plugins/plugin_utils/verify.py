@@ -116,7 +116,7 @@ class Verdict:
         return self.broken is None and not self.failures and self.tests["failed"] == 0 and self.tests["errors"] == 0
 
 
-def test_files(paths: list[str], basedir: str) -> tuple[list[str], list[str]]:
+def find_test_files(paths: list[str], basedir: str) -> tuple[list[str], list[str]]:
     """(the given paths made absolute, the test files they hold); a missing path is an error."""
     resolved, files = [], []
     for given in paths:
@@ -183,7 +183,7 @@ class Verifier:
     def run(self) -> dict[str, Any]:
         started = time.monotonic()
         self.deadline = started + self.params["timeout"]
-        paths, files = test_files(self.params["tests"], self.context.basedir)
+        paths, files = find_test_files(self.params["tests"], self.context.basedir)
         scenario = locate_scenario(self.params["molecule_scenario"], self.context.basedir) \
             if self.params["molecule_scenario"] else None
         if files and not shutil.which("docker", path=child_environment(None, {})["PATH"]):

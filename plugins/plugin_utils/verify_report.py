@@ -23,7 +23,7 @@ def empty_counts() -> dict[str, int]:
     return {"total": 0, "passed": 0, "failed": 0, "errors": 0, "skipped": 0}
 
 
-def test_name(name: str) -> str:
+def clean_test_name(name: str) -> str:
     """A test's name without testinfra's host parameter: test_port[docker://0123-80] -> test_port[80]."""
     if "[" not in name:
         return name
@@ -40,12 +40,12 @@ def progress_line(line: str) -> str | None:
     words = line.split()
     if not any(word in ("PASSED", "FAILED", "ERROR", "SKIPPED", "XFAIL", "XPASS") for word in words):
         return None
-    return " ".join(test_name(word) if "[" in word else word for word in words)
+    return " ".join(clean_test_name(word) if "[" in word else word for word in words)
 
 
-def test_id(case: ElementTree.Element) -> str:
+def case_id(case: ElementTree.Element) -> str:
     """file::Class::name of a JUnit test case (xunit1 has the file), without testinfra's host parameter."""
-    name = test_name(case.get("name") or "?")
+    name = clean_test_name(case.get("name") or "?")
     classname = case.get("classname") or ""
     path = case.get("file") or ""
     if not path:
@@ -83,7 +83,7 @@ def parse_junit(xml_text: str) -> dict[str, Any]:
     failures: list[dict[str, str]] = []
     files: dict[str, dict[str, Any]] = {}
     for case in root.iter("testcase"):
-        identifier = test_id(case)
+        identifier = case_id(case)
         outcome = _outcome(case)
         counts["total"] += 1
         counts[outcome] += 1
