@@ -50,6 +50,7 @@ options:
 
 EXAMPLES = r"""
 # inventory/web.fleet.yml
+---
 plugin: immutable.infra.fleet
 services: [web]
 
@@ -66,6 +67,8 @@ services: [web]
 #   |  |--web-3-2
 
 # A group per image revision, from the provenance labels of each host's image:
+# inventory/by-revision.fleet.yml
+---
 plugin: immutable.infra.fleet
 keyed_groups:
   - key: immutable_infra.provenance['org.opencontainers.image.revision'] | default('unknown')

@@ -10,14 +10,14 @@ short_description: Replace a service's hosts with new ones from a verified image
 version_added: 0.1.0
 description:
   - Observes the hosts of O(service) (containers labelled C(immutable.infra.service)) and the
-    balancer backend, plans the rollout with a pure planner, then applies it in batches: start new
+    balancer backend, plans the rollout with a pure planner, then applies it in batches. It starts new
     hosts from the exact image ID, wait until they pass the health check, add them to the balancer
     and wait until the balancer reports them up, put old hosts in drain, wait until their sessions
     reach zero (at most O(drain_timeout)), take them out of the balancer, and stop them.
   - Hosts are containers named C(<service>-<generation>-<n>) and labelled with the service, the
     generation and the image ID. Old generations stay stopped for instant rollback (O(keep_previous)).
   - B(The fleet is one transaction.) If any step fails (a health timeout, a host that crashes, a
-    balancer error), every batch already swapped is reverted: the previous hosts are started and put
+    balancer error), every batch already swapped is reverted. The previous hosts are started and put
     back into the balancer before the new ones leave it, the new hosts are removed, and the task fails
     saying which host failed which check. The balancer never holds fewer healthy hosts than
     O(replicas) minus O(max_unavailable).

@@ -88,6 +88,7 @@ class RolloutContext:
 class Observation:
     hosts: list[rp.Host] = field(default_factory=list)
     records: dict[str, HostRecord] = field(default_factory=dict)
+    stale_servers: list[str] = field(default_factory=list)  # balancer servers of ours pointing at no running host
 
 
 class Rollout:
@@ -129,19 +130,23 @@ class Rollout:
         self.balancer.check()
         desired = rp.Desired(spec_hash=self._spec_hash(), **self.desired_settings)
 
-        if self.context.check_mode:
-            plan = rp.plan_rollout(self._observe().hosts, desired)
-            return self._result(plan, started, changed=plan.changed)
+        observation = self._observe()
+        plan = rp.plan_rollout(observation.hosts, desired)
+        journal = Journal(self.client, self.service)
+        if self.context.check_mode or not (plan.changed or observation.stale_servers or journal.read()):
+            return self._result(plan, started, changed=plan.changed or bool(observation.stale_servers))
 
         lock = ServiceLock(self.client, self.service, self.image_id, self.rollout_id, self.params["lock_timeout"],
                            self.progress)
         lock.acquire()
         try:
-            recovered = self._recover_interrupted()
+            recovered = self._recover_interrupted(journal)
             observation = self._observe()
+            self._detach_stale(observation)
             plan = rp.plan_rollout(observation.hosts, desired)
             if not plan.changed:
-                return self._result(plan, started, changed=bool(recovered), recovered=recovered)
+                return self._result(plan, started, changed=bool(recovered or observation.stale_servers),
+                                    recovered=recovered)
             self.generation = plan.generation
             self._announce(plan)
             ledger = Ledger(self.params["ledger"] or default_ledger_path())
@@ -149,7 +154,6 @@ class Rollout:
                                        image_id=self.image_id, inputs_hash=self.image_labels.get(LABEL_INPUTS_HASH),
                                        generation=plan.generation, strategy=self.params["strategy"],
                                        replicas=self.params["replicas"], live_before=plan.live_before)
-            journal = Journal(self.client, self.service)
             journal.write(self.rollout_id, plan.live_before, plan.new_hosts, self.image_id)
             try:
                 self._apply(plan.steps, observation.records)
@@ -211,11 +215,13 @@ class Rollout:
             observation.hosts.append(rp.Host(name, int(labels[LABEL_GENERATION]), int(labels.get(LABEL_INDEX, 0)),
                                              labels.get(LABEL_SPEC_HASH, ""), running, balancer_state))
             observation.records[name] = HostRecord(name, inspected["Id"], address, server.name if server else None)
-        for server in by_address.values():  # servers of ours that point at no running host
-            self.progress(f"rollout {self.service}: taking stale server {server.name} ({server.address}) "
-                          "out of the balancer")
-            self.balancer.detach(server.name)
+        observation.stale_servers = [server.name for server in by_address.values()]
         return observation
+
+    def _detach_stale(self, observation: Observation) -> None:
+        for server in observation.stale_servers:
+            self.progress(f"rollout {self.service}: taking stale server {server} out of the balancer")
+            self.balancer.detach(server)
 
     # apply --------------------------------------------------------------------------------------
     def _announce(self, plan: rp.Plan) -> None:
@@ -327,8 +333,7 @@ class Rollout:
             self.progress(f"rollout {self.service} revert: {step.describe()}")
             getattr(self, f"_step_{step.action}")(list(step.hosts), observation.records, step)
 
-    def _recover_interrupted(self) -> str | None:
-        journal = Journal(self.client, self.service)
+    def _recover_interrupted(self, journal: Journal) -> str | None:
         unfinished = journal.read()
         if not unfinished:
             return None

@@ -133,8 +133,8 @@ def test_canary_observes_the_first_host_before_going_on():
     assert len(observe) == 1 and observe[0].hosts == ("web-2-1",) and observe[0].seconds == 30
     assert plan.steps.index(observe[0]) < min(index for index, step in enumerate(plan.steps)
                                               if step.action == rp.DRAIN)
-    assert [step.hosts for step in plan.steps if step.action == rp.START] == [("web-2-1",),
-                                                                             ("web-2-2", "web-2-3", "web-2-4")]
+    starts = [step.hosts for step in plan.steps if step.action == rp.START]
+    assert starts == [("web-2-1",), ("web-2-2", "web-2-3", "web-2-4")]
 
 
 def test_same_image_and_spec_is_a_noop():

@@ -1,0 +1,68 @@
+"""Helpers for rollout tests: baked hello images, verdicts, service clean-up and playbook tasks."""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+
+import docker
+import pytest
+from support import BASE_IMAGE, REPO_ROOT, Playbooks, image_name
+
+sys.path.insert(0, os.path.join(REPO_ROOT, "scripts"))
+
+from steady_load import SteadyLoad  # noqa: E402  pylint: disable=wrong-import-position
+
+from ansible_collections.immutable.infra.plugins.plugin_utils.docker_client import DockerClient  # noqa: E402
+from ansible_collections.immutable.infra.plugins.plugin_utils.verdicts import record_verdict  # noqa: E402
+
+DEMO_DIR = os.path.join(REPO_ROOT, "examples", "demo")
+HELLO_CONFIG = {"cmd": ["/usr/local/bin/hello-server", "/etc/hello/hello.json"], "user": "hello",
+                "exposed_ports": ["8000/tcp"]}
+
+__all__ = ["SteadyLoad", "bake_hello_images", "service_name", "remove_service", "rollout_task", "HELLO_CONFIG"]
+
+
+def bake_hello_images(versions: dict[str, dict], verified: bool = True) -> dict[str, str]:
+    """Bakes the example hello role once per version (vars per version); returns image IDs by version."""
+    project = Playbooks(DEMO_DIR)
+    name = image_name("hello")
+    tasks = [{"name": version, "immutable.infra.bake": {
+        "name": name, "base": BASE_IMAGE, "roles": ["hello"], "config": HELLO_CONFIG,
+        "vars": dict(variables, hello_version=version, test_nonce=uuid.uuid4().hex)}}
+        for version, variables in versions.items()]
+    run = project.run(tasks)
+    images = {}
+    client = DockerClient()
+    for version in versions:
+        result = run[version]
+        if result.get("failed"):
+            pytest.fail(f"baking hello {version} failed: {result['msg']}")
+        images[version] = result["image_id"]
+        if verified:
+            record_verdict(client, result["image_id"], True, {"time": "test", "reference": result["image_id"]})
+    return images
+
+
+def service_name() -> str:
+    return f"t{uuid.uuid4().hex[:8]}"
+
+
+def remove_service(client: docker.DockerClient, service: str) -> None:
+    """Removes every host, lock and journal of the service."""
+    for container in client.containers.list(all=True, filters={"label": f"immutable.infra.service={service}"}):
+        container.remove(force=True)
+    for container in client.containers.list(all=True, filters={"name": f"immutable-infra-lock-{service}"}):
+        container.remove(force=True)
+    for volume in client.volumes.list(filters={"name": f"immutable-infra-rollout-{service}"}):
+        volume.remove(force=True)
+
+
+def rollout_task(service: str, image: str, proxy, backend: str = "web", **options) -> dict:
+    arguments = {"service": service, "image": image, "replicas": 3, "port": 8000,
+                 "health": {"http_path": "/healthz", "timeout": 20, "interval": 0.2},
+                 "drain_timeout": 10, "stop_timeout": 5,
+                 "balancer": {"runtime_api": proxy.runtime_api, "backend": backend}}
+    arguments.update(options)
+    return {"name": "rollout", "immutable.infra.rollout": arguments}
