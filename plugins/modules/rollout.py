@@ -26,9 +26,9 @@ description:
     refused. This is checked before anything is touched.
   - The same image and spec as the live hosts changes nothing (C(changed=false)). A different
     O(replicas) with the same image and spec adds or retires hosts in the live generation.
-  - One rollout per service at a time: a lock (a never-started container named
-    C(immutable-infra-lock-<service>)) names its owner and expiry; a second rollout is refused with
-    that information. If a controller dies mid-rollout, the next run finds the journal it left, puts
+  - One rollout per service at a time. A lock (a never-started container named
+    C(immutable-infra-lock-<service>)) names its owner and expiry, and a second rollout is refused
+    with that information. If a controller dies mid-rollout, the next run finds the journal it left, puts
     the previous hosts back, and then rolls out again.
   - Every rollout is recorded in the ledger with its result (succeeded, rolled back, failed).
 author:
@@ -115,8 +115,8 @@ options:
     required: true
   health:
     description:
-      - The health gate each new host must pass before it joins the balancer. One kind of check:
-        O(health.http_path) (the default, V(/)), O(health.tcp) or O(health.command).
+      - The health gate each new host must pass before it joins the balancer. It is one kind of
+        check, O(health.http_path) (the default, V(/)), O(health.tcp) or O(health.command).
       - Checks reach the host at its container address, so the controller must reach the Docker
         network (true on the Docker host itself); use O(health.command) otherwise.
     type: dict
