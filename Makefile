@@ -15,7 +15,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export IMMUTABLE_INFRA_BASE_IMAGE := $(BASE_IMAGE)
 export ANSIBLE_NOCOLOR := 1
 
-.PHONY: help setup venv engine base-image collection demo test bench sanity lint clean
+.PHONY: help setup venv engine base-image host-packages collection demo test bench sanity lint clean
 
 help:
 	@echo "make demo   bake, verify and roll out the example service on the local Docker engine"
@@ -31,12 +31,16 @@ engine: venv
 base-image: engine
 	@$(PYTHON) scripts/ensure_host.py base-image $(BASE_IMAGE)
 
+# HAProxy is the balancer of the demo and the tests.
+host-packages: venv
+	@$(PYTHON) scripts/ensure_host.py packages haproxy
+
 # The collection is used in place: a link makes this checkout importable as immutable.infra.
 collection:
 	@mkdir -p $(COLLECTIONS)/ansible_collections/immutable
 	@ln -sfn $(CURDIR) $(COLLECTIONS)/ansible_collections/immutable/infra
 
-setup: venv engine base-image collection
+setup: venv engine base-image host-packages collection
 
 demo: setup
 	@$(PYTHON) -m ansible.cli.playbook examples/demo/demo.yml

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import uuid
 
 import docker
@@ -26,7 +27,9 @@ __all__ = ["SteadyLoad", "bake_hello_images", "service_name", "remove_service", 
 
 def bake_hello_images(versions: dict[str, dict], verified: bool = True) -> dict[str, str]:
     """Bakes the example hello role once per version (vars per version); returns image IDs by version."""
-    project = Playbooks(DEMO_DIR)
+    project_dir = tempfile.mkdtemp(prefix="hello-project-")
+    os.symlink(os.path.join(DEMO_DIR, "roles"), os.path.join(project_dir, "roles"))
+    project = Playbooks(project_dir)
     name = image_name("hello")
     tasks = [{"name": version, "immutable.infra.bake": {
         "name": name, "base": BASE_IMAGE, "roles": ["hello"], "config": HELLO_CONFIG,
