@@ -31,5 +31,6 @@ def test_scenario_passes_offline(scenario, docker_client, base_image):
     result = subprocess.run([sys.executable, "-m", "molecule", "test", "-s", scenario], cwd=REPO_ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600, check=False)
     assert result.returncode == 0, result.stdout[-6000:]
-    assert not docker_client.containers.list(all=True, filters={"label": "owner=molecule",
-                                                                 "name": f"immutable-infra-molecule-{scenario}"})
+    leftover = docker_client.containers.list(all=True, filters={"label": "owner=molecule",
+                                                                "name": f"immutable-infra-molecule-{scenario}"})
+    assert not leftover

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
-import xml.etree.ElementTree as ElementTree
+from xml.etree import ElementTree
 
 import pytest
 from support import BASE_IMAGE, Playbooks, image_name
