@@ -186,7 +186,7 @@ class Rollout:
         raise InfraError(f"Rollout of {self.service} to generation {plan.generation} failed and was rolled back: "
                          f"{error.message} Live again: {kept}; the new hosts were removed.",
                          host=error.details.get("host"), rolled_back=True, live=plan.live_before,
-                         generation=plan.generation) from None
+                         generation=plan.generation, duration=round(time.monotonic() - started, 3)) from None
 
     # observe ------------------------------------------------------------------------------------
     def _spec_hash(self) -> str:
