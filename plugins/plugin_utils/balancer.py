@@ -13,6 +13,8 @@ from typing import Any, Callable
 from ansible_collections.immutable.infra.plugins.plugin_utils.common import InfraError
 from ansible_collections.immutable.infra.plugins.plugin_utils.haproxy import HAProxyRuntime, Server
 
+POLL_INTERVAL = 0.05  # seconds between runtime API reads while waiting; each read is one small command
+
 BALANCER_OPTIONS = {
     "type": {"type": "str", "default": "haproxy", "choices": ["haproxy"]},
     "runtime_api": {"type": "str", "required": True},
@@ -45,7 +47,7 @@ class HAProxyBalancer:
         server = self.runtime.add_server(self.backend, host, address, port, check=True, state="drain",
                                          server_options=self.server_options)
         try:
-            self.runtime.wait_until_up(self.backend, server, self.up_timeout)
+            self.runtime.wait_until_up(self.backend, server, self.up_timeout, interval=POLL_INTERVAL)
         except InfraError:
             self.runtime.remove_server(self.backend, server)
             raise
@@ -57,7 +59,7 @@ class HAProxyBalancer:
 
     def wait_drained(self, server: str, timeout: float) -> bool:
         try:
-            self.runtime.wait_until_drained(self.backend, server, timeout)
+            self.runtime.wait_until_drained(self.backend, server, timeout, interval=POLL_INTERVAL)
             return True
         except InfraError:
             return False

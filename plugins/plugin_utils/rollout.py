@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -119,6 +120,8 @@ class Rollout:
         self.client: DockerClient | None = None
         self.balancer = make_balancer(params["balancer"])
         self.generation = 0
+        self._stopper = ThreadPoolExecutor(max_workers=4)
+        self._stopping: list[tuple[str, Future]] = []
 
     # run ----------------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -167,6 +170,7 @@ class Rollout:
             return self._result(plan, started, changed=True, recovered=recovered)
         finally:
             lock.release()
+            self._stopper.shutdown(wait=True)
 
     def _fail(self, error: InfraError, plan: rp.Plan, journal: Journal, ledger: Ledger, record: dict[str, Any],
               started: float) -> None:
@@ -228,11 +232,13 @@ class Rollout:
         self.progress(f"rollout {self.service}: generation {plan.generation} from {short_id(self.image_id)} "
                       f"({plan.kind}, {self.params['strategy']}; {plan.reason}); {len(plan.steps)} steps")
 
-    def _apply(self, steps: list[rp.Step], records: dict[str, HostRecord]) -> None:
-        for step in steps:
-            self.progress(f"rollout {self.service} gen {self.generation}: {step.describe()}")
-            handler = getattr(self, f"_step_{step.action}")
-            handler(list(step.hosts), records, step)
+    def _apply(self, steps: list[rp.Step], records: dict[str, HostRecord], prefix: str = "") -> None:
+        try:
+            for step in steps:
+                self.progress(f"rollout {self.service} {prefix or f'gen {self.generation}'}: {step.describe()}")
+                getattr(self, f"_step_{step.action}")(list(step.hosts), records, step)
+        finally:
+            self._finish_stops()
 
     def _step_start(self, names: list[str], records: dict[str, HostRecord], step: rp.Step) -> None:
         for name in names:
@@ -319,7 +325,17 @@ class Rollout:
                 records[name].server = None
 
     def _step_stop(self, names: list[str], records: dict[str, HostRecord], step: rp.Step) -> None:
-        run_for_each(names, lambda name: self.client.stop(records[name].container_id, self.params["stop_timeout"]))
+        # The hosts are out of the balancer already, so the next batch need not wait for them to exit.
+        for name in names:
+            self._stopping.append((name, self._stopper.submit(self.client.stop, records[name].container_id,
+                                                              self.params["stop_timeout"])))
+
+    def _finish_stops(self) -> None:
+        for name, stopping in self._stopping:
+            error = stopping.exception()
+            if error:
+                self.progress(f"rollout {self.service}: {name} is out of the balancer but did not stop: {error}")
+        self._stopping = []
 
     def _step_remove(self, names: list[str], records: dict[str, HostRecord], step: rp.Step) -> None:
         for name in names:
@@ -329,9 +345,7 @@ class Rollout:
     # failure and recovery -----------------------------------------------------------------------
     def _revert(self, previous_live: list[str], new_hosts: list[str]) -> None:
         observation = self._observe()
-        for step in rp.plan_revert(observation.hosts, previous_live, new_hosts):
-            self.progress(f"rollout {self.service} revert: {step.describe()}")
-            getattr(self, f"_step_{step.action}")(list(step.hosts), observation.records, step)
+        self._apply(rp.plan_revert(observation.hosts, previous_live, new_hosts), observation.records, "revert")
 
     def _recover_interrupted(self, journal: Journal) -> str | None:
         unfinished = journal.read()
