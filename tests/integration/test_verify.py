@@ -140,17 +140,22 @@ def test_broken_image_is_reported_as_broken(verify_project, images, docker_clien
         require_verified(client, broken["image_id"])
 
 
-@pytest.mark.parametrize("tests, message", [
-    (["tests/no_such_dir/"], "Tests path 'tests/no_such_dir/' does not exist"),
-    (["tests/passing/", "tests/nope.py"], "Tests path 'tests/nope.py' does not exist"),
-    (["tests/empty"], "holds no test files"),
-    ([], "Nothing to verify"),
-])
-def test_bad_tests_path_is_an_error_before_any_host_starts(verify_project, images, docker_client, tests, message):
+BAD_TESTS = {
+    "missing directory": (["tests/no_such_dir/"], "Tests path 'tests/no_such_dir/' does not exist"),
+    "one path missing": (["tests/passing/", "tests/nope.py"], "Tests path 'tests/nope.py' does not exist"),
+    "no test files": (["tests/empty"], "holds no test files"),
+    "nothing at all": ([], "Nothing to verify"),
+}
+
+
+def test_bad_tests_paths_are_errors_before_any_host_starts(verify_project, images, docker_client):
     since, image_id = time.time(), images["good"]["image_id"]
-    result = verify_project.run([verify(image=image_id, tests=tests)])["verify"]
-    assert result["failed"] and message in result["msg"], result["msg"]
-    assert "passed" not in result
+    run = verify_project.run([dict(verify(image=image_id, tests=tests), name=case)
+                              for case, (tests, message) in BAD_TESTS.items()])
+    for case, (tests, message) in BAD_TESTS.items():
+        result = run[case]
+        assert result["failed"] and message in result["msg"], (case, result["msg"])
+        assert "passed" not in result
     assert not container_creations(docker_client, since, label=f"immutable.infra.verifying={image_id}")
 
 
