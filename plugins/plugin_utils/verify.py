@@ -196,6 +196,7 @@ class Verifier:
                              "(immutable.infra.bake) or give an image ID that exists.")
         image_id = image["Id"]
         roles = self._idempotence_roles(image) if self.params["idempotence"] else []
+        replay = self._replay_spec(roles) if roles else None  # a role that cannot be found fails before any host
         ledger = Ledger(self.params["ledger"] or default_ledger_path())
         workers = verify_report.choose_workers(len(files), self.context.cores, self.params["parallel"],
                                                self._last_durations(ledger, files))
@@ -216,8 +217,8 @@ class Verifier:
         with interruptible(f"verify of {self._describe(image_id)}") as guard:
             if files:
                 self._tests(client, image, paths, len(files), report, verdict, guard)
-            if roles and verdict.broken is None:
-                self._idempotence(client, image_id, roles, verdict, guard)
+            if replay and verdict.broken is None:
+                self._idempotence(client, image_id, roles, replay, verdict, guard)
             if scenario and verdict.broken is None:
                 self._molecule(scenario, image_id, report, verdict)
         duration = round(time.monotonic() - started, 3)
@@ -268,6 +269,8 @@ class Verifier:
             self._check_running(client, host_id)
         except Broken as broken:
             verdict.broken = broken
+            # Test results from a host whose command died say nothing about the image.
+            verdict.failures = [{"test": "host", "message": f"the image is broken: {broken.reason}"}]
         finally:
             if host_id:
                 cleanup = time.monotonic()
@@ -365,25 +368,30 @@ class Verifier:
                              "baked by immutable.infra.bake); give the roles to apply again in roles.")
         return roles
 
-    def _idempotence(self, client: DockerClient, image_id: str, roles: list[str], verdict: Verdict,
-                     guard: Guard) -> None:
-        begun = time.monotonic()
+    def _replay_spec(self, roles: list[str]) -> PlaySpec:
+        """The play that applies the roles again, resolved as the bake resolved them."""
         collections = CollectionIndex(self.context.collections_path)
         resolver = RoleResolver(self.context.basedir, self.context.roles_path, collections,
                                 self.context.play_collections)
         requested = resolver.resolve(roles)[0]
+        return PlaySpec(
+            container_id="", host_name="verify",
+            roles=[role.path if role.given_as_path else role.name for role in requested],
+            variables=self.params["vars"], roles_path=resolver.search_dirs, collections_path=collections.paths,
+            python_interpreter=self.params["python_interpreter"], become_method=self.params["become_method"],
+            docker_host=self.params["docker_host"])
+
+    def _idempotence(self, client: DockerClient, image_id: str, roles: list[str], spec: PlaySpec, verdict: Verdict,
+                     guard: Guard) -> None:
+        begun = time.monotonic()
         host_id = None
         try:
             host_id = self._start_host(client, client.image(image_id) or {"Id": image_id}, keep_alive=True)
             builder.prepare(client, host_id)
             client.exec(host_id, ["/bin/sh", "-c", MARK_ENABLED_ACTIVE])
             self.progress(f"verify: applying {', '.join(roles)} again; nothing may report changed")
-            play = run_play(PlaySpec(
-                container_id=host_id, host_name="verify", roles=[role.path if role.given_as_path else role.name
-                                                                 for role in requested],
-                variables=self.params["vars"], roles_path=resolver.search_dirs, collections_path=collections.paths,
-                python_interpreter=self.params["python_interpreter"], become_method=self.params["become_method"],
-                docker_host=self.params["docker_host"], timeout=max(int(self._remaining()), 1)), self._show_event)
+            spec.container_id, spec.timeout = host_id, max(int(self._remaining()), 1)
+            play = run_play(spec, self._show_event)
         finally:
             if host_id:
                 with guard.shield():

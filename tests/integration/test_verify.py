@@ -133,6 +133,8 @@ def test_broken_image_is_reported_as_broken(verify_project, images, docker_clien
     assert result["failed"] and result["broken"] is True and result["passed"] is False
     assert "is broken: its command exited with code 3" in result["msg"]
     assert "config /etc/greeting.conf is missing" in result["msg"]
+    assert result["failures"] == [{"test": "host", "message": "the image is broken: its command exited with code 3 "
+                                                              "while the host was being verified"}]
     assert not verify_hosts(docker_client, broken["image_id"])
     record = ledger_record(result["ledger_id"])
     assert record["result"] == "failed" and record["broken"]["exit_code"] == 3
@@ -140,19 +142,21 @@ def test_broken_image_is_reported_as_broken(verify_project, images, docker_clien
         require_verified(client, broken["image_id"])
 
 
-BAD_TESTS = {
-    "missing directory": (["tests/no_such_dir/"], "Tests path 'tests/no_such_dir/' does not exist"),
-    "one path missing": (["tests/passing/", "tests/nope.py"], "Tests path 'tests/nope.py' does not exist"),
-    "no test files": (["tests/empty"], "holds no test files"),
-    "nothing at all": ([], "Nothing to verify"),
+BAD_INPUT = {
+    "missing directory": ({"tests": ["tests/no_such_dir/"]}, "Tests path 'tests/no_such_dir/' does not exist"),
+    "one path missing": ({"tests": ["tests/passing/", "tests/nope.py"]}, "Tests path 'tests/nope.py' does not exist"),
+    "no test files": ({"tests": ["tests/empty"]}, "holds no test files"),
+    "nothing at all": ({"tests": []}, "Nothing to verify"),
+    "unknown role": ({"idempotence": True, "roles": ["no_such_role"]}, "Role 'no_such_role' was not found"),
+    "no scenario": ({"molecule_scenario": "molecule/none"}, "Molecule scenario 'molecule/none' has no molecule.yml"),
 }
 
 
-def test_bad_tests_paths_are_errors_before_any_host_starts(verify_project, images, docker_client):
+def test_bad_input_is_an_error_before_any_host_starts(verify_project, images, docker_client):
     since, image_id = time.time(), images["good"]["image_id"]
-    run = verify_project.run([dict(verify(image=image_id, tests=tests), name=case)
-                              for case, (tests, message) in BAD_TESTS.items()])
-    for case, (tests, message) in BAD_TESTS.items():
+    run = verify_project.run([dict(verify(image=image_id, **options), name=case)
+                              for case, (options, message) in BAD_INPUT.items()])
+    for case, (options, message) in BAD_INPUT.items():
         result = run[case]
         assert result["failed"] and message in result["msg"], (case, result["msg"])
         assert "passed" not in result
