@@ -290,19 +290,18 @@ class Verifier:
                                    command=[] if keep_alive else None, user="root" if keep_alive else None,
                                    **options)
 
-    def _check_running(self, client: DockerClient, host_id: str) -> None:
+    def _check_running(self, client: DockerClient, host_id: str, when: str = "while the tests ran") -> None:
         state = (client.container(host_id) or {}).get("State") or {}
         if not state.get("Running"):
             code = state.get("ExitCode")
-            raise Broken(f"its command exited with code {code} while the host was being verified", code,
-                         client.logs(host_id))
+            raise Broken(f"its command exited with code {code} {when}", code, client.logs(host_id))
 
     def _wait_ready(self, client: DockerClient, host_id: str, image: dict[str, Any]) -> None:
         """Waits until the host listens on the ports to wait for; fails fast when its command exits."""
         ports = self.params["wait_for_ports"]
         if ports is None:
             ports = verify_report.exposed_tcp_ports(image.get("Config") or {})
-        self._check_running(client, host_id)
+        self._check_running(client, host_id, "before the tests started")
         if not ports:
             return
         self.progress(f"verify: waiting for port(s) {', '.join(map(str, ports))}")
@@ -314,7 +313,7 @@ class Verifier:
                 code, output = 1, ""
             if set(ports) <= verify_report.listening_ports(output):
                 return
-            self._check_running(client, host_id)
+            self._check_running(client, host_id, "before the tests started")
             if time.monotonic() > deadline:
                 missing = sorted(set(ports) - verify_report.listening_ports(output))
                 raise Broken(f"it did not listen on port(s) {', '.join(map(str, missing))} within "

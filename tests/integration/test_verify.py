@@ -133,13 +133,19 @@ def test_broken_image_is_reported_as_broken(verify_project, images, docker_clien
     assert result["failed"] and result["broken"] is True and result["passed"] is False
     assert "is broken: its command exited with code 3" in result["msg"]
     assert "config /etc/greeting.conf is missing" in result["msg"]
-    assert result["failures"] == [{"test": "host", "message": "the image is broken: its command exited with code 3 "
-                                                              "while the host was being verified"}]
+    assert [failure["test"] for failure in result["failures"]] == ["host"]
+    assert result["failures"][0]["message"].startswith("the image is broken: its command exited with code 3")
     assert not verify_hosts(docker_client, broken["image_id"])
     record = ledger_record(result["ledger_id"])
     assert record["result"] == "failed" and record["broken"]["exit_code"] == 3
     with pytest.raises(InfraError, match="failed verification"):
         require_verified(client, broken["image_id"])
+
+    # Waiting for a port, verify sees the command exit before any test runs.
+    waited = verify_project.run([verify(image=broken["image"], tests=["tests/passing/"], wait_for_ports=[8080])])
+    assert "is broken: its command exited with code 3 before the tests started" in waited["verify"]["msg"]
+    assert waited["verify"]["tests"]["total"] == 0
+    assert not verify_hosts(docker_client, broken["image_id"])
 
 
 BAD_INPUT = {
