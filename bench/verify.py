@@ -136,9 +136,10 @@ def baseline_round(workdir: str, env: dict[str, str], image_id: str, tests: list
             if time.monotonic() > deadline:
                 raise BenchError("the baseline host never listened on port 8000")
             time.sleep(0.1)
-        wall, output = execute([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-o", "junit_family=xunit1",
-                            f"--junitxml={os.path.join(workdir, 'baseline.xml')}", f"--hosts=docker://root@{container}",
-                            "-q", *tests], env, cwd=DEMO)
+        command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-o", "junit_family=xunit1",
+                   f"--junitxml={os.path.join(workdir, 'baseline.xml')}", f"--hosts=docker://root@{container}",
+                   "-q", *tests]
+        wall, output = execute(command, env, cwd=DEMO)
         if " passed" not in output:
             raise BenchError(f"the baseline tests did not pass:\n{output[-2000:]}")
         return round(wall, 3)

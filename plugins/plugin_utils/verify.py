@@ -116,6 +116,22 @@ class Verdict:
         return self.broken is None and not self.failures and self.tests["failed"] == 0 and self.tests["errors"] == 0
 
 
+@dataclass
+class Plan:
+    """What a verify will do, resolved and checked before anything starts."""
+
+    client: DockerClient
+    image: dict[str, Any]
+    paths: list[str]
+    files: list[str]
+    scenario: Scenario | None
+    roles: list[str]
+    replay: PlaySpec | None
+    ledger: Ledger
+    workers: int
+    previous: str | None
+
+
 def find_test_files(paths: list[str], basedir: str) -> tuple[list[str], list[str]]:
     """(the given paths made absolute, the test files they hold); a missing path is an error."""
     resolved, files = [], []
@@ -183,6 +199,37 @@ class Verifier:
     def run(self) -> dict[str, Any]:
         started = time.monotonic()
         self.deadline = started + self.params["timeout"]
+        plan = self._plan()
+        image_id = plan.image["Id"]
+        result: dict[str, Any] = {"image": self.params["image"], "image_id": image_id, "test_files": plan.files,
+                                  "workers": plan.workers, "idempotence_roles": plan.roles,
+                                  "molecule_scenario": plan.scenario.directory if plan.scenario else None}
+        if self.context.check_mode:
+            return dict(result, changed=False, passed=None, would_verify=True, previous_verdict=plan.previous,
+                        duration=round(time.monotonic() - started, 3), msg=self._would(plan))
+
+        report = self._report_path(plan.ledger, image_id)
+        verdict = Verdict(workers=plan.workers)
+        with interruptible(f"verify of {self._describe(image_id)}") as guard:
+            if plan.files:
+                self._tests(plan.client, plan.image, plan.paths, len(plan.files), report, verdict, guard)
+            if plan.replay and verdict.broken is None:
+                self._idempotence(plan.client, image_id, plan.roles, plan.replay, verdict, guard)
+            if plan.scenario and verdict.broken is None:
+                self._molecule(plan.scenario, image_id, report, verdict)
+        duration = round(time.monotonic() - started, 3)
+        verdict.timings["total"] = duration
+        report_or_none = report if plan.files else None
+        record = self._record(plan, verdict, report_or_none, duration)
+        result.update(
+            changed=plan.previous != record["result"], passed=verdict.passed, broken=verdict.broken is not None,
+            tests=verdict.tests, failures=verdict.failures, files=verdict.files, timings=verdict.timings,
+            duration=duration, report=report_or_none, idempotence=verdict.idempotence, molecule=verdict.molecule,
+            ledger=plan.ledger.path, ledger_id=record["id"])
+        return dict(result, **self._outcome_message(image_id, verdict, duration, report_or_none))
+
+    def _plan(self) -> Plan:
+        """Everything checked and resolved before any host starts, so bad input starts nothing."""
         paths, files = find_test_files(self.params["tests"], self.context.basedir)
         scenario = locate_scenario(self.params["molecule_scenario"], self.context.basedir) \
             if self.params["molecule_scenario"] else None
@@ -194,42 +241,18 @@ class Verifier:
         if image is None:
             raise InfraError(f"Image '{self.params['image']}' is not in the Docker engine; bake it "
                              "(immutable.infra.bake) or give an image ID that exists.")
-        image_id = image["Id"]
         roles = self._idempotence_roles(image) if self.params["idempotence"] else []
-        replay = self._replay_spec(roles) if roles else None  # a role that cannot be found fails before any host
         ledger = Ledger(self.params["ledger"] or default_ledger_path())
         workers = verify_report.choose_workers(len(files), self.context.cores, self.params["parallel"],
                                                self._last_durations(ledger, files))
-        previous = verdict_for(client, image_id)
-        result: dict[str, Any] = {"image": self.params["image"], "image_id": image_id, "test_files": files,
-                                  "workers": workers, "molecule_scenario": scenario.directory if scenario else None,
-                                  "idempotence_roles": roles}
-        if self.context.check_mode:
-            return dict(result, changed=False, passed=None, would_verify=True,
-                        previous_verdict=(previous or {}).get(VERDICT_LABEL),
-                        duration=round(time.monotonic() - started, 3),
-                        msg=f"would verify {self._describe(image_id)} with {len(files)} test file(s)"
-                            + (f", Molecule scenario {scenario.name}" if scenario else "")
-                            + (f", idempotence of {', '.join(roles)}" if roles else ""))
+        return Plan(client=client, image=image, paths=paths, files=files, scenario=scenario, roles=roles,
+                    replay=self._replay_spec(roles) if roles else None, ledger=ledger, workers=workers,
+                    previous=(verdict_for(client, image["Id"]) or {}).get(VERDICT_LABEL))
 
-        report = self._report_path(ledger, image_id)
-        verdict = Verdict(workers=workers)
-        with interruptible(f"verify of {self._describe(image_id)}") as guard:
-            if files:
-                self._tests(client, image, paths, len(files), report, verdict, guard)
-            if replay and verdict.broken is None:
-                self._idempotence(client, image_id, roles, replay, verdict, guard)
-            if scenario and verdict.broken is None:
-                self._molecule(scenario, image_id, report, verdict)
-        duration = round(time.monotonic() - started, 3)
-        verdict.timings["total"] = duration
-        record = self._record(client, ledger, image, verdict, files, report if files else None, duration)
-        result.update(
-            changed=(previous or {}).get(VERDICT_LABEL) != record["result"], passed=verdict.passed,
-            broken=verdict.broken is not None, tests=verdict.tests, failures=verdict.failures,
-            files=verdict.files, timings=verdict.timings, duration=duration, report=report if files else None,
-            idempotence=verdict.idempotence, molecule=verdict.molecule, ledger=ledger.path, ledger_id=record["id"])
-        return dict(result, **self._outcome_message(image_id, verdict, duration, result["report"]))
+    def _would(self, plan: Plan) -> str:
+        return (f"would verify {self._describe(plan.image['Id'])} with {len(plan.files)} test file(s)"
+                + (f", Molecule scenario {plan.scenario.name}" if plan.scenario else "")
+                + (f", idempotence of {', '.join(plan.roles)}" if plan.roles else ""))
 
     def _describe(self, image_id: str) -> str:
         given = self.params["image"]
@@ -477,22 +500,21 @@ class Verifier:
                 last = record
         return [float(entry.get("duration") or 0) for entry in last["files"]] if last else None
 
-    def _record(self, client: DockerClient, ledger: Ledger, image: dict[str, Any], verdict: Verdict,
-                files: list[str], report: str | None, duration: float) -> dict[str, Any]:
-        labels = (image.get("Config") or {}).get("Labels") or {}
+    def _record(self, plan: Plan, verdict: Verdict, report: str | None, duration: float) -> dict[str, Any]:
+        image_id = plan.image["Id"]
+        inputs_hash = ((plan.image.get("Config") or {}).get("Labels") or {}).get(LABEL_INPUTS_HASH)
         broken = verdict.broken
-        record = ledger.new_record(
-            "verdict", self.context.basedir, image=self.params["image"], image_id=image["Id"],
-            inputs_hash=labels.get(LABEL_INPUTS_HASH), result="passed" if verdict.passed else "failed",
+        record = plan.ledger.new_record(
+            "verdict", self.context.basedir, image=self.params["image"], image_id=image_id, inputs_hash=inputs_hash,
+            result="passed" if verdict.passed else "failed",
             broken={"reason": broken.reason, "exit_code": broken.exit_code} if broken else None,
-            tests=verdict.tests, failures=verdict.failures[:50], report=report, test_files=files,
+            tests=verdict.tests, failures=verdict.failures[:50], report=report, test_files=plan.files,
             files=verdict.files, workers=verdict.workers, idempotence=verdict.idempotence,
             molecule=verdict.molecule, duration=duration)
-        ledger.append(record)
-        record_verdict(client, image["Id"], verdict.passed, {
-            "time": record["time"], "reference": self.params["image"], "tests": json.dumps(verdict.tests,
-                                                                                           sort_keys=True),
-            "ledger_id": record["id"], "inputs_hash": labels.get(LABEL_INPUTS_HASH) or "",
+        plan.ledger.append(record)
+        record_verdict(plan.client, image_id, verdict.passed, {
+            "time": record["time"], "reference": self.params["image"], "ledger_id": record["id"],
+            "tests": json.dumps(verdict.tests, sort_keys=True), "inputs_hash": inputs_hash or "",
             "verified_by": controller_identity(), "report": report or "", "duration": duration,
             "broken": "true" if broken else "false"})
         return record
