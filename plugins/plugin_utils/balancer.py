@@ -8,6 +8,7 @@ running host counts as live and the membership steps do nothing.
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Callable
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.common import InfraError
@@ -31,6 +32,7 @@ class HAProxyBalancer:
         self.server_options = list(options["server_options"])
         self.up_timeout = float(options["up_timeout"])
         self.name = f"haproxy backend {self.backend}"
+        self._adding = threading.Lock()
 
     def check(self) -> None:
         """Fails with a clear error when the runtime API is unreachable or the backend unknown."""
@@ -44,8 +46,9 @@ class HAProxyBalancer:
 
     def add(self, host: str, address: str, port: int) -> str:
         """Adds the host (taking no traffic yet), waits for HAProxy's own check, then lets traffic in."""
-        server = self.runtime.add_server(self.backend, host, address, port, check=True, state="drain",
-                                         server_options=self.server_options)
+        with self._adding:  # two hosts added at once must not pick the same free template slot
+            server = self.runtime.add_server(self.backend, host, address, port, check=True, state="drain",
+                                             server_options=self.server_options)
         try:
             self.runtime.wait_until_up(self.backend, server, self.up_timeout, interval=POLL_INTERVAL)
         except InfraError:

@@ -7,6 +7,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import time
 import uuid
 from dataclasses import dataclass
 
@@ -91,3 +92,14 @@ def init_git(path: str) -> str:
     git("add", "-A")
     git("-c", "user.name=test", "-c", "user.email=test@example.com", "commit", "-qm", "roles")
     return git("rev-parse", "HEAD")
+
+
+def containers_created(client, since: float, name_prefixes: tuple[str, ...]) -> list[str]:
+    """Names of containers created since `since` whose names start with one of the prefixes.
+
+    Scoped by name so that containers other tests create on the same engine do not count.
+    """
+    events = client.events(since=since, until=time.time() + 0.5, decode=True,
+                           filters={"type": "container", "event": "create"})
+    names = [event.get("Actor", {}).get("Attributes", {}).get("name", "") for event in events]
+    return [name for name in names if name.startswith(name_prefixes)]

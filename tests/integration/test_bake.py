@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 import requests
-from support import BASE_IMAGE, builder_containers, image_name, init_git
+from support import BASE_IMAGE, builder_containers, containers_created, image_name, init_git
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "bake_project")
 
@@ -29,8 +29,7 @@ def bake(name, roles, nonce=None, **options):
 
 
 def container_creations(client, since):
-    return list(client.events(since=since, until=time.time() + 0.5, decode=True,
-                              filters={"type": "container", "event": "create"}))
+    return containers_created(client, since, ("immutable-infra-bake-",))
 
 
 def test_server_role_bakes_unmodified_into_a_working_image(roles_project, docker_client, base_image):

@@ -12,6 +12,7 @@ import time
 import pytest
 from haproxy_support import BackendConfig, start_haproxy  # noqa: F401  pylint: disable=unused-import
 from rollout_support import SteadyLoad, bake_hello_images, remove_service, rollout_task, service_name
+from support import containers_created
 
 BACKEND = BackendConfig("web", slots=12, health_path="/healthz")
 
@@ -91,8 +92,7 @@ def test_rolling_rollout_under_load_drops_nothing(project, docker_client, hello,
     since = time.time()
     again = project.run([rollout_task(service, hello["2.0"], proxy)])["rollout"]
     assert not again["changed"] and again["kind"] == "noop" and again["live"] == second["live"]
-    assert not list(docker_client.events(since=since, until=time.time() + 0.3, decode=True,
-                                         filters={"type": "container", "event": "create"}))
+    assert not containers_created(docker_client, since, (f"{service}-", f"immutable-infra-lock-{service}"))
 
 
 @pytest.mark.parametrize("strategy, options", [("blue_green", {}), ("canary", {"canary": {"seconds": 2}})])
@@ -270,8 +270,7 @@ def test_bad_input_is_refused_before_anything_is_touched(project, docker_client,
     since = time.time()
     result = project.run([task])["rollout"]
     assert result["failed"] and message in result["msg"], result["msg"]
-    assert not list(docker_client.events(since=since, until=time.time() + 0.3, decode=True,
-                                         filters={"type": "container", "event": "create"}))
+    assert not containers_created(docker_client, since, (f"{service}-", f"immutable-infra-lock-{service}"))
     assert not in_balancer(proxy)
 
 
