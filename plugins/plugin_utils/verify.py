@@ -267,17 +267,11 @@ class Verifier:
             broken = verdict.broken
             logs = f"\nLast log lines:\n{broken.logs.rstrip()}" if broken.logs.strip() else ""
             return {"failed": True, "msg": f"Image {self._describe(image_id)} is broken: {broken.reason}.{logs}"}
+        what_ran = verify_report.verdict_summary(verdict.tests, verdict.molecule, verdict.idempotence)
         if not verdict.passed:
-            message = verify_report.failure_report(self._describe(image_id), verdict.tests, verdict.failures)
+            message = verify_report.failure_report(self._describe(image_id), what_ran, verdict.failures)
             return {"failed": True, "msg": message + (f"\n{where.strip()}" if where else "")}
-        parts = [f"{verify_report.summary(verdict.tests)} in {verdict.timings.get('tests', 0):.1f} s"] \
-            if verdict.tests["total"] else []
-        if verdict.idempotence:
-            parts.append("roles idempotent")
-        if verdict.molecule:
-            parts.append(f"Molecule scenario {verdict.molecule['scenario']} passed")
-        return {"msg": f"Image {self._describe(image_id)} passed verification ({'; '.join(parts)}) "
-                       f"in {duration:.1f} s.{where}"}
+        return {"msg": f"Image {self._describe(image_id)} passed verification ({what_ran}) in {duration:.1f} s.{where}"}
 
     # tests ---------------------------------------------------------------------------------------
     def _tests(self, client: DockerClient, image: dict[str, Any], paths: list[str], file_count: int, report: str,

@@ -156,9 +156,24 @@ def summary(counts: dict[str, int]) -> str:
     return ", ".join(parts)
 
 
-def failure_report(image: str, counts: dict[str, int], failures: list[dict[str, str]], limit: int = 20) -> str:
+def verdict_summary(counts: dict[str, int], molecule: dict[str, Any] | None = None,
+                    idempotence: dict[str, Any] | None = None) -> str:
+    """'4 passed, 1 failed; Molecule web: 3 passed; idempotence: 2 tasks changed' for what ran."""
+    parts = [f"tests: {summary(counts)}"] if counts["total"] else []
+    if molecule:
+        ran = molecule.get("tests") or empty_counts()
+        parts.append(f"Molecule {molecule['scenario']}: " + (summary(ran) if ran["total"] else
+                                                             "passed" if molecule.get("passed") else "failed"))
+    if idempotence:
+        changed = len(idempotence.get("changed_tasks") or [])
+        parts.append("idempotence: " + (f"{changed} task(s) changed" if changed else
+                                        "no changes" if idempotence.get("passed") else "the roles failed"))
+    return "; ".join(parts)
+
+
+def failure_report(image: str, what_ran: str, failures: list[dict[str, str]], limit: int = 20) -> str:
     """The task message of a failed verdict: one line per failing test with its assertion message."""
-    lines = [f"Image {image} failed verification ({summary(counts)}):"]
+    lines = [f"Image {image} failed verification ({what_ran}):"]
     lines += [f"  - {failure['test']}: {failure['message']}" for failure in failures[:limit]]
     if len(failures) > limit:
         lines.append(f"  ... and {len(failures) - limit} more (see the report)")

@@ -13,7 +13,7 @@ import uuid
 from xml.etree import ElementTree
 
 import pytest
-from support import BASE_IMAGE, Playbooks, image_name
+from support import BASE_IMAGE, REPO_ROOT, Playbooks, image_name
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.common import InfraError
 from ansible_collections.immutable.infra.plugins.plugin_utils.docker_client import DockerClient
@@ -21,12 +21,14 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.ledger import Ledg
 from ansible_collections.immutable.infra.plugins.plugin_utils.verdicts import require_verified, verdict_for
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "verify_project")
+DEMO = os.path.join(REPO_ROOT, "examples", "demo")
 SERVE = ["python3", "-m", "http.server", "8080", "--directory", "/srv/greeting"]
 
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory, base_image):
-    """Three images baked once for the module: a good one, one whose command exits, one with a non-idempotent role."""
+    """Images baked once for the module: a good one, one whose command exits, one with a non-idempotent role,
+    and the demo service."""
     project = tmp_path_factory.mktemp("verify_images")
     shutil.copytree(FIXTURE, project, dirs_exist_ok=True)
     nonce = uuid.uuid4().hex
@@ -35,6 +37,8 @@ def images(tmp_path_factory, base_image):
         "broken": (["greeting"], {"cmd": ["sh", "-c", "echo starting; echo 'config /etc/greeting.conf is missing' >&2;"
                                           " exit 3"]}),
         "stamped": (["greeting", "stamp"], {"cmd": ["sleep", "infinity"]}),
+        "hello": ([os.path.join(DEMO, "roles", "hello")], {"cmd": ["/usr/local/bin/hello-server", "/etc/hello/hello.json"],
+                                                           "user": "hello", "exposed_ports": ["8000/tcp"]}),
     }
     run = Playbooks(str(project)).run([
         {"name": kind, "immutable.infra.bake": {"name": image_name(f"verify-{kind}"), "base": BASE_IMAGE,
@@ -240,16 +244,28 @@ def test_interrupted_verify_removes_its_host(verify_project, images, docker_clie
 
 
 def test_molecule_scenario_runs_against_the_candidate_image(verify_project, images, docker_client):
-    good, since = images["good"], time.time()
-    instance = f"itest-molecule-{uuid.uuid4().hex[:8]}"
-    result = verify_project.run([verify(image=good["image"], molecule_scenario="molecule/greeting")],
-                                env={"MOLECULE_INSTANCE": instance})["verify"]
+    hello, since = images["hello"], time.time()
+    result = verify_project.run([verify(image=hello["image"], molecule_scenario=os.path.join(DEMO, "molecule", "hello"))])
+    result = result["verify"]
     assert result["passed"] is True, result["msg"]
     molecule = result["molecule"]
-    assert molecule["scenario"] == "greeting" and molecule["passed"] is True
-    assert molecule["tests"]["passed"] == 4 and molecule["tests"]["failed"] == 0
+    assert molecule["scenario"] == "hello" and molecule["passed"] is True
+    assert molecule["tests"] == {"total": 5, "passed": 5, "failed": 0, "errors": 0, "skipped": 0}
     assert os.path.exists(molecule["log"]) and os.path.exists(molecule["report"])
-    created = container_creations(docker_client, since, container=instance)
-    assert [event["Actor"]["Attributes"]["image"] for event in created] == [good["image_id"]]
     assert result["report"] is None and result["tests"]["total"] == 0
+    created = container_creations(docker_client, since, container="demo-hello-molecule")
+    assert [event["Actor"]["Attributes"]["image"] for event in created] == [hello["image_id"]]  # the image, by ID
+    assert not docker_client.containers.list(all=True, filters={"name": "demo-hello-molecule"})
+
+
+def test_failing_molecule_scenario_fails_the_verdict_and_names_its_test(verify_project, images, docker_client):
+    instance = f"itest-molecule-{uuid.uuid4().hex[:8]}"
+    result = verify_project.run([verify(image=images["good"]["image"], molecule_scenario="molecule/greeting")],
+                                env={"MOLECULE_INSTANCE": instance, "MOLECULE_TESTS": "failing"})["verify"]
+    assert result["failed"] and result["passed"] is False and result["molecule"]["passed"] is False
+    assert result["molecule"]["tests"]["failed"] == 1
+    assert "failed verification (Molecule greeting: 1 passed, 1 failed)" in result["msg"]
+    assert "  - molecule greeting: " in result["msg"]
+    assert "tests/failing/test_failing.py::test_greeting_is_formal: AssertionError: greeting is 'Hello, world'" \
+        in result["msg"], result["msg"]
     assert not docker_client.containers.list(all=True, filters={"name": instance})

@@ -5,7 +5,7 @@ import pytest
 from ansible_collections.immutable.infra.plugins.plugin_utils.common import InfraError
 from ansible_collections.immutable.infra.plugins.plugin_utils.verify_report import (
     choose_workers, exposed_tcp_ports, failure_message, failure_report, image_roles, listening_ports, parse_junit,
-    clean_test_name, progress_line, summary,
+    clean_test_name, progress_line, summary, verdict_summary,
 )
 
 HOST = "docker://6e1fd1a5a33332ea14f0cfe3bce387c72707145dea079337eeb61bc109c5fdf6"
@@ -172,10 +172,23 @@ def test_failure_report_names_each_failing_test():
     counts = {"total": 5, "passed": 3, "failed": 1, "errors": 1, "skipped": 0}
     failures = [{"test": "tests/test_web.py::test_port", "message": "AssertionError: port 80 closed"},
                 {"test": "tests/test_web.py::test_tls", "message": "RuntimeError: no cert"}]
-    assert failure_report("acme/web:1 (0123456789ab)", counts, failures) == (
-        "Image acme/web:1 (0123456789ab) failed verification (3 passed, 1 failed, 1 errors):\n"
+    assert failure_report("acme/web:1 (0123456789ab)", verdict_summary(counts), failures) == (
+        "Image acme/web:1 (0123456789ab) failed verification (tests: 3 passed, 1 failed, 1 errors):\n"
         "  - tests/test_web.py::test_port: AssertionError: port 80 closed\n"
         "  - tests/test_web.py::test_tls: RuntimeError: no cert")
     many = [{"test": f"t{number}", "message": "m"} for number in range(25)]
-    assert failure_report("x", counts, many).endswith("... and 5 more (see the report)")
+    assert failure_report("x", "tests: 3 passed", many).endswith("... and 5 more (see the report)")
     assert summary({"total": 2, "passed": 2, "failed": 0, "errors": 0, "skipped": 0}) == "2 passed"
+
+
+def test_verdict_summary_says_what_ran():
+    counts = {"total": 5, "passed": 4, "failed": 1, "errors": 0, "skipped": 0}
+    none = {"total": 0, "passed": 0, "failed": 0, "errors": 0, "skipped": 0}
+    molecule = {"scenario": "web", "passed": False, "tests": {"total": 3, "passed": 3, "failed": 0, "errors": 0,
+                                                              "skipped": 0}}
+    assert verdict_summary(counts) == "tests: 4 passed, 1 failed"
+    assert verdict_summary(none, molecule, {"passed": False, "changed_tasks": ["a", "b"]}) == \
+        "Molecule web: 3 passed; idempotence: 2 task(s) changed"
+    assert verdict_summary(none, {"scenario": "web", "passed": False}, {"passed": True, "changed_tasks": []}) == \
+        "Molecule web: failed; idempotence: no changes"
+    assert verdict_summary(none, None, {"passed": False, "changed_tasks": []}) == "idempotence: the roles failed"
