@@ -94,11 +94,13 @@ class Journal:
         self.client = client
         self.name = JOURNAL_PREFIX + service
 
-    def write(self, rollout_id: str, previous_live: list[str], new_hosts: list[str], image_id: str) -> None:
+    def write(self, rollout_id: str, previous_live: list[str], new_hosts: list[str], image_id: str,
+              restored: bool = False) -> None:
+        """restored: the new hosts belong to a kept generation, so undoing stops them instead of removing them."""
         self.client.replace_volume(self.name, {
             LABEL_PREFIX + "rollout": rollout_id, LABEL_PREFIX + "previous_live": ",".join(previous_live),
             LABEL_PREFIX + "new_hosts": ",".join(new_hosts), LABEL_PREFIX + "image_id": image_id,
-            LABEL_PREFIX + "started": utc_timestamp()})
+            LABEL_PREFIX + "restored": "true" if restored else "false", LABEL_PREFIX + "started": utc_timestamp()})
 
     def read(self) -> dict[str, Any] | None:
         labels = self.client.volume_labels(self.name)
@@ -108,6 +110,7 @@ class Journal:
                 "previous_live": [name for name in labels.get(LABEL_PREFIX + "previous_live", "").split(",") if name],
                 "new_hosts": [name for name in labels.get(LABEL_PREFIX + "new_hosts", "").split(",") if name],
                 "image_id": labels.get(LABEL_PREFIX + "image_id", ""),
+                "restored": labels.get(LABEL_PREFIX + "restored") == "true",
                 "started": labels.get(LABEL_PREFIX + "started", "")}
 
     def clear(self) -> None:

@@ -81,7 +81,7 @@ class Step:
 
 @dataclass
 class Plan:
-    kind: str                      # noop, rollout, scale
+    kind: str                      # noop, rollout (a new generation), restore (a kept one), scale
     generation: int
     reason: str
     steps: list[Step] = field(default_factory=list)
@@ -150,9 +150,9 @@ def _retire(hosts: list[str], batch: int) -> list[Step]:
             Step(STOP, names, batch)]
 
 
-def _bring_in(hosts: list[str], batch: int) -> list[Step]:
+def _bring_in(hosts: list[str], batch: int, start: str = START) -> list[Step]:
     names = tuple(hosts)
-    return [Step(START, names, batch), Step(WAIT_HEALTHY, names, batch), Step(ADD, names, batch)]
+    return [Step(start, names, batch), Step(WAIT_HEALTHY, names, batch), Step(ADD, names, batch)]
 
 
 def _cleanup(observed: list[Host], live: list[Host]) -> list[Step]:
@@ -193,17 +193,17 @@ def _batches(new_names: list[str], old: list[str], desired: Desired) -> list[tup
 
 
 def _swap_batches(batches: list[tuple[list[str], list[str]]], running_before: int, desired: Desired,
-                  first_batch: int = 1) -> list[Step]:
+                  start: str = START) -> list[Step]:
     """Steps for each (new, old) batch within the surge and unavailability bounds."""
     steps: list[Step] = []
     surge = effective_surge(desired)
     running = running_before
-    for number, (new, old) in enumerate(batches, start=first_batch):
+    for number, (new, old) in enumerate(batches, start=1):
         # Old hosts that must leave before the new ones start, to stay within replicas + max_surge.
         early = max(0, min(len(old), running + len(new) - (desired.replicas + surge)))
         steps += _retire(old[:early], number)
-        steps += _bring_in(new, number)
-        if desired.strategy == "canary" and number == first_batch:
+        steps += _bring_in(new, number, start)
+        if desired.strategy == "canary" and number == 1:
             steps.append(Step(OBSERVE, tuple(new), number, desired.canary_seconds))
         steps += _retire(old[early:], number)
         running += len(new) - len(old)
@@ -226,14 +226,33 @@ def plan_rollout(observed: list[Host], desired: Desired) -> Plan:
                         live_before=_names(current), live_after=_names(current))
         return _plan_scale(observed, current, cleanup, generation, desired)
 
-    generation = max(generations, default=0) + 1
-    new_names = [host_name(desired.service, generation, index) for index in range(1, desired.replicas + 1)]
     old = _names(live)
-    steps = cleanup + _swap_batches(_batches(new_names, old, desired), len(live), desired)
     reason = (f"{len(outdated)} live host(s) run another image or spec" if live
               else "no host of this service is live")
+    kept = _kept_generation(observed, desired)
+    if kept:
+        generation, new_names = kept
+        steps = cleanup + _swap_batches(_batches(new_names, old, desired), len(live), desired, START_STOPPED)
+        return Plan("restore", generation, f"{reason}; generation {generation} is kept stopped with this image "
+                    "and spec, so its hosts are started again", steps=steps, new_hosts=new_names, retired=old,
+                    live_before=old, live_after=new_names)
+    generation = max(generations, default=0) + 1
+    new_names = [host_name(desired.service, generation, index) for index in range(1, desired.replicas + 1)]
+    steps = cleanup + _swap_batches(_batches(new_names, old, desired), len(live), desired)
     return Plan("rollout", generation, reason, steps=steps, new_hosts=new_names, retired=old,
                 removed=_retention(observed, generation, desired), live_before=old, live_after=new_names)
+
+
+def _kept_generation(observed: list[Host], desired: Desired) -> tuple[int, list[str]] | None:
+    """The newest generation kept stopped with the desired spec and enough hosts, and the hosts to start."""
+    candidates: dict[int, list[Host]] = {}
+    for host in observed:
+        if host.spec_hash == desired.spec_hash and not host.running and host.balancer_state is None:
+            candidates.setdefault(host.generation, []).append(host)
+    for generation in sorted(candidates, reverse=True):
+        if len(candidates[generation]) >= desired.replicas:
+            return generation, _names(_order(candidates[generation])[:desired.replicas])
+    return None
 
 
 def _plan_scale(observed: list[Host], current: list[Host], cleanup: list[Step], generation: int,
@@ -267,19 +286,21 @@ def _retention(observed: list[Host], new_generation: int, desired: Desired) -> l
                           host.generation < new_generation]))
 
 
-def plan_revert(observed: list[Host], previous_live: list[str], new_hosts: list[str]) -> list[Step]:
+def plan_revert(observed: list[Host], previous_live: list[str], new_hosts: list[str],
+                keep_new: bool = False) -> list[Step]:
     """Steps that put the previous live hosts back and take the new hosts away.
 
     Used after a failed batch and to recover a rollout whose controller died. Previous hosts come
     back into the balancer before any new host leaves it, so capacity never dips below where the
-    failed rollout left it.
+    failed rollout left it. New hosts are removed, or only stopped when keep_new (they belong to
+    a kept generation that was being restored).
     """
     by_name = {host.name: host for host in observed}
     previous = [by_name[name] for name in previous_live if name in by_name]
     stopped = tuple(host.name for host in previous if not host.running)
     outside = tuple(host.name for host in previous if host.running and host.balancer_state is None)
     draining = tuple(host.name for host in previous if host.running and host.balancer_state in ("drain", "maint"))
-    new = _order([by_name[name] for name in new_hosts if name in by_name])
+    new = _order([by_name[name] for name in new_hosts if name in by_name and name not in previous_live])
     steps: list[Step] = []
     if stopped:
         steps += [Step(START_STOPPED, stopped), Step(WAIT_HEALTHY, stopped), Step(ADD, stopped)]
@@ -290,6 +311,10 @@ def plan_revert(observed: list[Host], previous_live: list[str], new_hosts: list[
     in_balancer = tuple(host.name for host in new if host.balancer_state is not None)
     if in_balancer:
         steps += [Step(DRAIN, in_balancer), Step(WAIT_DRAINED, in_balancer), Step(DETACH, in_balancer)]
-    if new:
+    if keep_new:
+        running = tuple(host.name for host in new if host.running)
+        if running:
+            steps.append(Step(STOP, running))
+    elif new:
         steps.append(Step(REMOVE, tuple(_names(new))))
     return steps

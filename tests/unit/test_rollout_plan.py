@@ -241,3 +241,31 @@ def test_revert_of_a_scale_up_keeps_the_hosts_that_were_live():
     steps = rp.plan_revert(observed, ["web-1-1", "web-1-2"], ["web-1-3"])
     assert steps[-1] == rp.Step(rp.REMOVE, ("web-1-3",))
     assert all("web-1-1" not in step.hosts for step in steps)
+
+
+def kept(count, generation, spec):
+    return [rp.Host(rp.host_name("web", generation, index), generation, index, spec, False)
+            for index in range(1, count + 1)]
+
+
+def test_a_kept_generation_with_the_desired_spec_is_started_again_instead_of_new_hosts():
+    observed = live_hosts(3, generation=3, spec=OLD) + kept(3, 2, NEW) + kept(3, 1, NEW)
+    plan, model = replay(observed, rp.Desired("web", NEW, 3))
+    assert plan.kind == "restore" and plan.generation == 2
+    assert plan.new_hosts == ["web-2-1", "web-2-2", "web-2-3"] and plan.removed == []
+    assert {step.action for step in plan.steps} >= {rp.START_STOPPED} and rp.START not in {
+        step.action for step in plan.steps}
+    assert model.ready() == set(plan.new_hosts) and model.min_ready == 3
+    assert model.exists >= {"web-3-1", "web-3-2", "web-3-3", "web-1-1"}
+
+
+def test_a_kept_generation_with_too_few_hosts_is_not_restored():
+    observed = live_hosts(3, generation=3, spec=OLD) + kept(2, 2, NEW)
+    assert rp.plan_rollout(observed, rp.Desired("web", NEW, 3)).kind == "rollout"
+
+
+def test_reverting_a_restore_stops_the_restored_hosts_instead_of_removing_them():
+    observed = [rp.Host("web-3-1", 3, 1, OLD, False), rp.Host("web-2-1", 2, 1, NEW, True, "ready")]
+    steps = rp.plan_revert(observed, ["web-3-1"], ["web-2-1"], keep_new=True)
+    assert [step.action for step in steps] == [rp.START_STOPPED, rp.WAIT_HEALTHY, rp.ADD, rp.DRAIN,
+                                               rp.WAIT_DRAINED, rp.DETACH, rp.STOP]

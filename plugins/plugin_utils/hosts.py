@@ -1,0 +1,266 @@
+# Copyright: immutable.infra contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""A service's hosts: what they are (labels), what runs now (observe), and carrying out plan steps.
+
+Rollouts, rollbacks and drift healing all observe the same way and apply the same steps.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ansible_collections.immutable.infra.plugins.plugin_utils import rollout_plan as rp
+from ansible_collections.immutable.infra.plugins.plugin_utils.balancer import HAProxyBalancer, NoBalancer
+from ansible_collections.immutable.infra.plugins.plugin_utils.common import (
+    LABEL_GENERATION, LABEL_IMAGE_ID, LABEL_INPUTS_HASH, LABEL_PREFIX, LABEL_SERVICE, InfraError, canonical_json,
+    sha256_hex,
+)
+from ansible_collections.immutable.infra.plugins.plugin_utils.docker_client import DockerClient, container_address
+from ansible_collections.immutable.infra.plugins.plugin_utils.health import (
+    HealthCheck, container_problem, run_for_each, wait_healthy,
+)
+
+LABEL_INDEX = LABEL_PREFIX + "index"
+LABEL_SPEC_HASH = LABEL_PREFIX + "spec_hash"
+LABEL_SPEC = LABEL_PREFIX + "spec"
+LABEL_ROLLOUT = LABEL_PREFIX + "rollout"
+LABEL_PORT = LABEL_PREFIX + "port"
+SERVICE_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+
+
+def validate_service(service: str) -> str:
+    if not SERVICE_PATTERN.match(service or ""):
+        raise InfraError(f"service '{service}' must start with a lower-case letter and hold only lower-case "
+                         "letters, digits and '_' (at most 40); it names hosts, groups and balancer servers.")
+    return service
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    """Everything a host of a service is made from. Hosts carry it in labels, so a later rollback or
+    heal can make more of them without being told again."""
+
+    service: str
+    image_id: str
+    port: int
+    container: dict[str, Any]
+    health: dict[str, Any]
+    inputs_hash: str = ""
+
+    @property
+    def spec_hash(self) -> str:
+        return sha256_hex(canonical_json({"image_id": self.image_id, "port": self.port, "container": self.container}))
+
+    @property
+    def network(self) -> str | None:
+        return (self.container.get("networks") or [None])[0]
+
+    def labels(self, generation: int, index: int, rollout_id: str) -> dict[str, str]:
+        labels = {str(key): str(value) for key, value in (self.container.get("labels") or {}).items()}
+        labels.update({LABEL_SERVICE: self.service, LABEL_GENERATION: str(generation), LABEL_INDEX: str(index),
+                       LABEL_IMAGE_ID: self.image_id, LABEL_SPEC_HASH: self.spec_hash, LABEL_ROLLOUT: rollout_id,
+                       LABEL_PORT: str(self.port), LABEL_INPUTS_HASH: self.inputs_hash,
+                       LABEL_SPEC: json.dumps({"port": self.port, "container": self.container, "health": self.health},
+                                              sort_keys=True)})
+        return labels
+
+    @classmethod
+    def from_labels(cls, labels: dict[str, str]) -> "HostSpec | None":
+        """The spec a host was made from, or None for containers made another way."""
+        try:
+            spec = json.loads(labels.get(LABEL_SPEC, ""))
+            return cls(labels[LABEL_SERVICE], labels[LABEL_IMAGE_ID], int(spec["port"]), spec["container"],
+                       spec["health"], labels.get(LABEL_INPUTS_HASH, ""))
+        except (ValueError, KeyError, TypeError):
+            return None
+
+
+@dataclass
+class HostRecord:
+    """A host as the executor knows it: its container, address and balancer server."""
+
+    name: str
+    container_id: str
+    address: str | None = None
+    server: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    inspected: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Observation:
+    hosts: list[rp.Host] = field(default_factory=list)
+    records: dict[str, HostRecord] = field(default_factory=dict)
+    stale_servers: list[str] = field(default_factory=list)  # balancer servers of ours pointing at no running host
+
+    def live(self) -> list[str]:
+        return [host.name for host in self.hosts if host.live]
+
+
+class ServiceHosts:
+    """Observes a service's hosts and balancer membership, and applies plan steps to them."""
+
+    def __init__(self, client: DockerClient, balancer: HAProxyBalancer | NoBalancer, spec: HostSpec,
+                 progress: Callable[[str], None], drain_timeout: float = 30, stop_timeout: int = 10) -> None:
+        self.client = client
+        self.balancer = balancer
+        self.spec = spec
+        self.service = spec.service
+        self.progress = progress
+        self.drain_timeout = drain_timeout
+        self.stop_timeout = stop_timeout
+        self.health = HealthCheck.from_options(spec.health, spec.port)
+        self.host_pattern = re.compile(rf"^{re.escape(self.service)}-[0-9]+-[0-9]+$")
+        self.generation = 0
+        self.rollout_id = ""
+        self._stopper = ThreadPoolExecutor(max_workers=4)
+        self._stopping: list[tuple[str, Future]] = []
+
+    def close(self) -> None:
+        self._finish_stops()
+        self._stopper.shutdown(wait=True)
+
+    # observe ------------------------------------------------------------------------------------
+    def observe(self) -> Observation:
+        containers = self.client.containers_with_labels({LABEL_SERVICE: self.service})
+        servers = self.balancer.members(self.host_pattern.match)
+        by_address = {(server.address, server.port): server for server in servers}
+        observation = Observation()
+        for inspected in containers:
+            labels = inspected["Config"].get("Labels") or {}
+            name = inspected["Name"].lstrip("/")
+            if not self.host_pattern.match(name) or not labels.get(LABEL_GENERATION, "").isdigit():
+                continue
+            running = bool((inspected.get("State") or {}).get("Running"))
+            port = int(labels.get(LABEL_PORT) or self.spec.port)
+            address = container_address(inspected, self.spec.network) if running else None
+            server = by_address.pop((address, port), None) if address else None
+            balancer_state = server.admin_state if server else None
+            if isinstance(self.balancer, NoBalancer) and running:
+                balancer_state = "ready"
+            observation.hosts.append(rp.Host(name, int(labels[LABEL_GENERATION]), int(labels.get(LABEL_INDEX, 0)),
+                                             labels.get(LABEL_SPEC_HASH, ""), running, balancer_state))
+            observation.records[name] = HostRecord(name, inspected["Id"], address, server.name if server else None,
+                                                   labels, inspected)
+        observation.stale_servers = [server.name for server in by_address.values()]
+        return observation
+
+    def detach_stale(self, observation: Observation) -> None:
+        for server in observation.stale_servers:
+            self.progress(f"{self.service}: taking stale server {server} out of the balancer")
+            self.balancer.detach(server)
+
+    # apply --------------------------------------------------------------------------------------
+    def apply(self, steps: list[rp.Step], records: dict[str, HostRecord], what: str) -> None:
+        """Carries out the steps in order; `what` names the work in progress lines."""
+        try:
+            for step in steps:
+                self.progress(f"{self.service} {what}: {step.describe()}")
+                getattr(self, f"_step_{step.action}")(list(step.hosts), records, step)
+        finally:
+            self._finish_stops()
+
+    def _step_start(self, names: list[str], records: dict[str, HostRecord], step: rp.Step) -> None:
+        container = self.spec.container
+        for name in names:
+            generation, index = (int(part) for part in name.rsplit("-", 2)[1:])
+            options: dict[str, Any] = {"read_only": container.get("read_only", False),
+                                       "cap_drop": container.get("cap_drop") or None,
+                                       "restart_policy": {"Name": container.get("restart_policy", "unless-stopped")}}
+            if container.get("memory"):
+                options["mem_limit"] = container["memory"]
+            environment = {str(key): str(value) for key, value in (container.get("env") or {}).items()}
+            container_id = self.client.create_container(
+                self.spec.image_id, name, self.spec.labels(generation, index, self.rollout_id), environment,
+                container.get("networks") or [], **options)
+            records[name] = HostRecord(name, container_id)
+            try:
+                self.client.start(container_id)
+            finally:
+                self._refresh_address(records[name])
+
+    def _step_start_stopped(self, names: list[str], records: dict[str, HostRecord], step: rp.Step) -> None:
+        for name in names:
+            self.client.start(records[name].container_id)
+            self._refresh_address(records[name])
+
+    def _refresh_address(self, record: HostRecord) -> None:
+        inspected = self.client.container(record.container_id) or {}
+        record.address = container_address(inspected, self.spec.network)
+
+    def _step_wait_healthy(self, names: list[str], records: dict[str, HostRecord], step: rp.Step) -> None:
+        def gate(name: str) -> None:
+            record = records[name]
+            seconds = wait_healthy(self.client, self.health, name, record.container_id, record.address, self.progress)
+            self.progress(f"{self.service}: {name} is healthy after {seconds:.1f} s ({self.health.describe()})")
+        run_for_each(names, gate)
+
+    def _step_add(self, names: list[str], records: dict[str, HostRecord], step: rp.Step) -> None:
+        def add(name: str) -> None:
+            record = records[name]
+            if not record.address:
+                raise InfraError(f"host {name} has no address on network {self.spec.network or 'bridge'}.", host=name)
+            record.server = self.balancer.add(name, record.address, self.spec.port)
+        run_for_each(names, add)
+
+    def _step_observe(self, names: list[str], records: dict[str, HostRecord], step: rp.Step) -> None:
+        deadline = time.monotonic() + step.seconds
+        while time.monotonic() < deadline:
+            for name in names:
+                record = records[name]
+                problem = container_problem(self.client, record.container_id)
+                passed, seen = (False, problem) if problem else self.health.probe(self.client, record.container_id,
+                                                                                  record.address)
+                if not passed:
+                    raise InfraError(f"canary {name} failed its {self.health.describe()} while observed: {seen}.",
+                                     host=name)
+            time.sleep(self.health.interval)
+
+    def _set_state(self, names: list[str], records: dict[str, HostRecord], state: str) -> None:
+        for name in names:
+            if records[name].server:
+                self.balancer.set_state(records[name].server, state)
+
+    def _step_drain(self, names: list[str], records: dict[str, HostRecord], step: rp.Step) -> None:
+        self._set_state(names, records, "drain")
+
+    def _step_ready(self, names: list[str], records: dict[str, HostRecord], step: rp.Step) -> None:
+        self._set_state(names, records, "ready")
+
+    def _step_wait_drained(self, names: list[str], records: dict[str, HostRecord], step: rp.Step) -> None:
+        def drained(name: str) -> None:
+            server = records[name].server
+            if server and not self.balancer.wait_drained(server, self.drain_timeout):
+                self.progress(f"{self.service}: {name} still had sessions after drain_timeout "
+                              f"({self.drain_timeout:g} s); taking it out anyway")
+        run_for_each(names, drained)
+
+    def _step_detach(self, names: list[str], records: dict[str, HostRecord], step: rp.Step) -> None:
+        for name in names:
+            if records[name].server:
+                self.balancer.detach(records[name].server)
+                records[name].server = None
+
+    def _step_stop(self, names: list[str], records: dict[str, HostRecord], step: rp.Step) -> None:
+        # The hosts are out of the balancer already, so the next batch need not wait for them to exit.
+        for name in names:
+            self._stopping.append((name, self._stopper.submit(self.client.stop, records[name].container_id,
+                                                              self.stop_timeout)))
+
+    def _finish_stops(self) -> None:
+        for name, stopping in self._stopping:
+            error = stopping.exception()
+            if error:
+                self.progress(f"{self.service}: {name} is out of the balancer but did not stop: {error}")
+        self._stopping = []
+
+    def _step_remove(self, names: list[str], records: dict[str, HostRecord], step: rp.Step) -> None:
+        for name in names:
+            if name in records:
+                self.client.remove_container(records[name].container_id)
+
