@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.common import InfraError
@@ -37,7 +39,7 @@ def test_default_target_is_the_newest_success_with_another_image():
     (3, "Revision 3 did not succeed (rolled back)"),
 ])
 def test_explicit_targets_are_checked(revision, message):
-    with pytest.raises(InfraError, match=message):
+    with pytest.raises(InfraError, match=re.escape(message)):
         rollback_target(service_revisions(RECORDS, "web"), "sha256:d", revision)
 
 
