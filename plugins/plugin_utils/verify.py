@@ -214,7 +214,7 @@ class Verifier:
             if plan.files:
                 self._tests(plan.client, plan.image, plan.paths, len(plan.files), report, verdict, guard)
             if plan.replay and verdict.broken is None:
-                self._idempotence(plan.client, image_id, plan.roles, plan.replay, verdict, guard)
+                self._idempotence(plan.client, plan.image, plan.roles, plan.replay, verdict, guard)
             if plan.scenario and verdict.broken is None:
                 self._molecule(plan.scenario, image_id, report, verdict)
         duration = round(time.monotonic() - started, 3)
@@ -277,9 +277,10 @@ class Verifier:
     def _tests(self, client: DockerClient, image: dict[str, Any], paths: list[str], file_count: int, report: str,
                verdict: Verdict, guard: Guard) -> None:
         begun = time.monotonic()
+        name = self._host_name(image["Id"])
         host_id = None
         try:
-            host_id = self._start_host(client, image)
+            host_id = self._start_host(client, image, name)
             self._wait_ready(client, host_id, image)
             verdict.timings["start"] = round(time.monotonic() - begun, 3)
             self._run_pytest(host_id, image["Id"], paths, file_count, report, verdict)
@@ -289,16 +290,18 @@ class Verifier:
             # Test results from a host whose command died say nothing about the image.
             verdict.failures = [{"test": "host", "message": f"the image is broken: {broken.reason}"}]
         finally:
-            if host_id:
-                cleanup = time.monotonic()
-                with guard.shield():
-                    client.remove_container(host_id)
-                verdict.timings["cleanup"] = round(time.monotonic() - cleanup, 3)
+            cleanup = time.monotonic()
+            with guard.shield():
+                client.remove_container(host_id or name)  # by name: a signal may come before the ID is known
+            verdict.timings["cleanup"] = round(time.monotonic() - cleanup, 3)
 
-    def _start_host(self, client: DockerClient, image: dict[str, Any], keep_alive: bool = False) -> str:
+    @staticmethod
+    def _host_name(image_id: str) -> str:
+        return f"{HOST_NAME_PREFIX}{short_id(image_id)}-{uuid.uuid4().hex[:6]}"
+
+    def _start_host(self, client: DockerClient, image: dict[str, Any], name: str, keep_alive: bool = False) -> str:
         config = image.get("Config") or {}
         keep_alive = keep_alive or self.params["keep_alive"] or not (config.get("Cmd") or config.get("Entrypoint"))
-        name = f"{HOST_NAME_PREFIX}{short_id(image['Id'])}-{uuid.uuid4().hex[:6]}"
         options: dict[str, Any] = {"network_mode": self.params["network"]} if self.params["network"] else {}
         self.progress(f"verify: starting host {name} from {self._describe(image['Id'])}"
                       + (" (keep-alive)" if keep_alive else ""))
@@ -325,9 +328,9 @@ class Verifier:
         deadline = time.monotonic() + min(self.params["start_timeout"], self._remaining())
         while True:
             try:
-                code, output = client.exec(host_id, ["cat", "/proc/net/tcp", "/proc/net/tcp6"])
+                output = client.exec(host_id, ["cat", "/proc/net/tcp", "/proc/net/tcp6"])[1]
             except InfraError:
-                code, output = 1, ""
+                output = ""  # the host is stopping; the check below says why
             if set(ports) <= verify_report.listening_ports(output):
                 return
             self._check_running(client, host_id, "before the tests started")
@@ -397,21 +400,21 @@ class Verifier:
             python_interpreter=self.params["python_interpreter"], become_method=self.params["become_method"],
             docker_host=self.params["docker_host"])
 
-    def _idempotence(self, client: DockerClient, image_id: str, roles: list[str], spec: PlaySpec, verdict: Verdict,
-                     guard: Guard) -> None:
+    def _idempotence(self, client: DockerClient, image: dict[str, Any], roles: list[str], spec: PlaySpec,
+                     verdict: Verdict, guard: Guard) -> None:
         begun = time.monotonic()
+        name = self._host_name(image["Id"])
         host_id = None
         try:
-            host_id = self._start_host(client, client.image(image_id) or {"Id": image_id}, keep_alive=True)
+            host_id = self._start_host(client, image, name, keep_alive=True)
             builder.prepare(client, host_id)
             client.exec(host_id, ["/bin/sh", "-c", MARK_ENABLED_ACTIVE])
             self.progress(f"verify: applying {', '.join(roles)} again; nothing may report changed")
             spec.container_id, spec.timeout = host_id, max(int(self._remaining()), 1)
             play = run_play(spec, self._show_event)
         finally:
-            if host_id:
-                with guard.shield():
-                    client.remove_container(host_id)
+            with guard.shield():
+                client.remove_container(host_id or name)
         verdict.timings["idempotence"] = round(time.monotonic() - begun, 3)
         verdict.idempotence = {"roles": roles, "passed": play.succeeded and not play.changed_tasks,
                                "changed_tasks": play.changed_tasks}
