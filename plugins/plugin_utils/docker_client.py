@@ -107,6 +107,17 @@ class DockerClient:
                 return None
             raise InfraError(f"Docker could not inspect container {container_id[:12]}: {error.explanation}") from None
 
+    def changes(self, container_id: str) -> list[dict[str, Any]]:
+        """Filesystem changes of a container against its image (docker diff): Path and Kind (0 modified,
+        1 added, 2 deleted)."""
+        try:
+            return self.api.diff(container_id) or []
+        except NotFound:
+            return []
+        except APIError as error:
+            raise InfraError(f"Docker could not list the changes of container {container_id[:12]}: "
+                             f"{error.explanation}") from None
+
     def logs(self, container_id: str, tail: int = 20) -> str:
         """The last lines the container wrote to stdout and stderr; empty when it is gone."""
         try:
@@ -170,17 +181,20 @@ class DockerClient:
 
     # volumes (verdict records) -------------------------------------------------------------------
     def replace_volume(self, name: str, labels: dict[str, str]) -> None:
+        self.remove_volume(name)
+        try:
+            self.api.create_volume(name, labels=labels)
+        except APIError as error:
+            raise InfraError(f"Docker could not create volume {name}: {error.explanation}") from None
+
+    def remove_volume(self, name: str) -> None:
         try:
             self.api.remove_volume(name, force=True)
         except NotFound:
             pass
         except APIError as error:
             if error.status_code != 404:
-                raise InfraError(f"Docker could not replace volume {name}: {error.explanation}") from None
-        try:
-            self.api.create_volume(name, labels=labels)
-        except APIError as error:
-            raise InfraError(f"Docker could not create volume {name}: {error.explanation}") from None
+                raise InfraError(f"Docker could not remove volume {name}: {error.explanation}") from None
 
     def volume_labels(self, name: str) -> dict[str, str] | None:
         try:
