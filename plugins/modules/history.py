@@ -1,0 +1,206 @@
+#!/usr/bin/python
+# Copyright: immutable.infra contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: history
+short_description: Show how a service came to be, revision by revision, from the ledger and the Docker engine
+version_added: 0.1.0
+description:
+  - Lists the revisions of O(service), newest first. A revision is one rollout recorded in the ledger,
+    whatever its result; they are numbered 1, 2, 3... in the order they started, and the numbers never
+    change.
+  - For each revision it says which image (ID and inputs hash) was rolled out, how that image was made
+    (its provenance, that is its roles and git commit, source and creation time, from the image's labels
+    while the image exists, else from the ledger's bake record), its latest verdict (from the verdict the engine holds
+    and the ledger's newest verdict record), who rolled it out from which controller and git commit,
+    when it started and finished, its result (V(succeeded), V(rolled back) or V(failed)) and what kind
+    of change it was.
+  - Every host a revision names is checked against the Docker engine, which says whether it still
+    exists and in what state (V(running), V(exited), ... or V(gone)). The newest successful revision whose
+    live hosts all run now is marked live.
+  - The revisions are also rendered as a fixed-width text table, shown in the play output and returned
+    in RV(table) and RV(msg).
+  - Damaged ledger lines (a write cut short) are skipped and reported as warnings.
+  - This module only reads; it never changes anything.
+author:
+  - immutable.infra contributors (@immutable-infra)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.flow
+  - immutable.infra.docker
+  - immutable.infra.ledger
+attributes:
+  check_mode:
+    support: full
+    details: The module only reads, so check mode returns the same as a normal run.
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+  action:
+    support: full
+  async:
+    support: none
+  bypass_host_loop:
+    support: none
+options:
+  service:
+    description: Name of the service, as given to M(immutable.infra.rollout).
+    type: str
+    required: true
+  limit:
+    description: Return only the newest O(limit) revisions. All of them when not set.
+    type: int
+seealso:
+  - module: immutable.infra.rollout
+  - module: immutable.infra.prune
+"""
+
+EXAMPLES = r"""
+- name: Show the history of the web service
+  immutable.infra.history:
+    service: web
+    limit: 10
+  register: web_history
+
+- name: Fail when the live revision's image has no passing verdict
+  ansible.builtin.assert:
+    that: >-
+      web_history.revisions | selectattr('live') | map(attribute='verdict.result') | list == ['passed']
+    fail_msg: The live revision of web was not verified.
+
+- name: Read a team's shared ledger
+  immutable.infra.history:
+    service: api
+    ledger: /srv/shared/immutable-infra/ledger.jsonl
+"""
+
+RETURN = r"""
+revisions:
+  description: The revisions, newest first.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    revision:
+      description: Number of the revision; 1 is the first rollout of the service.
+      type: int
+      sample: 3
+    generation:
+      description: Generation of hosts the revision launched or restored.
+      type: int
+    image_id:
+      description: ID of the image rolled out.
+      type: str
+    image:
+      description: Short form of RV(revisions[].image_id).
+      type: str
+      sample: 384e687b06ab
+    image_exists:
+      description: Whether the image is still in the engine.
+      type: bool
+    inputs_hash:
+      description: Inputs hash of the image's bake.
+      type: str
+    provenance:
+      description:
+        - How the image was made. C(source) says where this came from, V(image) (labels), V(ledger) (the bake
+          record, for an image that no longer exists) or V(null) (neither is known).
+        - C(name), C(roles), C(git_commit), C(git_source) (the checkout's remote), C(git_dirty), C(created),
+          C(baked_by) (user@controller) and C(base).
+      type: dict
+      sample: {"source": "image", "name": "acme/web", "roles": ["nginx", "acme.web.app@1.4.0"],
+               "git_commit": "0a4c7e1d9b8f", "git_source": "https://git.example.com/acme/ops.git",
+               "git_dirty": false, "created": "2026-03-01T10:00:00Z", "baked_by": "ci@runner-1",
+               "base": "debian:bookworm"}
+    verdict:
+      description:
+        - The image's latest verdict. C(result) is V(passed), V(failed) or V(null) when the image was never
+          verified; C(time), C(tests) (C(total), C(passed), C(failed), C(errors), C(skipped)), C(by)
+          (user@controller), C(failures) (number of failing tests, from the ledger) and C(source)
+          (V(engine), V(ledger) or V(engine and ledger)).
+      type: dict
+    rolled_out_by:
+      description: Who ran the rollout, as user@controller.
+      type: str
+      sample: alice@ops-laptop
+    git_commit:
+      description: Git commit of the playbook checkout the rollout ran from.
+      type: str
+    started:
+      description: When the rollout started (UTC).
+      type: str
+    finished:
+      description: When the rollout finished (UTC).
+      type: str
+    duration:
+      description: Seconds the rollout took.
+      type: float
+    result:
+      description: V(succeeded), V(rolled back) or V(failed).
+      type: str
+    kind_of_change:
+      description: V(rollout) (a new generation), V(restore) (a kept generation started again) or V(scale).
+      type: str
+    error:
+      description: Why a rollout that did not succeed failed.
+      type: str
+    added:
+      description:
+        - The hosts the revision brought in, each with C(host), C(exists) and C(state) (Docker's state, or
+          V(gone)). For a rollout that did not succeed they are derived from its generation and replicas
+          (RV(revisions[].hosts_derived)).
+      type: list
+      elements: dict
+      sample: [{"host": "web-3-1", "exists": true, "state": "running"}]
+    removed:
+      description: The hosts the revision took out of service, with C(host), C(exists) and C(state).
+      type: list
+      elements: dict
+    hosts:
+      description: Summary of the states of RV(revisions[].added).
+      type: str
+      sample: 3 running
+    hosts_gone:
+      description: True when none of the revision's hosts exists any more.
+      type: bool
+    live:
+      description: True for the revision whose live hosts are the ones running now.
+      type: bool
+table:
+  description: The revisions as a fixed-width text table, after a summary line; C(*) marks the live revision.
+  returned: always
+  type: list
+  elements: str
+  sample:
+    - "web: 3 revision(s); revision 2 is live"
+    - "REV  STARTED              RESULT       CHANGE   GEN  IMAGE         VERDICT      BY         COMMIT      HOSTS"
+    - " 3   2026-03-02 09:12:40  rolled back  rollout  3    5ecf456fd86a  passed 5/5   alice@ops  9f1e2d3c4b  3 gone"
+    - "*2   2026-03-01 10:02:11  succeeded    rollout  2    ca2441b9aa38  passed 5/5   alice@ops  0a4c7e1d9b  3 running"
+msg:
+  description: The same lines as RV(table).
+  returned: always
+  type: list
+  elements: str
+live_revision:
+  description: Number of the live revision, or V(null) when none is.
+  returned: always
+  type: int
+running:
+  description: The service's hosts that run now.
+  returned: always
+  type: list
+  elements: str
+unrecorded:
+  description: Running hosts of the service that the live revision does not name (started some other way).
+  returned: always
+  type: list
+  elements: str
+ledger:
+  description: Path of the ledger read.
+  returned: always
+  type: str
+"""
