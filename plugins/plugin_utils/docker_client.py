@@ -64,6 +64,25 @@ class DockerClient:
         except APIError as error:
             raise InfraError(f"Docker could not tag {image_id} as {repository}:{tag}: {error.explanation}") from None
 
+    def remove_image(self, reference: str) -> None:
+        """Remove an image reference (untag; the last reference deletes the image). Never forced: an
+        image that a container uses is refused, with conflict=True in the error's details."""
+        try:
+            self.api.remove_image(reference, force=False, noprune=False)
+        except (ImageNotFound, NotFound):
+            pass
+        except APIError as error:
+            if error.status_code != 404:
+                raise InfraError(f"Docker could not remove image {reference}: {error.explanation}",
+                                 conflict=error.status_code == 409) from None
+
+    def disk_usage(self) -> dict[str, Any]:
+        """The engine's `docker system df` data: images, containers and volumes with their sizes."""
+        try:
+            return self.api.df()
+        except APIError as error:
+            raise InfraError(f"Docker could not report its disk usage: {error.explanation}") from None
+
     def pull(self, reference: str) -> dict[str, Any]:
         repository, tag = (reference.rsplit(":", 1) if ":" in reference.split("/")[-1] else (reference, "latest"))
         try:
