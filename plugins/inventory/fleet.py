@@ -11,7 +11,7 @@ description:
   - Lists the hosts that M(immutable.infra.rollout) runs (containers labelled
     C(immutable.infra.service)) and groups them by service, liveness and generation.
   - Groups are C(<service>) (every listed host of the service), C(<service>_live) (its running
-    hosts), and C(<service>_gen_<n>) (the hosts of generation n).
+    hosts), C(<service>_gen_<n>) (the hosts of generation n) and, with O(drift), C(<service>_drifted).
   - Each host gets C(ansible_connection=community.docker.docker), C(ansible_host) set to its
     container name and C(ansible_user=root), so plays reach hosts with no SSH (override with
     O(compose)), and a C(immutable_infra) variable with its service, generation, image ID, state,
@@ -40,6 +40,23 @@ options:
     type: list
     elements: str
     default: []
+  drift:
+    description:
+      - Check each running host for drift as M(immutable.infra.drift) does, put drifted hosts in a
+        C(<service>_drifted) group, and give each host C(immutable_infra.drift) (the reasons, empty
+        when none). This reads every host's filesystem changes, so it is off by default.
+    type: bool
+    default: false
+  writable_paths:
+    description: With O(drift), paths the services write themselves, so changes there are not drift.
+    type: list
+    elements: str
+    default: []
+  ledger:
+    description:
+      - With O(drift), the ledger whose rollouts every host must belong to; E(IMMUTABLE_INFRA_LEDGER)
+        or C(~/.local/share/immutable-infra/ledger.jsonl) when not set.
+    type: path
   include_stopped:
     description:
       - Also list stopped hosts (generations kept for rollback). They belong to C(<service>) and
@@ -93,7 +110,8 @@ class InventoryModule(BaseInventoryPlugin, Constructable):
         self._read_config_data(path)
         try:
             hosts = list_fleet(self.get_option("docker_host"), self.get_option("services"),
-                               self.get_option("include_stopped"))
+                               self.get_option("include_stopped"), self.get_option("drift"),
+                               self.get_option("writable_paths"), self.get_option("ledger"))
         except InfraError as error:
             raise AnsibleParserError(f"immutable.infra.fleet: {error.message}") from None
         strict = self.get_option("strict")

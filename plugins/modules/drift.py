@@ -1,0 +1,142 @@
+#!/usr/bin/python
+# Copyright: immutable.infra contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: drift
+short_description: Find hosts that someone changed in place, and replace them with fresh ones
+version_added: 0.1.0
+description:
+  - Compares every running host of O(service) with what was rolled out.
+  - The B(filesystem) is compared with the image (C(docker diff)), ignoring paths any process may
+    write (C(/tmp), C(/var/tmp), C(/run), C(/var/run), C(/var/log), C(/var/cache)) and the paths in
+    O(writable_paths).
+  - The B(image) the host runs must be the one its rollout recorded.
+  - The B(container config) (environment, command, entrypoint, user, published ports, mounts) must be
+    what the image and the rollout's container settings give.
+  - The B(record) must hold the host. A container that carries the service's label without being
+    started by a rollout recorded in the ledger has drifted too.
+  - With O(heal=true), each drifted host is replaced by a fresh host from the same verified image,
+    with the same settings, through the balancer, one host at a time (the fresh host joins before the
+    drifted one drains and goes). Containers that no rollout made are drained and removed. The heal is
+    recorded in the ledger (C(kind=heal)).
+  - The fleet inventory plugin puts drifted hosts in a C(<service>_drifted) group when its C(drift)
+    option is on.
+author:
+  - immutable.infra contributors (@immutable-infra)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.flow
+  - immutable.infra.docker
+  - immutable.infra.ledger
+attributes:
+  check_mode:
+    support: full
+    details: Reports drift and what healing would replace; nothing is replaced.
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+  action:
+    support: full
+  async:
+    support: none
+  bypass_host_loop:
+    support: none
+options:
+  service:
+    description: The service whose hosts are checked.
+    type: str
+    required: true
+  heal:
+    description: Replace each drifted host with a fresh one from the same image.
+    type: bool
+    default: false
+  writable_paths:
+    description:
+      - Paths the service itself writes (data, caches, uploads), so changes there are not drift.
+    type: list
+    elements: str
+    default: []
+  balancer:
+    description: The balancer in front of the service, used when healing, as for M(immutable.infra.rollout).
+    type: dict
+    suboptions:
+      type:
+        description: Kind of balancer.
+        type: str
+        choices: [haproxy]
+        default: haproxy
+      runtime_api:
+        description: Address of HAProxy's runtime API, a unix socket path or V(host:port).
+        type: str
+        required: true
+      backend:
+        description: The HAProxy backend of the service.
+        type: str
+        required: true
+      server_options:
+        description: Options for servers added with HAProxy's C(add server).
+        type: list
+        elements: str
+        default: [inter, 500ms, rise, "1", fall, "2"]
+      up_timeout:
+        description: Seconds a new server has to pass HAProxy's own health check.
+        type: float
+        default: 30
+  drain_timeout:
+    description: Seconds to wait for a drifted host's sessions to reach zero.
+    type: float
+    default: 30
+  stop_timeout:
+    description: Seconds a host gets to exit after SIGTERM.
+    type: int
+    default: 10
+  lock_timeout:
+    description: Seconds after which another controller may take over the lock while healing.
+    type: int
+    default: 3600
+seealso:
+  - module: immutable.infra.rollout
+  - plugin: immutable.infra.fleet
+    plugin_type: inventory
+"""
+
+EXAMPLES = r"""
+- name: Which hosts of web were changed in place?
+  immutable.infra.drift:
+    service: web
+    writable_paths: [/srv/uploads]
+  register: drift
+
+- name: Replace them with fresh hosts from the same image
+  immutable.infra.drift:
+    service: web
+    heal: true
+    balancer:
+      runtime_api: /run/haproxy/admin.sock
+      backend: web
+  when: drift.drifted | length > 0
+"""
+
+RETURN = r"""
+drifted:
+  description: Each drifted host with the reasons.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"host": "web-3-2", "reasons": ["filesystem: added /etc/cron.d/hotfix", "env DEBUG added"], "recorded": true}]
+healed:
+  description: Drifted hosts and the fresh hosts that replaced them.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"host": "web-3-2", "replacement": "web-3-4"}]
+removed:
+  description: Containers removed because no rollout made them.
+  returned: always
+  type: list
+  elements: str
+"""

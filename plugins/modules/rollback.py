@@ -1,0 +1,207 @@
+#!/usr/bin/python
+# Copyright: immutable.infra contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: rollback
+short_description: Put an earlier revision of a service live again, through the same safe swap as a rollout
+version_added: 0.1.0
+description:
+  - Finds the revision in the ledger (the service's rollouts, numbered 1, 2, 3... as
+    M(immutable.infra.history) shows them) and rolls its image out with M(immutable.infra.rollout),
+    with the port, container settings and health check its hosts were made with (read from their labels).
+  - When that revision's generation is kept stopped (see O(immutable.infra.rollout#module:keep_previous)),
+    its hosts are started again, pass the health gate and are swapped in, which takes seconds.
+    Otherwise the image is rolled out anew as a new generation.
+  - The swap is the rollout's; health gates, drain before stop, capacity bounds, revert on failure and
+    the lock all apply, and the rollback is recorded in the ledger as a rollout with
+    C(rollback_to_revision).
+  - Rolling back to a revision whose image no longer exists in the engine is a clear error.
+author:
+  - immutable.infra contributors (@immutable-infra)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.flow
+  - immutable.infra.docker
+  - immutable.infra.ledger
+attributes:
+  check_mode:
+    support: full
+    details: Returns the plan of the rollback; nothing is started, changed or locked.
+  diff_mode:
+    support: full
+    details: Shows the live hosts before and after.
+  platform:
+    platforms: posix
+  action:
+    support: full
+  async:
+    support: none
+  bypass_host_loop:
+    support: none
+options:
+  service:
+    description: The service to roll back.
+    type: str
+    required: true
+  revision:
+    description:
+      - The revision to put live. It must be one that succeeded.
+      - Defaults to the newest successful revision whose image is not the one live now.
+    type: int
+  balancer:
+    description: The balancer in front of the service, as for M(immutable.infra.rollout).
+    type: dict
+    suboptions:
+      type:
+        description: Kind of balancer.
+        type: str
+        choices: [haproxy]
+        default: haproxy
+      runtime_api:
+        description: Address of HAProxy's runtime API, a unix socket path or V(host:port).
+        type: str
+        required: true
+      backend:
+        description: The HAProxy backend of the service.
+        type: str
+        required: true
+      server_options:
+        description: Options for servers added with HAProxy's C(add server).
+        type: list
+        elements: str
+        default: [inter, 500ms, rise, "1", fall, "2"]
+      up_timeout:
+        description: Seconds a new server has to pass HAProxy's own health check.
+        type: float
+        default: 30
+  strategy:
+    description: How hosts are swapped, as for M(immutable.infra.rollout).
+    type: str
+    choices: [rolling, blue_green, canary]
+    default: rolling
+  batch_size:
+    description: Hosts swapped per batch.
+    type: int
+    default: 1
+  health:
+    description:
+      - The health gate, as for M(immutable.infra.rollout). Defaults to the one the revision's hosts
+        were rolled out with.
+    type: dict
+    suboptions:
+      http_path:
+        description: Path of an HTTP GET on the service port.
+        type: str
+      expected_status:
+        description: HTTP status codes that pass.
+        type: list
+        elements: int
+      tcp:
+        description: Pass when a TCP connection succeeds.
+        type: bool
+        default: false
+      command:
+        description: A command run inside the host; exit code 0 passes.
+        type: list
+        elements: str
+      timeout:
+        description: Seconds a host has to become healthy.
+        type: float
+        default: 60
+      interval:
+        description: Seconds between checks.
+        type: float
+        default: 0.5
+      healthy_threshold:
+        description: Passing checks in a row that make a host healthy.
+        type: int
+        default: 2
+  drain_timeout:
+    description: Seconds to wait for an old host's sessions to reach zero.
+    type: float
+    default: 30
+  stop_timeout:
+    description: Seconds an old host gets to exit after SIGTERM.
+    type: int
+    default: 10
+  require_verified:
+    description: Refuse the revision's image unless it has a passing verdict.
+    type: bool
+    default: true
+  keep_previous:
+    description: Previous generations kept stopped after the rollback.
+    type: int
+    default: 1
+  lock_timeout:
+    description: Seconds after which another controller may take over the lock.
+    type: int
+    default: 3600
+seealso:
+  - module: immutable.infra.history
+  - module: immutable.infra.rollout
+"""
+
+EXAMPLES = r"""
+- name: Put the previous successful revision back
+  immutable.infra.rollback:
+    service: web
+    balancer:
+      runtime_api: /run/haproxy/admin.sock
+      backend: web
+  register: rolled_back
+
+- name: Go back to revision 1 exactly
+  immutable.infra.rollback:
+    service: web
+    revision: 1
+    balancer:
+      runtime_api: /run/haproxy/admin.sock
+      backend: web
+"""
+
+RETURN = r"""
+revision:
+  description: The revision that is live after the task.
+  returned: success
+  type: int
+  sample: 1
+target_image_id:
+  description: The image of that revision.
+  returned: success
+  type: str
+fast_path:
+  description: True when the revision's kept hosts were started again rather than new hosts made.
+  returned: success
+  type: bool
+generation:
+  description: The generation that is live after the task.
+  returned: always
+  type: int
+added:
+  description: Hosts put into service.
+  returned: always
+  type: list
+  elements: str
+removed:
+  description: Hosts taken out of service (stopped and kept).
+  returned: always
+  type: list
+  elements: str
+live:
+  description: The live hosts after the task.
+  returned: always
+  type: list
+  elements: str
+plan:
+  description: The ordered steps, as M(immutable.infra.rollout) returns them.
+  returned: always
+  type: list
+  elements: dict
+duration:
+  description: Seconds the swap took.
+  returned: always
+  type: float
+"""
