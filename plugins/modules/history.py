@@ -145,6 +145,9 @@ revisions:
     kind_of_change:
       description: V(rollout) (a new generation), V(restore) (a kept generation started again) or V(scale).
       type: str
+    rollback_to:
+      description: For a rollback (M(immutable.infra.rollback)), the revision it put live again.
+      type: int
     error:
       description: Why a rollout that did not succeed failed.
       type: str

@@ -184,7 +184,8 @@ def build_history(records: list[dict[str, Any]], service: str, observed: dict[st
             "rolled_out_by": _who(record), "git_commit": record.get("git_commit"), "git_dirty": record.get("git_dirty"),
             "rollout_id": record.get("rollout"), "started": record.get("time"), "finished": record.get("finished"),
             "duration": record.get("duration"), "result": record.get("result"),
-            "kind_of_change": record.get("kind_of_change"), "strategy": record.get("strategy"),
+            "kind_of_change": record.get("kind_of_change"), "rollback_to": record.get("rollback_to_revision"),
+            "strategy": record.get("strategy"),
             "replicas": record.get("replicas"), "error": record.get("error"),
             "added": added_states, "hosts_derived": derived, "removed": removed_states,
             "live_hosts": list(record.get("live") or []), "live_before": list(record.get("live_before") or []),
@@ -213,10 +214,15 @@ def verdict_text(entry: dict[str, Any]) -> str:
     return result
 
 
+def change_text(entry: dict[str, Any]) -> str:
+    change = entry.get("kind_of_change") or "-"
+    return f"{change} (rollback to {entry['rollback_to']})" if entry.get("rollback_to") else change
+
+
 def table_row(entry: dict[str, Any]) -> tuple[str, ...]:
     started = (entry.get("started") or "").replace("T", " ").rstrip("Z")
     return (f"{'*' if entry['live'] else ' '}{entry['revision']}", started or "-", entry.get("result") or "-",
-            entry.get("kind_of_change") or "-", str(entry.get("generation") or "-"), entry.get("image") or "-",
+            change_text(entry), str(entry.get("generation") or "-"), entry.get("image") or "-",
             verdict_text(entry["verdict"]), entry.get("rolled_out_by") or "-",
             (entry.get("git_commit") or "-")[:10], entry["hosts"])
 

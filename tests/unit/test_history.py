@@ -138,6 +138,17 @@ def test_table_is_fixed_width_with_one_row_per_revision():
     assert [line[column:column + 12] for line in table[1:]] == ["c" * 12, "b" * 12, "a" * 12]
 
 
+def test_a_rollback_names_the_revision_it_put_back():
+    records = RECORDS + [dict(rollout("2026-01-01T00:10:00Z", IMAGE_A, 1, kind="restore", live_before=GEN2),
+                              added=GEN1, live=GEN1, rollback_to_revision=1)]
+    observed = dict(OBSERVED, containers={"web-1-1": {"state": "running"}, "web-1-2": {"state": "running"}})
+    history = build_history(records, "web", observed)
+    newest = history["revisions"][0]
+    assert (newest["revision"], newest["rollback_to"], newest["live"]) == (4, 1, True)
+    assert not by_number(history)[1]["live"]  # the same hosts, but revision 4 is the newer one
+    assert "restore (rollback to 1)" in render_table(history["revisions"])[1]
+
+
 def test_a_service_without_rollouts_has_no_revisions():
     history = build_history(RECORDS, "db", OBSERVED)
     assert history["revisions"] == [] and history["live_revision"] is None
