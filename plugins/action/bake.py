@@ -4,30 +4,19 @@
 from __future__ import annotations
 
 from ansible import constants as C
-from ansible.plugins.action import ActionBase
 from ansible.release import __version__ as ansible_core_version
-from ansible.utils.display import Display
 
+from ansible_collections.immutable.infra.plugins.plugin_utils.action import InfraAction
 from ansible_collections.immutable.infra.plugins.plugin_utils.bake import BAKE_ARGUMENT_SPEC, BakeContext, Baker
-from ansible_collections.immutable.infra.plugins.plugin_utils.common import InfraError
 from ansible_collections.immutable.infra.plugins.plugin_utils.roles import default_collection_paths
 
-display = Display()
 
+class ActionModule(InfraAction):
+    argument_spec = BAKE_ARGUMENT_SPEC
 
-class ActionModule(ActionBase):
-    TRANSFERS_FILES = False
-    _requires_connection = False
-
-    def run(self, tmp=None, task_vars=None):
-        result = super().run(tmp, task_vars)
-        params = self.validate_argument_spec(BAKE_ARGUMENT_SPEC)[1]
+    def manage(self, params):
         context = BakeContext(
-            basedir=params["project_dir"] or self._loader.get_basedir(), roles_path=list(C.DEFAULT_ROLES_PATH),
+            basedir=params["project_dir"] or self.basedir, roles_path=list(C.DEFAULT_ROLES_PATH),
             collections_path=default_collection_paths(), play_collections=list(self._task.collections or []),
-            check_mode=bool(self._task.check_mode), ansible_core_version=ansible_core_version)
-        try:
-            result.update(Baker(params, context, progress=display.display).run())
-        except InfraError as error:
-            result.update(failed=True, msg=error.message, **error.details)
-        return result
+            check_mode=self.check_mode, ansible_core_version=ansible_core_version)
+        return Baker(params, context, self.progress).run()

@@ -3,25 +3,12 @@
 
 from __future__ import annotations
 
-from ansible.plugins.action import ActionBase
-from ansible.utils.display import Display
-
-from ansible_collections.immutable.infra.plugins.plugin_utils.common import InfraError
+from ansible_collections.immutable.infra.plugins.plugin_utils.action import InfraAction
 from ansible_collections.immutable.infra.plugins.plugin_utils.drift import DRIFT_ARGUMENT_SPEC, Drift
 
-display = Display()
 
+class ActionModule(InfraAction):
+    argument_spec = DRIFT_ARGUMENT_SPEC
 
-class ActionModule(ActionBase):
-    TRANSFERS_FILES = False
-    _requires_connection = False
-
-    def run(self, tmp=None, task_vars=None):
-        result = super().run(tmp, task_vars)
-        params = self.validate_argument_spec(DRIFT_ARGUMENT_SPEC)[1]
-        try:
-            result.update(Drift(params, self._loader.get_basedir(), bool(self._task.check_mode),
-                                progress=display.display).run())
-        except InfraError as error:
-            result.update(failed=True, msg=error.message, **error.details)
-        return result
+    def manage(self, params):
+        return Drift(params, self.basedir, self.check_mode, self.progress).run()

@@ -3,26 +3,12 @@
 
 from __future__ import annotations
 
-from ansible.plugins.action import ActionBase
-from ansible.utils.display import Display
-
-from ansible_collections.immutable.infra.plugins.plugin_utils.common import InfraError
+from ansible_collections.immutable.infra.plugins.plugin_utils.action import InfraAction
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout import ROLLOUT_ARGUMENT_SPEC, Rollout, RolloutContext
 
-display = Display()
 
+class ActionModule(InfraAction):
+    argument_spec = ROLLOUT_ARGUMENT_SPEC
 
-class ActionModule(ActionBase):
-    TRANSFERS_FILES = False
-    _requires_connection = False
-
-    def run(self, tmp=None, task_vars=None):
-        result = super().run(tmp, task_vars)
-        params = self.validate_argument_spec(ROLLOUT_ARGUMENT_SPEC)[1]
-        context = RolloutContext(basedir=self._loader.get_basedir(), check_mode=bool(self._task.check_mode),
-                                 diff_mode=bool(self._task.diff))
-        try:
-            result.update(Rollout(params, context, progress=display.display).run())
-        except InfraError as error:
-            result.update(failed=True, msg=error.message, **error.details)
-        return result
+    def manage(self, params):
+        return Rollout(params, RolloutContext(self.basedir, self.check_mode, self.diff_mode), self.progress).run()
