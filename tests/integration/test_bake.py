@@ -28,8 +28,9 @@ def bake(name, roles, nonce=None, **options):
         **options)}
 
 
-def container_creations(client, since):
-    return containers_created(client, since, ("immutable-infra-bake-",))
+def container_creations(client, since, inputs_hash=""):
+    """Builders started since `since` (for that inputs hash, when given)."""
+    return containers_created(client, since, (f"immutable-infra-bake-{inputs_hash[:12]}",))
 
 
 def test_server_role_bakes_unmodified_into_a_working_image(roles_project, docker_client, base_image):
@@ -109,7 +110,7 @@ def test_unchanged_bake_is_a_cache_hit_and_starts_no_container(roles_project, do
             os.utime(os.path.join(root, file), (time.time() + 60, time.time() + 60))
     touched = roles_project.run([task])["bake"]
     assert touched["cache_hit"] and touched["image_id"] == first["image_id"]
-    assert not container_creations(docker_client, since)
+    assert not container_creations(docker_client, since, first["inputs_hash"])
 
     # Changing a role file gives a new image, and check mode says why before anything is built.
     (roles_project.path / "roles/motd/templates/motd.j2").write_text("Welcome, {{ motd_owner }}.\n")
