@@ -45,6 +45,12 @@ def test_ansible_doc_renders(module):
     assert "OPTIONS" in result.stdout and "EXAMPLES" in result.stdout and "RETURN VALUES" in result.stdout
 
 
+@pytest.mark.parametrize("plugin_type, name", [("inventory", "fleet"), ("callback", "events")])
+def test_ansible_doc_renders_the_other_plugins(plugin_type, name):
+    result = run([sys.executable, "-m", "ansible.cli.doc", "-t", plugin_type, f"immutable.infra.{name}"])
+    assert result.returncode == 0 and f"immutable.infra.{name}" in result.stdout, result.stdout
+
+
 def test_built_collection_installs_and_works_from_an_unrelated_directory(tmp_path):
     built = run([sys.executable, "-m", "ansible.cli.galaxy", "collection", "build", REPO_ROOT,
                  "--output-path", str(tmp_path)], cwd=tmp_path)
