@@ -1,0 +1,81 @@
+"""Helpers for the history, audit and prune tests: baked images with git provenance, cheap variants of them,
+verdicts recorded the way verify records them, and an HAProxy shared by a test module."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+import uuid
+
+import pytest
+from haproxy_support import BackendConfig, HAProxyProcess
+from rollout_support import DEMO_DIR, HELLO_CONFIG
+from support import BASE_IMAGE, Playbooks, init_git
+
+from ansible_collections.immutable.infra.plugins.plugin_utils.docker_client import DockerClient
+from ansible_collections.immutable.infra.plugins.plugin_utils.ledger import Ledger
+from ansible_collections.immutable.infra.plugins.plugin_utils.provenance import controller_identity
+from ansible_collections.immutable.infra.plugins.plugin_utils.verdicts import record_verdict
+
+BACKEND = BackendConfig("web", slots=8, health_path="/healthz")
+TEST_COUNTS = {"total": 3, "passed": 3, "failed": 0, "errors": 0, "skipped": 0}
+
+
+def git_project(prefix: str) -> tuple[str, str]:
+    """A project directory that is a git checkout holding the example roles; returns it and its commit."""
+    project_dir = tempfile.mkdtemp(prefix=prefix)
+    os.symlink(os.path.join(DEMO_DIR, "roles"), os.path.join(project_dir, "roles"))
+    with open(os.path.join(project_dir, "README.md"), "w", encoding="utf-8") as handle:
+        handle.write("ops\n")
+    return project_dir, init_git(project_dir)
+
+
+def bake_hello(project: Playbooks, name: str, versions: list[str], env: dict[str, str]) -> dict[str, str]:
+    """Real bakes of the example hello role, one per version; returns image IDs by version."""
+    run = project.run([{"name": version, "immutable.infra.bake": {
+        "name": name, "base": BASE_IMAGE, "roles": ["hello"], "config": HELLO_CONFIG,
+        "vars": {"hello_version": version, "test_nonce": uuid.uuid4().hex}}} for version in versions], env=env)
+    images = {}
+    for version in versions:
+        if run[version].get("failed"):
+            pytest.fail(f"baking hello {version} failed: {run[version]['msg']}")
+        images[version] = run[version]["image_id"]
+    return images
+
+
+def derive_image(docker_client, image_id: str, repository: str, tag: str, cmd: list[str] | None = None) -> str:
+    """A new image ID made from a baked one in a second (a commit of an unstarted container), keeping its
+    labels but naming it `repository`; with cmd, its hosts run that instead."""
+    container = docker_client.api.create_container(image_id, name=f"derive-{uuid.uuid4().hex[:8]}")
+    changes = [f"LABEL immutable.infra.name={repository} immutable.infra.variant={tag}"]
+    if cmd:
+        changes.append(f"CMD {json.dumps(cmd)}")
+    try:
+        return docker_client.api.commit(container["Id"], repository=repository, tag=tag, changes=changes)["Id"]
+    finally:
+        docker_client.api.remove_container(container["Id"], force=True)
+
+
+def record_verified(ledger_path: str, image_id: str) -> dict:
+    """A passing verdict in the ledger and on the engine, written as immutable.infra.verify writes it."""
+    ledger = Ledger(ledger_path)
+    record = ledger.append(ledger.new_record("verdict", image=image_id, image_id=image_id, result="passed",
+                                             tests=TEST_COUNTS, failures=[], broken=None))
+    record_verdict(DockerClient(), image_id, True, {
+        "time": record["time"], "reference": image_id, "ledger_id": record["id"],
+        "tests": json.dumps(TEST_COUNTS, sort_keys=True), "verified_by": controller_identity()})
+    return record
+
+
+@contextlib.contextmanager
+def haproxy(backend: BackendConfig = BACKEND):
+    """A real HAProxy for a whole test module."""
+    instance = HAProxyProcess(tempfile.mkdtemp(prefix="haproxy-"), [backend])
+    try:
+        yield instance.start()
+    finally:
+        instance.stop()
+        shutil.rmtree(instance.directory, ignore_errors=True)
