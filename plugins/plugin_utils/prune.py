@@ -318,11 +318,18 @@ def _epoch(value: Any) -> float | None:
     return None
 
 
+def _writable_size(entry: dict[str, Any]) -> int | None:
+    # The engine leaves SizeRw out when it is zero, but always sends SizeRootFs with sizes.
+    if entry.get("SizeRw") is not None:
+        return entry["SizeRw"]
+    return 0 if entry.get("SizeRootFs") is not None else None
+
+
 def observation_from_disk_usage(usage: dict[str, Any]) -> dict[str, Any]:
     """Plain observations from the engine's `docker system df` data."""
     containers = [{"id": entry["Id"], "name": (entry.get("Names") or ["/" + entry["Id"][:12]])[0].lstrip("/"),
                    "image_id": entry.get("ImageID"), "state": entry.get("State"), "created": _epoch(entry.get("Created")),
-                   "labels": entry.get("Labels") or {}, "size": entry.get("SizeRw")}
+                   "labels": entry.get("Labels") or {}, "size": _writable_size(entry)}
                   for entry in usage.get("Containers") or []]
     images = []
     for entry in usage.get("Images") or []:

@@ -12,7 +12,7 @@ import pytest
 from markdown_it import MarkdownIt
 from rollout_support import remove_service, rollout_task, service_name
 from support import Playbooks, image_name
-from traceability_support import bake_hello, derive_image, git_project, haproxy, record_verified
+from traceability_support import derive_image, haproxy, hello_baked_once, record_verified
 
 
 @dataclass
@@ -34,29 +34,24 @@ class Released:
 
 
 @pytest.fixture(scope="module")
-def released(docker_client, base_image, tmp_path_factory):
+def released(docker_client, base_image):
     """Three rollouts of one service from a git checkout: 1.0, 2.0, then 3.0, whose hosts exit at once, so it
     is rolled back."""
-    project_dir, commit = git_project("history-project-")
-    ledger = str(tmp_path_factory.mktemp("history-ledger") / "ledger.jsonl")
-    project = Playbooks(project_dir)
-    repository = image_name("history-hello")
-    images = bake_hello(project, repository, ["1.0", "2.0"], {"IMMUTABLE_INFRA_LEDGER": ledger})
-    images["3.0"] = derive_image(docker_client, images["2.0"], repository, "broken",
+    baked = hello_baked_once()
+    images = dict(baked.images)
+    images["3.0"] = derive_image(docker_client, images["2.0"], image_name("traced-hello"), "broken",
                                  cmd=["/bin/sh", "-c", "echo cannot start; exit 3"])
     for image_id in images.values():
-        record_verified(ledger, image_id)
+        record_verified(baked.ledger, image_id)
     service = service_name()
     with haproxy() as proxy:
         health = {"http_path": "/healthz", "timeout": 10, "interval": 0.2}
-        run = project.run([dict(rollout_task(service, images[version], proxy, replicas=2, health=health),
-                                name=version) for version in ("1.0", "2.0", "3.0")],
-                          env={"IMMUTABLE_INFRA_LEDGER": ledger})
+        run = baked.project.run([dict(rollout_task(service, images[version], proxy, replicas=2, health=health),
+                                      name=version) for version in ("1.0", "2.0", "3.0")], env=baked.env)
         assert run["1.0"]["changed"] and run["2.0"]["changed"], run["2.0"].get("msg")
         assert run["3.0"]["failed"] and run["3.0"]["rolled_back"], run["3.0"].get("msg")
-        yield Released(service, project, commit, ledger, images, run.results)
+        yield Released(service, baked.project, baked.commit, baked.ledger, images, run.results)
     remove_service(docker_client, service)
-    shutil.rmtree(project_dir, ignore_errors=True)
 
 
 def test_history_lists_every_rollout_newest_first_with_verdict_and_provenance(released):

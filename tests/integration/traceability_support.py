@@ -9,11 +9,12 @@ import os
 import shutil
 import tempfile
 import uuid
+from dataclasses import dataclass
 
 import pytest
 from haproxy_support import BackendConfig, HAProxyProcess
 from rollout_support import DEMO_DIR, HELLO_CONFIG
-from support import BASE_IMAGE, Playbooks, init_git
+from support import BASE_IMAGE, Playbooks, image_name, init_git
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.docker_client import DockerClient
 from ansible_collections.immutable.infra.plugins.plugin_utils.ledger import Ledger
@@ -46,11 +47,40 @@ def bake_hello(project: Playbooks, name: str, versions: list[str], env: dict[str
     return images
 
 
-def derive_image(docker_client, image_id: str, repository: str, tag: str, cmd: list[str] | None = None) -> str:
+@dataclass
+class Baked:
+    project: Playbooks
+    commit: str
+    ledger: str
+    images: dict[str, str]
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"IMMUTABLE_INFRA_LEDGER": self.ledger}
+
+
+_BAKED: list[Baked] = []
+
+
+def hello_baked_once() -> Baked:
+    """Hello 1.0 and 2.0 baked for real from a git checkout, once per test session (bakes take the time);
+    the bake records are in the returned ledger. Derive further images from them with derive_image."""
+    if not _BAKED:
+        project_dir, commit = git_project("traced-project-")
+        ledger = os.path.join(tempfile.mkdtemp(prefix="traced-ledger-"), "ledger.jsonl")
+        project = Playbooks(project_dir)
+        images = bake_hello(project, image_name("traced-hello"), ["1.0", "2.0"], {"IMMUTABLE_INFRA_LEDGER": ledger})
+        _BAKED.append(Baked(project, commit, ledger, images))
+    return _BAKED[0]
+
+
+def derive_image(docker_client, image_id: str, repository: str, tag: str, cmd: list[str] | None = None,
+                 labels: dict[str, str] | None = None) -> str:
     """A new image ID made from a baked one in a second (a commit of an unstarted container), keeping its
     labels but naming it `repository`; with cmd, its hosts run that instead."""
     container = docker_client.api.create_container(image_id, name=f"derive-{uuid.uuid4().hex[:8]}")
-    changes = [f"LABEL immutable.infra.name={repository} immutable.infra.variant={tag}"]
+    extra = dict({"immutable.infra.name": repository, "immutable.infra.variant": tag}, **(labels or {}))
+    changes = ["LABEL " + " ".join(f"{key}={value}" for key, value in extra.items())]
     if cmd:
         changes.append(f"CMD {json.dumps(cmd)}")
     try:

@@ -179,3 +179,7 @@ def test_observation_from_docker_disk_usage():
                                          "size": 42}
     assert observed["images"][0]["tags"] == ["acme/web:aaa"] and observed["images"][0]["size"] == 100
     assert observed["volumes"][0]["created"] == 1700000000.0
+    usage["Containers"][0].pop("SizeRw")
+    assert observation_from_disk_usage(usage)["containers"][0]["size"] is None
+    usage["Containers"][0]["SizeRootFs"] = 5000
+    assert observation_from_disk_usage(usage)["containers"][0]["size"] == 0  # the engine leaves a zero SizeRw out
