@@ -159,6 +159,11 @@ revisions:
       type: list
       elements: dict
       sample: [{"host": "web-3-1", "exists": true, "state": "running"}]
+    hosts_derived:
+      description:
+        - True when the revision's hosts are not in its ledger record but derived from its generation and
+          replicas (a rollout that did not succeed).
+      type: bool
     removed:
       description: The hosts the revision took out of service, with C(host), C(exists) and C(state).
       type: list

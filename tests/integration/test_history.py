@@ -135,8 +135,8 @@ def test_history_says_when_hosts_and_images_are_gone(released, docker_client):
     """After a prune removes the stopped generation and its image, history still tells the whole story."""
     prune = released.project.run([{"name": "prune", "immutable.infra.prune": {
         "service": released.service, "keep_previous": 0, "builders": False}}], env=released.env)["prune"]
-    assert [entry["name"] for entry in prune["removed"]["hosts"]] == [f"{released.service}-1-{index}"
-                                                                        for index in (1, 2)], prune.get("msg")
+    gone = [f"{released.service}-1-{index}" for index in (1, 2)]
+    assert [entry["name"] for entry in prune["removed"]["hosts"]] == gone, prune.get("msg")
     assert [entry["id"] for entry in prune["removed"]["images"]] == [released.images["1.0"]]
     first = {entry["revision"]: entry for entry in released.history()["revisions"]}[1]
     assert first["hosts_gone"] and first["hosts"] == "2 gone"

@@ -117,8 +117,8 @@ def test_prune_keeps_live_kept_pinned_and_newest_and_removes_the_rest(fleet, doc
     assert containers(docker_client, fleet.service) == {f"{fleet.service}-3-1": "running",
                                                         f"{fleet.service}-2-1": "exited"}
     assert not image_exists(docker_client, fleet.images["unused"])
-    assert all(image_exists(docker_client, fleet.images[name]) for name in ("base", "tagged", "gen1", "gen2", "gen3",
-                                                                             "newest"))
+    kept = ("base", "tagged", "gen1", "gen2", "gen3", "newest")
+    assert all(image_exists(docker_client, fleet.images[name]) for name in kept)
 
     with open(fleet.ledger, encoding="utf-8") as handle:
         record = [json.loads(line) for line in handle if '"prune"' in line][-1]
