@@ -3,6 +3,7 @@ verdicts recorded the way verify records them, and an HAProxy shared by a test m
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -68,6 +69,8 @@ def hello_baked_once() -> Baked:
     if not _BAKED:
         project_dir, commit = git_project("traced-project-")
         ledger = os.path.join(tempfile.mkdtemp(prefix="traced-ledger-"), "ledger.jsonl")
+        for directory in (project_dir, os.path.dirname(ledger)):
+            atexit.register(shutil.rmtree, directory, True)
         project = Playbooks(project_dir)
         images = bake_hello(project, image_name("traced-hello"), ["1.0", "2.0"], {"IMMUTABLE_INFRA_LEDGER": ledger})
         _BAKED.append(Baked(project, commit, ledger, images))
