@@ -65,8 +65,8 @@ class PrunePlan:
     remove: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: {kind: [] for kind in KINDS})
     kept: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: {kind: [] for kind in KINDS})
 
-    def add(self, kind: str, item: dict[str, Any], reason: str, removing: bool) -> None:
-        (self.remove if removing else self.kept)[kind].append(dict(item, reason=reason))
+    def add(self, kind: str, entry: dict[str, Any], reason: str, removing: bool) -> None:
+        (self.remove if removing else self.kept)[kind].append(dict(entry, reason=reason))
 
     @property
     def empty(self) -> bool:
