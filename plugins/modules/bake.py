@@ -33,6 +33,7 @@ author:
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - ansible.builtin.action_common_attributes.flow
+  - immutable.infra.action
   - immutable.infra.docker
   - immutable.infra.ledger
 attributes:
@@ -40,14 +41,6 @@ attributes:
     support: full
     details: Builds nothing; reports whether a bake would happen and which inputs differ from the newest image of O(name).
   diff_mode:
-    support: none
-  platform:
-    platforms: posix
-  action:
-    support: full
-  async:
-    support: none
-  bypass_host_loop:
     support: none
 options:
   name:

@@ -29,21 +29,15 @@ author:
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - ansible.builtin.action_common_attributes.flow
+  - immutable.infra.action
   - immutable.infra.docker
   - immutable.infra.ledger
+  - immutable.infra.balancer
 attributes:
   check_mode:
     support: full
     details: Reports drift and what healing would replace; nothing is replaced.
   diff_mode:
-    support: none
-  platform:
-    platforms: posix
-  action:
-    support: full
-  async:
-    support: none
-  bypass_host_loop:
     support: none
 options:
   service:
@@ -60,32 +54,6 @@ options:
     type: list
     elements: str
     default: []
-  balancer:
-    description: The balancer in front of the service, used when healing, as for M(immutable.infra.rollout).
-    type: dict
-    suboptions:
-      type:
-        description: Kind of balancer.
-        type: str
-        choices: [haproxy]
-        default: haproxy
-      runtime_api:
-        description: Address of HAProxy's runtime API, a unix socket path or V(host:port).
-        type: str
-        required: true
-      backend:
-        description: The HAProxy backend of the service.
-        type: str
-        required: true
-      server_options:
-        description: Options for servers added with HAProxy's C(add server).
-        type: list
-        elements: str
-        default: [inter, 500ms, rise, "1", fall, "2"]
-      up_timeout:
-        description: Seconds a new server has to pass HAProxy's own health check.
-        type: float
-        default: 30
   drain_timeout:
     description: Seconds to wait for a drifted host's sessions to reach zero.
     type: float

@@ -24,8 +24,11 @@ author:
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - ansible.builtin.action_common_attributes.flow
+  - immutable.infra.action
   - immutable.infra.docker
   - immutable.infra.ledger
+  - immutable.infra.balancer
+  - immutable.infra.balancer.health
 attributes:
   check_mode:
     support: full
@@ -33,14 +36,6 @@ attributes:
   diff_mode:
     support: full
     details: Shows the live hosts before and after.
-  platform:
-    platforms: posix
-  action:
-    support: full
-  async:
-    support: none
-  bypass_host_loop:
-    support: none
 options:
   service:
     description: The service to roll back.
@@ -51,32 +46,6 @@ options:
       - The revision to put live. It must be one that succeeded.
       - Defaults to the newest successful revision whose image is not the one live now.
     type: int
-  balancer:
-    description: The balancer in front of the service, as for M(immutable.infra.rollout).
-    type: dict
-    suboptions:
-      type:
-        description: Kind of balancer.
-        type: str
-        choices: [haproxy]
-        default: haproxy
-      runtime_api:
-        description: Address of HAProxy's runtime API, a unix socket path or V(host:port).
-        type: str
-        required: true
-      backend:
-        description: The HAProxy backend of the service.
-        type: str
-        required: true
-      server_options:
-        description: Options for servers added with HAProxy's C(add server).
-        type: list
-        elements: str
-        default: [inter, 500ms, rise, "1", fall, "2"]
-      up_timeout:
-        description: Seconds a new server has to pass HAProxy's own health check.
-        type: float
-        default: 30
   strategy:
     description: How hosts are swapped, as for M(immutable.infra.rollout).
     type: str
@@ -88,37 +57,9 @@ options:
     default: 1
   health:
     description:
-      - The health gate, as for M(immutable.infra.rollout). Defaults to the one the revision's hosts
-        were rolled out with.
+      - The health gate, as for M(immutable.infra.rollout). When not set, the check the revision's
+        hosts were rolled out with.
     type: dict
-    suboptions:
-      http_path:
-        description: Path of an HTTP GET on the service port.
-        type: str
-      expected_status:
-        description: HTTP status codes that pass.
-        type: list
-        elements: int
-      tcp:
-        description: Pass when a TCP connection succeeds.
-        type: bool
-        default: false
-      command:
-        description: A command run inside the host; exit code 0 passes.
-        type: list
-        elements: str
-      timeout:
-        description: Seconds a host has to become healthy.
-        type: float
-        default: 60
-      interval:
-        description: Seconds between checks.
-        type: float
-        default: 0.5
-      healthy_threshold:
-        description: Passing checks in a row that make a host healthy.
-        type: int
-        default: 2
   drain_timeout:
     description: Seconds to wait for an old host's sessions to reach zero.
     type: float

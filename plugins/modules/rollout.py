@@ -36,8 +36,11 @@ author:
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - ansible.builtin.action_common_attributes.flow
+  - immutable.infra.action
   - immutable.infra.docker
   - immutable.infra.ledger
+  - immutable.infra.balancer
+  - immutable.infra.balancer.health
 attributes:
   check_mode:
     support: full
@@ -45,14 +48,6 @@ attributes:
   diff_mode:
     support: full
     details: Shows the live hosts before and after.
-  platform:
-    platforms: posix
-  action:
-    support: full
-  async:
-    support: none
-  bypass_host_loop:
-    support: none
 options:
   service:
     description:
@@ -113,42 +108,6 @@ options:
     description: Container port the service listens on; the balancer sends traffic there.
     type: int
     required: true
-  health:
-    description:
-      - The health gate each new host must pass before it joins the balancer. It is one kind of
-        check, O(health.http_path) (the default, V(/)), O(health.tcp) or O(health.command).
-      - Checks reach the host at its container address, so the controller must reach the Docker
-        network (true on the Docker host itself); use O(health.command) otherwise.
-    type: dict
-    default: {}
-    suboptions:
-      http_path:
-        description: Path of an HTTP GET on O(port); a 2xx or 3xx answer passes unless O(health.expected_status) says otherwise.
-        type: str
-      expected_status:
-        description: HTTP status codes that pass.
-        type: list
-        elements: int
-      tcp:
-        description: Pass when a TCP connection to O(port) succeeds.
-        type: bool
-        default: false
-      command:
-        description: A command run inside the host; exit code 0 passes.
-        type: list
-        elements: str
-      timeout:
-        description: Seconds a new host has to become healthy.
-        type: float
-        default: 60
-      interval:
-        description: Seconds between checks.
-        type: float
-        default: 0.5
-      healthy_threshold:
-        description: Passing checks in a row that make a host healthy.
-        type: int
-        default: 2
   drain_timeout:
     description:
       - Seconds to wait, after an old host is put in drain, for the balancer to report no sessions on
@@ -159,35 +118,6 @@ options:
     description: Seconds an old host gets to exit after SIGTERM before it is killed.
     type: int
     default: 10
-  balancer:
-    description:
-      - The load balancer in front of the service. Without it, running hosts are live and no
-        membership changes are made.
-      - See the collection's C(docs/haproxy.md) for the HAProxy configuration this needs.
-    type: dict
-    suboptions:
-      type:
-        description: Kind of balancer.
-        type: str
-        choices: [haproxy]
-        default: haproxy
-      runtime_api:
-        description: Address of HAProxy's runtime API (a C(stats socket ... level admin)), a unix socket path or V(host:port).
-        type: str
-        required: true
-      backend:
-        description: The HAProxy backend that holds the service's servers.
-        type: str
-        required: true
-      server_options:
-        description: Options for servers added with HAProxy's C(add server), which does not apply C(default-server) lines.
-        type: list
-        elements: str
-        default: [inter, 500ms, rise, "1", fall, "2"]
-      up_timeout:
-        description: Seconds a new server has to pass HAProxy's own health check after it was added.
-        type: float
-        default: 30
   require_verified:
     description: Refuse an image whose ID has no passing verdict from M(immutable.infra.verify). Set V(false) only deliberately.
     type: bool

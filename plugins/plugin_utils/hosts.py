@@ -263,4 +263,3 @@ class ServiceHosts:
         for name in names:
             if name in records:
                 self.client.remove_container(records[name].container_id)
-

@@ -12,8 +12,6 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any, Callable
 
-from ansible_collections.immutable.infra.plugins.plugin_utils import rollout_plan as rp
-from ansible_collections.immutable.infra.plugins.plugin_utils.balancer import BALANCER_OPTIONS
 from ansible_collections.immutable.infra.plugins.plugin_utils.common import (
     LABEL_IMAGE_ID, LABEL_SERVICE, InfraError, short_id,
 )
@@ -22,22 +20,15 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.health import HEAL
 from ansible_collections.immutable.infra.plugins.plugin_utils.hosts import HostSpec, validate_service
 from ansible_collections.immutable.infra.plugins.plugin_utils.ledger import Ledger, default_path as default_ledger_path
 from ansible_collections.immutable.infra.plugins.plugin_utils.revisions import rollback_target, service_revisions
-from ansible_collections.immutable.infra.plugins.plugin_utils.rollout import Rollout, RolloutContext
+from ansible_collections.immutable.infra.plugins.plugin_utils.rollout import ROLLOUT_ARGUMENT_SPEC, Rollout, RolloutContext
 
 ROLLBACK_ARGUMENT_SPEC: dict[str, Any] = {
     "service": {"type": "str", "required": True},
     "revision": {"type": "int"},
-    "balancer": {"type": "dict", "options": BALANCER_OPTIONS},
-    "strategy": {"type": "str", "default": "rolling", "choices": list(rp.STRATEGIES)},
-    "batch_size": {"type": "int", "default": 1},
-    "health": {"type": "dict", "options": HEALTH_OPTIONS},
-    "drain_timeout": {"type": "float", "default": 30},
-    "stop_timeout": {"type": "int", "default": 10},
-    "require_verified": {"type": "bool", "default": True},
-    "keep_previous": {"type": "int", "default": 1},
-    "lock_timeout": {"type": "int", "default": 3600},
-    "docker_host": {"type": "str"},
-    "ledger": {"type": "path"},
+    "health": {"type": "dict", "options": HEALTH_OPTIONS},  # no default: the revision's own check
+    **{key: ROLLOUT_ARGUMENT_SPEC[key] for key in ("balancer", "strategy", "batch_size", "drain_timeout",
+                                                   "stop_timeout", "require_verified", "keep_previous",
+                                                   "lock_timeout", "docker_host", "ledger")},
 }
 
 

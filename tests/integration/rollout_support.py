@@ -9,6 +9,7 @@ import uuid
 
 import docker
 import pytest
+from haproxy_support import BackendConfig
 from support import BASE_IMAGE, REPO_ROOT, Playbooks, image_name
 
 sys.path.insert(0, os.path.join(REPO_ROOT, "scripts"))
@@ -22,7 +23,9 @@ DEMO_DIR = os.path.join(REPO_ROOT, "examples", "demo")
 HELLO_CONFIG = {"cmd": ["/usr/local/bin/hello-server", "/etc/hello/hello.json"], "user": "hello",
                 "exposed_ports": ["8000/tcp"]}
 
-__all__ = ["SteadyLoad", "bake_hello_images", "service_name", "remove_service", "rollout_task", "HELLO_CONFIG"]
+__all__ = ["SteadyLoad", "bake_hello_images", "service_name", "remove_service", "rollout_task", "HELLO_CONFIG",
+           "BACKEND", "service", "proxy"]
+BACKEND = BackendConfig("web", slots=12, health_path="/healthz")
 
 
 def bake_hello_images(versions: dict[str, dict], verified: bool = True) -> dict[str, str]:
@@ -46,6 +49,20 @@ def bake_hello_images(versions: dict[str, dict], verified: bool = True) -> dict[
         if verified:
             record_verdict(client, result["image_id"], True, {"time": "test", "reference": result["image_id"]})
     return images
+
+
+@pytest.fixture
+def service(docker_client):
+    """A service name of its own for the test; its hosts, lock and journal are removed afterwards."""
+    name = service_name()
+    yield name
+    remove_service(docker_client, name)
+
+
+@pytest.fixture
+def proxy(start_haproxy):
+    """A real HAProxy with a `web` backend of template slots checking /healthz."""
+    return start_haproxy(BACKEND)
 
 
 def service_name() -> str:

@@ -9,27 +9,13 @@ import sys
 import time
 
 import pytest
-from haproxy_support import BackendConfig, start_haproxy  # noqa: F401  pylint: disable=unused-import
-from rollout_support import SteadyLoad, bake_hello_images, remove_service, rollout_task, service_name
-
-BACKEND = BackendConfig("web", slots=12, health_path="/healthz")
+from haproxy_support import start_haproxy  # noqa: F401  pylint: disable=unused-import
+from rollout_support import SteadyLoad, bake_hello_images, proxy, rollout_task, service  # noqa: F401  pylint: disable=unused-import
 
 
 @pytest.fixture(scope="module")
 def hello(docker_client, base_image):
     return bake_hello_images({"1.0": {}, "2.0": {}, "2.1": {}})
-
-
-@pytest.fixture
-def service(docker_client):
-    name = service_name()
-    yield name
-    remove_service(docker_client, name)
-
-
-@pytest.fixture
-def proxy(start_haproxy):
-    return start_haproxy(BACKEND)
 
 
 def balancer(proxy):
@@ -41,8 +27,8 @@ def running(docker_client, service):
         filters={"label": f"immutable.infra.service={service}"}))
 
 
-def test_rollback_to_revision_1_of_3_starts_its_kept_hosts_without_dropping_requests(project, docker_client, hello,
-                                                                                     service, proxy):
+def test_rollback_to_revision_1_of_3_starts_its_kept_hosts_without_dropping_requests(
+        project, docker_client, hello, service, proxy):
     for version in ("1.0", "2.0", "2.1"):
         result = project.run([rollout_task(service, hello[version], proxy, keep_previous=2)])["rollout"]
         assert result["changed"], result.get("msg")
@@ -63,8 +49,8 @@ def test_rollback_to_revision_1_of_3_starts_its_kept_hosts_without_dropping_requ
     assert record["rollback_to_revision"] == 1 and record["result"] == "succeeded"
 
 
-def test_rollback_defaults_to_the_previous_success_and_refuses_a_missing_image(project, docker_client, hello,
-                                                                               service, proxy, base_image):
+def test_rollback_defaults_to_the_previous_success_and_refuses_a_missing_image(
+        project, docker_client, hello, service, proxy, base_image):
     doomed = bake_hello_images({"0.9": {}})["0.9"]
     for image in (doomed, hello["1.0"], hello["2.0"]):
         project.run([rollout_task(service, image, proxy, replicas=2)])
@@ -99,14 +85,13 @@ def drift_task(service, proxy=None, **options):
     return {"name": "drift", "immutable.infra.drift": arguments}
 
 
-def test_a_file_written_with_docker_exec_is_drift_and_heal_replaces_the_host_under_load(project, docker_client,
-                                                                                       hello, service, proxy,
-                                                                                       tmp_path):
+def test_a_file_written_with_docker_exec_is_drift_and_heal_replaces_the_host_under_load(
+        project, docker_client, hello, service, proxy, tmp_path):
     project.run([rollout_task(service, hello["1.0"], proxy)])
     assert not project.run([drift_task(service)])["drift"]["drifted"]
     tampered = f"{service}-1-2"
-    docker_client.containers.get(tampered).exec_run(["sh", "-c", "echo fix > /etc/hotfix; echo log > /var/log/x"],
-                                                   user="root")
+    write_files = ["sh", "-c", "echo fix > /etc/hotfix; echo log > /var/log/x"]
+    docker_client.containers.get(tampered).exec_run(write_files, user="root")
 
     found = project.run([drift_task(service)])["drift"]
     assert [entry["host"] for entry in found["drifted"]] == [tampered]

@@ -11,28 +11,14 @@ import time
 
 import pytest
 from haproxy_support import BackendConfig, start_haproxy  # noqa: F401  pylint: disable=unused-import
-from rollout_support import SteadyLoad, bake_hello_images, remove_service, rollout_task, service_name
+from rollout_support import SteadyLoad, bake_hello_images, proxy, rollout_task, service  # noqa: F401  pylint: disable=unused-import
 from support import containers_created
-
-BACKEND = BackendConfig("web", slots=12, health_path="/healthz")
 
 
 @pytest.fixture(scope="module")
 def hello(docker_client, base_image):
     """Three verified versions of the example service; 3.0 answers /healthz with 503."""
     return bake_hello_images({"1.0": {}, "2.0": {}, "3.0": {"hello_healthy": False}})
-
-
-@pytest.fixture
-def service(docker_client):
-    name = service_name()
-    yield name
-    remove_service(docker_client, name)
-
-
-@pytest.fixture
-def proxy(start_haproxy):
-    return start_haproxy(BACKEND)
 
 
 def hosts(docker_client, service, running=None):
