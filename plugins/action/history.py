@@ -3,26 +3,14 @@
 
 from __future__ import annotations
 
-from ansible.plugins.action import ActionBase
-from ansible.utils.display import Display
-
-from ansible_collections.immutable.infra.plugins.plugin_utils.common import InfraError
+from ansible_collections.immutable.infra.plugins.plugin_utils.action import InfraAction
 from ansible_collections.immutable.infra.plugins.plugin_utils.history import HISTORY_ARGUMENT_SPEC, History
 
-display = Display()
 
+class ActionModule(InfraAction):
+    argument_spec = HISTORY_ARGUMENT_SPEC
 
-class ActionModule(ActionBase):
-    TRANSFERS_FILES = False
-    _requires_connection = False
-
-    def run(self, tmp=None, task_vars=None):
-        result = super().run(tmp, task_vars)
-        params = self.validate_argument_spec(HISTORY_ARGUMENT_SPEC)[1]
-        try:
-            result.update(History(params).run())
-        except InfraError as error:
-            result.update(failed=True, msg=error.message, **error.details)
-            return result
-        display.display("\n".join(result["table"]))
+    def manage(self, params):
+        result = History(params).run()
+        self.progress("\n".join(result["table"]))
         return result

@@ -30,6 +30,7 @@ author:
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - ansible.builtin.action_common_attributes.flow
+  - immutable.infra.action
   - immutable.infra.docker
   - immutable.infra.ledger
 attributes:
@@ -37,14 +38,6 @@ attributes:
     support: full
     details: The module only reads, so check mode returns the same as a normal run.
   diff_mode:
-    support: none
-  platform:
-    platforms: posix
-  action:
-    support: full
-  async:
-    support: none
-  bypass_host_loop:
     support: none
 options:
   service:

@@ -41,6 +41,7 @@ author:
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - ansible.builtin.action_common_attributes.flow
+  - immutable.infra.action
   - immutable.infra.docker
   - immutable.infra.ledger
 attributes:
@@ -48,14 +49,6 @@ attributes:
     support: full
     details: Returns what would be removed and kept, with reasons; nothing is removed or locked.
   diff_mode:
-    support: none
-  platform:
-    platforms: posix
-  action:
-    support: full
-  async:
-    support: none
-  bypass_host_loop:
     support: none
 options:
   service:
