@@ -6,11 +6,16 @@ from __future__ import annotations
 
 import collections
 import os
+import queue
 import signal
 import subprocess
 import threading
 from dataclasses import dataclass
-from typing import Callable
+from typing import IO, Callable
+
+# The main thread never blocks longer than this: a signal the kernel hands to another thread only runs
+# its Python handler when the main thread next executes, and a quiet child must not delay that.
+WAKE_SECONDS = 0.1
 
 
 @dataclass
@@ -47,8 +52,16 @@ def run_streaming(command: list[str], cwd: str, env: dict[str, str], timeout: fl
 
     timer = threading.Timer(max(timeout, 0.1), expire)
     timer.start()
+    lines: queue.Queue[str | None] = queue.Queue()
+    threading.Thread(target=_pump, args=(process.stdout, lines), daemon=True).start()
     try:
-        for line in process.stdout or []:
+        while True:
+            try:
+                line = lines.get(timeout=WAKE_SECONDS)
+            except queue.Empty:
+                continue
+            if line is None:
+                break
             tail.append(line)
             if log:
                 log.write(line)
@@ -62,6 +75,17 @@ def run_streaming(command: list[str], cwd: str, env: dict[str, str], timeout: fl
         if log:
             log.close()
     return Finished(returncode=process.returncode, tail="".join(tail), timed_out=timed_out.is_set())
+
+
+def _pump(stream: IO[str] | None, lines: queue.Queue) -> None:
+    """Moves the child's output lines to the queue; None marks its end."""
+    try:
+        for line in stream or []:
+            lines.put(line)
+    except (OSError, ValueError):
+        pass  # the stream was closed while the child was being killed
+    finally:
+        lines.put(None)
 
 
 def _kill_group(process: subprocess.Popen) -> None:

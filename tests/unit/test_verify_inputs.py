@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 import time
 
 import pytest
@@ -128,3 +129,27 @@ def test_a_command_past_its_deadline_is_killed_with_its_children(tmp_path):
 def test_a_command_that_cannot_start_is_reported(tmp_path):
     finished = run_streaming(["/nonexistent/tool"], str(tmp_path), {}, 5)
     assert finished.returncode == 127 and "could not start /nonexistent/tool" in finished.tail
+
+
+def test_a_signal_handled_by_another_thread_still_stops_a_quiet_command(tmp_path):
+    # The kernel may hand a signal to any thread; its Python handler runs when the main thread next runs.
+    helper_ready, stop_helper = threading.Event(), threading.Event()
+
+    def helper():
+        helper_ready.set()
+        stop_helper.wait(10)
+
+    thread = threading.Thread(target=helper)
+    thread.start()
+    helper_ready.wait()
+    begun = time.monotonic()
+    sender = threading.Timer(0.5, lambda: signal.pthread_kill(thread.ident, signal.SIGINT))
+    try:
+        with pytest.raises(Interrupted):
+            with interruptible("verify"):
+                sender.start()
+                run_streaming([sys.executable, "-c", "import time; time.sleep(30)"], str(tmp_path), dict(os.environ), 60)
+    finally:
+        stop_helper.set()
+        thread.join()
+    assert time.monotonic() - begun < 5
