@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from xml.etree import ElementTree
@@ -70,9 +72,32 @@ def verify_hosts(docker_client, image_id):
     return docker_client.containers.list(all=True, filters={"label": f"immutable.infra.verifying={image_id}"})
 
 
-def container_creations(docker_client, since, **filters):
-    return list(docker_client.events(since=since, until=time.time() + 0.5, decode=True,
-                                     filters={"type": "container", "event": "create", **filters}))
+@contextlib.contextmanager
+def creations(docker_client, **filters):
+    """Container creations matching filters while the block runs.
+
+    They are streamed as they happen: the engine replays only its last 256 events, and the docker execs
+    of a test run can push a creation out of that window.
+    """
+    created = []
+    stream = docker_client.events(since=time.time(), decode=True,
+                                  filters={"type": "container", "event": "create", **filters})
+
+    def collect():
+        try:
+            for event in stream:
+                created.append(event)
+        except Exception:  # pylint: disable=broad-exception-caught  # the stream is closed below
+            pass
+
+    thread = threading.Thread(target=collect, daemon=True)
+    thread.start()
+    try:
+        yield created
+    finally:
+        time.sleep(0.5)  # events arrive a moment after the API calls that caused them
+        stream.close()
+        thread.join(5)
 
 
 def ledger_record(ledger_id):
@@ -113,9 +138,9 @@ def test_passing_tests_give_a_passing_verdict_bound_to_the_image_id(verify_proje
 
 def test_failing_test_fails_the_task_names_it_and_leaves_nothing(verify_project, images, docker_client, client):
     image_id = images["stamped"]["image_id"]
-    since = time.time()
-    result = verify_project.run([verify(image=image_id, tests=["tests/failing/test_failing.py"],
-                                        wait_for_ports=[])])["verify"]
+    with creations(docker_client, label=f"immutable.infra.verifying={image_id}") as created:
+        result = verify_project.run([verify(image=image_id, tests=["tests/failing/test_failing.py"],
+                                            wait_for_ports=[])])["verify"]
     assert result["failed"] and result["passed"] is False and not result["broken"]
     assert result["tests"] == {"total": 2, "passed": 1, "failed": 1, "errors": 0, "skipped": 0}
     assert result["failures"] == [{"test": "tests/failing/test_failing.py::test_greeting_is_formal",
@@ -124,7 +149,7 @@ def test_failing_test_fails_the_task_names_it_and_leaves_nothing(verify_project,
         in result["msg"]
     assert "test_greeting_exists" not in result["msg"]
     assert os.path.exists(result["report"])
-    assert len(container_creations(docker_client, since, label=f"immutable.infra.verifying={image_id}")) == 1
+    assert len(created) == 1
     assert not verify_hosts(docker_client, image_id)
     assert ledger_record(result["ledger_id"])["result"] == "failed"
     with pytest.raises(InfraError, match="failed verification at"):
@@ -163,14 +188,15 @@ BAD_INPUT = {
 
 
 def test_bad_input_is_an_error_before_any_host_starts(verify_project, images, docker_client):
-    since, image_id = time.time(), images["good"]["image_id"]
-    run = verify_project.run([dict(verify(image=image_id, **options), name=case)
-                              for case, (options, message) in BAD_INPUT.items()])
+    image_id = images["good"]["image_id"]
+    with creations(docker_client, label=f"immutable.infra.verifying={image_id}") as created:
+        run = verify_project.run([dict(verify(image=image_id, **options), name=case)
+                                  for case, (options, message) in BAD_INPUT.items()])
     for case, (options, message) in BAD_INPUT.items():
         result = run[case]
         assert result["failed"] and message in result["msg"], (case, result["msg"])
         assert "passed" not in result
-    assert not container_creations(docker_client, since, label=f"immutable.infra.verifying={image_id}")
+    assert not created
 
 
 def test_missing_image_is_an_error(verify_project, base_image):
@@ -198,13 +224,14 @@ def test_idempotence_reports_a_role_that_changes_something(verify_project, image
 
 
 def test_check_mode_starts_nothing_and_says_what_would_run(verify_project, images, docker_client):
-    since, good = time.time(), images["good"]
-    result = verify_project.run([verify(image=good["image"], tests=["tests/passing/", "tests/parallel/"],
-                                        idempotence=True)], check=True)["verify"]
+    good = images["good"]
+    with creations(docker_client, label=f"immutable.infra.verifying={good['image_id']}") as created:
+        result = verify_project.run([verify(image=good["image"], tests=["tests/passing/", "tests/parallel/"],
+                                            idempotence=True)], check=True)["verify"]
     assert result["would_verify"] is True and result["passed"] is None and not result["changed"]
     assert [os.path.basename(path) for path in result["test_files"]] == ["test_greeting.py", "test_a.py", "test_b.py"]
     assert result["idempotence_roles"] == ["greeting"] and result["workers"] == 2
-    assert not container_creations(docker_client, since, label=f"immutable.infra.verifying={good['image_id']}")
+    assert not created
 
 
 def test_timeout_fails_the_verdict_and_removes_the_host(verify_project, images, docker_client):
@@ -244,16 +271,16 @@ def test_interrupted_verify_removes_its_host(verify_project, images, docker_clie
 
 
 def test_molecule_scenario_runs_against_the_candidate_image(verify_project, images, docker_client):
-    hello, since = images["hello"], time.time()
-    result = verify_project.run([verify(image=hello["image"], molecule_scenario=os.path.join(DEMO, "molecule", "hello"))])
-    result = result["verify"]
+    hello = images["hello"]
+    with creations(docker_client, container="demo-hello-molecule") as created:
+        result = verify_project.run([verify(image=hello["image"],
+                                            molecule_scenario=os.path.join(DEMO, "molecule", "hello"))])["verify"]
     assert result["passed"] is True, result["msg"]
     molecule = result["molecule"]
     assert molecule["scenario"] == "hello" and molecule["passed"] is True
     assert molecule["tests"] == {"total": 5, "passed": 5, "failed": 0, "errors": 0, "skipped": 0}
     assert os.path.exists(molecule["log"]) and os.path.exists(molecule["report"])
     assert result["report"] is None and result["tests"]["total"] == 0
-    created = container_creations(docker_client, since, container="demo-hello-molecule")
     assert [event["Actor"]["Attributes"]["image"] for event in created] == [hello["image_id"]]  # the image, by ID
     assert not docker_client.containers.list(all=True, filters={"name": "demo-hello-molecule"})
 
