@@ -14,6 +14,7 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.common import (
     BUILDER_NAME_PREFIX, LABEL_INPUTS_HASH, LABEL_PREFIX, InfraError, short_id, utc_timestamp,
 )
 from ansible_collections.immutable.infra.plugins.plugin_utils.docker_client import DockerClient
+from ansible_collections.immutable.infra.plugins.plugin_utils.interrupts import interruptible
 from ansible_collections.immutable.infra.plugins.plugin_utils.ledger import Ledger, default_path as default_ledger_path
 from ansible_collections.immutable.infra.plugins.plugin_utils.play_runner import PlaySpec, run_play
 from ansible_collections.immutable.infra.plugins.plugin_utils.provenance import controller_identity, git_info
@@ -185,24 +186,31 @@ class Baker:
         host_options: dict[str, Any] = {}
         if self.params["network"]:
             host_options["network_mode"] = self.params["network"]
-        container_id = client.run_detached(base_image["Id"], container_name, {},
-                                           entrypoint=builder.KEEP_ALIVE, command=[], **host_options)
-        try:
-            builder.prepare(client, container_id)
-            play = run_play(self._play_spec(container_id, requested), self._show_event)
-            if not play.succeeded:
-                kept = self._keep_failed(client, container_id, base_image, digest)
-                raise InfraError(f"Bake of {self.name} failed: {play.failure_message()}"
-                                 + (f"\nThe builder was kept as image {kept} for debugging." if kept else ""),
-                                 failed_task=(play.failure or {}).get("task"), kept_image=kept)
-            self.progress(f"committing {self.name}:{tag}")
-            builder.finish(client, container_id, self.params["cleanup_paths"])
-            config = bake_plan.commit_config(base_image.get("Config") or {}, self.config, labels)
-            image_id = client.commit(container_id, self.name, tag, config,
-                                     message=f"immutable.infra bake, inputs hash {digest}")
-            return image_id, play
-        finally:
-            client.remove_container(container_id)
+        with interruptible(f"bake of {self.name}") as guard:
+            container_id = client.run_detached(base_image["Id"], container_name, {},
+                                               entrypoint=builder.KEEP_ALIVE, command=[], **host_options)
+            try:
+                return self._run_roles_and_commit(client, container_id, base_image, requested, digest, labels)
+            finally:
+                with guard.shield():
+                    client.remove_container(container_id)
+
+    def _run_roles_and_commit(self, client: DockerClient, container_id: str, base_image: dict[str, Any],
+                              requested: list[Role], digest: str, labels: dict[str, str]):
+        tag = bake_plan.image_tag(digest)
+        builder.prepare(client, container_id)
+        play = run_play(self._play_spec(container_id, requested), self._show_event)
+        if not play.succeeded:
+            kept = self._keep_failed(client, container_id, base_image, digest)
+            raise InfraError(f"Bake of {self.name} failed: {play.failure_message()}"
+                             + (f"\nThe builder was kept as image {kept} for debugging." if kept else ""),
+                             failed_task=(play.failure or {}).get("task"), kept_image=kept)
+        self.progress(f"committing {self.name}:{tag}")
+        builder.finish(client, container_id, self.params["cleanup_paths"])
+        config = bake_plan.commit_config(base_image.get("Config") or {}, self.config, labels)
+        image_id = client.commit(container_id, self.name, tag, config,
+                                 message=f"immutable.infra bake, inputs hash {digest}")
+        return image_id, play
 
     def _keep_failed(self, client: DockerClient, container_id: str, base_image: dict[str, Any], digest: str) -> str | None:
         if not self.params["keep_failed"]:

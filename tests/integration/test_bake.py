@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import time
 import uuid
 
@@ -174,3 +178,28 @@ def test_bad_input_is_refused_and_leaves_nothing(roles_project, docker_client, b
     assert "\n" not in result["msg"] and "Traceback" not in result["msg"]
     assert not container_creations(docker_client, since)
     assert {image.id for image in docker_client.images.list(all=True)} == images_before
+
+
+def test_interrupted_bake_removes_its_builder(roles_project, docker_client, base_image):
+    playbook = roles_project.path / "interrupted.yml"
+    task = bake(image_name("slow"), ["slow"])
+    playbook.write_text(json.dumps([{"hosts": "localhost", "gather_facts": False, "tasks": [task]}]))
+    process = subprocess.Popen([sys.executable, "-m", "ansible.cli.playbook", str(playbook)], cwd=roles_project.path,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not any(container.exec_run(["test", "-e", "/tmp/slow-started"]).exit_code == 0
+                      for container in builder_containers(docker_client) if container.status == "running"):
+            assert time.monotonic() < deadline and process.poll() is None, "the slow task never started"
+            time.sleep(0.2)
+        process.send_signal(signal.SIGINT)
+        output = process.communicate(timeout=60)[0]
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode != 0
+    deadline = time.monotonic() + 20
+    while builder_containers(docker_client):
+        assert time.monotonic() < deadline, f"the builder was left behind:\n{output[-2000:]}"
+        time.sleep(0.2)
+    assert not docker_client.images.list(name=image_name("slow"))
