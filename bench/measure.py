@@ -1,0 +1,178 @@
+"""Helpers every benchmark shares: timed commands, phase marks, statistics and Docker clean-up."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+REPO_ROOT = os.path.dirname(BENCH_DIR)
+VENV_BIN = os.path.dirname(sys.executable)
+DEFAULT_BASE_IMAGE = os.environ.get("IMMUTABLE_INFRA_BASE_IMAGE", "immutable-infra/base:bookworm")
+LABEL_KEY = "immutable-infra.bench"
+
+
+class BenchError(Exception):
+    """A step of a benchmark failed; the message says which and shows the end of its output."""
+
+
+@dataclass
+class Timed:
+    """A finished command: wall time, exit code and each stdout line with its offset in seconds."""
+
+    command: list[str]
+    returncode: int
+    wall: float
+    lines: list[tuple[float, str]] = field(default_factory=list)
+    stderr: str = ""
+
+    @property
+    def stdout(self) -> str:
+        return "".join(line for _offset, line in self.lines)
+
+    def tail(self, size: int = 3000) -> str:
+        return (self.stdout + self.stderr)[-size:]
+
+
+def run_timed(command: list[str], env: dict[str, str] | None = None, cwd: str | None = None) -> Timed:
+    """Runs a command to its end, timing it and noting when each line of its output arrived."""
+    lines: list[tuple[float, str]] = []
+    with tempfile.TemporaryFile("w+", encoding="utf-8") as stderr:
+        started = time.monotonic()
+        with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, stdin=subprocess.DEVNULL,
+                              env=env, cwd=cwd, text=True, bufsize=1) as process:
+            for line in process.stdout or []:
+                lines.append((time.monotonic() - started, line))
+            returncode = process.wait()
+        wall = time.monotonic() - started
+        stderr.seek(0)
+        return Timed(command, returncode, wall, lines, stderr.read())
+
+
+def run_checked(command: list[str], env: dict[str, str] | None = None, cwd: str | None = None) -> Timed:
+    """run_timed, raising BenchError with the command's output when it fails."""
+    timed = run_timed(command, env=env, cwd=cwd)
+    if timed.returncode != 0:
+        raise BenchError(f"{' '.join(command)} exited with code {timed.returncode}:\n{timed.tail()}")
+    return timed
+
+
+def marks_from_lines(timed: Timed, patterns: dict[str, str], offset: float = 0.0) -> list[tuple[str, float]]:
+    """(label, seconds) for each output line matching a pattern; the label is the pattern's group 1 if any."""
+    compiled = {label: re.compile(pattern) for label, pattern in patterns.items()}
+    marks = []
+    for seconds, line in timed.lines:
+        for label, pattern in compiled.items():
+            match = pattern.search(line)
+            if match:
+                marks.append((match.group(1) if pattern.groups else label, offset + seconds))
+                break
+    return marks
+
+
+def phases(marks: list[tuple[str, float]], end: float) -> dict[str, float]:
+    """Seconds from each mark to the next one (the last one runs to end); repeated labels add up."""
+    durations: dict[str, float] = {}
+    for index, (label, start) in enumerate(marks):
+        stop = marks[index + 1][1] if index + 1 < len(marks) else end
+        durations[label] = round(durations.get(label, 0.0) + stop - start, 3)
+    return durations
+
+
+def summary(values: Iterable[float]) -> dict[str, float]:
+    numbers = list(values)
+    return {"median": round(statistics.median(numbers), 3), "min": round(min(numbers), 3),
+            "max": round(max(numbers), 3), "n": len(numbers)}
+
+
+def bench_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The caller's environment without Ansible settings, so every approach starts from Ansible's defaults."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("ANSIBLE_")}
+    env["PATH"] = os.pathsep.join([VENV_BIN, env.get("PATH", "/usr/bin:/bin")])
+    env["ANSIBLE_NOCOLOR"] = "1"
+    env.update(extra or {})
+    return env
+
+
+def docker_ids(kind: str, label_value: str) -> list[str]:
+    """IDs of the containers or images carrying the benchmark label with this value."""
+    command = (["docker", "ps", "-a", "-q"] if kind == "container" else ["docker", "images", "-q"])
+    listed = run_checked(command + ["--filter", f"label={LABEL_KEY}={label_value}"])
+    return sorted(set(listed.stdout.split()))
+
+
+def remove_labelled(label_value: str) -> int:
+    """Removes every container and image labelled for this benchmark run; returns how many."""
+    containers = docker_ids("container", label_value)
+    if containers:
+        run_checked(["docker", "rm", "-f", *containers])
+    images = docker_ids("image", label_value)
+    if images:
+        run_checked(["docker", "rmi", "-f", *images])
+    return len(containers) + len(images)
+
+
+def command_version(command: list[str]) -> str:
+    if not shutil.which(command[0]):
+        return "not installed"
+    result = run_timed(command)
+    return result.stdout.strip().splitlines()[0] if result.stdout.strip() else "unknown"
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def memory_gib() -> float:
+    try:
+        with open("/proc/meminfo", encoding="utf-8") as meminfo:
+            kib = int(meminfo.readline().split()[1])
+        return round(kib / 1024 / 1024, 1)
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def revision() -> str:
+    result = run_timed(["git", "-C", REPO_ROOT, "rev-parse", "--short", "HEAD"])
+    return result.stdout.strip() if result.returncode == 0 else "unknown"
+
+
+def machine_facts() -> dict[str, object]:
+    return {
+        "revision": revision(), "cores": os.cpu_count(), "cpu": cpu_model(), "memory_gib": memory_gib(),
+        "kernel": platform.release(), "python": platform.python_version(),
+        "docker": command_version(["docker", "version", "--format", "{{.Server.Version}}"]),
+        "ansible": command_version([os.path.join(VENV_BIN, "ansible-playbook"), "--version"]),
+    }
+
+
+def say(message: str) -> None:
+    print(message, flush=True)
+
+
+def retry_cleanup(action: Callable[[], int], attempts: int = 3) -> int:
+    """Runs a clean-up, trying again when Docker is briefly busy with the objects it removes."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return action()
+        except BenchError:
+            if attempt == attempts:
+                raise
+            time.sleep(2)
+    return 0
