@@ -172,7 +172,7 @@ class Baker:
     def _reasons(self, client: DockerClient, inputs: dict[str, Any], cached: dict[str, Any] | None) -> list[str]:
         if cached:
             return ["force: true"]
-        newest = next((image for image in client.images_with_label(LABEL_PREFIX + "name", self.name)), None)
+        newest = next(iter(client.images_with_label(LABEL_PREFIX + "name", self.name, limit=1)), None)
         if newest is None:
             return [f"no image of {self.name} exists yet"]
         differences = bake_plan.explain_differences(bake_plan.inputs_summary(inputs),

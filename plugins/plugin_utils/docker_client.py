@@ -51,12 +51,13 @@ class DockerClient:
                 return None
             raise InfraError(f"Docker could not inspect image {reference}: {error.explanation}") from None
 
-    def images_with_label(self, label: str, value: str | None = None) -> list[dict[str, Any]]:
-        """Inspect data of every image carrying the label (with that value), newest first."""
+    def images_with_label(self, label: str, value: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        """Inspect data of the images carrying the label (with that value), newest first; at most limit."""
         selector = label if value is None else f"{label}={value}"
-        summaries = self.api.images(filters={"label": selector, "dangling": False})
-        images = [image for image in (self.image(summary["Id"]) for summary in summaries) if image]
-        return sorted(images, key=lambda image: image.get("Created", ""), reverse=True)
+        summaries = sorted(self.api.images(filters={"label": selector, "dangling": False}),
+                           key=lambda summary: summary.get("Created", 0), reverse=True)
+        images = (self.image(summary["Id"]) for summary in summaries[:limit])
+        return [image for image in images if image]
 
     def tag(self, image_id: str, repository: str, tag: str) -> None:
         try:
