@@ -18,6 +18,9 @@ from typing import Callable
 from ansible_collections.immutable.infra.plugins.plugin_utils.common import InfraError
 from ansible_collections.immutable.infra.plugins.plugin_utils.docker_client import DockerClient
 
+FIRST_PASS_POLL = 0.02
+NOT_ANSWERING = ("request failed", "connect failed", "the host has no address")
+
 HEALTH_OPTIONS = {
     "http_path": {"type": "str"},
     "tcp": {"type": "bool", "default": False},
@@ -103,26 +106,34 @@ def container_problem(client: DockerClient, container_id: str) -> str | None:
 
 def wait_healthy(client: DockerClient, check: HealthCheck, host: str, container_id: str,
                  address: str | None, progress: Callable[[str], None], deadline_seconds: float | None = None) -> float:
-    """Blocks until the host passes check.healthy_threshold checks in a row; returns the seconds it took."""
+    """Blocks until the host passes check.healthy_threshold checks in a row; returns the seconds it took.
+
+    While the service does not answer yet, network checks are repeated every FIRST_PASS_POLL seconds
+    (a service that listens after 50 ms should not wait a whole interval); otherwise checks are
+    check.interval apart.
+    """
     started = time.monotonic()
     deadline = started + (deadline_seconds or check.timeout)
-    streak, last, announced = 0, "no check ran yet", 0.0
+    streak, last, announced, inspected = 0, "no check ran yet", started, 0.0
     while True:
-        problem = container_problem(client, container_id)
-        if problem:
-            raise InfraError(f"host {host} failed its {check.describe()}: {problem}.", host=host)
         passed, last = check.probe(client, container_id, address)
         streak = streak + 1 if passed else 0
-        if streak >= check.healthy_threshold:
-            return time.monotonic() - started
         now = time.monotonic()
+        if streak >= check.healthy_threshold or (not passed and now - inspected >= check.interval):
+            inspected = now
+            problem = container_problem(client, container_id)
+            if problem:
+                raise InfraError(f"host {host} failed its {check.describe()}: {problem}.", host=host)
+            if passed:
+                return now - started
         if now >= deadline:
             raise InfraError(f"host {host} did not pass its {check.describe()} within {check.timeout:g} s "
                              f"(last result: {last}).", host=host)
         if now - announced >= 5:
             progress(f"waiting for {host}: {check.describe()} ({streak}/{check.healthy_threshold} passed, last: {last})")
             announced = now
-        time.sleep(min(check.interval, max(0.0, deadline - now)))
+        pause = min(check.interval, FIRST_PASS_POLL) if last.startswith(NOT_ANSWERING) else check.interval
+        time.sleep(min(pause, max(0.0, deadline - now)))
 
 
 def run_for_each(hosts: list[str], action: Callable[[str], object]) -> None:

@@ -88,8 +88,6 @@ class HostRecord:
     container_id: str
     address: str | None = None
     server: str | None = None
-    labels: dict[str, str] = field(default_factory=dict)
-    inspected: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -118,16 +116,17 @@ class ServiceHosts:
         self.host_pattern = re.compile(rf"^{re.escape(self.service)}-[0-9]+-[0-9]+$")
         self.generation = 0
         self.rollout_id = ""
-        self._stopper = ThreadPoolExecutor(max_workers=4)
+        self._background = ThreadPoolExecutor(max_workers=16)
         self._stopping: list[tuple[str, Future]] = []
+        self._creating: dict[str, Future] = {}
 
     def close(self) -> None:
-        self._finish_stops()
-        self._stopper.shutdown(wait=True)
+        self._finish_background_work()
+        self._background.shutdown(wait=True)
 
     # observe ------------------------------------------------------------------------------------
     def observe(self) -> Observation:
-        containers = self.client.containers_with_labels({LABEL_SERVICE: self.service})
+        containers = self.client.containers_with_labels({LABEL_SERVICE: self.service}, inspect=False)
         servers = self.balancer.members(self.host_pattern.match)
         by_address = {(server.address, server.port): server for server in servers}
         observation = Observation()
@@ -145,8 +144,7 @@ class ServiceHosts:
                 balancer_state = "ready"
             observation.hosts.append(rp.Host(name, int(labels[LABEL_GENERATION]), int(labels.get(LABEL_INDEX, 0)),
                                              labels.get(LABEL_SPEC_HASH, ""), running, balancer_state))
-            observation.records[name] = HostRecord(name, inspected["Id"], address, server.name if server else None,
-                                                   labels, inspected)
+            observation.records[name] = HostRecord(name, inspected["Id"], address, server.name if server else None)
         observation.stale_servers = [server.name for server in by_address.values()]
         return observation
 
@@ -159,25 +157,37 @@ class ServiceHosts:
     def apply(self, steps: list[rp.Step], records: dict[str, HostRecord], what: str) -> None:
         """Carries out the steps in order; `what` names the work in progress lines."""
         try:
-            for step in steps:
+            for position, step in enumerate(steps):
                 self.progress(f"{self.service} {what}: {step.describe()}")
                 getattr(self, f"_step_{step.action}")(list(step.hosts), records, step)
+                if step.action == rp.START:
+                    self._create_ahead(steps[position + 1:])
         finally:
-            self._finish_stops()
+            self._finish_background_work()
+
+    def _create_ahead(self, steps: list[rp.Step]) -> None:
+        """Creates (not starts) the next batch's hosts while this batch is gated and swapped: a created
+        container uses no capacity, and the next batch then only has to start it."""
+        upcoming = next((step for step in steps if step.action == rp.START), None)
+        for name in upcoming.hosts if upcoming else ():
+            self._creating[name] = self._background.submit(self._create, name)
+
+    def _create(self, name: str) -> str:
+        container = self.spec.container
+        generation, index = (int(part) for part in name.rsplit("-", 2)[1:])
+        options: dict[str, Any] = {"read_only": container.get("read_only", False),
+                                   "cap_drop": container.get("cap_drop") or None,
+                                   "restart_policy": {"Name": container.get("restart_policy", "unless-stopped")}}
+        if container.get("memory"):
+            options["mem_limit"] = container["memory"]
+        environment = {str(key): str(value) for key, value in (container.get("env") or {}).items()}
+        return self.client.create_container(self.spec.image_id, name, self.spec.labels(generation, index, self.rollout_id),
+                                            environment, container.get("networks") or [], **options)
 
     def _step_start(self, names: list[str], records: dict[str, HostRecord], step: rp.Step) -> None:
-        container = self.spec.container
         for name in names:
-            generation, index = (int(part) for part in name.rsplit("-", 2)[1:])
-            options: dict[str, Any] = {"read_only": container.get("read_only", False),
-                                       "cap_drop": container.get("cap_drop") or None,
-                                       "restart_policy": {"Name": container.get("restart_policy", "unless-stopped")}}
-            if container.get("memory"):
-                options["mem_limit"] = container["memory"]
-            environment = {str(key): str(value) for key, value in (container.get("env") or {}).items()}
-            container_id = self.client.create_container(
-                self.spec.image_id, name, self.spec.labels(generation, index, self.rollout_id), environment,
-                container.get("networks") or [], **options)
+            creating = self._creating.pop(name, None)
+            container_id = creating.result() if creating else self._create(name)
             records[name] = HostRecord(name, container_id)
             try:
                 self.client.start(container_id)
@@ -249,15 +259,20 @@ class ServiceHosts:
     def _step_stop(self, names: list[str], records: dict[str, HostRecord], step: rp.Step) -> None:
         # The hosts are out of the balancer already, so the next batch need not wait for them to exit.
         for name in names:
-            self._stopping.append((name, self._stopper.submit(self.client.stop, records[name].container_id,
-                                                              self.stop_timeout)))
+            self._stopping.append((name, self._background.submit(self.client.stop, records[name].container_id,
+                                                                 self.stop_timeout)))
 
-    def _finish_stops(self) -> None:
+    def _finish_background_work(self) -> None:
+        """Waits for stops and creations still under way. A host created ahead for a batch that never ran
+        stays as a created container of the new generation, which a revert removes like its other hosts."""
         for name, stopping in self._stopping:
             error = stopping.exception()
             if error:
                 self.progress(f"{self.service}: {name} is out of the balancer but did not stop: {error}")
-        self._stopping = []
+        for name, creating in self._creating.items():
+            if creating.exception():
+                self.progress(f"{self.service}: creating {name} ahead failed: {creating.exception()}")
+        self._stopping, self._creating = [], {}
 
     def _step_remove(self, names: list[str], records: dict[str, HostRecord], step: rp.Step) -> None:
         for name in names:

@@ -178,12 +178,13 @@ def kill_controller(pid):
 
 
 def wait_for_container(docker_client, name, timeout=60):
+    """Waits until the host runs (hosts of the next batch are created ahead, but started in turn)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if docker_client.containers.list(all=True, filters={"name": f"^{name}$"}):
+        if docker_client.containers.list(filters={"name": f"^{name}$", "status": "running"}):
             return
         time.sleep(0.05)
-    pytest.fail(f"{name} did not appear within {timeout} s")
+    pytest.fail(f"{name} did not start within {timeout} s")
 
 
 def test_a_host_killed_mid_rollout_is_reported_and_reverted(project, docker_client, hello, service, proxy, tmp_path):
