@@ -9,9 +9,10 @@ A backend gets new hosts in one of two ways (docs/haproxy.md):
 * ``add server`` (dynamic servers, HAProxy >= 2.4), for backends whose balance algorithm is
   dynamic; removing such a server deletes it.
 
-A new server starts in ``drain`` by default: health checks run but it takes no traffic until the
-caller has seen it pass them (wait_until_up) and sets it ``ready``.
-HAProxy would otherwise count a server leaving maintenance as up before its first check ran.
+A new server with checks is forced ``down`` until it passes HAProxy's check at its new address: a
+server leaving maintenance would otherwise count as up before its first check, and a slot would
+keep the check result of its previous host. It also starts in ``drain`` by default, so the caller
+decides when it takes traffic (wait_until_up, then ``ready``).
 """
 
 from __future__ import annotations
@@ -280,6 +281,11 @@ class HAProxyRuntime:
         try:
             self._change(f"{'enable' if check else 'disable'} health {backend}/{slot}", backend)
             self._change(f"set server {backend}/{slot} state {state}", backend)
+            if check:
+                # A slot keeps the check result of its previous host, and a server leaving maint counts
+                # as up before its first check: forced down, it takes traffic only once the new
+                # address has passed HAProxy's check. (HAProxy ignores this in maint, so it comes last.)
+                self._change(f"set server {backend}/{slot} health down", backend)
         except InfraError:
             self._park(backend, slot)
             raise
@@ -360,6 +366,8 @@ class HAProxyRuntime:
             if check:
                 self._change(f"enable health {backend}/{name}", backend)
             self._change(f"set server {backend}/{name} state {state}", backend)
+            if check:
+                self._change(f"set server {backend}/{name} health down", backend)
         except InfraError:
             self._command(f"del server {backend}/{name}")
             raise

@@ -288,9 +288,9 @@ def test_template_slots_survive_a_reload_through_the_server_state_file(start_hap
     assert answers(proxy.url()) == {"app-1"}
 
 
-def test_a_server_set_ready_at_once_gets_traffic_before_its_first_check(start_haproxy, start_http_backend):
-    # Why add_server starts servers in drain: HAProxy counts a server leaving maintenance as up
-    # until a health check says otherwise, so "ready" at once exposes clients to a host still starting.
+def test_a_server_set_ready_at_once_gets_no_traffic_before_its_first_check(start_haproxy, start_http_backend):
+    # HAProxy counts a server leaving maintenance as up until a check says otherwise; add_server forces
+    # it down instead, so even "ready" at once never sends clients to a host still starting.
     ready, starting = start_http_backend("app-1"), start_http_backend("starting", healthy=False)
     proxy = start_haproxy(BackendConfig("web", slots=2, check_interval="2s"))
     runtime = HAProxyRuntime(proxy.runtime_api)
@@ -299,7 +299,7 @@ def test_a_server_set_ready_at_once_gets_traffic_before_its_first_check(start_ha
     runtime.add_server("web", "starting", starting.address, starting.port, state="ready")
     statuses = [get(proxy.url()).status_code for attempt in range(6)]
 
-    assert statuses.count(503) == 3 and statuses.count(200) == 3
+    assert statuses == [200] * 6
 
 
 def test_unknown_backend_and_server_are_named(start_haproxy, start_http_backend):
@@ -348,3 +348,19 @@ def test_a_server_that_never_becomes_healthy_times_out_clearly(start_haproxy, st
         runtime.wait_until_up("web", slot, timeout=1, interval=0.05)
     assert time.monotonic() - started < 2
     assert broken.requests_served == 0
+
+
+def test_a_reused_slot_is_not_up_until_its_new_address_passes_a_check(start_haproxy, start_http_backend):
+    app = start_http_backend("app-1")
+    proxy = start_haproxy(BackendConfig("web", slots=1))
+    runtime = HAProxyRuntime(proxy.runtime_api)
+    slot = runtime.add_server("web", "app-1", app.address, app.port)
+    runtime.wait_until_up("web", slot, timeout=5)
+    runtime.set_state("web", slot, "drain")
+    runtime.remove_server("web", slot)
+
+    # The slot's last check passed; a new address where nothing listens must not inherit that.
+    again = runtime.add_server("web", "nobody", "127.0.0.1", free_port())
+    assert again == slot
+    with pytest.raises(InfraError, match="did not become healthy"):
+        runtime.wait_until_up("web", again, timeout=1)
