@@ -44,18 +44,21 @@ class HAProxyBalancer:
         return [server for server in self.runtime.servers(self.backend)
                 if not server.free_slot and (server.template_slot or is_ours(server.name))]
 
-    def add(self, host: str, address: str, port: int) -> str:
-        """Adds the host (taking no traffic yet), waits for HAProxy's own check, then lets traffic in."""
+    def register(self, host: str, address: str, port: int) -> str:
+        """Puts the host into the backend taking no traffic (drain, held down until HAProxy's own check
+        passes at its address); returns the server name."""
         with self._adding:  # two hosts added at once must not pick the same free template slot
-            server = self.runtime.add_server(self.backend, host, address, port, check=True, state="drain",
-                                             server_options=self.server_options)
+            return self.runtime.add_server(self.backend, host, address, port, check=True, state="drain",
+                                           server_options=self.server_options)
+
+    def activate(self, server: str) -> None:
+        """Waits until HAProxy's check has the server up, then lets traffic in; takes it out on failure."""
         try:
             self.runtime.wait_until_up(self.backend, server, self.up_timeout, interval=POLL_INTERVAL)
         except InfraError:
             self.runtime.remove_server(self.backend, server)
             raise
         self.runtime.set_state(self.backend, server, "ready")
-        return server
 
     def set_state(self, server: str, state: str) -> None:
         self.runtime.set_state(self.backend, server, state)
@@ -82,8 +85,11 @@ class NoBalancer:
     def members(self, is_ours: Callable[[str], bool]) -> list[Server]:
         return []
 
-    def add(self, host: str, address: str, port: int) -> str:
+    def register(self, host: str, address: str, port: int) -> str:
         return host
+
+    def activate(self, server: str) -> None:
+        return None
 
     def set_state(self, server: str, state: str) -> None:
         return None

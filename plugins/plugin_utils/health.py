@@ -105,7 +105,8 @@ def container_problem(client: DockerClient, container_id: str) -> str | None:
 
 
 def wait_healthy(client: DockerClient, check: HealthCheck, host: str, container_id: str,
-                 address: str | None, progress: Callable[[str], None], deadline_seconds: float | None = None) -> float:
+                 address: str | None, progress: Callable[[str], None], deadline_seconds: float | None = None,
+                 on_first_pass: Callable[[], object] = lambda: None) -> float:
     """Blocks until the host passes check.healthy_threshold checks in a row; returns the seconds it took.
 
     While the service does not answer yet, network checks are repeated every FIRST_PASS_POLL seconds
@@ -118,6 +119,8 @@ def wait_healthy(client: DockerClient, check: HealthCheck, host: str, container_
     while True:
         passed, last = check.probe(client, container_id, address)
         streak = streak + 1 if passed else 0
+        if streak == 1:
+            on_first_pass()
         now = time.monotonic()
         if streak >= check.healthy_threshold or (not passed and now - inspected >= check.interval):
             inspected = now

@@ -119,6 +119,7 @@ class ServiceHosts:
         self._background = ThreadPoolExecutor(max_workers=16)
         self._stopping: list[tuple[str, Future]] = []
         self._creating: dict[str, Future] = {}
+        self._registering: dict[str, Future] = {}
 
     def close(self) -> None:
         self._finish_background_work()
@@ -206,16 +207,40 @@ class ServiceHosts:
     def _step_wait_healthy(self, names: list[str], records: dict[str, HostRecord], step: rp.Step) -> None:
         def gate(name: str) -> None:
             record = records[name]
-            seconds = wait_healthy(self.client, self.health, name, record.container_id, record.address, self.progress)
+            # After the first passing check the host is registered with the balancer (no traffic yet),
+            # so HAProxy's own check runs while the gate waits for the remaining passes.
+            seconds = wait_healthy(self.client, self.health, name, record.container_id, record.address, self.progress,
+                                   on_first_pass=lambda: self._register_ahead(record))
             self.progress(f"{self.service}: {name} is healthy after {seconds:.1f} s ({self.health.describe()})")
-        run_for_each(names, gate)
+        try:
+            run_for_each(names, gate)
+        finally:
+            self._finish_registrations(records)
+
+    def _register_ahead(self, record: HostRecord) -> None:
+        if record.address and record.name not in self._registering:
+            self._registering[record.name] = self._background.submit(
+                self.balancer.register, record.name, record.address, self.spec.port)
+
+    def _finish_registrations(self, records: dict[str, HostRecord]) -> None:
+        """Notes the server of each host registered ahead; a failed registration is retried by the add step."""
+        for name, registering in self._registering.items():
+            if not registering.exception():
+                records[name].server = registering.result()
+        self._registering = {}
 
     def _step_add(self, names: list[str], records: dict[str, HostRecord], step: rp.Step) -> None:
         def add(name: str) -> None:
             record = records[name]
             if not record.address:
                 raise InfraError(f"host {name} has no address on network {self.spec.network or 'bridge'}.", host=name)
-            record.server = self.balancer.add(name, record.address, self.spec.port)
+            if not record.server:
+                record.server = self.balancer.register(name, record.address, self.spec.port)
+            try:
+                self.balancer.activate(record.server)
+            except InfraError:
+                record.server = None  # activate took it out of the balancer again
+                raise
         run_for_each(names, add)
 
     def _step_observe(self, names: list[str], records: dict[str, HostRecord], step: rp.Step) -> None:
