@@ -30,6 +30,7 @@ author:
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - ansible.builtin.action_common_attributes.flow
+  - immutable.infra.action
   - immutable.infra.docker
   - immutable.infra.ledger
 attributes:
@@ -38,14 +39,6 @@ attributes:
     details: Starts no host and records nothing; resolves the image, checks the tests paths and the
       scenario, and reports what would run and the image's current verdict.
   diff_mode:
-    support: none
-  platform:
-    platforms: posix
-  action:
-    support: full
-  async:
-    support: none
-  bypass_host_loop:
     support: none
 options:
   image:
