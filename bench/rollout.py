@@ -654,9 +654,23 @@ def cleanup(bench: Bench) -> None:
         except NotFound:
             pass
     for network in client.networks.list(filters={"label": f"{LABEL_KEY}={bench.run_id}"}):
-        network.remove()
+        remove_network(network)
     if removed:
         say(f"  removed {removed} containers and images, the network and HAProxy")
+
+
+def remove_network(network) -> None:
+    """Removes the benchmark's network. The engine may still list endpoints of containers it has just
+    removed, so it is tried again for a few seconds; a network it keeps refusing is reported, not fatal."""
+    for attempt in range(10):
+        try:
+            network.remove()
+            return
+        except APIError as error:
+            if attempt == 9:
+                say(f"  could not remove network {network.name}: {error.explanation}; remove it later with "
+                    f"'docker network rm {network.name}'")
+            time.sleep(0.5)
 
 
 def versions() -> dict[str, str]:
