@@ -81,7 +81,8 @@ options:
     default: 1
   max_surge:
     description:
-      - How many hosts above O(replicas) may run during the rollout. New hosts are started before old
+      - How many hosts above O(replicas) may be in service (started, not yet taken out of the balancer)
+        during the rollout. New hosts are started before old
         ones leave as far as this allows.
       - Defaults to O(batch_size), or O(replicas) for V(blue_green).
     type: int

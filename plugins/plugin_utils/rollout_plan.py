@@ -3,7 +3,8 @@
 """The rollout planner: observed hosts + desired spec -> ordered steps. Pure; no I/O.
 
 Capacity rules every plan keeps, batch after batch:
-- at most ``replicas + max_surge`` hosts of the service run at once;
+- at most ``replicas + max_surge`` hosts are in service at once (started, not yet out of the
+  balancer; a retired host may still be exiting);
 - at least ``replicas - max_unavailable`` healthy hosts stay in the balancer;
 - an old host leaves the balancer only by drain -> no sessions -> removal, and is stopped only after.
 Old hosts are stopped, never removed, until the whole rollout has succeeded, so a failure at any
