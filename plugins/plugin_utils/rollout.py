@@ -194,6 +194,7 @@ class Rollout:
 def revert(hosts: ServiceHosts, previous_live: list[str], new_hosts: list[str], keep_new: bool = False) -> None:
     """Puts previous_live back and takes new_hosts away, from what runs now."""
     observation = hosts.observe()
+    hosts.detach_stale(observation)  # e.g. the server of a new host that crashed after it was registered
     hosts.apply(rp.plan_revert(observation.hosts, previous_live, new_hosts, keep_new), observation.records, "revert")
 
 
