@@ -183,12 +183,10 @@ class Baker:
                labels: dict[str, str]):
         tag = bake_plan.image_tag(digest)
         container_name = f"{BUILDER_NAME_PREFIX}{tag}-{uuid.uuid4().hex[:6]}"
-        host_options: dict[str, Any] = {}
-        if self.params["network"]:
-            host_options["network_mode"] = self.params["network"]
         with interruptible(f"bake of {self.name}") as guard:
             container_id = client.run_detached(base_image["Id"], container_name, {},
-                                               entrypoint=builder.KEEP_ALIVE, command=[], **host_options)
+                                               entrypoint=builder.KEEP_ALIVE, command=[],
+                                               networks=[self.params["network"]] if self.params["network"] else None)
             try:
                 return self._run_roles_and_commit(client, container_id, base_image, requested, digest, labels)
             finally:

@@ -96,24 +96,15 @@ class DockerClient:
         return image
 
     # containers -----------------------------------------------------------------------------
-    def run_detached(self, image: str, name: str, labels: dict[str, str],
-                     entrypoint: list[str] | None = None, command: list[str] | None = None,
-                     user: str | None = None, environment: dict[str, str] | None = None,
-                     **host_options: Any) -> str:
-        """Create and start a container; returns its ID. Nothing is left behind when start fails."""
+    def run_detached(self, image: str, name: str, labels: dict[str, str], **options: Any) -> str:
+        """Create (see create_container) and start a container; returns its ID. Nothing is left behind
+        when start fails."""
+        container_id = self.create_container(image, name, labels, **options)
         try:
-            host_config = self.api.create_host_config(**host_options)
-            created = self.api.create_container(image, name=name, labels=labels, entrypoint=entrypoint,
-                                                command=command, user=user, environment=environment,
-                                                host_config=host_config, detach=True)
-        except APIError as error:
-            raise InfraError(f"Docker could not create container {name}: {error.explanation}") from None
-        container_id = created["Id"]
-        try:
-            self.api.start(container_id)
-        except APIError as error:
+            self.start(container_id)
+        except InfraError:
             self.remove_container(container_id)
-            raise InfraError(f"Docker could not start container {name}: {error.explanation}") from None
+            raise
         return container_id
 
     def container(self, container_id: str) -> dict[str, Any] | None:
@@ -242,19 +233,22 @@ class DockerClient:
         volumes = self.api.volumes(filters={"label": selector}).get("Volumes") or []
         return [volume.get("Labels") or {} for volume in volumes]
 
-    # service hosts ---------------------------------------------------------------------------------
-    def create_container(self, image: str, name: str, labels: dict[str, str], environment: dict[str, str],
-                         networks: list[str], **host_options: Any) -> str:
-        """Create (not start) a container attached to the given networks; nothing is left when it fails."""
+    def create_container(self, image: str, name: str, labels: dict[str, str],
+                         environment: dict[str, str] | None = None, networks: list[str] | None = None,
+                         entrypoint: list[str] | None = None, command: list[str] | None = None,
+                         user: str | None = None, **host_options: Any) -> str:
+        """Create (not start) a container, attached to the given networks (the engine's default when
+        none); nothing is left when it fails."""
+        networks = networks or []
         try:
             host_config = self.api.create_host_config(network_mode=networks[0] if networks else None,
                                                       **host_options)
             created = self.api.create_container(image, name=name, labels=labels, environment=environment,
+                                                entrypoint=entrypoint, command=command, user=user,
                                                 host_config=host_config, detach=True)
         except APIError as error:
             if error.status_code == 409:
-                raise InfraError(f"A container named {name} already exists and was not made by this rollout; "
-                                 "remove or rename it.") from None
+                raise InfraError(f"A container named {name} already exists; remove or rename it.") from None
             raise InfraError(f"Docker could not create container {name}: {error.explanation}") from None
         try:
             for network in networks[1:]:

@@ -302,13 +302,12 @@ class Verifier:
     def _start_host(self, client: DockerClient, image: dict[str, Any], name: str, keep_alive: bool = False) -> str:
         config = image.get("Config") or {}
         keep_alive = keep_alive or self.params["keep_alive"] or not (config.get("Cmd") or config.get("Entrypoint"))
-        options: dict[str, Any] = {"network_mode": self.params["network"]} if self.params["network"] else {}
         self.progress(f"verify: starting host {name} from {self._describe(image['Id'])}"
                       + (" (keep-alive)" if keep_alive else ""))
         return client.run_detached(image["Id"], name, {LABEL_VERIFYING: image["Id"]},
                                    entrypoint=builder.KEEP_ALIVE if keep_alive else None,
                                    command=[] if keep_alive else None, user="root" if keep_alive else None,
-                                   **options)
+                                   networks=[self.params["network"]] if self.params["network"] else None)
 
     def _check_running(self, client: DockerClient, host_id: str, when: str = "while the tests ran") -> None:
         state = (client.container(host_id) or {}).get("State") or {}
