@@ -25,11 +25,6 @@ def image_name(suffix: str) -> str:
     return f"{IMAGE_PREFIX}/{suffix}"
 
 
-def builder_containers(client) -> list:
-    return [container for container in client.containers.list(all=True)
-            if container.name.startswith("immutable-infra-bake-")]
-
-
 @dataclass
 class PlayRun:
     returncode: int

@@ -13,7 +13,7 @@ import uuid
 
 import pytest
 import requests
-from support import BASE_IMAGE, builder_containers, containers_created, image_name, init_git
+from support import BASE_IMAGE, containers_created, image_name, init_git
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "bake_project")
 
@@ -32,12 +32,25 @@ def bake(name, roles, nonce=None, **options):
         **options)}
 
 
+@pytest.fixture
+def new_builders(docker_client):
+    """Lists the builder containers that exist now and did not when the test started.
+
+    Builders left by an earlier run that was killed (nothing can clean up after SIGKILL) do not count.
+    """
+    def builders():
+        return [container for container in docker_client.containers.list(all=True)
+                if container.name.startswith("immutable-infra-bake-")]
+    existing = {container.id for container in builders()}
+    return lambda: [container for container in builders() if container.id not in existing]
+
+
 def container_creations(client, since, inputs_hash=""):
     """Builders started since `since` (for that inputs hash, when given)."""
     return containers_created(client, since, (f"immutable-infra-bake-{inputs_hash[:12]}",))
 
 
-def test_server_role_bakes_unmodified_into_a_working_image(roles_project, docker_client, base_image):
+def test_server_role_bakes_unmodified_into_a_working_image(roles_project, docker_client, base_image, new_builders):
     name = image_name("web")
     run = roles_project.run([bake(name, ["web"], vars={"web_version": "1.4"}, config={
         "cmd": ["nginx", "-g", "daemon off;"], "exposed_ports": ["8080"], "env": {"APP_ENV": "prod"},
@@ -75,7 +88,7 @@ def test_server_role_bakes_unmodified_into_a_working_image(roles_project, docker
     assert "nginx.service" in listing  # enabled as systemctl enable would on a server
     assert ".ansible" not in listing and "systemctl" not in listing
     assert "No such file or directory" in listing  # policy-rc.d and /run/systemd are gone
-    assert not builder_containers(docker_client)
+    assert not new_builders()
 
     # The image's command starts the service the role installed.
     container = docker_client.containers.run(result["image_id"], detach=True)
@@ -143,7 +156,7 @@ def test_force_rebuilds_and_collection_roles_carry_their_version(roles_project, 
     assert forced["inputs_hash"] == first["inputs_hash"] and forced["image_id"] != first["image_id"]
 
 
-def test_failing_role_fails_cleanly(roles_project, docker_client, base_image):
+def test_failing_role_fails_cleanly(roles_project, docker_client, base_image, new_builders):
     name = image_name("broken")
     result = roles_project.run([bake(name, ["broken"])])["bake"]
     assert result["failed"]
@@ -151,13 +164,13 @@ def test_failing_role_fails_cleanly(roles_project, docker_client, base_image):
     assert "schema version mismatch" in result["msg"] and "migrating users" in result["msg"]
     assert result["failed_task"] == "broken : Run the migration"
     assert not docker_client.images.list(name=name)
-    assert not builder_containers(docker_client)
+    assert not new_builders()
 
     again = roles_project.run([bake(name, ["broken"], keep_failed=True)])["bake"]
     assert again["failed"] and again["kept_image"].startswith(f"{name}:failed-")
     kept = docker_client.images.get(again["kept_image"])
     assert docker_client.containers.run(kept.id, ["cat", "/tmp/migration.log"], remove=True) == b"step 1\n"
-    assert not builder_containers(docker_client)
+    assert not new_builders()
 
 
 @pytest.mark.parametrize("change, message", [
@@ -180,7 +193,7 @@ def test_bad_input_is_refused_and_leaves_nothing(roles_project, docker_client, b
     assert {image.id for image in docker_client.images.list(all=True)} == images_before
 
 
-def test_interrupted_bake_removes_its_builder(roles_project, docker_client, base_image):
+def test_interrupted_bake_removes_its_builder(roles_project, docker_client, base_image, new_builders):
     playbook = roles_project.path / "interrupted.yml"
     task = bake(image_name("slow"), ["slow"])
     playbook.write_text(json.dumps([{"hosts": "localhost", "gather_facts": False, "tasks": [task]}]))
@@ -189,7 +202,7 @@ def test_interrupted_bake_removes_its_builder(roles_project, docker_client, base
     try:
         deadline = time.monotonic() + 120
         while not any(container.exec_run(["test", "-e", "/tmp/slow-started"]).exit_code == 0
-                      for container in builder_containers(docker_client) if container.status == "running"):
+                      for container in new_builders() if container.status == "running"):
             assert time.monotonic() < deadline and process.poll() is None, "the slow task never started"
             time.sleep(0.2)
         process.send_signal(signal.SIGINT)
@@ -199,7 +212,7 @@ def test_interrupted_bake_removes_its_builder(roles_project, docker_client, base
             process.kill()
     assert process.returncode != 0
     deadline = time.monotonic() + 20
-    while builder_containers(docker_client):
+    while new_builders():
         assert time.monotonic() < deadline, f"the builder was left behind:\n{output[-2000:]}"
         time.sleep(0.2)
     assert not docker_client.images.list(name=image_name("slow"))
