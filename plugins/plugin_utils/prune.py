@@ -374,6 +374,7 @@ class Prune:
         client = DockerClient(self.params["docker_host"])
         ledger = Ledger(self.params["ledger"] or default_ledger_path())
         observed = observation_from_disk_usage(client.disk_usage())
+        self._precise_creation_times(client, observed["images"])
         if self.params.get("service"):
             observed["repositories"] = service_repositories(ledger.records(), self.params["service"],
                                                             observed["images"], observed["containers"])
@@ -395,6 +396,14 @@ class Prune:
             result.update(ledger=ledger.path, ledger_id=record["id"])
         result["msg"] = summary(removed, self.skipped, result["freed_bytes"], self.context.check_mode)
         return result
+
+    @staticmethod
+    def _precise_creation_times(client: DockerClient, images: list[dict[str, Any]]) -> None:
+        # Disk usage dates images in whole seconds; two bakes in one second need inspect's precision
+        # to tell which is the newest.
+        for image in images:
+            if (image.get("labels") or {}).get(LABEL_INPUTS_HASH):
+                image["created"] = _epoch((client.image(image["id"]) or {}).get("Created")) or image["created"]
 
     # apply ---------------------------------------------------------------------------------------
     def apply(self, client: DockerClient, plan: PrunePlan) -> dict[str, list[dict[str, Any]]]:

@@ -137,7 +137,7 @@ def test_history_says_when_hosts_and_images_are_gone(released, docker_client):
         "service": released.service, "keep_previous": 0, "builders": False}}], env=released.env)["prune"]
     gone = [f"{released.service}-1-{index}" for index in (1, 2)]
     assert [entry["name"] for entry in prune["removed"]["hosts"]] == gone, prune.get("msg")
-    assert [entry["id"] for entry in prune["removed"]["images"]] == [released.images["1.0"]]
+    assert [entry["id"] for entry in prune["removed"]["images"]] == [released.images["1.0"]], (prune, released.images)
     first = {entry["revision"]: entry for entry in released.history()["revisions"]}[1]
     assert first["hosts_gone"] and first["hosts"] == "2 gone"
     assert not first["image_exists"] and first["provenance"]["source"] == "ledger"
