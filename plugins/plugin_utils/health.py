@@ -141,6 +141,8 @@ def wait_healthy(client: DockerClient, check: HealthCheck, host: str, container_
 
 def run_for_each(hosts: list[str], action: Callable[[str], object]) -> None:
     """Runs action for every host in parallel; raises the first InfraError after all have finished."""
+    if not hosts:
+        return
     if len(hosts) == 1:
         action(hosts[0])
         return

@@ -300,6 +300,5 @@ class ServiceHosts:
         self._stopping, self._creating = [], {}
 
     def _step_remove(self, names: list[str], records: dict[str, HostRecord], step: rp.Step) -> None:
-        for name in names:
-            if name in records:
-                self.client.remove_container(records[name].container_id)
+        run_for_each([name for name in names if name in records],
+                     lambda name: self.client.remove_container(records[name].container_id))
