@@ -20,7 +20,8 @@ description:
     balancer error), every batch already swapped is reverted. The previous hosts are started and put
     back into the balancer before the new ones leave it, the new hosts are removed, and the task fails
     saying which host failed which check. The balancer never holds fewer healthy hosts than
-    O(replicas) minus O(max_unavailable).
+    O(replicas) minus O(max_unavailable). Ctrl-C or SIGTERM of C(ansible-playbook) reverts the same way,
+    in the background once C(ansible-playbook) has exited.
   - B(Fail closed.) The image must have a passing verdict from M(immutable.infra.verify) for its exact
     ID unless O(require_verified=false); a tag that moved to another image since it was verified is
     refused. This is checked before anything is touched.

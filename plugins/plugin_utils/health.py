@@ -106,8 +106,10 @@ def container_problem(client: DockerClient, container_id: str) -> str | None:
 
 def wait_healthy(client: DockerClient, check: HealthCheck, host: str, container_id: str,
                  address: str | None, progress: Callable[[str], None], deadline_seconds: float | None = None,
-                 on_first_pass: Callable[[], object] = lambda: None) -> float:
+                 on_first_pass: Callable[[], object] = lambda: None,
+                 interrupted: Callable[[], None] = lambda: None) -> float:
     """Blocks until the host passes check.healthy_threshold checks in a row; returns the seconds it took.
+    interrupted() is called before every check and raises to stop the wait.
 
     While the service does not answer yet, network checks are repeated every FIRST_PASS_POLL seconds
     (a service that listens after 50 ms should not wait a whole interval); otherwise checks are
@@ -117,6 +119,7 @@ def wait_healthy(client: DockerClient, check: HealthCheck, host: str, container_
     deadline = started + (deadline_seconds or check.timeout)
     streak, last, announced, inspected = 0, "no check ran yet", started, 0.0
     while True:
+        interrupted()
         passed, last = check.probe(client, container_id, address)
         streak = streak + 1 if passed else 0
         if streak == 1:

@@ -100,6 +100,10 @@ class Observation:
         return [host.name for host in self.hosts if host.live]
 
 
+def never_interrupted() -> None:
+    return None
+
+
 class ServiceHosts:
     """Observes a service's hosts and balancer membership, and applies plan steps to them."""
 
@@ -116,6 +120,7 @@ class ServiceHosts:
         self.host_pattern = re.compile(rf"^{re.escape(self.service)}-[0-9]+-[0-9]+$")
         self.generation = 0
         self.rollout_id = ""
+        self.check_interrupted: Callable[[], None] = never_interrupted
         self._background = ThreadPoolExecutor(max_workers=16)
         self._stopping: list[tuple[str, Future]] = []
         self._creating: dict[str, Future] = {}
@@ -155,15 +160,20 @@ class ServiceHosts:
             self.balancer.detach(server)
 
     # apply --------------------------------------------------------------------------------------
-    def apply(self, steps: list[rp.Step], records: dict[str, HostRecord], what: str) -> None:
-        """Carries out the steps in order; `what` names the work in progress lines."""
+    def apply(self, steps: list[rp.Step], records: dict[str, HostRecord], what: str,
+              interrupted: Callable[[], None] = never_interrupted) -> None:
+        """Carries out the steps in order; `what` names the work in progress lines. interrupted() is
+        called before each step and health check, and raises to stop the steps there."""
+        self.check_interrupted = interrupted
         try:
             for position, step in enumerate(steps):
+                self.check_interrupted()
                 self.progress(f"{self.service} {what}: {step.describe()}")
                 getattr(self, f"_step_{step.action}")(list(step.hosts), records, step)
                 if step.action == rp.START:
                     self._create_ahead(steps[position + 1:])
         finally:
+            self.check_interrupted = never_interrupted
             self._finish_background_work()
 
     def _create_ahead(self, steps: list[rp.Step]) -> None:
@@ -210,7 +220,8 @@ class ServiceHosts:
             # After the first passing check the host is registered with the balancer (no traffic yet),
             # so HAProxy's own check runs while the gate waits for the remaining passes.
             seconds = wait_healthy(self.client, self.health, name, record.container_id, record.address, self.progress,
-                                   on_first_pass=lambda: self._register_ahead(record))
+                                   on_first_pass=lambda: self._register_ahead(record),
+                                   interrupted=self.check_interrupted)
             self.progress(f"{self.service}: {name} is healthy after {seconds:.1f} s ({self.health.describe()})")
         try:
             run_for_each(names, gate)
@@ -246,6 +257,7 @@ class ServiceHosts:
     def _step_observe(self, names: list[str], records: dict[str, HostRecord], step: rp.Step) -> None:
         deadline = time.monotonic() + step.seconds
         while time.monotonic() < deadline:
+            self.check_interrupted()
             for name in names:
                 record = records[name]
                 problem = container_problem(self.client, record.container_id)

@@ -6,6 +6,10 @@ Ansible's worker processes die on SIGINT/SIGTERM without unwinding, which would 
 behind. Inside interruptible() the first such signal raises Interrupted instead, so finally blocks
 remove what was started. Cleanup wrapped in guard.shield() is never cut short: a signal arriving
 during it is held back and raised when the shielded block ends. Later signals are ignored.
+
+With deferred=True the signal only marks the guard, and the work raises Interrupted itself where it
+calls guard.check(): for work that runs in several threads, which must all stop at a step boundary
+rather than wherever the main thread happens to be.
 """
 
 from __future__ import annotations
@@ -25,23 +29,35 @@ class Interrupted(InfraError):
 
 
 class Guard:
-    def __init__(self, what: str) -> None:
+    def __init__(self, what: str, deferred: bool = False) -> None:
         self.what = what
+        self.deferred = deferred
         self.received: int | None = None
         self.raised = False
         self.shielding = 0
+        self._checking = threading.Lock()
 
     def error(self) -> Interrupted:
         name = signal.Signals(self.received or signal.SIGINT).name
+        if self.deferred:
+            return Interrupted(f"{self.what} was interrupted by {name}.")
         return Interrupted(f"{self.what} was interrupted by {name}; what it had started was removed.")
 
     def handle(self, signum: int, frame: object) -> None:
         if self.received is not None:
             return
         self.received = signum
-        if not self.shielding:
+        if not self.shielding and not self.deferred:
             self.raised = True
             raise self.error()
+
+    def check(self) -> None:
+        """Raises Interrupted once, in the first caller after a signal (any thread)."""
+        with self._checking:
+            if self.received is None or self.raised:
+                return
+            self.raised = True
+        raise self.error()
 
     @contextmanager
     def shield(self) -> Iterator[None]:
@@ -57,8 +73,8 @@ class Guard:
 
 
 @contextmanager
-def interruptible(what: str) -> Iterator[Guard]:
-    guard = Guard(what)
+def interruptible(what: str, deferred: bool = False) -> Iterator[Guard]:
+    guard = Guard(what, deferred)
     if threading.current_thread() is not threading.main_thread():
         yield guard  # signal handlers can only be set in the main thread
         return

@@ -17,6 +17,7 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.common import (
 from ansible_collections.immutable.infra.plugins.plugin_utils.docker_client import DockerClient
 from ansible_collections.immutable.infra.plugins.plugin_utils.health import HEALTH_OPTIONS, HealthCheck
 from ansible_collections.immutable.infra.plugins.plugin_utils.hosts import HostSpec, ServiceHosts, validate_service
+from ansible_collections.immutable.infra.plugins.plugin_utils.interrupts import interruptible
 from ansible_collections.immutable.infra.plugins.plugin_utils.ledger import Ledger, default_path as default_ledger_path
 from ansible_collections.immutable.infra.plugins.plugin_utils.lock import Journal, ServiceLock
 from ansible_collections.immutable.infra.plugins.plugin_utils.verdicts import require_verified
@@ -136,15 +137,19 @@ class Rollout:
             port=hosts.spec.port, live_before=plan.live_before, **self.record_fields)
         journal.write(self.rollout_id, plan.live_before, plan.new_hosts, hosts.spec.image_id,
                       restored=plan.kind == "restore")
-        try:
-            hosts.apply(plan.steps, observation.records, f"gen {plan.generation}")
-        except InfraError as error:
-            self._fail(hosts, error, plan, journal, ledger, record, started)
-        retire_old_generations(hosts, plan)
-        journal.clear()
-        ledger.append(dict(record, result="succeeded", added=plan.new_hosts, removed=plan.retired,
-                           live=plan.live_after, finished=utc_timestamp(),
-                           duration=round(time.monotonic() - started, 3)))
+        # Ctrl-C (or SIGTERM) reaches this action through ansible-playbook, which exits without waiting
+        # for it. It stops the rollout at the next step or health check, and the fleet is reverted like
+        # after any failure; once the last batch is in, the rollout finishes instead.
+        with interruptible(f"rollout of {self.service}", deferred=True) as guard:
+            try:
+                hosts.apply(plan.steps, observation.records, f"gen {plan.generation}", interrupted=guard.check)
+            except InfraError as error:
+                self._fail(hosts, error, plan, journal, ledger, record, started)
+            retire_old_generations(hosts, plan)
+            journal.clear()
+            ledger.append(dict(record, result="succeeded", added=plan.new_hosts, removed=plan.retired,
+                               live=plan.live_after, finished=utc_timestamp(),
+                               duration=round(time.monotonic() - started, 3)))
         return self._result(plan, hosts.spec, started, changed=True, recovered=recovered)
 
     def _fail(self, hosts: ServiceHosts, error: InfraError, plan: rp.Plan, journal: Journal, ledger: Ledger,

@@ -223,6 +223,33 @@ def test_killed_controller_then_rerun_converges(project, docker_client, hello, s
     assert not docker_client.volumes.list(filters={"name": f"immutable-infra-rollout-{service}"})
 
 
+def test_ctrl_c_mid_rollout_reverts_the_fleet_at_once(project, docker_client, hello, service, proxy, tmp_path):
+    live = project.run([rollout_task(service, hello["1.0"], proxy)])["rollout"]["live"]
+    slow_health = {"http_path": "/healthz", "timeout": 30, "interval": 0.3, "healthy_threshold": 6}
+    process = run_in_background(str(tmp_path), rollout_task(service, hello["2.0"], proxy, health=slow_health))
+    wait_for_container(docker_client, f"{service}-2-2")  # the first batch is swapped, the second is gated
+    lock = {"name": f"immutable-infra-lock-{service}"}
+    with SteadyLoad(proxy.url(), rate=50, max_seconds=120) as load:
+        process.send_signal(signal.SIGINT)  # what Ctrl-C sends ansible-playbook
+        process.communicate(timeout=120)
+        # ansible-playbook exits at once; its worker, passed the signal, reverts and then lets go of the lock.
+        deadline = time.monotonic() + 60
+        while docker_client.containers.list(all=True, filters=lock):
+            assert time.monotonic() < deadline, "the interrupted rollout never finished reverting"
+            time.sleep(0.1)
+    summary = load.summary()
+    assert process.returncode != 0
+    assert hosts(docker_client, service, running=True) == live
+    assert_balancer_matches(docker_client, proxy, live)
+    assert not [name for name in hosts(docker_client, service, running=False) if name.startswith(f"{service}-2-")]
+    assert not docker_client.volumes.list(filters={"name": f"immutable-infra-rollout-{service}"})  # journal
+    assert summary["failed"] == 0 and summary["sent"] > 0, summary
+    ledger = [json.loads(line) for line in open(os.environ["IMMUTABLE_INFRA_LEDGER"], encoding="utf-8")]
+    record = [entry for entry in ledger if entry.get("kind") == "rollout" and entry.get("service") == service][-1]
+    assert record["result"] == "rolled back" and record["generation"] == 2
+    assert record["error"] in (f"rollout of {service} was interrupted by {name}." for name in ("SIGINT", "SIGTERM"))
+
+
 def test_a_second_rollout_of_the_same_service_is_refused(project, docker_client, hello, service, proxy, tmp_path):
     project.run([rollout_task(service, hello["1.0"], proxy, replicas=1)])
     slow_health = {"http_path": "/healthz", "timeout": 30, "interval": 0.5, "healthy_threshold": 8}
