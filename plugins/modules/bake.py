@@ -13,7 +13,8 @@ description:
     connection (no SSH, pipelining on), removes the residue of the run and commits the container
     as O(name)V(:)I(<first 12 characters of the inputs hash>) with the image config O(config).
   - The B(inputs hash) covers the base image ID, the content of every file of every role used
-    (dependencies from C(meta/main.yml) included), O(vars), O(config), the builder options, and the
+    (dependencies from C(meta/main.yml) and roles that tasks pull in with C(include_role) or
+    C(import_role) by a literal name included), O(vars), O(config), the builder options, and the
     versions of ansible-core and of the collections the roles use. File modification times and dict
     ordering do not change it. When an image labelled with the same hash exists, it is returned with
     C(changed=false) and no container is started.
@@ -211,7 +212,7 @@ labels:
   type: dict
   sample: {"immutable.infra.inputs_hash": "5b1e0c9d...", "org.opencontainers.image.revision": "4f1c2d3..."}
 roles:
-  description: Every role used, dependencies first, with its version where known.
+  description: Every role used (dependencies first, included roles after their includer), with its version where known.
   returned: always
   type: list
   elements: str

@@ -126,6 +126,8 @@ class Baker:
         tag = bake_plan.image_tag(digest)
         result: dict[str, Any] = {"inputs_hash": digest, "image": f"{self.name}:{tag}",
                                   "roles": [role.label for role in roles], "base_image_id": base_image["Id"]}
+        if self.resolver.warnings:
+            result["warnings"] = list(self.resolver.warnings)
 
         cached = self._cached_image(client, digest)
         if cached and not self.params["force"]:

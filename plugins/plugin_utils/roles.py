@@ -18,6 +18,9 @@ SKIPPED_DIRS = {".git", ".hg", ".svn", "__pycache__", ".pytest_cache"}
 SKIPPED_SUFFIXES = (".pyc", ".pyo", ".swp")
 TEXT_SUFFIXES = (".yml", ".yaml", ".j2", ".json", ".py")
 FQCN_PATTERN = re.compile(r"\b([a-z_][a-z0-9_]*)\.([a-z_][a-z0-9_]*)\.[a-z_][a-z0-9_]*\b")
+INCLUDE_ACTIONS = {f"{prefix}{action}" for prefix in ("", "ansible.builtin.", "ansible.legacy.")
+                   for action in ("include_role", "import_role")}
+TASK_DIRS = ("tasks", "handlers")
 
 
 @dataclass
@@ -129,6 +132,49 @@ def _meta_dependencies(role_path: str) -> list[str]:
     return []
 
 
+class _TaskLoader(yaml.SafeLoader):  # pylint: disable=too-many-ancestors
+    """Reads task files with Ansible's own tags (!unsafe, !vault) as plain values."""
+
+
+def _tagged_value(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> str | None:
+    return loader.construct_scalar(node) if isinstance(node, yaml.ScalarNode) else None
+
+
+_TaskLoader.add_multi_constructor("!", _tagged_value)
+
+
+def _included_role_names(role_path: str) -> list[str]:
+    """Names of the roles that the role's tasks and handlers include or import (include_role,
+    import_role), as written; templated names among them."""
+    names: list[str] = []
+
+    def collect(node: object) -> None:
+        if isinstance(node, list):
+            for item in node:
+                collect(item)
+        elif isinstance(node, dict):
+            for key, value in node.items():
+                if key in INCLUDE_ACTIONS:
+                    arguments = value if isinstance(value, dict) else \
+                        dict(part.split("=", 1) for part in str(value).split() if "=" in part)
+                    if isinstance(arguments.get("name"), str) and arguments["name"] not in names:
+                        names.append(arguments["name"])
+                elif key in ("block", "rescue", "always"):
+                    collect(value)
+
+    for directory in TASK_DIRS:
+        for root, dirs, files in os.walk(os.path.join(role_path, directory)):
+            dirs.sort()
+            for name in sorted(files):
+                if name.endswith((".yml", ".yaml")):
+                    with open(os.path.join(root, name), encoding="utf-8") as handle:
+                        try:
+                            collect(yaml.load(handle, Loader=_TaskLoader))
+                        except yaml.YAMLError:
+                            continue  # Ansible reports it when the bake runs the role
+    return names
+
+
 def _galaxy_version(role_path: str) -> str | None:
     info = os.path.join(role_path, "meta", ".galaxy_install_info")
     if os.path.isfile(info):
@@ -147,6 +193,7 @@ class RoleResolver:
         self.roles_path = [os.path.abspath(os.path.expanduser(path)) for path in roles_path]
         self.collections = collections
         self.play_collections = [name for name in play_collections or [] if name != "ansible.builtin"]
+        self.warnings: list[str] = []
 
     @property
     def search_dirs(self) -> list[str]:
@@ -187,7 +234,11 @@ class RoleResolver:
                          "check its name or set roles_path.")
 
     def resolve(self, names: list[str]) -> tuple[list[Role], list[Role]]:
-        """(the requested roles, every role used) with dependencies first, each once (Ansible's run order)."""
+        """(the requested roles, every role used) with dependencies first, each once (Ansible's run order).
+
+        Roles that tasks include or import by a literal name count as used, so their files are part of
+        the inputs hash; the ones that cannot be found or have a templated name are named in warnings.
+        """
         ordered: list[Role] = []
         seen: dict[str, Role] = {}
 
@@ -206,7 +257,23 @@ class RoleResolver:
                 role.dependencies.append(visit(dependency, role, (*chain, path)).name)
             seen[path] = role
             ordered.append(role)
+            for included in _included_role_names(path):
+                self._include(role, included, chain, visit)
             return role
 
         requested = [visit(name, None, ()) for name in names]
         return requested, ordered
+
+    def _include(self, role: Role, name: str, chain: tuple[str, ...], visit) -> None:
+        if "{{" in name or "{%" in name:
+            self.warnings.append(f"Role {role.name} includes a role by a templated name ({name}); that role's "
+                                 "files are not part of the inputs hash, so bake with force: true after changing it.")
+            return
+        try:
+            path, _collection = self._find(name, role)
+        except InfraError as error:
+            self.warnings.append(f"Role {role.name} includes role '{name}', which is not part of the inputs "
+                                 f"hash: {error.message}")
+            return
+        if path not in chain and path != role.path:  # a role may include itself or its includer conditionally
+            visit(name, role, (*chain, role.path))

@@ -173,6 +173,17 @@ def test_failing_role_fails_cleanly(roles_project, docker_client, base_image, ne
     assert not new_builders()
 
 
+def test_roles_pulled_in_by_include_role_are_hashed_and_templated_names_warned_about(roles_project):
+    (roles_project.path / "roles/includer/tasks").mkdir(parents=True)
+    (roles_project.path / "roles/includer/tasks/main.yml").write_text(
+        "- ansible.builtin.include_role:\n    name: motd\n"
+        "- ansible.builtin.include_role:\n    name: \"{{ flavour | default('motd') }}\"\n")
+    run = roles_project.run([bake(image_name("includer"), ["includer"])], check=True)
+    result = run["bake"]
+    assert result["would_bake"] and result["roles"] == ["includer", "motd"], result
+    assert "includes a role by a templated name ({{ flavour | default('motd') }})" in run.output
+
+
 @pytest.mark.parametrize("change, message", [
     ({"roles": ["no_such_role"]}, "Role 'no_such_role' was not found in any role path"),
     ({"base": "immutable-infra/no-such-base:1"}, "Base image 'immutable-infra/no-such-base:1' is not in the local"),

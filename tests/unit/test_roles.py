@@ -110,3 +110,30 @@ def test_collection_index_accepts_paths_ending_in_ansible_collections(playbook_d
     index = CollectionIndex([str(playbook_dir / "collections/ansible_collections")])
     assert index.version("acme.web") == "1.2.0"
     assert index.path("acme.none") is None
+
+
+def test_roles_pulled_in_by_include_role_or_import_role_count_as_used(playbook_dir):
+    write(playbook_dir / "roles/site/tasks/main.yml", (
+        "- ansible.builtin.debug:\n    msg: !unsafe '{{ not a template }}'\n"
+        "- ansible.builtin.include_role:\n    name: common\n"
+        "- block:\n    - import_role: name=tls\n  rescue:\n    - ansible.builtin.include_role: {name: acme.web.app}\n"
+        "- include_role:\n    name: \"{{ flavour }}\"\n"
+        "- include_role: {name: not_there}\n"
+        "- include_role: {name: site}\n"))
+    write(playbook_dir / "roles/site/handlers/main.yml", "- name: Restart\n  ansible.legacy.import_role:\n    name: motd\n")
+    write(playbook_dir / "roles/motd/tasks/main.yml", "- ansible.builtin.debug: msg=motd\n")
+    found = resolver(playbook_dir)
+    requested, used = found.resolve(["site"])
+    assert [role.name for role in requested] == ["site"]
+    assert [role.name for role in used] == ["site", "common", "tls", "acme.web.helper", "acme.web.app", "motd"]
+    assert len(found.warnings) == 2
+    assert "templated name ({{ flavour }})" in found.warnings[0] and "force: true" in found.warnings[0]
+    assert "includes role 'not_there'" in found.warnings[1]
+
+
+def test_a_change_in_an_included_role_changes_the_inputs(playbook_dir):
+    write(playbook_dir / "roles/site/tasks/main.yml", "- ansible.builtin.include_role:\n    name: common\n")
+    before = [(role.name, role.digest) for role in resolver(playbook_dir).resolve(["site"])[1]]
+    write(playbook_dir / "roles/common/tasks/main.yml", "- ansible.builtin.debug: msg=changed\n")
+    after = [(role.name, role.digest) for role in resolver(playbook_dir).resolve(["site"])[1]]
+    assert [role for role, digest in before] == ["site", "common"] and before != after
