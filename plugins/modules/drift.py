@@ -21,7 +21,8 @@ description:
   - With O(heal=true), each drifted host is replaced by a fresh host from the same verified image,
     with the same settings, through the balancer, one host at a time (the fresh host joins before the
     drifted one drains and goes). Containers that no rollout made are drained and removed. The heal is
-    recorded in the ledger (C(kind=heal)).
+    recorded in the ledger (C(kind=heal)). A replacement that fails its health gate is undone (the drifted
+    host stays in service, the fresh one is removed) and the task fails.
   - The fleet inventory plugin puts drifted hosts in a C(<service>_drifted) group when its C(drift)
     option is on.
 author:

@@ -25,8 +25,10 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.docker_client impo
 from ansible_collections.immutable.infra.plugins.plugin_utils.hosts import (
     LABEL_ROLLOUT, HostSpec, ServiceHosts, validate_service,
 )
+from ansible_collections.immutable.infra.plugins.plugin_utils.interrupts import interruptible
 from ansible_collections.immutable.infra.plugins.plugin_utils.ledger import Ledger, default_path as default_ledger_path
 from ansible_collections.immutable.infra.plugins.plugin_utils.lock import ServiceLock
+from ansible_collections.immutable.infra.plugins.plugin_utils.rollout import revert
 
 # Paths every Linux process may write without it being a change to the host's software or config.
 DEFAULT_WRITABLE_PATHS = ["/tmp", "/var/tmp", "/run", "/var/run", "/var/log", "/var/cache", "/dev", "/proc", "/sys"]
@@ -129,15 +131,17 @@ def recorded_hosts(ledger: Ledger, service: str) -> dict[str, list[str]] | None:
     return recorded or None
 
 
-def plan_replacements(replace: list[tuple[str, str]], remove: list[tuple[str, bool]]) -> list[rp.Step]:
-    """One host at a time: the fresh host joins before the drifted one drains and goes; hosts that belong to no
-    rollout are taken out of the balancer (when in it) and removed."""
+def plan_replacement(old: str, new: str, number: int) -> list[rp.Step]:
+    """The fresh host joins before the drifted one drains and goes."""
+    return [rp.Step(rp.START, (new,), number), rp.Step(rp.WAIT_HEALTHY, (new,), number),
+            rp.Step(rp.ADD, (new,), number), rp.Step(rp.DRAIN, (old,), number),
+            rp.Step(rp.WAIT_DRAINED, (old,), number), rp.Step(rp.DETACH, (old,), number),
+            rp.Step(rp.REMOVE, (old,), number)]
+
+
+def plan_stray_removals(remove: list[tuple[str, bool]]) -> list[rp.Step]:
+    """Hosts that belong to no rollout are taken out of the balancer (when in it) and removed."""
     steps: list[rp.Step] = []
-    for number, (old, new) in enumerate(replace, start=1):
-        steps += [rp.Step(rp.START, (new,), number), rp.Step(rp.WAIT_HEALTHY, (new,), number),
-                  rp.Step(rp.ADD, (new,), number), rp.Step(rp.DRAIN, (old,), number),
-                  rp.Step(rp.WAIT_DRAINED, (old,), number), rp.Step(rp.DETACH, (old,), number),
-                  rp.Step(rp.REMOVE, (old,), number)]
     for name, in_balancer in remove:
         if in_balancer:
             steps += [rp.Step(rp.DRAIN, (name,)), rp.Step(rp.WAIT_DRAINED, (name,)), rp.Step(rp.DETACH, (name,))]
@@ -228,7 +232,7 @@ class Drift:
         removed: list[str] = []
         try:
             for spec, names in groups.values():
-                healed += self._replace_group(client, balancer, spec, names, strays, rollout_id)
+                self._replace_group(client, balancer, spec, names, strays, rollout_id, healed)
                 removed, strays = removed + strays, []
         except InfraError as error:
             ledger.append(dict(record, result="failed", error=error.message, replaced=healed, removed=removed,
@@ -239,26 +243,36 @@ class Drift:
         return healed, removed
 
     def _replace_group(self, client: DockerClient, balancer, spec: HostSpec, names: list[str], strays: list[str],
-                       rollout_id: str) -> list[dict[str, str]]:
-        """Replaces the drifted hosts made from one spec, and removes the strays, one host at a time."""
+                       rollout_id: str, healed: list[dict[str, str]]) -> None:
+        """Replaces the drifted hosts made from one spec one at a time, adding each to healed, then removes
+        the strays. A replacement that fails (or is interrupted) is undone: the drifted host stays in service
+        and its fresh host is removed."""
         hosts = ServiceHosts(client, balancer, spec, self.progress, self.params["drain_timeout"],
                              self.params["stop_timeout"])
         hosts.rollout_id = rollout_id
         try:
             observation = hosts.observe()
             taken = {(host.generation, host.index) for host in observation.hosts}
-            pairs = []
-            for name in names:
-                generation = int(name.rsplit("-", 2)[1])
-                index = max(index for gen, index in taken if gen == generation) + 1
-                taken.add((generation, index))
-                pairs.append((name, rp.host_name(self.service, generation, index)))
+            with interruptible(f"heal of {self.service}", deferred=True) as guard:
+                for number, old in enumerate(names, start=1):
+                    generation = int(old.rsplit("-", 2)[1])
+                    index = max(index for gen, index in taken if gen == generation) + 1
+                    taken.add((generation, index))
+                    new = rp.host_name(self.service, generation, index)
+                    try:
+                        hosts.apply(plan_replacement(old, new, number), observation.records, "heal",
+                                    interrupted=guard.check)
+                    except InfraError as error:
+                        self.progress(f"{self.service}: {error.message} Putting {old} back.")
+                        revert(hosts, [old], [new])
+                        raise InfraError(f"Replacing drifted host {old} failed: {error.message} {old} is in service "
+                                         f"again and {new} was removed.", host=error.details.get("host")) from None
+                    healed.append({"host": old, "replacement": new})
             observed_strays = [(name, observation.records[name].server is not None)
                                for name in strays if name in observation.records]
-            hosts.apply(plan_replacements(pairs, observed_strays), observation.records, "heal")
+            hosts.apply(plan_stray_removals(observed_strays), observation.records, "heal")
             for name in strays:
                 if name not in observation.records:  # named unlike the service's hosts, so never in the balancer
                     client.remove_container(name)
         finally:
             hosts.close()
-        return [{"host": old, "replacement": new} for old, new in pairs]

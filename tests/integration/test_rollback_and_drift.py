@@ -6,11 +6,13 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
 from haproxy_support import start_haproxy  # noqa: F401  pylint: disable=unused-import
 from rollout_support import SteadyLoad, bake_hello_images, proxy, rollout_task, service  # noqa: F401  pylint: disable=unused-import
+from test_rollout import in_balancer
 
 
 @pytest.fixture(scope="module")
@@ -113,6 +115,38 @@ def test_a_file_written_with_docker_exec_is_drift_and_heal_replaces_the_host_und
     assert [record["kind"] for record in records if record.get("service") == service][-1] == "heal"
     # A later rollout of the same image and spec sees nothing to do: the heal kept the fleet as recorded.
     assert not project.run([rollout_task(service, hello["1.0"], proxy)])["rollout"]["changed"]
+
+
+def test_a_replacement_that_fails_is_undone_and_the_drifted_host_stays_in_service(
+        project, docker_client, hello, service, proxy):
+    slow_health = {"http_path": "/healthz", "timeout": 30, "interval": 0.5, "healthy_threshold": 6}
+    live = project.run([rollout_task(service, hello["1.0"], proxy, health=slow_health)])["rollout"]["live"]
+    tampered, replacement = f"{service}-1-2", f"{service}-1-4"
+    docker_client.containers.get(tampered).exec_run(["touch", "/etc/hotfix"], user="root")
+
+    outcome = {}
+    heal = threading.Thread(target=lambda: outcome.update(
+        project.run([drift_task(service, proxy, heal=True)])["drift"]))
+    with SteadyLoad(proxy.url(), rate=100, max_seconds=120) as load:
+        heal.start()
+        deadline = time.monotonic() + 60
+        while not docker_client.containers.list(filters={"name": f"^{replacement}$", "status": "running"}):
+            assert time.monotonic() < deadline and heal.is_alive(), "the replacement never started"
+            time.sleep(0.05)
+        docker_client.containers.get(replacement).kill()  # while it is still being health-checked
+        heal.join(timeout=120)
+    assert outcome["failed"] and f"Replacing drifted host {tampered} failed: host {replacement} failed" \
+        in outcome["msg"], outcome.get("msg")
+    assert f"{tampered} is in service again and {replacement} was removed." in outcome["msg"]
+    assert load.summary()["failed"] == 0, load.summary()
+    assert running(docker_client, service) == sorted(live)
+    assert not docker_client.containers.list(all=True, filters={"name": f"^{replacement}$"})
+    members = {address for address, _state in in_balancer(proxy).values()}
+    assert members == {docker_client.containers.get(name).attrs["NetworkSettings"]["Networks"]["bridge"]["IPAddress"]
+                       for name in live}
+    records = [json.loads(line) for line in open(os.environ["IMMUTABLE_INFRA_LEDGER"], encoding="utf-8")]
+    heal_record = [record for record in records if record.get("service") == service][-1]
+    assert (heal_record["kind"], heal_record["result"], heal_record["replaced"]) == ("heal", "failed", [])
 
 
 def test_a_changed_env_and_a_container_started_by_hand_are_drift(project, docker_client, hello, service, proxy):

@@ -4,7 +4,7 @@ import json
 
 from ansible_collections.immutable.infra.plugins.plugin_utils import rollout_plan as rp
 from ansible_collections.immutable.infra.plugins.plugin_utils.drift import (
-    DEFAULT_WRITABLE_PATHS, config_differences, filesystem_changes, host_drift, plan_replacements,
+    DEFAULT_WRITABLE_PATHS, config_differences, filesystem_changes, host_drift, plan_replacement, plan_stray_removals,
 )
 from ansible_collections.immutable.infra.plugins.plugin_utils.hosts import HostSpec
 
@@ -61,10 +61,10 @@ def test_spec_round_trips_through_labels():
 
 
 def test_replacements_go_one_host_at_a_time_new_before_old():
-    steps = plan_replacements([("web-3-1", "web-3-4"), ("web-3-2", "web-3-5")], [("intruder", False)])
-    assert [step.describe() for step in steps[:7]] == [
+    assert [step.describe() for step in plan_replacement("web-3-1", "web-3-4", 1)] == [
         "batch 1: start web-3-4", "batch 1: wait_healthy web-3-4", "batch 1: add web-3-4",
         "batch 1: drain web-3-1", "batch 1: wait_drained web-3-1", "batch 1: detach web-3-1",
         "batch 1: remove web-3-1"]
-    assert steps[7].describe() == "batch 2: start web-3-5"
-    assert steps[-1] == rp.Step(rp.REMOVE, ("intruder",))
+    assert plan_stray_removals([("intruder", False)]) == [rp.Step(rp.REMOVE, ("intruder",))]
+    assert [step.action for step in plan_stray_removals([("web-9-9", True)])] == [
+        rp.DRAIN, rp.WAIT_DRAINED, rp.DETACH, rp.REMOVE]
