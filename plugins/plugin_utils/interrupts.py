@@ -8,7 +8,7 @@ remove what was started. Cleanup wrapped in guard.shield() is never cut short: a
 during it is held back and raised when the shielded block ends. Later signals are ignored.
 
 With deferred=True the signal only marks the guard, and the work raises Interrupted itself where it
-calls guard.check(): for work that runs in several threads, which must all stop at a step boundary
+calls guard.check(): for work that runs in several threads, which must all stop at a step or check
 rather than wherever the main thread happens to be.
 """
 
@@ -35,7 +35,6 @@ class Guard:
         self.received: int | None = None
         self.raised = False
         self.shielding = 0
-        self._checking = threading.Lock()
 
     def error(self) -> Interrupted:
         name = signal.Signals(self.received or signal.SIGINT).name
@@ -52,12 +51,10 @@ class Guard:
             raise self.error()
 
     def check(self) -> None:
-        """Raises Interrupted once, in the first caller after a signal (any thread)."""
-        with self._checking:
-            if self.received is None or self.raised:
-                return
-            self.raised = True
-        raise self.error()
+        """Raises Interrupted once a signal was received, in every thread that asks, so that parallel
+        work stops too."""
+        if self.received is not None:
+            raise self.error()
 
     @contextmanager
     def shield(self) -> Iterator[None]:
