@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.common import InfraError
+from ansible_collections.immutable.infra.plugins.plugin_utils.processes import lines_of
 
 COLLECTION_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # .../ansible_collections/immutable/infra -> the directory that holds ansible_collections
@@ -152,7 +153,7 @@ def run_play(spec: PlaySpec, on_event: Callable[[dict[str, Any]], None]) -> Play
 def _follow(process: subprocess.Popen, on_event: Callable[[dict[str, Any]], None]) -> PlayOutcome:
     outcome = PlayOutcome(succeeded=False, returncode=-1)
     other_output: list[str] = []
-    for line in process.stdout or []:
+    for line in lines_of(process.stdout):
         try:
             event = json.loads(line)
         except ValueError:

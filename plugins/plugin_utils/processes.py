@@ -11,7 +11,7 @@ import signal
 import subprocess
 import threading
 from dataclasses import dataclass
-from typing import IO, Callable
+from typing import IO, Callable, Iterator
 
 # The main thread never blocks longer than this: a signal the kernel hands to another thread only runs
 # its Python handler when the main thread next executes, and a quiet child must not delay that.
@@ -52,16 +52,8 @@ def run_streaming(command: list[str], cwd: str, env: dict[str, str], timeout: fl
 
     timer = threading.Timer(max(timeout, 0.1), expire)
     timer.start()
-    lines: queue.Queue[str | None] = queue.Queue()
-    threading.Thread(target=_pump, args=(process.stdout, lines), daemon=True).start()
     try:
-        while True:
-            try:
-                line = lines.get(timeout=WAKE_SECONDS)
-            except queue.Empty:
-                continue
-            if line is None:
-                break
+        for line in lines_of(process.stdout):
             tail.append(line)
             if log:
                 log.write(line)
@@ -75,6 +67,21 @@ def run_streaming(command: list[str], cwd: str, env: dict[str, str], timeout: fl
         if log:
             log.close()
     return Finished(returncode=process.returncode, tail="".join(tail), timed_out=timed_out.is_set())
+
+
+def lines_of(stream: IO[str] | None) -> Iterator[str]:
+    """The stream's lines as they come. A helper thread reads them, so that the main thread never
+    blocks in a read longer than WAKE_SECONDS and a signal's handler runs in time."""
+    lines: queue.Queue[str | None] = queue.Queue()
+    threading.Thread(target=_pump, args=(stream, lines), daemon=True).start()
+    while True:
+        try:
+            line = lines.get(timeout=WAKE_SECONDS)
+        except queue.Empty:
+            continue
+        if line is None:
+            return
+        yield line
 
 
 def _pump(stream: IO[str] | None, lines: queue.Queue) -> None:
