@@ -17,6 +17,7 @@ from typing import Callable
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.common import InfraError
 from ansible_collections.immutable.infra.plugins.plugin_utils.docker_client import DockerClient
+from ansible_collections.immutable.infra.plugins.plugin_utils.interrupts import never_interrupted
 
 FIRST_PASS_POLL = 0.02
 NOT_ANSWERING = ("request failed", "connect failed", "the host has no address")
@@ -107,7 +108,7 @@ def container_problem(client: DockerClient, container_id: str) -> str | None:
 def wait_healthy(client: DockerClient, check: HealthCheck, host: str, container_id: str,
                  address: str | None, progress: Callable[[str], None], deadline_seconds: float | None = None,
                  on_first_pass: Callable[[], object] = lambda: None,
-                 interrupted: Callable[[], None] = lambda: None) -> float:
+                 interrupted: Callable[[], None] = never_interrupted) -> float:
     """Blocks until the host passes check.healthy_threshold checks in a row; returns the seconds it took.
     interrupted() is called before every check and raises to stop the wait.
 

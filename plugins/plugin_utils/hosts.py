@@ -24,6 +24,7 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.docker_client impo
 from ansible_collections.immutable.infra.plugins.plugin_utils.health import (
     HealthCheck, container_problem, run_for_each, wait_healthy,
 )
+from ansible_collections.immutable.infra.plugins.plugin_utils.interrupts import never_interrupted
 
 LABEL_INDEX = LABEL_PREFIX + "index"
 LABEL_SPEC_HASH = LABEL_PREFIX + "spec_hash"
@@ -98,10 +99,6 @@ class Observation:
 
     def live(self) -> list[str]:
         return [host.name for host in self.hosts if host.live]
-
-
-def never_interrupted() -> None:
-    return None
 
 
 class ServiceHosts:

@@ -69,6 +69,10 @@ class Guard:
             raise self.error()
 
 
+def never_interrupted() -> None:
+    """The check of work that nothing interrupts (see Guard.check)."""
+
+
 @contextmanager
 def interruptible(what: str, deferred: bool = False) -> Iterator[Guard]:
     guard = Guard(what, deferred)
