@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import tempfile
 import time
 import uuid
@@ -24,15 +23,15 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from measure import (
-    BENCH_DIR, LABEL_KEY, REPO_ROOT, VENV_BIN, BenchError, Timed, bench_env, command_version, machine_facts,
-    marks_from_lines, phases, remove_labelled, retry_cleanup, run_checked, run_timed, say, summary,
+    BENCH_DIR, COLLECTIONS_PATH, LABEL_KEY, VENV_BIN, BenchError, Timed, bench_env, command_version,
+    ensure_base_image, ensure_collection_link, ensure_debian_package, machine_facts, marks_from_lines, phases,
+    remove_labelled, retry_cleanup, run_checked, run_timed, say, summary,
 )
 
 ANSIBLE_PLAYBOOK = os.path.join(VENV_BIN, "ansible-playbook")
 BAKE_PLAYBOOK = os.path.join(BENCH_DIR, "bake-nginx.yml")
 SITE_PLAYBOOK = os.path.join(BENCH_DIR, "site.yml")
 PACKER_TEMPLATE = os.path.join(BENCH_DIR, "packer-nginx.json")
-COLLECTIONS_PATH = os.path.join(REPO_ROOT, ".build", "collections")
 
 HEAVY_APPROACHES = ("cold", "floor", "packer")
 PLAY_PATTERNS = {"task": r"(?:TASK|RUNNING HANDLER) \[(.+?)\]", "finish": r"PLAY RECAP"}
@@ -67,34 +66,6 @@ class Bench:
 
 
 # set-up ------------------------------------------------------------------------------------------
-def ensure_packer() -> None:
-    """Installs Debian's packer package when no packer is on PATH."""
-    if shutil.which("packer"):
-        return
-    if os.geteuid() != 0:
-        raise BenchError("packer is not installed and installing it needs root: apt-get install packer")
-    say("installing packer from Debian's mirror")
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    subprocess.run(["apt-get", "update", "-q"], env=env, stdout=subprocess.DEVNULL, check=False)
-    installed = subprocess.run(["apt-get", "install", "-y", "-q", "packer"], env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True, check=False)
-    if installed.returncode != 0 or not shutil.which("packer"):
-        raise BenchError(f"apt-get install packer failed: {installed.stderr.strip()[-800:]}")
-
-
-def ensure_collection_link() -> None:
-    """Makes this checkout importable as immutable.infra, as 'make setup' does."""
-    link = os.path.join(COLLECTIONS_PATH, "ansible_collections", "immutable", "infra")
-    if not os.path.exists(link):
-        os.makedirs(os.path.dirname(link), exist_ok=True)
-        os.symlink(REPO_ROOT, link)
-
-
-def ensure_base_image(base: str) -> None:
-    if run_timed(["docker", "image", "inspect", base]).returncode != 0:
-        raise BenchError(f"base image {base} is not in the local Docker engine; run 'make setup' first")
-
-
 def round_order(round_index: int) -> list[str]:
     """The heavy approaches rotate by one place per round; the warm bake follows its cold bake."""
     shift = round_index % len(HEAVY_APPROACHES)
@@ -253,7 +224,7 @@ def versions() -> dict[str, str]:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Bakes the nginx role four ways for args.runs rounds; returns raw rounds, summary and tables."""
-    ensure_packer()
+    ensure_debian_package("packer", "packer")
     ensure_collection_link()
     ensure_base_image(args.base)
     bench = Bench(run_id=uuid.uuid4().hex[:8], base=args.base, ledger_dir=tempfile.mkdtemp(prefix="bench-ledger-"))

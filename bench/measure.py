@@ -17,6 +17,7 @@ from typing import Callable, Iterable
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(BENCH_DIR)
 VENV_BIN = os.path.dirname(sys.executable)
+COLLECTIONS_PATH = os.path.join(REPO_ROOT, ".build", "collections")
 DEFAULT_BASE_IMAGE = os.environ.get("IMMUTABLE_INFRA_BASE_IMAGE", "immutable-infra/base:bookworm")
 LABEL_KEY = "immutable-infra.bench"
 
@@ -176,3 +177,32 @@ def retry_cleanup(action: Callable[[], int], attempts: int = 3) -> int:
                 raise
             time.sleep(2)
     return 0
+
+
+# set-up ------------------------------------------------------------------------------------------
+def ensure_debian_package(program: str, package: str) -> None:
+    """Installs Debian's package when program is not on PATH."""
+    if shutil.which(program):
+        return
+    if os.geteuid() != 0:
+        raise BenchError(f"{program} is not installed and installing it needs root: apt-get install {package}")
+    say(f"installing {package} from Debian's mirror")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    subprocess.run(["apt-get", "update", "-q"], env=env, stdout=subprocess.DEVNULL, check=False)
+    installed = subprocess.run(["apt-get", "install", "-y", "-q", package], env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True, check=False)
+    if installed.returncode != 0 or not shutil.which(program):
+        raise BenchError(f"apt-get install {package} failed: {installed.stderr.strip()[-800:]}")
+
+
+def ensure_collection_link() -> None:
+    """Makes this checkout importable as immutable.infra, as 'make setup' does."""
+    link = os.path.join(COLLECTIONS_PATH, "ansible_collections", "immutable", "infra")
+    if not os.path.exists(link):
+        os.makedirs(os.path.dirname(link), exist_ok=True)
+        os.symlink(REPO_ROOT, link)
+
+
+def ensure_base_image(base: str) -> None:
+    if run_timed(["docker", "image", "inspect", base]).returncode != 0:
+        raise BenchError(f"base image {base} is not in the local Docker engine; run 'make setup' first")

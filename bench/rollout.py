@@ -52,8 +52,9 @@ import docker
 from docker.errors import APIError, DockerException, NotFound
 
 from measure import (
-    BENCH_DIR, LABEL_KEY, REPO_ROOT, VENV_BIN, BenchError, Timed, bench_env, command_version, machine_facts,
-    marks_from_lines, phases, remove_labelled, retry_cleanup, run_checked, run_timed, say, summary,
+    BENCH_DIR, COLLECTIONS_PATH, LABEL_KEY, REPO_ROOT, VENV_BIN, BenchError, Timed, bench_env, command_version,
+    ensure_base_image, ensure_collection_link, ensure_debian_package, machine_facts, marks_from_lines, phases,
+    remove_labelled, retry_cleanup, run_checked, run_timed, say, summary,
 )
 
 sys.path.insert(0, os.path.join(REPO_ROOT, "scripts"))
@@ -61,7 +62,6 @@ sys.path.insert(0, os.path.join(REPO_ROOT, "scripts"))
 from steady_load import SteadyLoad  # noqa: E402  pylint: disable=wrong-import-position
 
 ANSIBLE_PLAYBOOK = os.path.join(VENV_BIN, "ansible-playbook")
-COLLECTIONS_PATH = os.path.join(REPO_ROOT, ".build", "collections")
 DEMO = os.path.join(REPO_ROOT, "examples", "demo")
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 
@@ -138,31 +138,13 @@ class Bench:
 
 
 # set-up ------------------------------------------------------------------------------------------
-def ensure_compose() -> None:
-    """Installs Debian's docker-compose (v1) when it is not on PATH."""
-    if shutil.which("docker-compose"):
-        return
-    if os.geteuid() != 0:
-        raise BenchError("docker-compose is not installed and installing it needs root: apt-get install docker-compose")
-    say("installing docker-compose from Debian's mirror")
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    subprocess.run(["apt-get", "update", "-q"], env=env, stdout=subprocess.DEVNULL, check=False)
-    installed = subprocess.run(["apt-get", "install", "-y", "-q", "docker-compose"], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=False)
-    if installed.returncode != 0 or not shutil.which("docker-compose"):
-        raise BenchError(f"apt-get install docker-compose failed: {installed.stderr.strip()[-800:]}")
-
-
 def ensure_prerequisites(base: str) -> None:
-    if run_timed(["docker", "image", "inspect", base]).returncode != 0:
-        raise BenchError(f"base image {base} is not in the local Docker engine; run 'make setup' first")
+    ensure_base_image(base)
     if not os.path.exists(HAPROXY):
         raise BenchError("haproxy is not installed; run 'make setup' (or apt-get install haproxy)")
-    link = os.path.join(COLLECTIONS_PATH, "ansible_collections", "immutable", "infra")
-    if not os.environ.get("ANSIBLE_COLLECTIONS_PATH") and not os.path.exists(link):
-        os.makedirs(os.path.dirname(link), exist_ok=True)
-        os.symlink(REPO_ROOT, link)
-    ensure_compose()
+    if not os.environ.get("ANSIBLE_COLLECTIONS_PATH"):
+        ensure_collection_link()
+    ensure_debian_package("docker-compose", "docker-compose")
 
 
 def used_subnets(client: docker.DockerClient) -> list[ipaddress.IPv4Network]:
