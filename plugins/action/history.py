@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-from ansible_collections.immutable.infra.plugins.plugin_utils.action import InfraAction
-from ansible_collections.immutable.infra.plugins.plugin_utils.history import HISTORY_ARGUMENT_SPEC, History
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.action import InfraAction
+from ansible_collections.immutable.infra.plugins.plugin_utils.trace.history import HISTORY_ARGUMENT_SPEC, History
 
 
 class ActionModule(InfraAction):

@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
-from ansible_collections.immutable.infra.plugins.plugin_utils.action import InfraAction
-from ansible_collections.immutable.infra.plugins.plugin_utils.rollback import ROLLBACK_ARGUMENT_SPEC, Rollback
-from ansible_collections.immutable.infra.plugins.plugin_utils.rollout import RolloutContext
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.action import InfraAction
+from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.rollback import ROLLBACK_ARGUMENT_SPEC, Rollback
+from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.manager import RolloutContext
 
 
 class ActionModule(InfraAction):

@@ -95,8 +95,8 @@ keyed_groups:
 from ansible.errors import AnsibleParserError
 from ansible.plugins.inventory import BaseInventoryPlugin, Constructable
 
-from ansible_collections.immutable.infra.plugins.plugin_utils.common import InfraError
-from ansible_collections.immutable.infra.plugins.plugin_utils.fleet import list_fleet
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
+from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.fleet import list_fleet
 
 
 class InventoryModule(BaseInventoryPlugin, Constructable):

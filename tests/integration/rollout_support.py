@@ -16,8 +16,8 @@ sys.path.insert(0, os.path.join(REPO_ROOT, "scripts"))
 
 from steady_load import SteadyLoad  # noqa: E402  pylint: disable=wrong-import-position
 
-from ansible_collections.immutable.infra.plugins.plugin_utils.docker_client import DockerClient  # noqa: E402
-from ansible_collections.immutable.infra.plugins.plugin_utils.verdicts import record_verdict  # noqa: E402
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient  # noqa: E402
+from ansible_collections.immutable.infra.plugins.plugin_utils.verify.verdicts import record_verdict  # noqa: E402
 
 DEMO_DIR = os.path.join(REPO_ROOT, "examples", "demo")
 HELLO_CONFIG = {"cmd": ["/usr/local/bin/hello-server", "/etc/hello/hello.json"], "user": "hello",

@@ -11,8 +11,8 @@ import requests
 # start_haproxy and start_http_backend are fixtures: pytest finds them by name in this module.
 from haproxy_support import BackendConfig, free_port, start_haproxy, start_http_backend  # pylint: disable=unused-import
 
-from ansible_collections.immutable.infra.plugins.plugin_utils.common import InfraError
-from ansible_collections.immutable.infra.plugins.plugin_utils.haproxy import HAProxyRuntime
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
+from ansible_collections.immutable.infra.plugins.plugin_utils.balancer.haproxy import HAProxyRuntime
 
 # HAProxy applies no default-server line to servers added at runtime; these match the fixture's.
 FAST_CHECKS = ("inter", "100ms", "rise", "1", "fall", "1")

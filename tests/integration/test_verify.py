@@ -17,10 +17,10 @@ from xml.etree import ElementTree
 import pytest
 from support import BASE_IMAGE, REPO_ROOT, Playbooks, image_name
 
-from ansible_collections.immutable.infra.plugins.plugin_utils.common import InfraError
-from ansible_collections.immutable.infra.plugins.plugin_utils.docker_client import DockerClient
-from ansible_collections.immutable.infra.plugins.plugin_utils.ledger import Ledger
-from ansible_collections.immutable.infra.plugins.plugin_utils.verdicts import require_verified, verdict_for
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import Ledger
+from ansible_collections.immutable.infra.plugins.plugin_utils.verify.verdicts import require_verified, verdict_for
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "verify_project")
 DEMO = os.path.join(REPO_ROOT, "examples", "demo")

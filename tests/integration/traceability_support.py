@@ -17,10 +17,10 @@ from haproxy_support import BackendConfig, HAProxyProcess
 from rollout_support import DEMO_DIR, HELLO_CONFIG
 from support import BASE_IMAGE, Playbooks, image_name, init_git
 
-from ansible_collections.immutable.infra.plugins.plugin_utils.docker_client import DockerClient
-from ansible_collections.immutable.infra.plugins.plugin_utils.ledger import Ledger
-from ansible_collections.immutable.infra.plugins.plugin_utils.provenance import controller_identity
-from ansible_collections.immutable.infra.plugins.plugin_utils.verdicts import record_verdict
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import Ledger
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.provenance import controller_identity
+from ansible_collections.immutable.infra.plugins.plugin_utils.verify.verdicts import record_verdict
 
 BACKEND = BackendConfig("web", slots=8, health_path="/healthz")
 TEST_COUNTS = {"total": 3, "passed": 3, "failed": 0, "errors": 0, "skipped": 0}

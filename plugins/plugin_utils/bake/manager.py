@@ -1,0 +1,240 @@
+# Copyright: immutable.infra contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The bake: resolve roles, hash the inputs, reuse a matching image or build and commit a new one."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ansible_collections.immutable.infra.plugins.plugin_utils.bake import plan as bake_plan
+from ansible_collections.immutable.infra.plugins.plugin_utils.bake import builder
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import (
+    BUILDER_NAME_PREFIX, LABEL_INPUTS_HASH, LABEL_PREFIX, InfraError, short_id, utc_timestamp,
+)
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.interrupts import interruptible
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import Ledger, default_path as default_ledger_path
+from ansible_collections.immutable.infra.plugins.plugin_utils.bake.play_runner import PlaySpec, run_play
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.provenance import controller_identity, git_info
+from ansible_collections.immutable.infra.plugins.plugin_utils.bake.roles import CollectionIndex, Role, RoleResolver
+
+OWN_COLLECTION = "immutable.infra"
+CONNECTION_COLLECTION = "community.docker"
+
+BAKE_ARGUMENT_SPEC: dict[str, Any] = {
+    "name": {"type": "str", "required": True},
+    "base": {"type": "str", "required": True},
+    "roles": {"type": "list", "elements": "str", "required": True},
+    "vars": {"type": "dict", "default": {}},
+    "config": {
+        "type": "dict",
+        "default": {},
+        "options": {
+            "cmd": {"type": "list", "elements": "str"},
+            "entrypoint": {"type": "list", "elements": "str"},
+            "env": {"type": "dict"},
+            "exposed_ports": {"type": "list", "elements": "str"},
+            "workdir": {"type": "str"},
+            "user": {"type": "str"},
+            "labels": {"type": "dict"},
+        },
+    },
+    "force": {"type": "bool", "default": False},
+    "keep_failed": {"type": "bool", "default": False},
+    "pull": {"type": "bool", "default": False},
+    "cleanup_paths": {"type": "list", "elements": "str", "default": builder.DEFAULT_CLEANUP_PATHS},
+    "gather_subset": {"type": "list", "elements": "str", "default": ["min"]},
+    "python_interpreter": {"type": "str", "default": "/usr/bin/python3"},
+    "become_method": {"type": "str", "default": "su"},
+    "network": {"type": "str"},
+    "timeout": {"type": "int", "default": 3600},
+    "docker_host": {"type": "str"},
+    "ledger": {"type": "path"},
+    "project_dir": {"type": "path"},
+}
+
+
+@dataclass
+class BakeContext:
+    """Where the calling play runs: how Ansible would resolve roles and collections for it."""
+
+    basedir: str
+    roles_path: list[str]
+    collections_path: list[str]
+    play_collections: list[str] = field(default_factory=list)
+    check_mode: bool = False
+    ansible_core_version: str = ""
+
+
+class Baker:
+    def __init__(self, params: dict[str, Any], context: BakeContext,
+                 progress: Callable[[str], None] = lambda message: None) -> None:
+        self.params = params
+        self.context = context
+        self.progress = progress
+        self.name = bake_plan.validate_repository(params["name"])
+        self.config = bake_plan.normalize_config(params["config"] or {})
+        for path in params["cleanup_paths"]:
+            if not path.startswith("/") or ".." in path.split("/"):
+                raise InfraError(f"cleanup_paths entry '{path}' must be an absolute path without '..'.")
+        if params["timeout"] <= 0:
+            raise InfraError("timeout must be a positive number of seconds.")
+        if not params["roles"]:
+            raise InfraError("roles is empty; list at least one role to bake.")
+        self.collections = CollectionIndex(context.collections_path)
+        self.resolver = RoleResolver(context.basedir, context.roles_path, self.collections, context.play_collections)
+
+    # observe -------------------------------------------------------------------------------------
+    def _base_image(self, client: DockerClient) -> dict[str, Any]:
+        image = client.image(self.params["base"])
+        if image is None:
+            if not self.params["pull"]:
+                raise InfraError(f"Base image '{self.params['base']}' is not in the local Docker engine; "
+                                 "build or load it first, or set pull: true to pull it from its registry.")
+            self.progress(f"pulling base image {self.params['base']}")
+            image = client.pull(self.params["base"])
+        return image
+
+    def _versions(self, roles: list[Role]) -> dict[str, str]:
+        versions = {"ansible-core": self.context.ansible_core_version}
+        used = {OWN_COLLECTION, CONNECTION_COLLECTION}
+        for role in roles:
+            used.update(name for name in role.referenced_collections if name != "ansible.builtin")
+            if role.collection:
+                used.add(role.collection)
+        for name in sorted(used):
+            if self.collections.path(name):
+                versions[name] = self.collections.version(name) or "unknown"
+        return versions
+
+    def _inputs(self, base_image: dict[str, Any], roles: list[Role]) -> dict[str, Any]:
+        builder_options = {key: self.params[key] for key in
+                           ("cleanup_paths", "gather_subset", "python_interpreter", "become_method")}
+        return bake_plan.build_inputs(base_image["Id"], [{"name": role.name, "digest": role.digest} for role in roles],
+                                      self.params["vars"], self.config, self._versions(roles), builder_options)
+
+    # run -----------------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        started = time.monotonic()
+        client = DockerClient(self.params["docker_host"])
+        base_image = self._base_image(client)
+        requested, roles = self.resolver.resolve(self.params["roles"])
+        inputs = self._inputs(base_image, roles)
+        digest = bake_plan.inputs_hash(inputs)
+        tag = bake_plan.image_tag(digest)
+        result: dict[str, Any] = {"inputs_hash": digest, "image": f"{self.name}:{tag}",
+                                  "roles": [role.label for role in roles], "base_image_id": base_image["Id"]}
+        if self.resolver.warnings:
+            result["warnings"] = list(self.resolver.warnings)
+
+        cached = self._cached_image(client, digest)
+        if cached and not self.params["force"]:
+            retag = f"{self.name}:{tag}" not in (cached.get("RepoTags") or [])
+            if retag and not self.context.check_mode:
+                client.tag(cached["Id"], self.name, tag)
+            return dict(result, changed=retag, cache_hit=True, image_id=cached["Id"],
+                        labels=cached["Config"].get("Labels") or {}, duration=round(time.monotonic() - started, 3),
+                        msg=f"{self.name}:{tag} is up to date (inputs hash {tag})")
+
+        reasons = self._reasons(client, inputs, cached)
+        if self.context.check_mode:
+            return dict(result, changed=True, cache_hit=False, image_id=None, labels={}, would_bake=True,
+                        reasons=reasons, duration=round(time.monotonic() - started, 3),
+                        msg=f"would bake {self.name}:{tag}: {'; '.join(reasons)}")
+
+        self.progress(f"baking {self.name}:{tag} from {self.params['base']} ({'; '.join(reasons)})")
+        labels = bake_plan.provenance_labels(
+            name=self.name, base=self.params["base"], inputs=inputs, digest=digest,
+            roles=[role.label for role in roles], created=utc_timestamp(),
+            git=git_info(self.context.basedir), baked_by=controller_identity())
+        ledger = Ledger(self.params["ledger"] or default_ledger_path())
+        record = ledger.new_record("bake", self.context.basedir, name=self.name, image=result["image"],
+                                   inputs_hash=digest, roles=result["roles"], base_image_id=base_image["Id"])
+        try:
+            image_id, play = self._build(client, base_image, requested, digest, labels)
+        except InfraError as error:
+            ledger.append(dict(record, result="failed", image_id=None, error=error.message,
+                               duration=round(time.monotonic() - started, 3)))
+            raise
+        duration = round(time.monotonic() - started, 3)
+        ledger.append(dict(record, result="succeeded", image_id=image_id, duration=duration))
+        image = client.image(image_id) or {}
+        return dict(result, changed=True, cache_hit=False, image_id=image_id, reasons=reasons,
+                    labels=(image.get("Config") or {}).get("Labels") or labels,
+                    changed_tasks=play.changed_tasks, warnings_from_roles=play.warnings, duration=duration,
+                    ledger=ledger.path, msg=f"baked {self.name}:{tag} ({short_id(image_id)}) in {duration:.1f} s")
+
+    def _cached_image(self, client: DockerClient, digest: str) -> dict[str, Any] | None:
+        images = client.images_with_label(LABEL_INPUTS_HASH, digest)
+        tagged = [image for image in images if any(tag.startswith(self.name + ":") for tag in image.get("RepoTags") or [])]
+        return (tagged or images or [None])[0]
+
+    def _reasons(self, client: DockerClient, inputs: dict[str, Any], cached: dict[str, Any] | None) -> list[str]:
+        if cached:
+            return ["force: true"]
+        newest = next(iter(client.images_with_label(LABEL_PREFIX + "name", self.name, limit=1)), None)
+        if newest is None:
+            return [f"no image of {self.name} exists yet"]
+        differences = bake_plan.explain_differences(bake_plan.inputs_summary(inputs),
+                                                    bake_plan.recorded_inputs(newest))
+        return [f"no image has this inputs hash; against {short_id(newest['Id'])}: " + ", ".join(differences)]
+
+    def _build(self, client: DockerClient, base_image: dict[str, Any], requested: list[Role], digest: str,
+               labels: dict[str, str]):
+        tag = bake_plan.image_tag(digest)
+        container_name = f"{BUILDER_NAME_PREFIX}{tag}-{uuid.uuid4().hex[:6]}"
+        with interruptible(f"bake of {self.name}") as guard:
+            container_id = client.run_detached(base_image["Id"], container_name, {},
+                                               entrypoint=builder.KEEP_ALIVE, command=[],
+                                               networks=[self.params["network"]] if self.params["network"] else None)
+            try:
+                return self._run_roles_and_commit(client, container_id, base_image, requested, digest, labels)
+            finally:
+                with guard.shield():
+                    client.remove_container(container_id)
+
+    def _run_roles_and_commit(self, client: DockerClient, container_id: str, base_image: dict[str, Any],
+                              requested: list[Role], digest: str, labels: dict[str, str]):
+        tag = bake_plan.image_tag(digest)
+        builder.prepare(client, container_id)
+        play = run_play(self._play_spec(container_id, requested), self._show_event)
+        if not play.succeeded:
+            kept = self._keep_failed(client, container_id, base_image, digest)
+            raise InfraError(f"Bake of {self.name} failed: {play.failure_message()}"
+                             + (f"\nThe builder was kept as image {kept} for debugging." if kept else ""),
+                             failed_task=(play.failure or {}).get("task"), kept_image=kept)
+        self.progress(f"committing {self.name}:{tag}")
+        builder.finish(client, container_id, self.params["cleanup_paths"])
+        config = bake_plan.commit_config(base_image.get("Config") or {}, self.config, labels)
+        image_id = client.commit(container_id, self.name, tag, config,
+                                 message=f"immutable.infra bake, inputs hash {digest}")
+        return image_id, play
+
+    def _keep_failed(self, client: DockerClient, container_id: str, base_image: dict[str, Any], digest: str) -> str | None:
+        if not self.params["keep_failed"]:
+            return None
+        tag = f"failed-{bake_plan.image_tag(digest)}"
+        config = bake_plan.commit_config(base_image.get("Config") or {}, {},
+                                         {LABEL_PREFIX + "failed_bake": digest, LABEL_PREFIX + "name": ""})
+        client.commit(container_id, self.name, tag, config, message="failed immutable.infra bake, kept for debugging")
+        return f"{self.name}:{tag}"
+
+    def _play_spec(self, container_id: str, requested: list[Role]) -> PlaySpec:
+        # The child resolves names through the same search path, so it runs exactly the files hashed.
+        return PlaySpec(
+            container_id=container_id, host_name="builder",
+            roles=[role.path if role.given_as_path else role.name for role in requested],
+            variables=self.params["vars"], roles_path=self.resolver.search_dirs,
+            collections_path=self.collections.paths, python_interpreter=self.params["python_interpreter"],
+            become_method=self.params["become_method"], gather_subset=self.params["gather_subset"],
+            docker_host=self.params["docker_host"], timeout=self.params["timeout"])
+
+    def _show_event(self, event: dict[str, Any]) -> None:
+        if event["event"] == "task_start":
+            kind = "handler" if event.get("handler") else "task"
+            self.progress(f"bake {self.name}: {kind} {event.get('task')}")
+        elif event["event"] == "result" and event.get("status") in ("failed", "unreachable"):
+            self.progress(f"bake {self.name}: {event.get('status')}: {event.get('task')}: {event.get('msg', '')}"[:400])

@@ -1,0 +1,185 @@
+# Copyright: immutable.infra contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Pure decisions of a bake: image names, the inputs hash, image config and provenance labels.
+
+Nothing here touches Docker or the filesystem, so all of it is unit-tested in milliseconds.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import (
+    LABEL_INPUTS, LABEL_INPUTS_HASH, LABEL_PREFIX, SHORT_HASH_LENGTH, InfraError, canonical_json, sha256_hex,
+)
+
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_DOMAIN = r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]+)?/)"
+REPOSITORY_PATTERN = re.compile(rf"^{_DOMAIN}?{_COMPONENT}(?:/{_COMPONENT})*$")
+PORT_PATTERN = re.compile(r"^([0-9]{1,5})(?:/(tcp|udp|sctp))?$")
+
+
+def validate_repository(name: str) -> str:
+    """Checks that name is an image repository without a tag or digest; returns it unchanged."""
+    if not name or len(name) > 255 or not REPOSITORY_PATTERN.match(name):
+        hint = ""
+        if "@" in name or ":" in name.rsplit("/", 1)[-1]:
+            hint = " without a tag or digest (the bake tags the image with its inputs hash)"
+        elif name != name.lower():
+            hint = " in lower case"
+        raise InfraError(f"name '{name}' is not a valid image repository; give one like 'acme/web'{hint}.")
+    return name
+
+
+def image_tag(inputs_hash: str) -> str:
+    return inputs_hash[:SHORT_HASH_LENGTH]
+
+
+def normalize_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The image config as given by the user, with defaults dropped and values in one canonical form."""
+    normalized: dict[str, Any] = {}
+    for key, value in sorted(config.items()):
+        if value is None:
+            continue
+        if key in ("env", "labels"):
+            value = {str(name): str(item) for name, item in value.items()}
+        elif key == "exposed_ports":
+            ports = []
+            for port in value:
+                match = PORT_PATTERN.match(str(port))
+                if not match or not 0 < int(match.group(1)) < 65536:
+                    raise InfraError(f"config.exposed_ports entry '{port}' is not a port like '8000/tcp'.")
+                ports.append(f"{int(match.group(1))}/{match.group(2) or 'tcp'}")
+            value = sorted(set(ports))
+        elif key in ("cmd", "entrypoint"):
+            value = [str(item) for item in value]
+        normalized[key] = value
+    return normalized
+
+
+def build_inputs(base_image_id: str, roles: list[dict[str, str]], variables: dict[str, Any],
+                 config: dict[str, Any], versions: dict[str, str], builder: dict[str, Any]) -> dict[str, Any]:
+    """Everything that decides the content of a bake. Same inputs, same image."""
+    return {
+        "base_image_id": base_image_id,
+        "roles": [{"name": role["name"], "digest": role["digest"]} for role in roles],
+        "vars": variables,
+        "config": config,
+        "versions": dict(sorted(versions.items())),
+        "builder": builder,
+    }
+
+
+def inputs_hash(inputs: dict[str, Any]) -> str:
+    return sha256_hex(canonical_json(inputs))
+
+
+def inputs_summary(inputs: dict[str, Any]) -> dict[str, Any]:
+    """A compact, secret-free form of the inputs stored on the image to explain later rebuilds."""
+    return {
+        "base_image_id": inputs["base_image_id"],
+        "roles": [[role["name"], role["digest"][:SHORT_HASH_LENGTH]] for role in inputs["roles"]],
+        "vars": sha256_hex(canonical_json(inputs["vars"]))[:SHORT_HASH_LENGTH],
+        "config": sha256_hex(canonical_json(inputs["config"]))[:SHORT_HASH_LENGTH],
+        "versions": inputs["versions"],
+        "builder": sha256_hex(canonical_json(inputs["builder"]))[:SHORT_HASH_LENGTH],
+    }
+
+
+def explain_differences(new: dict[str, Any], old: dict[str, Any] | None) -> list[str]:
+    """Which inputs of a new bake differ from those recorded on an earlier image, as short phrases."""
+    if not old:
+        return ["the newest image of this name records no inputs"]
+    reasons = []
+    if new["base_image_id"] != old.get("base_image_id"):
+        reasons.append(f"base image changed ({str(old.get('base_image_id'))[:19]} -> {new['base_image_id'][:19]})")
+    new_roles, old_roles = dict(map(tuple, new["roles"])), dict(map(tuple, old.get("roles", [])))
+    for name, digest in new_roles.items():
+        if name not in old_roles:
+            reasons.append(f"role {name} added")
+        elif old_roles[name] != digest:
+            reasons.append(f"role {name} files changed")
+    reasons.extend(f"role {name} removed" for name in old_roles if name not in new_roles)
+    if [role[0] for role in new["roles"]] != [role[0] for role in old.get("roles", [])] and \
+            set(new_roles) == set(old_roles):
+        reasons.append("role order changed")
+    for key in ("vars", "config", "builder"):
+        if new[key] != old.get(key):
+            reasons.append(f"{key} changed" if key != "builder" else "builder options changed")
+    old_versions = old.get("versions", {})
+    for name, version in new["versions"].items():
+        if old_versions.get(name) != version:
+            reasons.append(f"{name} version changed ({old_versions.get(name)} -> {version})")
+    reasons.extend(f"{name} no longer used" for name in old_versions if name not in new["versions"])
+    return reasons or ["no input differs, but no image carries this inputs hash"]
+
+
+def _env_dict(env_list: list[str] | None) -> dict[str, str]:
+    return dict(item.split("=", 1) if "=" in item else (item, "") for item in env_list or [])
+
+
+def commit_config(base_config: dict[str, Any], config: dict[str, Any], labels: dict[str, str]) -> dict[str, Any]:
+    """The Docker config of the baked image: the base image's config with the user's config on top.
+
+    Every field is explicit so nothing of the builder container (its keep-alive command) leaks in.
+    """
+    entrypoint = config.get("entrypoint")
+    cmd = config.get("cmd")
+    if entrypoint is None:
+        entrypoint = base_config.get("Entrypoint") or []
+        if cmd is None:
+            cmd = base_config.get("Cmd") or []
+    elif cmd is None:
+        cmd = []  # as in a Dockerfile: a new ENTRYPOINT resets the inherited CMD
+    env = _env_dict(base_config.get("Env"))
+    env.update(config.get("env") or {})
+    ports = dict.fromkeys(base_config.get("ExposedPorts") or {}, {})
+    ports.update(dict.fromkeys(config.get("exposed_ports") or [], {}))
+    merged_labels = dict(base_config.get("Labels") or {})
+    merged_labels.update(config.get("labels") or {})
+    merged_labels.update(labels)
+    return {
+        "Entrypoint": list(entrypoint),
+        "Cmd": list(cmd),
+        "Env": [f"{key}={value}" for key, value in env.items()],
+        "ExposedPorts": ports,
+        "WorkingDir": config.get("workdir") or base_config.get("WorkingDir") or "",
+        "User": config.get("user") or base_config.get("User") or "",
+        "Labels": merged_labels,
+    }
+
+
+def provenance_labels(*, name: str, base: str, inputs: dict[str, Any], digest: str, roles: list[str],
+                      created: str, git: dict[str, Any], baked_by: str) -> dict[str, str]:
+    versions = inputs["versions"]
+    labels = {
+        "org.opencontainers.image.created": created,
+        "org.opencontainers.image.title": name,
+        LABEL_INPUTS_HASH: digest,
+        LABEL_INPUTS: json.dumps(inputs_summary(inputs), sort_keys=True, separators=(",", ":")),
+        LABEL_PREFIX + "name": name,
+        LABEL_PREFIX + "roles": ",".join(roles),
+        LABEL_PREFIX + "base": base,
+        LABEL_PREFIX + "base_image_id": inputs["base_image_id"],
+        LABEL_PREFIX + "ansible_core": versions.get("ansible-core", ""),
+        LABEL_PREFIX + "collections": ",".join(f"{key}={value}" for key, value in versions.items()
+                                               if key != "ansible-core"),
+        LABEL_PREFIX + "baked_by": baked_by,
+    }
+    if git.get("commit"):
+        labels["org.opencontainers.image.revision"] = git["commit"]
+        labels[LABEL_PREFIX + "git_dirty"] = "true" if git.get("dirty") else "false"
+    if git.get("remote"):
+        labels["org.opencontainers.image.source"] = git["remote"]
+    return labels
+
+
+def recorded_inputs(image: dict[str, Any]) -> dict[str, Any] | None:
+    """The inputs summary an image was labelled with, or None for images not baked by this collection."""
+    raw = ((image.get("Config") or {}).get("Labels") or {}).get(LABEL_INPUTS)
+    try:
+        return json.loads(raw) if raw else None
+    except ValueError:
+        return None

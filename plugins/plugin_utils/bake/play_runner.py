@@ -1,0 +1,177 @@
+# Copyright: immutable.infra contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Runs roles in a container through a child ansible-playbook and follows it event by event.
+
+The child uses community.docker's API connection (no SSH in the image) with pipelining, and the
+immutable.infra.events stdout callback, whose JSON lines become progress and failure reports.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.processes import lines_of
+
+COLLECTION_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+# .../ansible_collections/immutable/infra -> the directory that holds ansible_collections
+OWN_COLLECTIONS_PATH = os.path.dirname(os.path.dirname(os.path.dirname(COLLECTION_ROOT)))
+
+
+@dataclass
+class PlayOutcome:
+    succeeded: bool
+    returncode: int
+    failure: dict[str, Any] | None = None
+    changed_tasks: list[str] = field(default_factory=list)
+    task_count: int = 0
+    warnings: list[str] = field(default_factory=list)
+    stderr: str = ""
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    def failure_message(self) -> str:
+        """The failing task's name, message and host output in a few lines."""
+        if not self.failure:
+            tail = self.stderr.strip()[-2000:]
+            return f"ansible-playbook exited with code {self.returncode}" + (f": {tail}" if tail else "")
+        event = self.failure
+        lines = [f"task '{event.get('task')}' failed on {event.get('host')}: "
+                 f"{event.get('msg') or event.get('status')}"]
+        for key in ("stdout", "stderr", "module_stdout", "module_stderr"):
+            if event.get(key):
+                lines.append(f"{key}: {str(event[key]).strip()[-1500:]}")
+        return "\n".join(lines)
+
+
+@dataclass
+class PlaySpec:
+    """What to run where: the roles (names or paths) and vars, in which container, how."""
+
+    container_id: str
+    host_name: str
+    roles: list[str]
+    variables: dict[str, Any]
+    roles_path: list[str]
+    collections_path: list[str]
+    connection: str = "community.docker.docker_api"
+    python_interpreter: str = "/usr/bin/python3"
+    become_method: str = "su"
+    gather_subset: list[str] = field(default_factory=lambda: ["min"])
+    docker_host: str | None = None
+    timeout: int = 3600
+
+
+def _playbook(spec: PlaySpec) -> list[dict[str, Any]]:
+    return [{
+        "name": f"Apply roles to {spec.host_name}",
+        "hosts": spec.host_name,
+        "gather_facts": True,
+        "gather_subset": spec.gather_subset,
+        "vars_files": ["vars.json"],
+        "roles": spec.roles,
+    }]
+
+
+def _inventory(spec: PlaySpec) -> dict[str, Any]:
+    host = {
+        "ansible_connection": spec.connection,
+        "ansible_host": spec.container_id,
+        "ansible_python_interpreter": spec.python_interpreter,
+        "ansible_become_method": spec.become_method,
+    }
+    if spec.docker_host:
+        host["ansible_docker_host"] = spec.docker_host
+    return {"all": {"hosts": {spec.host_name: host}}}
+
+
+def _environment(spec: PlaySpec) -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("ANSIBLE_CALLBACKS_ENABLED", None)  # the caller's extra callbacks would only add noise
+    collections_path = [OWN_COLLECTIONS_PATH] + [path for path in spec.collections_path if path != OWN_COLLECTIONS_PATH]
+    env.update({
+        "ANSIBLE_STDOUT_CALLBACK": "immutable.infra.events",
+        "ANSIBLE_PIPELINING": "True",
+        "ANSIBLE_RETRY_FILES_ENABLED": "False",
+        "ANSIBLE_HOST_KEY_CHECKING": "False",
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_FORCE_COLOR": "0",
+        "ANSIBLE_ROLES_PATH": os.pathsep.join(spec.roles_path),
+        "ANSIBLE_COLLECTIONS_PATH": os.pathsep.join(collections_path),
+        "PYTHONUNBUFFERED": "1",
+    })
+    if spec.docker_host:
+        env["DOCKER_HOST"] = spec.docker_host
+    return env
+
+
+def run_play(spec: PlaySpec, on_event: Callable[[dict[str, Any]], None]) -> PlayOutcome:
+    """Runs the roles against the container; on_event sees every event as it happens."""
+    with tempfile.TemporaryDirectory(prefix="immutable-infra-play-") as workdir:
+        for name, content in (("playbook.json", _playbook(spec)), ("inventory.json", _inventory(spec)),
+                              ("vars.json", spec.variables)):
+            with open(os.path.join(workdir, name), "w", encoding="utf-8") as handle:
+                json.dump(content, handle, default=str)
+        command = [sys.executable, "-m", "ansible.cli.playbook", "-i", os.path.join(workdir, "inventory.json"),
+                   os.path.join(workdir, "playbook.json")]
+        with open(os.path.join(workdir, "stderr.log"), "w+", encoding="utf-8") as stderr:
+            try:
+                process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, stdin=subprocess.DEVNULL,
+                                           env=_environment(spec), text=True, bufsize=1)
+            except OSError as error:
+                raise InfraError(f"Could not start ansible-playbook with {sys.executable}: {error}") from None
+            timed_out = threading.Event()
+
+            def stop() -> None:
+                timed_out.set()
+                process.kill()
+
+            timer = threading.Timer(spec.timeout, stop)
+            timer.start()
+            try:
+                outcome = _follow(process, on_event)
+            finally:
+                timer.cancel()
+                if process.poll() is None:
+                    process.kill()
+                process.wait()
+            stderr.seek(0)
+            outcome.stderr += stderr.read()
+        outcome.returncode = process.returncode
+        outcome.succeeded = process.returncode == 0 and outcome.failure is None
+        if timed_out.is_set():
+            outcome.stderr = f"the play did not finish within {spec.timeout} s and was stopped\n" + outcome.stderr
+        return outcome
+
+
+def _follow(process: subprocess.Popen, on_event: Callable[[dict[str, Any]], None]) -> PlayOutcome:
+    outcome = PlayOutcome(succeeded=False, returncode=-1)
+    other_output: list[str] = []
+    for line in lines_of(process.stdout):
+        try:
+            event = json.loads(line)
+        except ValueError:
+            event = None
+        if not isinstance(event, dict) or "event" not in event:
+            other_output.append(line)
+            continue
+        if event["event"] == "task_start":
+            outcome.task_count += 1
+        elif event["event"] == "result":
+            if event.get("status") in ("failed", "unreachable") and not event.get("ignore_errors"):
+                outcome.failure = outcome.failure or event
+            elif event.get("changed"):
+                outcome.changed_tasks.append(str(event.get("task")))
+            outcome.warnings.extend(event.get("warnings") or [])
+        elif event["event"] == "stats":
+            outcome.stats = event.get("hosts") or {}
+        on_event(event)
+    if other_output:
+        outcome.stderr = "".join(other_output)[-4000:]
+    return outcome

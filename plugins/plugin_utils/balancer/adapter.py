@@ -1,0 +1,107 @@
+# Copyright: immutable.infra contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Balancer membership as a rollout sees it: which host is in, add, drain, take out.
+
+One class per balancer kind; the rollout only uses this interface. Without a balancer every
+running host counts as live and the membership steps do nothing.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable
+
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
+from ansible_collections.immutable.infra.plugins.plugin_utils.balancer.haproxy import HAProxyRuntime, Server
+
+POLL_INTERVAL = 0.05  # seconds between runtime API reads while waiting; each read is one small command
+
+BALANCER_OPTIONS = {
+    "type": {"type": "str", "default": "haproxy", "choices": ["haproxy"]},
+    "runtime_api": {"type": "str", "required": True},
+    "backend": {"type": "str", "required": True},
+    "server_options": {"type": "list", "elements": "str", "default": ["inter", "500ms", "rise", "1", "fall", "2"]},
+    "up_timeout": {"type": "float", "default": 30},
+}
+
+
+class HAProxyBalancer:
+    def __init__(self, options: dict[str, Any]) -> None:
+        self.runtime = HAProxyRuntime(options["runtime_api"])
+        self.backend = options["backend"]
+        self.server_options = list(options["server_options"])
+        self.up_timeout = float(options["up_timeout"])
+        self.name = f"haproxy backend {self.backend}"
+        self._adding = threading.Lock()
+
+    def check(self) -> None:
+        """Fails with a clear error when the runtime API is unreachable or the backend unknown."""
+        self.runtime.servers(self.backend)
+
+    def members(self, is_ours: Callable[[str], bool]) -> list[Server]:
+        """The backend's servers that belong to the service: taken template slots and servers named
+        like its hosts. Servers declared for other purposes are left alone."""
+        return [server for server in self.runtime.servers(self.backend)
+                if not server.free_slot and (server.template_slot or is_ours(server.name))]
+
+    def register(self, host: str, address: str, port: int) -> str:
+        """Puts the host into the backend taking no traffic (drain, held down until HAProxy's own check
+        passes at its address); returns the server name."""
+        with self._adding:  # two hosts added at once must not pick the same free template slot
+            return self.runtime.add_server(self.backend, host, address, port, check=True, state="drain",
+                                           server_options=self.server_options)
+
+    def activate(self, server: str) -> None:
+        """Waits until HAProxy's check has the server up, then lets traffic in; takes it out on failure."""
+        try:
+            self.runtime.wait_until_up(self.backend, server, self.up_timeout, interval=POLL_INTERVAL)
+        except InfraError:
+            self.runtime.remove_server(self.backend, server)
+            raise
+        self.runtime.set_state(self.backend, server, "ready")
+
+    def set_state(self, server: str, state: str) -> None:
+        self.runtime.set_state(self.backend, server, state)
+
+    def wait_drained(self, server: str, timeout: float) -> bool:
+        try:
+            self.runtime.wait_until_drained(self.backend, server, timeout, interval=POLL_INTERVAL)
+            return True
+        except InfraError:
+            return False
+
+    def detach(self, server: str) -> None:
+        self.runtime.remove_server(self.backend, server)
+
+
+class NoBalancer:
+    """For services without a balancer: membership is simply 'running'."""
+
+    name = "no balancer"
+
+    def check(self) -> None:
+        return None
+
+    def members(self, is_ours: Callable[[str], bool]) -> list[Server]:
+        return []
+
+    def register(self, host: str, address: str, port: int) -> str:
+        return host
+
+    def activate(self, server: str) -> None:
+        return None
+
+    def set_state(self, server: str, state: str) -> None:
+        return None
+
+    def wait_drained(self, server: str, timeout: float) -> bool:
+        return True
+
+    def detach(self, server: str) -> None:
+        return None
+
+
+def make_balancer(options: dict[str, Any] | None) -> HAProxyBalancer | NoBalancer:
+    if not options:
+        return NoBalancer()
+    return HAProxyBalancer(options)

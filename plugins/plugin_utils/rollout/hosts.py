@@ -1,0 +1,313 @@
+# Copyright: immutable.infra contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""A service's hosts: what they are (labels), what runs now (observe), and carrying out plan steps.
+
+Rollouts, rollbacks and drift healing all observe the same way and apply the same steps.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ansible_collections.immutable.infra.plugins.plugin_utils.rollout import plan as rp
+from ansible_collections.immutable.infra.plugins.plugin_utils.balancer.adapter import HAProxyBalancer, NoBalancer
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import (
+    LABEL_GENERATION, LABEL_IMAGE_ID, LABEL_INPUTS_HASH, LABEL_PREFIX, LABEL_SERVICE, InfraError, canonical_json,
+    sha256_hex,
+)
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient, container_address
+from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.health import (
+    HealthCheck, container_problem, run_for_each, wait_healthy,
+)
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.interrupts import never_interrupted
+
+LABEL_INDEX = LABEL_PREFIX + "index"
+LABEL_SPEC_HASH = LABEL_PREFIX + "spec_hash"
+LABEL_SPEC = LABEL_PREFIX + "spec"
+LABEL_ROLLOUT = LABEL_PREFIX + "rollout"
+LABEL_PORT = LABEL_PREFIX + "port"
+SERVICE_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+
+
+def validate_service(service: str) -> str:
+    if not SERVICE_PATTERN.match(service or ""):
+        raise InfraError(f"service '{service}' must start with a lower-case letter and hold only lower-case "
+                         "letters, digits and '_' (at most 40); it names hosts, groups and balancer servers.")
+    return service
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    """Everything a host of a service is made from. Hosts carry it in labels, so a later rollback or
+    heal can make more of them without being told again."""
+
+    service: str
+    image_id: str
+    port: int
+    container: dict[str, Any]
+    health: dict[str, Any]
+    inputs_hash: str = ""
+
+    @property
+    def spec_hash(self) -> str:
+        return sha256_hex(canonical_json({"image_id": self.image_id, "port": self.port, "container": self.container}))
+
+    @property
+    def network(self) -> str | None:
+        return (self.container.get("networks") or [None])[0]
+
+    def labels(self, generation: int, index: int, rollout_id: str) -> dict[str, str]:
+        labels = {str(key): str(value) for key, value in (self.container.get("labels") or {}).items()}
+        labels.update({LABEL_SERVICE: self.service, LABEL_GENERATION: str(generation), LABEL_INDEX: str(index),
+                       LABEL_IMAGE_ID: self.image_id, LABEL_SPEC_HASH: self.spec_hash, LABEL_ROLLOUT: rollout_id,
+                       LABEL_PORT: str(self.port), LABEL_INPUTS_HASH: self.inputs_hash,
+                       LABEL_SPEC: json.dumps({"port": self.port, "container": self.container, "health": self.health},
+                                              sort_keys=True)})
+        return labels
+
+    @classmethod
+    def from_labels(cls, labels: dict[str, str]) -> "HostSpec | None":
+        """The spec a host was made from, or None for containers made another way."""
+        try:
+            spec = json.loads(labels.get(LABEL_SPEC, ""))
+            return cls(labels[LABEL_SERVICE], labels[LABEL_IMAGE_ID], int(spec["port"]), spec["container"],
+                       spec["health"], labels.get(LABEL_INPUTS_HASH, ""))
+        except (ValueError, KeyError, TypeError):
+            return None
+
+
+@dataclass
+class HostRecord:
+    """A host as the executor knows it: its container, address and balancer server."""
+
+    name: str
+    container_id: str
+    address: str | None = None
+    server: str | None = None
+
+
+@dataclass
+class Observation:
+    hosts: list[rp.Host] = field(default_factory=list)
+    records: dict[str, HostRecord] = field(default_factory=dict)
+    stale_servers: list[str] = field(default_factory=list)  # balancer servers of ours pointing at no running host
+
+    def live(self) -> list[str]:
+        return [host.name for host in self.hosts if host.live]
+
+
+class ServiceHosts:
+    """Observes a service's hosts and balancer membership, and applies plan steps to them."""
+
+    def __init__(self, client: DockerClient, balancer: HAProxyBalancer | NoBalancer, spec: HostSpec,
+                 progress: Callable[[str], None], drain_timeout: float = 30, stop_timeout: int = 10) -> None:
+        self.client = client
+        self.balancer = balancer
+        self.spec = spec
+        self.service = spec.service
+        self.progress = progress
+        self.drain_timeout = drain_timeout
+        self.stop_timeout = stop_timeout
+        self.health = HealthCheck.from_options(spec.health, spec.port)
+        self.host_pattern = re.compile(rf"^{re.escape(self.service)}-[0-9]+-[0-9]+$")
+        self.generation = 0
+        self.rollout_id = ""
+        self.check_interrupted: Callable[[], None] = never_interrupted
+        self._background = ThreadPoolExecutor(max_workers=16)
+        self._stopping: list[tuple[str, Future]] = []
+        self._creating: dict[str, Future] = {}
+        self._registering: dict[str, Future] = {}
+
+    def close(self) -> None:
+        self._finish_background_work()
+        self._background.shutdown(wait=True)
+
+    # observe ------------------------------------------------------------------------------------
+    def observe(self) -> Observation:
+        containers = self.client.containers_with_labels({LABEL_SERVICE: self.service}, inspect=False)
+        servers = self.balancer.members(self.host_pattern.match)
+        by_address = {(server.address, server.port): server for server in servers}
+        observation = Observation()
+        for inspected in containers:
+            labels = inspected["Config"].get("Labels") or {}
+            name = inspected["Name"].lstrip("/")
+            if not self.host_pattern.match(name) or not labels.get(LABEL_GENERATION, "").isdigit():
+                continue
+            running = bool((inspected.get("State") or {}).get("Running"))
+            port = int(labels.get(LABEL_PORT) or self.spec.port)
+            address = container_address(inspected, self.spec.network) if running else None
+            server = by_address.pop((address, port), None) if address else None
+            balancer_state = server.admin_state if server else None
+            if isinstance(self.balancer, NoBalancer) and running:
+                balancer_state = "ready"
+            observation.hosts.append(rp.Host(name, int(labels[LABEL_GENERATION]), int(labels.get(LABEL_INDEX, 0)),
+                                             labels.get(LABEL_SPEC_HASH, ""), running, balancer_state))
+            observation.records[name] = HostRecord(name, inspected["Id"], address, server.name if server else None)
+        observation.stale_servers = [server.name for server in by_address.values()]
+        return observation
+
+    def detach_stale(self, observation: Observation) -> None:
+        for server in observation.stale_servers:
+            self.progress(f"{self.service}: taking stale server {server} out of the balancer")
+            self.balancer.detach(server)
+
+    # apply --------------------------------------------------------------------------------------
+    def apply(self, steps: list[rp.Step], records: dict[str, HostRecord], what: str,
+              interrupted: Callable[[], None] = never_interrupted) -> None:
+        """Carries out the steps in order; `what` names the work in progress lines. interrupted() is
+        called before each step and health check, and raises to stop the steps there."""
+        self.check_interrupted = interrupted
+        try:
+            for position, step in enumerate(steps):
+                self.check_interrupted()
+                self.progress(f"{self.service} {what}: {step.describe()}")
+                getattr(self, f"_step_{step.action}")(list(step.hosts), records, step)
+                if step.action == rp.START:
+                    self._create_ahead(steps[position + 1:])
+        finally:
+            self.check_interrupted = never_interrupted
+            self._finish_background_work()
+
+    def _create_ahead(self, steps: list[rp.Step]) -> None:
+        """Creates (not starts) the next batch's hosts while this batch is gated and swapped: a created
+        container uses no capacity, and the next batch then only has to start it."""
+        upcoming = next((step for step in steps if step.action == rp.START), None)
+        for name in upcoming.hosts if upcoming else ():
+            self._creating[name] = self._background.submit(self._create, name)
+
+    def _create(self, name: str) -> str:
+        container = self.spec.container
+        generation, index = (int(part) for part in name.rsplit("-", 2)[1:])
+        options: dict[str, Any] = {"read_only": container.get("read_only", False),
+                                   "cap_drop": container.get("cap_drop") or None,
+                                   "restart_policy": {"Name": container.get("restart_policy", "unless-stopped")}}
+        if container.get("memory"):
+            options["mem_limit"] = container["memory"]
+        environment = {str(key): str(value) for key, value in (container.get("env") or {}).items()}
+        return self.client.create_container(self.spec.image_id, name, self.spec.labels(generation, index, self.rollout_id),
+                                            environment, container.get("networks") or [], **options)
+
+    def _step_start(self, names: list[str], records: dict[str, HostRecord], step: rp.Step) -> None:
+        for name in names:
+            creating = self._creating.pop(name, None)
+            container_id = creating.result() if creating else self._create(name)
+            records[name] = HostRecord(name, container_id)
+            try:
+                self.client.start(container_id)
+            finally:
+                self._refresh_address(records[name])
+
+    def _step_start_stopped(self, names: list[str], records: dict[str, HostRecord], step: rp.Step) -> None:
+        for name in names:
+            self.client.start(records[name].container_id)
+            self._refresh_address(records[name])
+
+    def _refresh_address(self, record: HostRecord) -> None:
+        inspected = self.client.container(record.container_id) or {}
+        record.address = container_address(inspected, self.spec.network)
+
+    def _step_wait_healthy(self, names: list[str], records: dict[str, HostRecord], step: rp.Step) -> None:
+        def gate(name: str) -> None:
+            record = records[name]
+            # After the first passing check the host is registered with the balancer (no traffic yet),
+            # so HAProxy's own check runs while the gate waits for the remaining passes.
+            seconds = wait_healthy(self.client, self.health, name, record.container_id, record.address, self.progress,
+                                   on_first_pass=lambda: self._register_ahead(record),
+                                   interrupted=self.check_interrupted)
+            self.progress(f"{self.service}: {name} is healthy after {seconds:.1f} s ({self.health.describe()})")
+        try:
+            run_for_each(names, gate)
+        finally:
+            self._finish_registrations(records)
+
+    def _register_ahead(self, record: HostRecord) -> None:
+        if record.address and record.name not in self._registering:
+            self._registering[record.name] = self._background.submit(
+                self.balancer.register, record.name, record.address, self.spec.port)
+
+    def _finish_registrations(self, records: dict[str, HostRecord]) -> None:
+        """Notes the server of each host registered ahead; a failed registration is retried by the add step."""
+        for name, registering in self._registering.items():
+            if not registering.exception():
+                records[name].server = registering.result()
+        self._registering = {}
+
+    def _step_add(self, names: list[str], records: dict[str, HostRecord], step: rp.Step) -> None:
+        def add(name: str) -> None:
+            record = records[name]
+            if not record.address:
+                raise InfraError(f"host {name} has no address on network {self.spec.network or 'bridge'}.", host=name)
+            if not record.server:
+                record.server = self.balancer.register(name, record.address, self.spec.port)
+            try:
+                self.balancer.activate(record.server)
+            except InfraError:
+                record.server = None  # activate took it out of the balancer again
+                raise
+        run_for_each(names, add)
+
+    def _step_observe(self, names: list[str], records: dict[str, HostRecord], step: rp.Step) -> None:
+        deadline = time.monotonic() + step.seconds
+        while time.monotonic() < deadline:
+            self.check_interrupted()
+            for name in names:
+                record = records[name]
+                problem = container_problem(self.client, record.container_id)
+                passed, seen = (False, problem) if problem else self.health.probe(self.client, record.container_id,
+                                                                                  record.address)
+                if not passed:
+                    raise InfraError(f"canary {name} failed its {self.health.describe()} while observed: {seen}.",
+                                     host=name)
+            time.sleep(self.health.interval)
+
+    def _set_state(self, names: list[str], records: dict[str, HostRecord], state: str) -> None:
+        for name in names:
+            if records[name].server:
+                self.balancer.set_state(records[name].server, state)
+
+    def _step_drain(self, names: list[str], records: dict[str, HostRecord], step: rp.Step) -> None:
+        self._set_state(names, records, "drain")
+
+    def _step_ready(self, names: list[str], records: dict[str, HostRecord], step: rp.Step) -> None:
+        self._set_state(names, records, "ready")
+
+    def _step_wait_drained(self, names: list[str], records: dict[str, HostRecord], step: rp.Step) -> None:
+        def drained(name: str) -> None:
+            server = records[name].server
+            if server and not self.balancer.wait_drained(server, self.drain_timeout):
+                self.progress(f"{self.service}: {name} still had sessions after drain_timeout "
+                              f"({self.drain_timeout:g} s); taking it out anyway")
+        run_for_each(names, drained)
+
+    def _step_detach(self, names: list[str], records: dict[str, HostRecord], step: rp.Step) -> None:
+        for name in names:
+            if records[name].server:
+                self.balancer.detach(records[name].server)
+                records[name].server = None
+
+    def _step_stop(self, names: list[str], records: dict[str, HostRecord], step: rp.Step) -> None:
+        # The hosts are out of the balancer already, so the next batch need not wait for them to exit.
+        for name in names:
+            self._stopping.append((name, self._background.submit(self.client.stop, records[name].container_id,
+                                                                 self.stop_timeout)))
+
+    def _finish_background_work(self) -> None:
+        """Waits for stops and creations still under way. A host created ahead for a batch that never ran
+        stays as a created container of the new generation, which a revert removes like its other hosts."""
+        for name, stopping in self._stopping:
+            error = stopping.exception()
+            if error:
+                self.progress(f"{self.service}: {name} is out of the balancer but did not stop: {error}")
+        for name, creating in self._creating.items():
+            if creating.exception():
+                self.progress(f"{self.service}: creating {name} ahead failed: {creating.exception()}")
+        self._stopping, self._creating = [], {}
+
+    def _step_remove(self, names: list[str], records: dict[str, HostRecord], step: rp.Step) -> None:
+        run_for_each([name for name in names if name in records],
+                     lambda name: self.client.remove_container(records[name].container_id))

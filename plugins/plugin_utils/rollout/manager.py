@@ -1,0 +1,225 @@
+# Copyright: immutable.infra contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The rollout: observe hosts and balancer, plan (rollout_plan), apply step by step, revert on failure."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from ansible_collections.immutable.infra.plugins.plugin_utils.rollout import plan as rp
+from ansible_collections.immutable.infra.plugins.plugin_utils.balancer.adapter import BALANCER_OPTIONS, make_balancer
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import (
+    LABEL_INPUTS_HASH, InfraError, short_id, utc_timestamp,
+)
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
+from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.health import HEALTH_OPTIONS, HealthCheck
+from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.hosts import HostSpec, ServiceHosts, validate_service
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.interrupts import interruptible
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import Ledger, default_path as default_ledger_path
+from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.lock import Journal, ServiceLock
+from ansible_collections.immutable.infra.plugins.plugin_utils.verify.verdicts import require_verified
+
+CONTAINER_OPTIONS = {
+    "env": {"type": "dict", "default": {}},
+    "read_only": {"type": "bool", "default": False},
+    "cap_drop": {"type": "list", "elements": "str", "default": []},
+    "memory": {"type": "str"},
+    "networks": {"type": "list", "elements": "str", "default": []},
+    "restart_policy": {"type": "str", "default": "unless-stopped",
+                       "choices": ["no", "on-failure", "always", "unless-stopped"]},
+    "labels": {"type": "dict", "default": {}},
+}
+
+ROLLOUT_ARGUMENT_SPEC: dict[str, Any] = {
+    "service": {"type": "str", "required": True},
+    "image": {"type": "str", "required": True},
+    "replicas": {"type": "int", "required": True},
+    "strategy": {"type": "str", "default": "rolling", "choices": list(rp.STRATEGIES)},
+    "batch_size": {"type": "int", "default": 1},
+    "max_surge": {"type": "int"},
+    "max_unavailable": {"type": "int", "default": 0},
+    "canary": {"type": "dict", "default": {}, "options": {
+        "replicas": {"type": "int", "default": 1},
+        "seconds": {"type": "float", "default": 10},
+    }},
+    "port": {"type": "int", "required": True},
+    "health": {"type": "dict", "default": {}, "options": HEALTH_OPTIONS},
+    "drain_timeout": {"type": "float", "default": 30},
+    "stop_timeout": {"type": "int", "default": 10},
+    "balancer": {"type": "dict", "options": BALANCER_OPTIONS},
+    "require_verified": {"type": "bool", "default": True},
+    "keep_previous": {"type": "int", "default": 1},
+    "container": {"type": "dict", "default": {}, "options": CONTAINER_OPTIONS},
+    "lock_timeout": {"type": "int", "default": 3600},
+    "docker_host": {"type": "str"},
+    "ledger": {"type": "path"},
+}
+
+
+@dataclass
+class RolloutContext:
+    basedir: str
+    check_mode: bool = False
+    diff_mode: bool = False
+
+
+class Rollout:
+    def __init__(self, params: dict[str, Any], context: RolloutContext,
+                 progress: Callable[[str], None] = lambda message: None) -> None:
+        self.params = params
+        self.context = context
+        self.progress = progress
+        self.service = validate_service(params["service"])
+        if not 0 < params["port"] < 65536:
+            raise InfraError(f"port must be between 1 and 65535, got {params['port']}.")
+        if params["drain_timeout"] < 0 or params["stop_timeout"] < 0 or params["lock_timeout"] <= 0:
+            raise InfraError("drain_timeout and stop_timeout cannot be negative, and lock_timeout must be positive.")
+        HealthCheck.from_options(params["health"], params["port"])  # refuses a bad health spec early
+        self.desired_settings = dict(
+            service=self.service, replicas=params["replicas"], strategy=params["strategy"],
+            batch_size=params["batch_size"], max_surge=params["max_surge"], max_unavailable=params["max_unavailable"],
+            canary_replicas=params["canary"]["replicas"], canary_seconds=params["canary"]["seconds"],
+            keep_previous=params["keep_previous"])
+        rp.validate(rp.Desired(spec_hash="", **self.desired_settings))
+        self.rollout_id = uuid.uuid4().hex[:12]
+        self.balancer = make_balancer(params["balancer"])
+        self.record_fields: dict[str, Any] = {}
+
+    # run ----------------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        started = time.monotonic()
+        client = DockerClient(self.params["docker_host"])
+        image = require_verified(client, self.params["image"], self.params["require_verified"])
+        labels = (image.get("Config") or {}).get("Labels") or {}
+        self.balancer.check()
+        spec = HostSpec(self.service, image["Id"], self.params["port"], self.params["container"],
+                        self.params["health"], labels.get(LABEL_INPUTS_HASH, ""))
+        hosts = ServiceHosts(client, self.balancer, spec, self.progress, self.params["drain_timeout"],
+                             self.params["stop_timeout"])
+        hosts.rollout_id = self.rollout_id
+        desired = rp.Desired(spec_hash=spec.spec_hash, **self.desired_settings)
+        journal = Journal(client, self.service)
+        try:
+            observation = hosts.observe()
+            plan = rp.plan_rollout(observation.hosts, desired)
+            if self.context.check_mode or not (plan.changed or observation.stale_servers or journal.read()):
+                return self._result(plan, spec, started, changed=plan.changed or bool(observation.stale_servers))
+            lock = ServiceLock(client, self.service, spec.image_id, self.rollout_id, self.params["lock_timeout"],
+                               self.progress)
+            lock.acquire()
+            try:
+                return self._locked_run(hosts, desired, journal, started)
+            finally:
+                lock.release()
+        finally:
+            hosts.close()
+
+    def _locked_run(self, hosts: ServiceHosts, desired: rp.Desired, journal: Journal, started: float) -> dict[str, Any]:
+        recovered = recover_interrupted(hosts, journal)
+        observation = hosts.observe()
+        hosts.detach_stale(observation)
+        plan = rp.plan_rollout(observation.hosts, desired)
+        if not plan.changed:
+            return self._result(plan, hosts.spec, started, changed=bool(recovered or observation.stale_servers),
+                                recovered=recovered)
+        hosts.generation = plan.generation
+        self.progress(f"{self.service}: {plan.kind} to generation {plan.generation} from "
+                      f"{short_id(hosts.spec.image_id)} ({self.params['strategy']}; {plan.reason}); "
+                      f"{len(plan.steps)} steps")
+        ledger = Ledger(self.params["ledger"] or default_ledger_path())
+        record = ledger.new_record(
+            "rollout", self.context.basedir, rollout=self.rollout_id, service=self.service,
+            image_id=hosts.spec.image_id, inputs_hash=hosts.spec.inputs_hash, generation=plan.generation,
+            kind_of_change=plan.kind, strategy=self.params["strategy"], replicas=self.params["replicas"],
+            port=hosts.spec.port, live_before=plan.live_before, **self.record_fields)
+        journal.write(self.rollout_id, plan.live_before, plan.new_hosts, hosts.spec.image_id,
+                      restored=plan.kind == "restore")
+        # Ctrl-C (or SIGTERM) reaches this action through ansible-playbook, which exits without waiting
+        # for it. It stops the rollout at the next step or health check, and the fleet is reverted like
+        # after any failure; once the last batch is in, the rollout finishes instead.
+        with interruptible(f"rollout of {self.service}", deferred=True) as guard:
+            try:
+                hosts.apply(plan.steps, observation.records, f"gen {plan.generation}", interrupted=guard.check)
+            except InfraError as error:
+                self._fail(hosts, error, plan, journal, ledger, record, started)
+            retire_old_generations(hosts, plan)
+            journal.clear()
+            ledger.append(dict(record, result="succeeded", added=plan.new_hosts, removed=plan.retired,
+                               live=plan.live_after, finished=utc_timestamp(),
+                               duration=round(time.monotonic() - started, 3)))
+        return self._result(plan, hosts.spec, started, changed=True, recovered=recovered)
+
+    def _fail(self, hosts: ServiceHosts, error: InfraError, plan: rp.Plan, journal: Journal, ledger: Ledger,
+              record: dict[str, Any], started: float) -> None:
+        self.progress(f"{self.service}: {error.message} Reverting to {', '.join(plan.live_before) or 'nothing'}.")
+        try:
+            revert(hosts, plan.live_before, plan.new_hosts, keep_new=plan.kind == "restore")
+        except InfraError as revert_error:
+            ledger.append(dict(record, result="failed", error=error.message, revert_error=revert_error.message,
+                               finished=utc_timestamp(), duration=round(time.monotonic() - started, 3)))
+            raise InfraError(f"Rollout of {self.service} to generation {plan.generation} failed: {error.message} "
+                             f"Reverting also failed: {revert_error.message} The next run of this rollout puts "
+                             "the previous hosts back first.", host=error.details.get("host")) from None
+        journal.clear()
+        ledger.append(dict(record, result="rolled back", error=error.message, live=plan.live_before,
+                           finished=utc_timestamp(), duration=round(time.monotonic() - started, 3)))
+        kept = ", ".join(plan.live_before) or "no host (this was the first rollout)"
+        raise InfraError(f"Rollout of {self.service} to generation {plan.generation} failed and was rolled back: "
+                         f"{error.message} Live again: {kept}; the new hosts were "
+                         f"{'stopped' if plan.kind == 'restore' else 'removed'}.",
+                         host=error.details.get("host"), rolled_back=True, live=plan.live_before,
+                         generation=plan.generation, duration=round(time.monotonic() - started, 3)) from None
+
+    # result -------------------------------------------------------------------------------------
+    def _result(self, plan: rp.Plan, spec: HostSpec, started: float, changed: bool,
+                recovered: str | None = None) -> dict[str, Any]:
+        result: dict[str, Any] = {
+            "changed": changed, "service": self.service, "generation": plan.generation, "image_id": spec.image_id,
+            "kind": plan.kind, "reason": plan.reason, "added": plan.new_hosts, "removed": plan.retired,
+            "deleted": plan.removed, "live": plan.live_after, "live_before": plan.live_before,
+            "plan": [step.as_dict() for step in plan.steps], "duration": round(time.monotonic() - started, 3),
+            "rollout_id": self.rollout_id,
+        }
+        if recovered:
+            result["recovered"] = recovered
+        if self.context.diff_mode:
+            result["diff"] = {"before": "".join(f"{name}\n" for name in plan.live_before),
+                              "after": "".join(f"{name}\n" for name in plan.live_after),
+                              "before_header": f"{self.service} live hosts", "after_header": f"{self.service} live hosts"}
+        verb = "would " if self.context.check_mode and plan.changed else ""
+        result["msg"] = (f"{self.service}: {verb}{plan.kind} to generation {plan.generation} "
+                         f"({len(plan.new_hosts)} added, {len(plan.retired)} removed)" if plan.changed
+                         else f"{self.service}: generation {plan.generation} is live and up to date")
+        return result
+
+
+def revert(hosts: ServiceHosts, previous_live: list[str], new_hosts: list[str], keep_new: bool = False) -> None:
+    """Puts previous_live back and takes new_hosts away, from what runs now."""
+    observation = hosts.observe()
+    hosts.detach_stale(observation)  # e.g. the server of a new host that crashed after it was registered
+    hosts.apply(rp.plan_revert(observation.hosts, previous_live, new_hosts, keep_new), observation.records, "revert")
+
+
+def recover_interrupted(hosts: ServiceHosts, journal: Journal) -> str | None:
+    """Undoes a rollout whose controller died, from the journal it left; returns its ID."""
+    unfinished = journal.read()
+    if not unfinished:
+        return None
+    hosts.progress(f"{hosts.service}: rollout {unfinished['rollout']} (started {unfinished['started']}) did not "
+                   f"finish; putting {', '.join(unfinished['previous_live']) or 'nothing'} back first")
+    revert(hosts, unfinished["previous_live"], unfinished["new_hosts"], unfinished["restored"])
+    journal.clear()
+    return unfinished["rollout"]
+
+
+def retire_old_generations(hosts: ServiceHosts, plan: rp.Plan) -> None:
+    """Removes the hosts of generations beyond keep_previous once a rollout has succeeded."""
+    live = set(plan.live_after)
+    observation = hosts.observe()
+    doomed = [name for name in plan.removed if name in observation.records and name not in live]
+    if doomed:
+        hosts.progress(f"{hosts.service}: removing hosts beyond keep_previous: {', '.join(doomed)}")
+        hosts.apply([rp.Step(rp.REMOVE, tuple(doomed))], observation.records, "retention")

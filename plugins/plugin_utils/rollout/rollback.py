@@ -1,0 +1,91 @@
+# Copyright: immutable.infra contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Rollback: put an earlier revision live through the same safe swap as a rollout.
+
+The revision's image and the spec its hosts were made from (their labels) decide what runs. When
+that revision's generation is still kept stopped, the rollout planner restores it: its hosts are
+started again, gated and swapped in, which takes seconds. Otherwise the image is rolled out anew.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, Callable
+
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import (
+    LABEL_IMAGE_ID, LABEL_SERVICE, InfraError, short_id,
+)
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
+from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.health import HEALTH_OPTIONS
+from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.hosts import HostSpec, validate_service
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import Ledger, default_path as default_ledger_path
+from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.revisions import rollback_target, service_revisions
+from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.manager import ROLLOUT_ARGUMENT_SPEC, Rollout, RolloutContext
+
+ROLLBACK_ARGUMENT_SPEC: dict[str, Any] = {
+    "service": {"type": "str", "required": True},
+    "revision": {"type": "int"},
+    "health": {"type": "dict", "options": HEALTH_OPTIONS},  # no default: the revision's own check
+    **{key: ROLLOUT_ARGUMENT_SPEC[key] for key in ("balancer", "strategy", "batch_size", "drain_timeout",
+                                                   "stop_timeout", "require_verified", "keep_previous",
+                                                   "lock_timeout", "docker_host", "ledger")},
+}
+
+
+def host_specs(client: DockerClient, service: str) -> tuple[dict[str, HostSpec], str | None]:
+    """(a spec per image ID, from the service's hosts; the image ID most running hosts use)."""
+    specs: dict[str, HostSpec] = {}
+    running: Counter = Counter()
+    for inspected in client.containers_with_labels({LABEL_SERVICE: service}):
+        labels = inspected["Config"].get("Labels") or {}
+        spec = HostSpec.from_labels(labels)
+        if spec:
+            specs.setdefault(spec.image_id, spec)
+            if (inspected.get("State") or {}).get("Running"):
+                running[labels.get(LABEL_IMAGE_ID)] += 1
+    return specs, (running.most_common(1)[0][0] if running else None)
+
+
+class Rollback:
+    def __init__(self, params: dict[str, Any], context: RolloutContext,
+                 progress: Callable[[str], None] = lambda message: None) -> None:
+        self.params = params
+        self.context = context
+        self.progress = progress
+        self.service = validate_service(params["service"])
+
+    def run(self) -> dict[str, Any]:
+        ledger = Ledger(self.params["ledger"] or default_ledger_path())
+        revisions = service_revisions(ledger.records(kind="rollout", service=self.service), self.service)
+        client = DockerClient(self.params["docker_host"])
+        specs, live_image = host_specs(client, self.service)
+        target = rollback_target(revisions, live_image, self.params["revision"])
+        image_id = target["image_id"]
+        if client.image(image_id) is None:
+            raise InfraError(f"The image of revision {target['revision']} ({short_id(image_id)}) no longer exists "
+                             "in the engine, so it cannot be rolled back to; bake it again from git commit "
+                             f"{target.get('git_commit') or 'of that release'} and roll it out, or pick another "
+                             "revision.", revision=target["revision"])
+        spec = specs.get(image_id) or next(iter(specs.values()), None)
+        if spec is None:
+            raise InfraError(f"No host of service {self.service} carries the spec it was rolled out with; roll the "
+                             f"image {short_id(image_id)} out with immutable.infra.rollout instead.")
+        self.progress(f"{self.service}: rolling back to revision {target['revision']} (image {short_id(image_id)}, "
+                      f"generation {target.get('generation')}, rolled out {target.get('time')})")
+        rollout = Rollout(self._rollout_params(target, spec), self.context, self.progress)
+        rollout.record_fields = {"rollback_to_revision": target["revision"]}
+        result = rollout.run()
+        result.update(revision=target["revision"], target_image_id=image_id, fast_path=result["kind"] == "restore")
+        result["msg"] = f"{self.service}: revision {target['revision']} " + (
+            "is live again" + (" (its kept hosts were started again)" if result["fast_path"] else "")
+            if result["changed"] else "is already live")
+        return result
+
+    def _rollout_params(self, target: dict[str, Any], spec: HostSpec) -> dict[str, Any]:
+        params = {key: self.params[key] for key in ("service", "balancer", "strategy", "batch_size", "drain_timeout",
+                                                    "stop_timeout", "require_verified", "keep_previous",
+                                                    "lock_timeout", "docker_host", "ledger")}
+        params.update(image=target["image_id"], replicas=int(target.get("replicas") or 1), port=spec.port,
+                      container=spec.container, health=self.params["health"] or spec.health, max_surge=None,
+                      max_unavailable=0, canary={"replicas": 1, "seconds": 10})
+        return params
