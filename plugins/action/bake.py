@@ -6,9 +6,9 @@ from __future__ import annotations
 from ansible import constants as C
 from ansible.release import __version__ as ansible_core_version
 
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.action import InfraAction
 from ansible_collections.immutable.infra.plugins.plugin_utils.bake.manager import BAKE_ARGUMENT_SPEC, BakeContext, Baker
 from ansible_collections.immutable.infra.plugins.plugin_utils.bake.roles import default_collection_paths
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.action import InfraAction
 
 
 class ActionModule(InfraAction):

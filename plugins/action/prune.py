@@ -4,7 +4,11 @@
 from __future__ import annotations
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.action import InfraAction
-from ansible_collections.immutable.infra.plugins.plugin_utils.trace.prune import PRUNE_ARGUMENT_SPEC, Prune, PruneContext
+from ansible_collections.immutable.infra.plugins.plugin_utils.trace.prune import (
+    PRUNE_ARGUMENT_SPEC,
+    Prune,
+    PruneContext,
+)
 
 
 class ActionModule(InfraAction):

@@ -4,7 +4,11 @@
 from __future__ import annotations
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.action import InfraAction
-from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.manager import ROLLOUT_ARGUMENT_SPEC, Rollout, RolloutContext
+from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.manager import (
+    ROLLOUT_ARGUMENT_SPEC,
+    Rollout,
+    RolloutContext,
+)
 
 
 class ActionModule(InfraAction):

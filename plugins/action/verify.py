@@ -7,9 +7,13 @@ from ansible import constants as C
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
 from ansible_collections.immutable.infra.plugins.plugin_utils.bake.roles import default_collection_paths
-from ansible_collections.immutable.infra.plugins.plugin_utils.verify.manager import VERIFY_ARGUMENT_SPEC, Verifier, VerifyContext
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
+from ansible_collections.immutable.infra.plugins.plugin_utils.verify.manager import (
+    VERIFY_ARGUMENT_SPEC,
+    Verifier,
+    VerifyContext,
+)
 
 display = Display()
 

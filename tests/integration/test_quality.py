@@ -38,6 +38,17 @@ def test_ansible_lint_production_profile_is_clean():
     assert "Profile 'production' was required, and it passed" in result.stdout
 
 
+def test_ruff_lint_and_import_order_are_clean():
+    result = run([os.path.join(os.path.dirname(sys.executable), "ruff"), "check", "--no-cache", "plugins", "tests/unit"])
+    assert result.returncode == 0, result.stdout[-4000:]
+
+
+def test_mypy_finds_no_type_errors_in_the_plugins():
+    # mypy names modules as Ansible imports them, through the collection link made for the tests.
+    result = run([sys.executable, "-m", "mypy", "--no-incremental", "-p", "ansible_collections.immutable.infra.plugins"])
+    assert result.returncode == 0 and "Success" in result.stdout, result.stdout[-4000:]
+
+
 @pytest.mark.parametrize("module", MODULES)
 def test_ansible_doc_renders(module):
     result = run([sys.executable, "-m", "ansible.cli.doc", f"immutable.infra.{module}"])

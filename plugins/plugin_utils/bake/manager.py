@@ -6,20 +6,27 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
-from ansible_collections.immutable.infra.plugins.plugin_utils.bake import plan as bake_plan
 from ansible_collections.immutable.infra.plugins.plugin_utils.bake import builder
+from ansible_collections.immutable.infra.plugins.plugin_utils.bake import plan as bake_plan
+from ansible_collections.immutable.infra.plugins.plugin_utils.bake.play_runner import PlaySpec, run_play
+from ansible_collections.immutable.infra.plugins.plugin_utils.bake.roles import CollectionIndex, Role, RoleResolver
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import (
-    BUILDER_NAME_PREFIX, LABEL_INPUTS_HASH, LABEL_PREFIX, InfraError, short_id, utc_timestamp,
+    BUILDER_NAME_PREFIX,
+    LABEL_INPUTS_HASH,
+    LABEL_PREFIX,
+    InfraError,
+    short_id,
+    utc_timestamp,
 )
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.interrupts import interruptible
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import Ledger, default_path as default_ledger_path
-from ansible_collections.immutable.infra.plugins.plugin_utils.bake.play_runner import PlaySpec, run_play
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import Ledger
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import default_path as default_ledger_path
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.provenance import controller_identity, git_info
-from ansible_collections.immutable.infra.plugins.plugin_utils.bake.roles import CollectionIndex, Role, RoleResolver
 
 OWN_COLLECTION = "immutable.infra"
 CONNECTION_COLLECTION = "community.docker"
@@ -170,7 +177,7 @@ class Baker:
     def _cached_image(self, client: DockerClient, digest: str) -> dict[str, Any] | None:
         images = client.images_with_label(LABEL_INPUTS_HASH, digest)
         tagged = [image for image in images if any(tag.startswith(self.name + ":") for tag in image.get("RepoTags") or [])]
-        return (tagged or images or [None])[0]
+        return next(iter(tagged or images), None)
 
     def _reasons(self, client: DockerClient, inputs: dict[str, Any], cached: dict[str, Any] | None) -> list[str]:
         if cached:

@@ -12,7 +12,14 @@ import re
 from typing import Any
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import (
-    LABEL_INPUTS, LABEL_INPUTS_HASH, LABEL_PREFIX, SHORT_HASH_LENGTH, InfraError, canonical_json, sha256_hex,
+    LABEL_INPUTS,
+    LABEL_INPUTS_HASH,
+    LABEL_PREFIX,
+    SHORT_HASH_LENGTH,
+    InfraError,
+    canonical_json,
+    env_dict,
+    sha256_hex,
 )
 
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
@@ -116,9 +123,6 @@ def explain_differences(new: dict[str, Any], old: dict[str, Any] | None) -> list
     return reasons or ["no input differs, but no image carries this inputs hash"]
 
 
-def _env_dict(env_list: list[str] | None) -> dict[str, str]:
-    return dict(item.split("=", 1) if "=" in item else (item, "") for item in env_list or [])
-
 
 def commit_config(base_config: dict[str, Any], config: dict[str, Any], labels: dict[str, str]) -> dict[str, Any]:
     """The Docker config of the baked image: the base image's config with the user's config on top.
@@ -133,10 +137,10 @@ def commit_config(base_config: dict[str, Any], config: dict[str, Any], labels: d
             cmd = base_config.get("Cmd") or []
     elif cmd is None:
         cmd = []  # as in a Dockerfile: a new ENTRYPOINT resets the inherited CMD
-    env = _env_dict(base_config.get("Env"))
+    env = env_dict(base_config.get("Env"))
     env.update(config.get("env") or {})
-    ports = dict.fromkeys(base_config.get("ExposedPorts") or {}, {})
-    ports.update(dict.fromkeys(config.get("exposed_ports") or [], {}))
+    ports: dict[str, dict] = {key: {} for key in base_config.get("ExposedPorts") or {}}
+    ports.update({key: {} for key in config.get("exposed_ports") or []})
     merged_labels = dict(base_config.get("Labels") or {})
     merged_labels.update(config.get("labels") or {})
     merged_labels.update(labels)

@@ -46,7 +46,7 @@ class CollectionIndex:
     """Installed collections by FQCN, looked up lazily in the paths Ansible searches."""
 
     def __init__(self, paths: list[str]) -> None:
-        self.paths = []
+        self.paths: list[str] = []
         for path in paths:
             path = os.path.abspath(os.path.expanduser(path))
             if os.path.basename(path) == "ansible_collections":

@@ -9,10 +9,11 @@ running host counts as live and the membership steps do nothing.
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
 from ansible_collections.immutable.infra.plugins.plugin_utils.balancer.haproxy import HAProxyRuntime, Server
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
 
 POLL_INTERVAL = 0.05  # seconds between runtime API reads while waiting; each read is one small command
 

@@ -22,8 +22,8 @@ import ipaddress
 import re
 import socket
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
 
@@ -115,7 +115,7 @@ def parse_servers_state(text: str) -> list[dict[str, str]]:
     if not lines or lines[0].strip() != "1" or len(lines) < 2 or not lines[1].startswith("# "):
         raise InfraError(f"HAProxy answered `show servers state` with an unexpected format: {text.strip()[:200]!r}.")
     columns = lines[1][2:].split()
-    return [dict(zip(columns, line.split())) for line in lines[2:]]
+    return [dict(zip(columns, line.split(), strict=False)) for line in lines[2:]]
 
 
 def parse_stat_csv(text: str) -> list[dict[str, str]]:
@@ -386,7 +386,7 @@ class HAProxyRuntime:
         if reply in UNKNOWN_BACKEND_REPLIES:
             raise self._unknown_backend(backend)
         if reply == UNKNOWN_SERVER_REPLY:
-            server = command.split(f"{backend}/", 1)[1].split()[0]
+            server = command.split(f"{backend}/", 1)[1].split(maxsplit=1)[0]
             self.server(backend, server)  # raises, naming the servers the backend does have
         raise InfraError(f"HAProxy refused `{command}`: {reply}", backend=backend)
 
@@ -397,7 +397,7 @@ class HAProxyRuntime:
 
     def _connect(self) -> socket.socket:
         if self.kind == "tcp":
-            return socket.create_connection(self.target, timeout=self.timeout)
+            return socket.create_connection(self.target, timeout=self.timeout)  # type: ignore[arg-type]
         connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         connection.settimeout(self.timeout)
         try:

@@ -5,7 +5,7 @@ one manager, and turn an expected failure (InfraError) into a failed result with
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
@@ -18,7 +18,7 @@ display = Display()
 class InfraAction(ActionBase):
     TRANSFERS_FILES = False
     _requires_connection = False
-    argument_spec: dict[str, Any] = {}
+    argument_spec: ClassVar[dict[str, Any]] = {}
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)

@@ -40,6 +40,11 @@ def sha256_hex(data: bytes | str) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def env_dict(entries: list[str] | None) -> dict[str, str]:
+    """["KEY=value", ...] as the engine lists a container's environment -> {"KEY": "value"}."""
+    return dict(entry.partition("=")[::2] for entry in entries or [])
+
+
 def short_id(image_id: str) -> str:
     """sha256:abcdef... -> abcdef012345 (the form docker prints)."""
     return image_id.split(":", 1)[-1][:SHORT_HASH_LENGTH]

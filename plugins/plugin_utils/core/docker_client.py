@@ -11,7 +11,8 @@ from __future__ import annotations
 import io
 import tarfile
 import time
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
 
@@ -19,7 +20,7 @@ try:
     import docker
     from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 except ImportError:  # reported when a client is created, so ansible-doc works without the SDK
-    docker = None
+    docker = None  # type: ignore[assignment]
 
 
 class DockerClient:
@@ -85,7 +86,7 @@ class DockerClient:
             raise InfraError(f"Docker could not report its disk usage: {error.explanation}") from None
 
     def pull(self, reference: str) -> dict[str, Any]:
-        repository, tag = (reference.rsplit(":", 1) if ":" in reference.split("/")[-1] else (reference, "latest"))
+        repository, tag = (reference.rsplit(":", 1) if ":" in reference.rsplit("/", maxsplit=1)[-1] else (reference, "latest"))
         try:
             self.api.pull(repository, tag=tag)
         except DockerException as error:

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
 

@@ -15,8 +15,9 @@ import json
 import os
 import socket
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError, utc_timestamp
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.provenance import controller_user, git_info

@@ -10,8 +10,9 @@ import queue
 import signal
 import subprocess
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import IO, Callable, Iterator
+from typing import IO
 
 # The main thread never blocks longer than this: a signal the kernel hands to another thread only runs
 # its Python handler when the main thread next executes, and a quiet child must not delay that.

@@ -14,19 +14,30 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-from ansible_collections.immutable.infra.plugins.plugin_utils.rollout import plan as rp
 from ansible_collections.immutable.infra.plugins.plugin_utils.balancer.adapter import BALANCER_OPTIONS, make_balancer
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import (
-    LABEL_GENERATION, LABEL_IMAGE_ID, LABEL_SERVICE, InfraError, short_id, utc_timestamp,
+    LABEL_GENERATION,
+    LABEL_IMAGE_ID,
+    LABEL_SERVICE,
+    InfraError,
+    env_dict,
+    short_id,
+    utc_timestamp,
 )
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
-from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.hosts import (
-    LABEL_ROLLOUT, HostSpec, ServiceHosts, validate_service,
-)
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.interrupts import interruptible
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import Ledger, default_path as default_ledger_path
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import Ledger
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import default_path as default_ledger_path
+from ansible_collections.immutable.infra.plugins.plugin_utils.rollout import plan as rp
+from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.hosts import (
+    LABEL_ROLLOUT,
+    HostSpec,
+    ServiceHosts,
+    validate_service,
+)
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.lock import ServiceLock
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.manager import revert
 
@@ -66,18 +77,15 @@ def filesystem_changes(changes: list[dict[str, Any]], writable_paths: list[str])
     return phrases
 
 
-def _env(entries: list[str] | None) -> dict[str, str]:
-    return dict(entry.split("=", 1) if "=" in entry else (entry, "") for entry in entries or [])
-
 
 def config_differences(container: dict[str, Any], image: dict[str, Any], spec: HostSpec) -> list[str]:
     """How the container's config differs from what its image and rollout spec give."""
     config = container.get("Config") or {}
     image_config = image.get("Config") or {}
     reasons = []
-    expected_env = _env(image_config.get("Env"))
+    expected_env = env_dict(image_config.get("Env"))
     expected_env.update({str(key): str(value) for key, value in (spec.container.get("env") or {}).items()})
-    actual_env = _env(config.get("Env"))
+    actual_env = env_dict(config.get("Env"))
     for key in sorted(set(expected_env) | set(actual_env)):
         if key not in actual_env:
             reasons.append(f"env {key} removed")

@@ -8,11 +8,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import (
-    LABEL_GENERATION, LABEL_IMAGE_ID, LABEL_PREFIX, LABEL_SERVICE,
+    LABEL_GENERATION,
+    LABEL_IMAGE_ID,
+    LABEL_PREFIX,
+    LABEL_SERVICE,
 )
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient, container_address
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import Ledger
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import default_path as default_ledger_path
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.drift import host_drift, recorded_hosts
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import Ledger, default_path as default_ledger_path
 
 PROVENANCE_PREFIXES = ("org.opencontainers.image.", LABEL_PREFIX)
 HIDDEN_IMAGE_LABELS = (LABEL_PREFIX + "inputs",)

@@ -11,9 +11,9 @@ from __future__ import annotations
 import http.client
 import socket
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
@@ -45,7 +45,7 @@ class HealthCheck:
     healthy_threshold: int = 2
 
     @classmethod
-    def from_options(cls, options: dict, port: int) -> "HealthCheck":
+    def from_options(cls, options: dict, port: int) -> HealthCheck:
         kinds = [kind for kind in ("http_path", "tcp", "command") if options.get(kind)]
         if len(kinds) > 1:
             raise InfraError(f"health takes one kind of check, got {' and '.join(kinds)}.")
@@ -152,6 +152,6 @@ def run_for_each(hosts: list[str], action: Callable[[str], object]) -> None:
         return
     with ThreadPoolExecutor(max_workers=min(16, len(hosts))) as pool:
         futures = [pool.submit(action, host) for host in hosts]
-    errors = [future.exception() for future in futures if future.exception()]
+    errors = [error for error in (future.exception() for future in futures) if error]
     if errors:
         raise errors[0]

@@ -10,21 +10,31 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
-from ansible_collections.immutable.infra.plugins.plugin_utils.rollout import plan as rp
 from ansible_collections.immutable.infra.plugins.plugin_utils.balancer.adapter import HAProxyBalancer, NoBalancer
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import (
-    LABEL_GENERATION, LABEL_IMAGE_ID, LABEL_INPUTS_HASH, LABEL_PREFIX, LABEL_SERVICE, InfraError, canonical_json,
+    LABEL_GENERATION,
+    LABEL_IMAGE_ID,
+    LABEL_INPUTS_HASH,
+    LABEL_PREFIX,
+    LABEL_SERVICE,
+    InfraError,
+    canonical_json,
     sha256_hex,
 )
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient, container_address
-from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.health import (
-    HealthCheck, container_problem, run_for_each, wait_healthy,
-)
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.interrupts import never_interrupted
+from ansible_collections.immutable.infra.plugins.plugin_utils.rollout import plan as rp
+from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.health import (
+    HealthCheck,
+    container_problem,
+    run_for_each,
+    wait_healthy,
+)
 
 LABEL_INDEX = LABEL_PREFIX + "index"
 LABEL_SPEC_HASH = LABEL_PREFIX + "spec_hash"
@@ -71,7 +81,7 @@ class HostSpec:
         return labels
 
     @classmethod
-    def from_labels(cls, labels: dict[str, str]) -> "HostSpec | None":
+    def from_labels(cls, labels: dict[str, str]) -> HostSpec | None:
         """The spec a host was made from, or None for containers made another way."""
         try:
             spec = json.loads(labels.get(LABEL_SPEC, ""))
@@ -130,7 +140,7 @@ class ServiceHosts:
     # observe ------------------------------------------------------------------------------------
     def observe(self) -> Observation:
         containers = self.client.containers_with_labels({LABEL_SERVICE: self.service}, inspect=False)
-        servers = self.balancer.members(self.host_pattern.match)
+        servers = self.balancer.members(lambda name: bool(self.host_pattern.match(name)))
         by_address = {(server.address, server.port): server for server in servers}
         observation = Observation()
         for inspected in containers:
@@ -267,8 +277,9 @@ class ServiceHosts:
 
     def _set_state(self, names: list[str], records: dict[str, HostRecord], state: str) -> None:
         for name in names:
-            if records[name].server:
-                self.balancer.set_state(records[name].server, state)
+            server = records[name].server
+            if server:
+                self.balancer.set_state(server, state)
 
     def _step_drain(self, names: list[str], records: dict[str, HostRecord], step: rp.Step) -> None:
         self._set_state(names, records, "drain")
@@ -286,8 +297,9 @@ class ServiceHosts:
 
     def _step_detach(self, names: list[str], records: dict[str, HostRecord], step: rp.Step) -> None:
         for name in names:
-            if records[name].server:
-                self.balancer.detach(records[name].server)
+            server = records[name].server
+            if server:
+                self.balancer.detach(server)
                 records[name].server = None
 
     def _step_stop(self, names: list[str], records: dict[str, HostRecord], step: rp.Step) -> None:

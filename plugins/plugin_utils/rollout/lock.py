@@ -14,7 +14,8 @@ from __future__ import annotations
 import os
 import socket
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import LABEL_PREFIX, InfraError, utc_timestamp
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient

@@ -6,19 +6,28 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
-from ansible_collections.immutable.infra.plugins.plugin_utils.rollout import plan as rp
 from ansible_collections.immutable.infra.plugins.plugin_utils.balancer.adapter import BALANCER_OPTIONS, make_balancer
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import (
-    LABEL_INPUTS_HASH, InfraError, short_id, utc_timestamp,
+    LABEL_INPUTS_HASH,
+    InfraError,
+    short_id,
+    utc_timestamp,
 )
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
-from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.health import HEALTH_OPTIONS, HealthCheck
-from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.hosts import HostSpec, ServiceHosts, validate_service
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.interrupts import interruptible
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import Ledger, default_path as default_ledger_path
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import Ledger
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import default_path as default_ledger_path
+from ansible_collections.immutable.infra.plugins.plugin_utils.rollout import plan as rp
+from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.health import HEALTH_OPTIONS, HealthCheck
+from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.hosts import (
+    HostSpec,
+    ServiceHosts,
+    validate_service,
+)
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.lock import Journal, ServiceLock
 from ansible_collections.immutable.infra.plugins.plugin_utils.verify.verdicts import require_verified
 

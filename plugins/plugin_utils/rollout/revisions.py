@@ -8,7 +8,8 @@ change once given. Pure functions over ledger records.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError, short_id
 

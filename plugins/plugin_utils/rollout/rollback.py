@@ -10,17 +10,29 @@ started again, gated and swapped in, which takes seconds. Otherwise the image is
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import (
-    LABEL_IMAGE_ID, LABEL_SERVICE, InfraError, short_id,
+    LABEL_IMAGE_ID,
+    LABEL_SERVICE,
+    InfraError,
+    short_id,
 )
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import Ledger
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import default_path as default_ledger_path
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.health import HEALTH_OPTIONS
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.hosts import HostSpec, validate_service
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import Ledger, default_path as default_ledger_path
-from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.revisions import rollback_target, service_revisions
-from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.manager import ROLLOUT_ARGUMENT_SPEC, Rollout, RolloutContext
+from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.manager import (
+    ROLLOUT_ARGUMENT_SPEC,
+    Rollout,
+    RolloutContext,
+)
+from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.revisions import (
+    rollback_target,
+    service_revisions,
+)
 
 ROLLBACK_ARGUMENT_SPEC: dict[str, Any] = {
     "service": {"type": "str", "required": True},

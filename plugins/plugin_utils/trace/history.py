@@ -10,14 +10,22 @@ those observations; it never changes anything.
 from __future__ import annotations
 
 import json
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import (
-    LABEL_GENERATION, LABEL_IMAGE_ID, LABEL_INPUTS_HASH, LABEL_PREFIX, LABEL_SERVICE, InfraError, short_id,
+    LABEL_GENERATION,
+    LABEL_IMAGE_ID,
+    LABEL_INPUTS_HASH,
+    LABEL_PREFIX,
+    LABEL_SERVICE,
+    InfraError,
+    short_id,
 )
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import Ledger
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import default_path as default_ledger_path
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.hosts import validate_service
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import Ledger, default_path as default_ledger_path
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.revisions import SUCCEEDED, service_revisions
 from ansible_collections.immutable.infra.plugins.plugin_utils.verify.verdicts import VERDICT_LABEL, verdict_for
 
@@ -231,7 +239,7 @@ def render_table(revisions: list[dict[str, Any]]) -> list[str]:
     """Fixed-width lines: a header and one row per revision; '*' marks the live revision."""
     rows = [TABLE_COLUMNS] + [table_row(entry) for entry in revisions]
     widths = [max(len(row[column]) for row in rows) for column in range(len(TABLE_COLUMNS))]
-    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)).rstrip() for row in rows]
 
 
 def summary_line(service: str, history: dict[str, Any], shown: int) -> str:

@@ -12,20 +12,32 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import (
-    BUILDER_NAME_PREFIX, LABEL_GENERATION, LABEL_IMAGE_ID, LABEL_INPUTS_HASH, LABEL_PREFIX, LABEL_SERVICE, InfraError,
+    BUILDER_NAME_PREFIX,
+    LABEL_GENERATION,
+    LABEL_IMAGE_ID,
+    LABEL_INPUTS_HASH,
+    LABEL_PREFIX,
+    LABEL_SERVICE,
+    InfraError,
     short_id,
 )
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import Ledger
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import default_path as default_ledger_path
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.hosts import validate_service
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import Ledger, default_path as default_ledger_path
-from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.lock import JOURNAL_PREFIX, LOCK_PREFIX, ServiceLock
-from ansible_collections.immutable.infra.plugins.plugin_utils.verify.verdicts import VERDICT_VOLUME_PREFIX
+from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.lock import (
+    JOURNAL_PREFIX,
+    LOCK_PREFIX,
+    ServiceLock,
+)
 from ansible_collections.immutable.infra.plugins.plugin_utils.verify.manager import LABEL_VERIFYING
+from ansible_collections.immutable.infra.plugins.plugin_utils.verify.verdicts import VERDICT_VOLUME_PREFIX
 
 PRUNE_ARGUMENT_SPEC: dict[str, Any] = {
     "service": {"type": "str"},
@@ -251,7 +263,7 @@ def plan_verdict_volumes(plan: PrunePlan, volumes: list[dict[str, Any]], remaini
         if image_id in removed_images:
             plan.add("verdict_volumes", entry, f"verdict of image {short_id(image_id)}, removed by this prune", True)
         elif orphans and image_id not in remaining_images:
-            old, age = _old_enough(volume.get("created"), options)
+            old, _age = _old_enough(volume.get("created"), options)
             if old:
                 plan.add("verdict_volumes", entry, f"verdict of image {short_id(image_id)}, which no longer exists",
                          True)
@@ -292,7 +304,7 @@ def plan_prune(observed: dict[str, Any], options: PruneOptions) -> PrunePlan:
     if options.builders:
         plan_leftover_containers(plan, containers, options)
     leaving = {entry["id"] for kind in ("hosts", "builders", "verify_hosts") for entry in plan.remove[kind]}
-    used = {}
+    used: dict[str, str] = {}
     for container in containers:
         if container["id"] not in leaving and container.get("image_id"):
             used.setdefault(container["image_id"], container["name"])
@@ -383,7 +395,7 @@ class Prune:
         if not self.context.check_mode and not plan.empty:
             removed = self.apply(client, plan)
         changed = any(removed.values())
-        result = {"changed": changed, "service": self.params.get("service"), "removed": removed, "kept": plan.kept,
+        result: dict[str, Any] = {"changed": changed, "service": self.params.get("service"), "removed": removed, "kept": plan.kept,
                   "skipped": self.skipped, "freed_bytes": freed_bytes(removed), "warnings": ledger.warnings}
         if changed and not self.context.check_mode:
             record = ledger.new_record(
@@ -410,7 +422,7 @@ class Prune:
         done: dict[str, list[dict[str, Any]]] = {kind: [] for kind in KINDS}
         by_service: dict[str, list[dict[str, Any]]] = {}
         for entry in plan.remove["hosts"]:
-            by_service.setdefault(HOST_NAME.match(entry["name"]).group("service"), []).append(entry)
+            by_service.setdefault(entry["name"].rsplit("-", 2)[0], []).append(entry)
         for service, hosts in sorted(by_service.items()):
             done["hosts"] += self._remove_hosts(client, service, hosts)
         for kind in ("builders", "verify_hosts"):

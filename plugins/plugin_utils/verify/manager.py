@@ -17,22 +17,32 @@ import shutil
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.bake import builder
-from ansible_collections.immutable.infra.plugins.plugin_utils.verify import report as verify_report
+from ansible_collections.immutable.infra.plugins.plugin_utils.bake.play_runner import PlaySpec, run_play
+from ansible_collections.immutable.infra.plugins.plugin_utils.bake.roles import CollectionIndex, RoleResolver
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import (
-    LABEL_INPUTS_HASH, LABEL_PREFIX, InfraError, short_id, utc_timestamp,
+    LABEL_INPUTS_HASH,
+    LABEL_PREFIX,
+    InfraError,
+    short_id,
+    utc_timestamp,
 )
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.interrupts import Guard, interruptible
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import Ledger, default_path as default_ledger_path
-from ansible_collections.immutable.infra.plugins.plugin_utils.bake.play_runner import PlaySpec, run_play
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import Ledger
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import default_path as default_ledger_path
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.processes import run_streaming
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.provenance import controller_identity
-from ansible_collections.immutable.infra.plugins.plugin_utils.bake.roles import CollectionIndex, RoleResolver
-from ansible_collections.immutable.infra.plugins.plugin_utils.verify.verdicts import VERDICT_LABEL, record_verdict, verdict_for
+from ansible_collections.immutable.infra.plugins.plugin_utils.verify import report as verify_report
+from ansible_collections.immutable.infra.plugins.plugin_utils.verify.verdicts import (
+    VERDICT_LABEL,
+    record_verdict,
+    verdict_for,
+)
 
 HOST_NAME_PREFIX = "immutable-infra-verify-"
 LABEL_VERIFYING = LABEL_PREFIX + "verifying"
@@ -456,7 +466,7 @@ class Verifier:
         seconds = round(time.monotonic() - begun, 3)
         verdict.timings["molecule"] = seconds
         passed = finished.returncode == 0 and not finished.timed_out
-        parsed = {"tests": verify_report.empty_counts(), "failures": []}
+        parsed: dict[str, Any] = {"tests": verify_report.empty_counts(), "failures": []}
         if os.path.exists(junit):
             with open(junit, encoding="utf-8") as handle:
                 parsed = verify_report.parse_junit(handle.read())

@@ -5,8 +5,8 @@
 from __future__ import annotations
 
 import re
-from xml.etree import ElementTree
 from typing import Any
+from xml.etree import ElementTree
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
 
@@ -138,7 +138,7 @@ def exposed_tcp_ports(image_config: dict[str, Any]) -> list[int]:
     """The TCP ports an image's config exposes, like 8000 for '8000/tcp'."""
     ports = []
     for spec in (image_config.get("ExposedPorts") or {}):
-        number, protocol = (spec.split("/", 1) + ["tcp"])[:2]
+        number, protocol = ([*spec.split("/", 1), "tcp"])[:2]
         if protocol == "tcp" and number.isdigit():
             ports.append(int(number))
     return sorted(ports)

@@ -22,7 +22,7 @@ def verdict_volume_name(image_id: str) -> str:
     return VERDICT_VOLUME_PREFIX + image_id.split(":", 1)[-1]
 
 
-def record_verdict(client: DockerClient, image_id: str, passed: bool, details: dict[str, str]) -> None:
+def record_verdict(client: DockerClient, image_id: str, passed: bool, details: dict[str, object]) -> None:
     """Stores the latest verdict for image_id on the engine, replacing an earlier one."""
     labels = {VERDICT_LABEL: "passed" if passed else "failed", LABEL_PREFIX + "image_id": image_id}
     labels.update({LABEL_PREFIX + key: str(value) for key, value in details.items()})

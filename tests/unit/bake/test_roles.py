@@ -4,8 +4,8 @@ import os
 
 import pytest
 
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
 from ansible_collections.immutable.infra.plugins.plugin_utils.bake.roles import CollectionIndex, RoleResolver, fingerprint
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
 
 
 def write(path, content="", mode=0o644):

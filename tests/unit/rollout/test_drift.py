@@ -4,7 +4,12 @@ import json
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout import plan as rp
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.drift import (
-    DEFAULT_WRITABLE_PATHS, config_differences, filesystem_changes, host_drift, plan_replacement, plan_stray_removals,
+    DEFAULT_WRITABLE_PATHS,
+    config_differences,
+    filesystem_changes,
+    host_drift,
+    plan_replacement,
+    plan_stray_removals,
 )
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.hosts import HostSpec
 

@@ -1,7 +1,10 @@
 from __future__ import annotations
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.trace.prune import (
-    PruneOptions, observation_from_disk_usage, plan_prune, service_repositories,
+    PruneOptions,
+    observation_from_disk_usage,
+    plan_prune,
+    service_repositories,
 )
 
 NOW = 1_800_000_000.0

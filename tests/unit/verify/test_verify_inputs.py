@@ -14,7 +14,10 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.interrupts import Interrupted, interruptible
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.processes import run_streaming
 from ansible_collections.immutable.infra.plugins.plugin_utils.verify.manager import (
-    Verifier, VerifyContext, find_test_files, locate_scenario,
+    Verifier,
+    VerifyContext,
+    find_test_files,
+    locate_scenario,
 )
 
 

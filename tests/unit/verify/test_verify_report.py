@@ -4,8 +4,17 @@ import pytest
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
 from ansible_collections.immutable.infra.plugins.plugin_utils.verify.report import (
-    choose_workers, exposed_tcp_ports, failure_message, failure_report, image_roles, listening_ports, parse_junit,
-    clean_test_name, progress_line, summary, verdict_summary,
+    choose_workers,
+    clean_test_name,
+    exposed_tcp_ports,
+    failure_message,
+    failure_report,
+    image_roles,
+    listening_ports,
+    parse_junit,
+    progress_line,
+    summary,
+    verdict_summary,
 )
 
 HOST = "docker://6e1fd1a5a33332ea14f0cfe3bce387c72707145dea079337eeb61bc109c5fdf6"
