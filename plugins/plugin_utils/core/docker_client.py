@@ -9,29 +9,47 @@ inspect data), so planners stay free of SDK types.
 from __future__ import annotations
 
 import io
+import os
 import tarfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
 
 try:
     import docker
+    import docker.tls
     from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 except ImportError:  # reported when a client is created, so ansible-doc works without the SDK
     docker = None  # type: ignore[assignment]
 
 
+STREAM_CHUNK = 1024 * 1024  # image streams move in pieces of this size, never whole in memory
+
+
+@dataclass(frozen=True)
+class TLSConfig:
+    """Files for a tcp:// engine that speaks TLS: the CA that signed the engine's certificate and the
+    controller's client certificate and key (the engine's --tlsverify checks them)."""
+    ca_cert: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
+    verify: bool = True
+
+
 class DockerClient:
-    def __init__(self, docker_host: str | None = None, timeout: int = 120) -> None:
+    def __init__(self, docker_host: str | None = None, timeout: int = 120, tls: TLSConfig | None = None) -> None:
         if docker is None:
             raise InfraError("The Python package 'docker' (Docker SDK) is not installed on the controller; "
                              "install it with 'pip install docker'.")
         where = docker_host or "the engine named by DOCKER_HOST or the default socket"
+        self.docker_host = docker_host
         try:
             if docker_host:
-                self.sdk = docker.DockerClient(base_url=docker_host, timeout=timeout)
+                self.sdk = docker.DockerClient(base_url=docker_host, timeout=timeout, tls=_sdk_tls(tls),
+                                               use_ssh_client=docker_host.startswith("ssh://"))
             else:
                 self.sdk = docker.from_env(timeout=timeout)
             self.sdk.ping()
@@ -86,7 +104,11 @@ class DockerClient:
             raise InfraError(f"Docker could not report its disk usage: {error.explanation}") from None
 
     def pull(self, reference: str) -> dict[str, Any]:
-        repository, tag = (reference.rsplit(":", 1) if ":" in reference.rsplit("/", maxsplit=1)[-1] else (reference, "latest"))
+        if "@" in reference:  # repository@sha256:...: the engine takes a digest in place of the tag
+            repository, tag = reference.split("@", 1)
+        else:
+            repository, tag = (reference.rsplit(":", 1) if ":" in reference.rsplit("/", maxsplit=1)[-1]
+                               else (reference, "latest"))
         try:
             self.api.pull(repository, tag=tag)
         except DockerException as error:
@@ -95,6 +117,36 @@ class DockerClient:
         if image is None:
             raise InfraError(f"Image {reference} could not be found after pulling it.")
         return image
+
+    def push(self, repository: str, tag: str) -> str:
+        """Push repository:tag to its registry; returns the manifest digest the registry gave it."""
+        digest = None
+        try:
+            for event in self.api.push(repository, tag=tag, stream=True, decode=True):
+                if event.get("error"):
+                    raise InfraError(f"Pushing {repository}:{tag} failed: {event['error']}.")
+                digest = ((event.get("aux") or {}).get("Digest")) or digest
+        except DockerException as error:
+            raise InfraError(f"Pushing {repository}:{tag} failed: {error}.") from None
+        if not digest:
+            raise InfraError(f"Pushing {repository}:{tag} gave no digest; the registry did not confirm the push.")
+        return digest
+
+    def save_image(self, image_id: str) -> Iterator[bytes]:
+        """The image as the tar stream of `docker save`, in pieces (nothing is held whole in memory)."""
+        try:
+            yield from self.api.get_image(image_id, chunk_size=STREAM_CHUNK)
+        except DockerException as error:
+            raise InfraError(f"Docker could not export image {image_id}: {error}.") from None
+
+    def load_image(self, stream: Iterable[bytes]) -> None:
+        """Load a `docker save` tar stream; the engine reads it as it arrives (chunked upload)."""
+        try:
+            for event in self.api.load_image(stream, quiet=True):
+                if isinstance(event, dict) and event.get("error"):
+                    raise InfraError(f"Docker could not load the image stream: {event['error']}.")
+        except DockerException as error:
+            raise InfraError(f"Docker could not load the image stream: {error}.") from None
 
     # containers -----------------------------------------------------------------------------
     def run_detached(self, image: str, name: str, labels: dict[str, str], **options: Any) -> str:
@@ -284,6 +336,18 @@ class DockerClient:
             if error.status_code == 409:
                 return False
             raise InfraError(f"Docker could not create {name}: {error.explanation}") from None
+
+
+def _sdk_tls(tls: TLSConfig | None) -> Any:
+    if tls is None:
+        return None
+    for what, path in (("CA certificate", tls.ca_cert), ("client certificate", tls.client_cert),
+                       ("client key", tls.client_key)):
+        if path and not os.path.isfile(path):
+            raise InfraError(f"The TLS {what} {path} does not exist; give the path of a PEM file.")
+    client_cert = (tls.client_cert, tls.client_key) if tls.client_cert and tls.client_key else None
+    return docker.tls.TLSConfig(client_cert=client_cert,
+                                ca_cert=tls.ca_cert, verify=tls.verify)
 
 
 def container_address(inspected: dict[str, Any], network: str | None = None) -> str | None:

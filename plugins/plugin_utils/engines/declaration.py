@@ -1,0 +1,231 @@
+# Copyright: immutable.infra contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The engines a service runs on, declared once: parsed and validated here, with no I/O.
+
+Three ways to declare them, all ending in the same list of Engine:
+- the `engines` option: a list of {name, docker_host, tls, weight, max_hosts, allow_insecure};
+- an inventory group of engine hosts, whose variables give each engine (engines_from_group);
+- the single `docker_host` option (or none: DOCKER_HOST / the default socket), a one-engine fleet.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import TLSConfig
+
+DEFAULT_ENGINE = "default"
+SCHEMES = ("unix", "tcp", "ssh")
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+
+TLS_OPTIONS: dict[str, Any] = {
+    "ca_cert": {"type": "path"},
+    "client_cert": {"type": "path"},
+    "client_key": {"type": "path", "no_log": False},
+    "verify": {"type": "bool", "default": True},
+}
+ENGINE_OPTIONS: dict[str, Any] = {
+    "name": {"type": "str", "required": True},
+    "docker_host": {"type": "str", "required": True},
+    "tls": {"type": "dict", "options": TLS_OPTIONS},
+    "weight": {"type": "int", "default": 1},
+    "max_hosts": {"type": "int"},
+    "allow_insecure": {"type": "bool", "default": False},
+}
+# The argument spec entries a module that runs over several engines adds to its own.
+ENGINES_ARGUMENT_SPEC: dict[str, Any] = {
+    "engines": {"type": "list", "elements": "dict", "options": ENGINE_OPTIONS},
+    "engines_group": {"type": "str"},
+}
+
+# Host variables of an engine host in the inventory-group form.
+GROUP_VARIABLES = {
+    "docker_host": "docker_host",
+    "docker_tls": "tls",
+    "engine_weight": "weight",
+    "engine_max_hosts": "max_hosts",
+    "engine_allow_insecure": "allow_insecure",
+}
+
+
+@dataclass(frozen=True)
+class Engine:
+    name: str
+    docker_host: str | None  # None: DOCKER_HOST or the default socket of the controller
+    tls: TLSConfig | None = None
+    weight: int = 1
+    max_hosts: int | None = None
+    allow_insecure: bool = False
+
+    @property
+    def scheme(self) -> str:
+        return urlsplit(self.docker_host).scheme if self.docker_host else "unix"
+
+    @property
+    def address(self) -> str | None:
+        """The engine's machine as seen from the controller: where its published ports answer
+        (None for a unix socket: this machine)."""
+        if not self.docker_host or self.scheme == "unix":
+            return None
+        return urlsplit(self.docker_host).hostname
+
+    def describe(self) -> str:
+        where = self.docker_host or "the default engine"
+        return f"{self.name} ({where}{', TLS' if self.tls else ''})"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "docker_host": self.docker_host, "tls": bool(self.tls), "weight": self.weight,
+                "max_hosts": self.max_hosts}
+
+    def connection_variables(self) -> dict[str, Any]:
+        """Host variables that let community.docker's CLI connection (community.docker.docker) reach a
+        container on this engine. Its ansible_docker_host is the container name, not the engine, so the
+        engine goes in the CLI's global options. The docker_api connection is not used: it does not
+        work over TCP+TLS engines."""
+        if not self.docker_host:
+            return {}
+        arguments = ["--host", self.docker_host]
+        if self.tls:
+            arguments.append("--tlsverify" if self.tls.verify else "--tls")
+            for flag, path in (("--tlscacert", self.tls.ca_cert), ("--tlscert", self.tls.client_cert),
+                               ("--tlskey", self.tls.client_key)):
+                if path:
+                    arguments.append(f"{flag}={path}")
+        return {"ansible_docker_extra_args": shlex.join(arguments)}
+
+
+def is_loopback(hostname: str | None) -> bool:
+    if not hostname:
+        return False
+    if hostname == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(hostname).is_loopback
+    except ValueError:
+        return False  # a name other than localhost is not resolved here: it may point anywhere
+
+
+def _tls(name: str, raw: Mapping[str, Any] | None) -> TLSConfig | None:
+    if not raw:
+        return None
+    unknown = sorted(set(raw) - set(TLS_OPTIONS))
+    if unknown:
+        raise InfraError(f"Engine {name}: tls has unknown option(s) {', '.join(unknown)}; "
+                         f"use {', '.join(TLS_OPTIONS)}.")
+    tls = TLSConfig(ca_cert=raw.get("ca_cert"), client_cert=raw.get("client_cert"), client_key=raw.get("client_key"),
+                    verify=bool(raw.get("verify", True)))
+    if bool(tls.client_cert) != bool(tls.client_key):
+        raise InfraError(f"Engine {name}: tls needs both client_cert and client_key (the engine checks the "
+                         "controller's certificate), or neither.")
+    if tls.verify and not tls.ca_cert:
+        raise InfraError(f"Engine {name}: tls.verify needs tls.ca_cert, the CA that signed the engine's certificate "
+                         "(or set verify: false to skip checking it, which lets anyone in between pose as the engine).")
+    return tls
+
+
+def _count(name: str, field: str, value: Any, allow_none: bool) -> int | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InfraError(f"Engine {name}: {field} must be a whole number of 0 or more, not {value!r}.")
+    return value
+
+
+def parse_engine(raw: Mapping[str, Any]) -> Engine:
+    name = raw.get("name")
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        raise InfraError(f"Engine name {name!r} is not valid: use lower-case letters, digits, '.', '_' or '-' "
+                         "(up to 63, starting with a letter or digit).")
+    unknown = sorted(set(raw) - set(ENGINE_OPTIONS))
+    if unknown:
+        raise InfraError(f"Engine {name}: unknown option(s) {', '.join(unknown)}; use {', '.join(ENGINE_OPTIONS)}.")
+    docker_host = raw.get("docker_host")
+    if not isinstance(docker_host, str) or not docker_host:
+        raise InfraError(f"Engine {name}: docker_host is required, e.g. unix:///var/run/docker.sock, "
+                         "tcp://10.0.0.5:2376 (with tls) or ssh://deploy@10.0.0.5.")
+    parts = urlsplit(docker_host)
+    if parts.scheme not in SCHEMES:
+        raise InfraError(f"Engine {name}: docker_host {docker_host!r} must start with unix://, tcp:// or ssh://.")
+    tls = _tls(name, raw.get("tls"))
+    allow_insecure = bool(raw.get("allow_insecure", False))
+    if parts.scheme == "unix" and not parts.path:
+        raise InfraError(f"Engine {name}: docker_host {docker_host!r} names no socket path (unix:///var/run/docker.sock).")
+    if parts.scheme in ("tcp", "ssh"):
+        try:
+            port = parts.port
+        except ValueError:
+            port = -1
+        if not parts.hostname or port == -1:
+            raise InfraError(f"Engine {name}: docker_host {docker_host!r} needs a host name or address "
+                             "(and a numeric port, if any).")
+    if tls and parts.scheme != "tcp":
+        raise InfraError(f"Engine {name}: tls applies to tcp:// engines only; {parts.scheme}:// is secured by "
+                         f"{'the socket permissions' if parts.scheme == 'unix' else 'SSH'}.")
+    if parts.scheme == "tcp" and not tls and not is_loopback(parts.hostname) and not allow_insecure:
+        raise InfraError(f"Engine {name}: {docker_host} is plain TCP to another machine, so anyone on the network can "
+                         "run containers as root there; give it tls (ca_cert, client_cert, client_key), use ssh://, "
+                         "or set allow_insecure: true if that network is yours alone.")
+    return Engine(name=name, docker_host=docker_host, tls=tls,
+                  weight=_count(name, "weight", raw.get("weight", 1), allow_none=False) or 0,
+                  max_hosts=_count(name, "max_hosts", raw.get("max_hosts"), allow_none=True),
+                  allow_insecure=allow_insecure)
+
+
+def parse_engines(engines: Sequence[Mapping[str, Any]] | None, docker_host: str | None = None) -> list[Engine]:
+    """The fleet's engines, in declaration order. Without `engines`, docker_host (or the default
+    engine) is a fleet of one."""
+    if engines is not None and docker_host:
+        raise InfraError("Set either engines or docker_host, not both: docker_host is the one-engine form of engines.")
+    if engines is None:
+        if docker_host:
+            return [parse_engine({"name": DEFAULT_ENGINE, "docker_host": docker_host})]
+        return [Engine(name=DEFAULT_ENGINE, docker_host=None)]
+    if not engines:
+        raise InfraError("engines is empty; list at least one engine, or leave it out to use docker_host.")
+    parsed = [parse_engine(raw) for raw in engines]
+    seen: dict[str, str] = {}
+    for engine in parsed:
+        if engine.name in seen:
+            raise InfraError(f"Engine name {engine.name} is used twice; each engine needs its own name.")
+        seen[engine.name] = engine.docker_host or ""
+    by_host: dict[str, str] = {}
+    for engine in parsed:
+        if engine.docker_host in by_host:
+            raise InfraError(f"Engines {by_host[engine.docker_host]} and {engine.name} are the same engine "
+                             f"({engine.docker_host}); declare it once.")
+        by_host[engine.docker_host or ""] = engine.name
+    if not any(engine.weight and engine.max_hosts != 0 for engine in parsed):
+        raise InfraError("Every engine has weight 0 or max_hosts 0, so no host can be placed; "
+                         "give at least one engine a weight above 0.")
+    return parsed
+
+
+def engines_from_group(group: str, groups: Mapping[str, Sequence[str]],
+                       hostvars: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The `engines` option built from an inventory group of engine hosts: each host is an engine
+    named after it, whose variables docker_host, docker_tls ({ca_cert, client_cert, client_key,
+    verify}), engine_weight, engine_max_hosts and engine_allow_insecure describe it."""
+    if group not in groups:
+        raise InfraError(f"Inventory group {group} (engines_group) does not exist; add the engine hosts to it.")
+    members = list(groups[group])
+    if not members:
+        raise InfraError(f"Inventory group {group} (engines_group) has no hosts; add the engine hosts to it.")
+    engines = []
+    for host in members:
+        variables = hostvars.get(host) or {}
+        if not variables.get("docker_host"):
+            raise InfraError(f"Engine host {host} in group {group} has no docker_host variable, "
+                             "e.g. docker_host: tcp://10.0.0.5:2376.")
+        engine: dict[str, Any] = {"name": host.lower()}
+        for variable, option in GROUP_VARIABLES.items():
+            if variables.get(variable) is not None:
+                engine[option] = variables[variable]
+        engines.append(engine)
+    return engines
