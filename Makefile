@@ -15,18 +15,28 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export IMMUTABLE_INFRA_BASE_IMAGE := $(BASE_IMAGE)
 export ANSIBLE_NOCOLOR := 1
 
-.PHONY: help setup venv engine base-image host-packages collection demo test bench sanity lint clean
+.PHONY: help setup venv engine engines engines-down base-image host-packages collection demo test bench sanity lint clean
 
 help:
 	@echo "make demo   bake, verify and roll out the example service on the local Docker engine"
 	@echo "make test   unit, integration, Molecule, ansible-test sanity and ansible-lint"
 	@echo "make bench  benchmarks against the anchors (see bench/README.md)"
+	@echo "make engines       start the multi-engine rig: 3 more engines over TLS and a registry on loopback"
+	@echo "make engines-down  stop it (scripts/engines.py down --purge also removes its images and certificates)"
 
 venv:
 	@scripts/setup-venv $(VENV)
 
 engine: venv
 	@$(PYTHON) scripts/ensure_host.py engine
+
+# Three more Docker engines (TLS on 127.0.0.1) and a registry, for the multi-engine tests and demo.
+# About a second when they are up already; see docs/fleet.md.
+engines: venv engine
+	@$(PYTHON) scripts/engines.py up
+
+engines-down: venv
+	@$(PYTHON) scripts/engines.py down
 
 base-image: engine
 	@$(PYTHON) scripts/ensure_host.py base-image $(BASE_IMAGE)
@@ -45,7 +55,8 @@ setup: venv engine base-image host-packages collection
 demo: setup
 	@$(PYTHON) -m ansible.cli.playbook examples/demo/demo.yml
 
-test: setup
+# The rig starts in under a second once its package is installed, so make test brings it up.
+test: setup engines
 	@$(PYTHON) -m pytest
 
 bench: setup

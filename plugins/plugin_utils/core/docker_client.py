@@ -48,8 +48,9 @@ class DockerClient:
         self.docker_host = docker_host
         try:
             if docker_host:
-                self.sdk = docker.DockerClient(base_url=docker_host, timeout=timeout, tls=_sdk_tls(tls),
-                                               use_ssh_client=docker_host.startswith("ssh://"))
+                self.sdk: Any = _EngineSDK(base_url=docker_host, timeout=timeout, tls=_sdk_tls(tls),
+                                           use_ssh_client=docker_host.startswith("ssh://"))
+                self.sdk.api.trust_env = False
             else:
                 self.sdk = docker.from_env(timeout=timeout)
             self.sdk.ping()
@@ -336,6 +337,21 @@ class DockerClient:
             if error.status_code == 409:
                 return False
             raise InfraError(f"Docker could not create {name}: {error.explanation}") from None
+
+
+if docker is not None:
+    class _EngineAPI(docker.APIClient):
+        """The SDK's API client, deaf to the controller's proxy and CA-bundle variables: requests lets
+        REQUESTS_CA_BUNDLE override the engine's own CA (so TLS engines fail verification), and an
+        engine named by docker_host is reached directly."""
+
+        def _retrieve_server_version(self) -> str:  # the first request the SDK makes
+            self.trust_env = False
+            return super()._retrieve_server_version()  # type: ignore[misc]
+
+    class _EngineSDK(docker.DockerClient):
+        def __init__(self, **options: Any) -> None:  # the SDK's own __init__ does only this, with APIClient
+            self.api = _EngineAPI(**options)
 
 
 def _sdk_tls(tls: TLSConfig | None) -> Any:
