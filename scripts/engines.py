@@ -254,13 +254,33 @@ def registry_answers() -> bool:
         return False
 
 
+def _packaged_registry_pids() -> list[int]:
+    """Registries running with the package's own config (started by its postinst or init script)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                    arguments = handle.read().split(b"\0")
+            except OSError:
+                continue
+            if arguments and arguments[0].endswith(b"docker-registry") and PACKAGED_REGISTRY_CONFIG.encode() in arguments:
+                pids.append(int(entry))
+    return pids
+
+
 def stop_packaged_registry() -> None:
     """The package starts a registry on :5000 (all interfaces, htpasswd auth) at install; the rig runs its own."""
+    if not os.path.exists(PACKAGED_REGISTRY_CONFIG):
+        return
     if shutil.which("systemctl") and os.path.isdir("/run/systemd/system"):
         subprocess.run(["systemctl", "disable", "--now", "docker-registry"], capture_output=True, check=False)
     elif os.path.exists("/etc/init.d/docker-registry"):
         subprocess.run(["/etc/init.d/docker-registry", "stop"], capture_output=True, check=False)
         subprocess.run(["update-rc.d", "docker-registry", "disable"], capture_output=True, check=False)
+    for pid in _packaged_registry_pids():
+        os.kill(pid, signal.SIGTERM)
+        say(f"rig registry: stopped the package's own registry on :5000 (pid {pid})")
 
 
 def start_registry() -> float:
@@ -270,7 +290,7 @@ def start_registry() -> float:
     started = time.monotonic()
     if not os.path.exists(REGISTRY_BINARY):
         ensure_packages({REGISTRY_BINARY: "docker-registry"})
-        stop_packaged_registry()
+    stop_packaged_registry()
     _stop(pidfile, "registry (not answering)")
     os.makedirs(os.path.join(REGISTRY_DIR, "storage"), exist_ok=True)
     os.makedirs(RUN_DIR, exist_ok=True)

@@ -11,6 +11,7 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.engines.declaratio
     is_loopback,
     parse_engine,
     parse_engines,
+    resolve_engines,
 )
 
 TLS = {"ca_cert": "/etc/ii/ca.pem", "client_cert": "/etc/ii/cert.pem", "client_key": "/etc/ii/key.pem"}
@@ -129,3 +130,14 @@ def test_inventory_group_of_engine_hosts_becomes_engines():
                                                 (None, False)])
 def test_loopback(host, loopback):
     assert is_loopback(host) is loopback
+
+
+def test_a_task_names_its_engines_one_way():
+    task_vars = {"groups": {"engines": ["e1"]}, "hostvars": {"e1": {"docker_host": "unix:///e1.sock"}}}
+    assert [engine.name for engine in resolve_engines({"engines_group": "engines"}, task_vars)] == ["e1"]
+    assert resolve_engines({"docker_host": "unix:///x.sock"})[0].docker_host == "unix:///x.sock"
+    assert resolve_engines({})[0].name == DEFAULT_ENGINE
+    with pytest.raises(InfraError, match="either engines or engines_group"):
+        resolve_engines({"engines": [], "engines_group": "engines"}, task_vars)
+    with pytest.raises(InfraError, match="either engines or docker_host"):
+        resolve_engines({"engines_group": "engines", "docker_host": "unix:///x.sock"}, task_vars)
