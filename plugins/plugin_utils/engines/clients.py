@@ -27,13 +27,6 @@ class EngineClients:
         return self.clients
 
 
-def connect(engine: Engine, timeout: int = 120) -> DockerClient:
-    try:
-        return DockerClient(engine.docker_host, timeout=timeout, tls=engine.tls)
-    except InfraError as error:
-        raise InfraError(f"Engine {engine.name}: {error.message}") from None
-
-
 def connect_engines(engines: Sequence[Engine], timeout: int = 120) -> EngineClients:
     """Reaches every engine in parallel (a slow engine costs its own timeout, not the sum)."""
     reached = EngineClients()
