@@ -37,7 +37,7 @@ def rig():
 @pytest.fixture
 def shipped(rig, base_image):
     """A fresh image on the local engine only, and every engine's client; removed everywhere after."""
-    _, _, clients = rig
+    clients = rig[2]
     local = DockerClient(None)
     image_id = unique_image(local, base_image.id, image_name("ship"))
     everyone = {"local": local, **clients}
@@ -67,7 +67,7 @@ def _own_address() -> str:
 
 
 def test_plain_tcp_to_a_non_loopback_address_is_refused_before_connecting(rig):
-    _, engines, _ = rig
+    engines = rig[1]
     port = engines[0].docker_host.rsplit(":", 1)[1]
     address = _own_address()
     assert not address.startswith("127.")
@@ -81,7 +81,7 @@ def test_plain_tcp_to_a_non_loopback_address_is_refused_before_connecting(rig):
 
 
 def test_ship_through_the_registry_keeps_the_image_id_on_three_engines(rig, shipped):
-    description, engines, _ = rig
+    description, engines = rig[0], rig[1]
     image_id, clients = shipped
     names = [engine.name for engine in engines]
     registry = Registry(description["registry"], repository=f"itest/{uuid.uuid4().hex[:8]}")
@@ -105,7 +105,7 @@ def test_ship_through_the_registry_keeps_the_image_id_on_three_engines(rig, ship
 
 
 def test_ship_by_save_and_load_streams_to_three_engines(rig, shipped):
-    _, engines, _ = rig
+    engines = rig[1]
     image_id, clients = shipped
     names = [engine.name for engine in engines]
     plan = plan_shipping(image_id, image_presence(clients, image_id), names, None)
@@ -121,7 +121,7 @@ def test_ship_by_save_and_load_streams_to_three_engines(rig, shipped):
 
 
 def test_registry_down_is_a_clear_error_and_changes_nothing(rig, shipped):
-    _, engines, _ = rig
+    engines = rig[1]
     image_id, clients = shipped
     names = [engine.name for engine in engines]
     with socket.socket() as unused:
@@ -140,14 +140,14 @@ def test_registry_down_is_a_clear_error_and_changes_nothing(rig, shipped):
 
 
 def test_an_image_missing_everywhere_is_named(rig):
-    _, engines, clients = rig
+    engines, clients = rig[1], rig[2]
     missing = "sha256:" + uuid.uuid4().hex * 2
     with pytest.raises(InfraError, match=r"is on none of the engines \(rig1, rig2, rig3\)"):
         plan_shipping(missing, image_presence(clients, missing), [engine.name for engine in engines], None)
 
 
 def test_the_verdict_travels_with_the_image_and_the_newest_wins(rig, shipped):
-    _, engines, _ = rig
+    engines = rig[1]
     image_id, clients = shipped
     names = [engine.name for engine in engines]
     record_verdict(clients["local"], image_id, True, {"time": "2026-01-01T00:00:01Z", "by": "test"})
@@ -165,7 +165,7 @@ def _get(url: str) -> int:
 
 
 def test_a_container_on_a_rig_engine_answers_at_its_address_and_its_published_port(rig, shipped):
-    _, engines, _ = rig
+    engines = rig[1]
     image_id, clients = shipped
     engine = engines[1]
     plan = plan_shipping(image_id, image_presence(clients, image_id), [engine.name], None)

@@ -43,7 +43,7 @@ def apportion(engines: Sequence[Engine], total: int) -> dict[str, int]:
     """How many of total hosts each engine gets: Sainte-Laguë by weight, within max_hosts; ties go
     to the engine declared first."""
     counts = {engine.name: 0 for engine in engines}
-    for _ in range(total):
+    for _seat in range(total):
         open_engines = [engine for engine in engines if counts[engine.name] < _capacity(engine)]
         if not open_engines:
             break

@@ -15,15 +15,16 @@ anything is tagged, pushed or pulled.
 from __future__ import annotations
 
 import queue
-import ssl
 import threading
 import time
 import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
+
+from ansible.module_utils.urls import ConnectionError as UrlConnectionError
+from ansible.module_utils.urls import open_url
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError, short_id
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
@@ -129,18 +130,18 @@ class ShipResult:
 
 def check_registry(registry: Registry, timeout: float = 5) -> None:
     """Raises a sentence when the registry does not answer its API base (200, or 401: it answers)."""
-    context = ssl.create_default_context(cafile=registry.ca_cert) if not registry.loopback else None
+    problem = ""
     try:
-        with urllib.request.urlopen(registry.url, timeout=timeout, context=context):
-            return
+        with open_url(registry.url, timeout=timeout, use_proxy=False, ca_path=registry.ca_cert, use_netrc=False):
+            pass
     except urllib.error.HTTPError as error:
-        if error.code == 401:
-            return
-        problem = f"HTTP {error.code}"
-    except (OSError, ValueError) as error:
+        if error.code != 401:
+            problem = f"HTTP {error.code}"
+    except (OSError, ValueError, UrlConnectionError) as error:
         problem = str(getattr(error, "reason", None) or error)
-    raise InfraError(f"The registry {registry.address} does not answer ({problem}); start it, or ship without "
-                     "one (image_transfer: stream). Nothing was pushed or pulled.")
+    if problem:
+        raise InfraError(f"The registry {registry.address} does not answer ({problem}); start it, or ship without "
+                         "one (image_transfer: stream). Nothing was pushed or pulled.")
 
 
 def ship_image(plan: ShipPlan, clients: Mapping[str, DockerClient], registry: Registry | None = None,
@@ -151,7 +152,8 @@ def ship_image(plan: ShipPlan, clients: Mapping[str, DockerClient], registry: Re
     started = time.monotonic()
     progress(plan.describe())
     if plan.method == "registry":
-        assert registry is not None
+        if registry is None:
+            raise InfraError("The plan ships through a registry but no registry was given.")
         check_registry(registry)
         result.digest = _through_registry(plan, clients, registry, result.per_engine)
     else:
@@ -165,10 +167,15 @@ def ship_image(plan: ShipPlan, clients: Mapping[str, DockerClient], registry: Re
     return result
 
 
+def _source(plan: ShipPlan) -> str:
+    if plan.source is None:
+        raise InfraError(f"No engine holds image {short_id(plan.image_id)} to ship it from.")
+    return plan.source
+
+
 def _through_registry(plan: ShipPlan, clients: Mapping[str, DockerClient], registry: Registry,
                       timings: dict[str, float]) -> str:
-    assert plan.source is not None
-    source = clients[plan.source]
+    source = clients[_source(plan)]
     repository, tag = registry.reference(plan.image_id)
     inspected = source.image(plan.image_id) or {}
     had_tags = bool(inspected.get("RepoTags"))
@@ -202,7 +209,7 @@ def _through_registry(plan: ShipPlan, clients: Mapping[str, DockerClient], regis
 
 def _streamed(plan: ShipPlan, clients: Mapping[str, DockerClient], timings: dict[str, float]) -> None:
     """One `docker save` on the source feeds a `docker load` on every target at once."""
-    assert plan.source is not None
+    source = clients[_source(plan)]
     end = object()
     queues: dict[str, queue.Queue] = {target: queue.Queue(maxsize=QUEUE_DEPTH) for target in plan.targets}
     failed: dict[str, BaseException] = {}
@@ -238,7 +245,7 @@ def _streamed(plan: ShipPlan, clients: Mapping[str, DockerClient], timings: dict
     with ThreadPoolExecutor(max_workers=len(plan.targets)) as pool:
         loads = {target: pool.submit(load, target) for target in plan.targets}
         try:
-            for piece in clients[plan.source].save_image(plan.image_id):
+            for piece in source.save_image(plan.image_id):
                 feed(piece)
                 if len(failed) == len(queues):
                     break

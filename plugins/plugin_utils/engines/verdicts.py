@@ -39,7 +39,7 @@ def copy_verdict(clients: Mapping[str, DockerClient], image_id: str, targets: Se
     best = newest(records)
     if best is None:
         return []
-    _, labels = best
+    labels = best[1]
     written = []
     for target in targets:
         own = records.get(target)
