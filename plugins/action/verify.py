@@ -9,6 +9,7 @@ from ansible.utils.display import Display
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.bake.roles import default_collection_paths
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
+from ansible_collections.immutable.infra.plugins.plugin_utils.machine.verify import DISK_VERIFY_OPTIONS, DiskVerifier
 from ansible_collections.immutable.infra.plugins.plugin_utils.verify.manager import (
     VERIFY_ARGUMENT_SPEC,
     Verifier,
@@ -16,6 +17,9 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.verify.manager imp
 )
 
 display = Display()
+# A verify proves an image in a container, or a disk built from it in a VM (machine/verify.py).
+ARGUMENT_SPEC = dict(VERIFY_ARGUMENT_SPEC, image=dict(VERIFY_ARGUMENT_SPEC["image"], required=False),
+                     **DISK_VERIFY_OPTIONS)
 
 
 class ActionModule(ActionBase):
@@ -24,13 +28,18 @@ class ActionModule(ActionBase):
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
-        params = self.validate_argument_spec(VERIFY_ARGUMENT_SPEC)[1]
+        params = self.validate_argument_spec(ARGUMENT_SPEC)[1]
         context = VerifyContext(
             basedir=self._loader.get_basedir(), roles_path=list(C.DEFAULT_ROLES_PATH),
             collections_path=default_collection_paths(), play_collections=list(self._task.collections or []),
             check_mode=bool(self._task.check_mode))
         try:
-            result.update(Verifier(params, context, progress=display.display).run())
+            if params["disk"]:
+                result.update(DiskVerifier(params, context.basedir, context.check_mode, display.display).run())
+            elif not params["image"]:
+                raise InfraError("Give the image to verify (image), or a disk built by immutable.infra.disk (disk).")
+            else:
+                result.update(Verifier(params, context, progress=display.display).run())
         except InfraError as error:
             result.update(failed=True, msg=error.message, **error.details)
         return result
