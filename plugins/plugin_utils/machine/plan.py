@@ -39,6 +39,7 @@ FIRSTBOOT_PATH = "/usr/local/sbin/immutable-infra-firstboot"
 FIRSTBOOT_UNIT = "immutable-infra-firstboot.service"
 COMMAND_UNIT = "immutable-infra-command.service"
 CONFIG_DIR = "/etc/immutable-infra"
+SHELLS = {"sh", "bash", "dash", "zsh", "ash"}
 HOSTNAME_PATTERN = re.compile(r"^(?=.{1,63}$)[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?$")
 PACKAGE_PATTERN = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
 KEY_PATTERN = re.compile(r"^(ssh-(rsa|ed25519|dss)|ecdsa-sha2-nistp\d+|sk-\S+) [A-Za-z0-9+/=]+( .*)?$")
@@ -273,6 +274,8 @@ def needs_command_unit(mode: str, config: dict[str, Any], enabled_units: dict[st
         return False
     if mode == "always":
         return True
+    if command[0].rsplit("/", 1)[-1] in SHELLS and len(command) == 1:
+        return False  # a base image's interactive shell, not a service
     return not any(enabled_unit_runs(text, command[0]) for text in enabled_units.values())
 
 

@@ -96,20 +96,21 @@ class DiskVerifier:
             raise InfraError(f"Disk {os.path.basename(disk)} is not the disk its manifest describes (digest "
                              f"{digest[:19]}, manifest {str(manifest.get('disk_digest'))[:19]}); it was changed "
                              "after it was built: build it again with immutable.infra.disk (force: true).")
-        accel, why = qemu.choose_accel(self.params["accel"], disk, manifest.get("disk_format") or "qcow2")
-        self.progress(f"verify: booting {os.path.basename(disk)} under qemu with {accel} ({why})")
         ports = self.params["wait_for_ports"]
         if ports is None:
             ports = [int(port.split("/")[0]) for port in manifest.get("exposed_ports") or [] if port.endswith("/tcp")]
         ledger = Ledger(self.params["ledger"] or default_ledger_path())
         report = self._report_path(ledger, digest)
-        machine = qemu.Machine(disk=disk, disk_format=manifest.get("disk_format") or "qcow2", accel=accel,
+        machine = qemu.Machine(disk=disk, disk_format=manifest.get("disk_format") or "qcow2", accel="tcg",
                                memory=self.params["memory"], guest_ports=ports)
         timings: dict[str, float] = {}
         outcome: dict[str, Any] = {"tests": verify_report.empty_counts(), "failures": [], "files": []}
         broken = None
         with interruptible(f"verify of {os.path.basename(disk)}") as guard:
             try:
+                # Inside the guard: the KVM probe boots a VM too, which Ctrl-C must not leave behind.
+                machine.accel, why = qemu.choose_accel(self.params["accel"], disk, machine.disk_format)
+                self.progress(f"verify: booting {os.path.basename(disk)} under qemu with {machine.accel} ({why})")
                 machine.start(f"verify-{digest[7:15]}")
                 try:
                     timings["boot_to_ssh"] = machine.wait_for_ssh(
@@ -142,6 +143,7 @@ class DiskVerifier:
             and outcome["tests"]["errors"] == 0
         duration = round(time.monotonic() - started, 3)
         timings["total"] = duration
+        accel = machine.accel
         record = self._record(ledger, manifest_path, manifest, digest, passed, outcome, broken, accel, timings, report)
         result.update(changed=previous != record["result"], passed=passed, broken=broken is not None,
                       disk_digest=digest, accel=accel, tests=outcome["tests"], failures=outcome["failures"],

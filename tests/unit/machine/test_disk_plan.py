@@ -97,6 +97,7 @@ def test_auto_writes_no_unit_when_an_enabled_unit_runs_the_command():
 
 def test_an_image_without_command_gets_no_unit_and_always_says_why():
     assert not plan.needs_command_unit("auto", {"Cmd": None}, {})
+    assert not plan.needs_command_unit("auto", {"Cmd": ["bash"]}, {})  # a base image's shell is no service
     with pytest.raises(InfraError, match="has no command"):
         plan.needs_command_unit("always", {"Cmd": []}, {})
 
