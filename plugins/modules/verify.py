@@ -50,7 +50,7 @@ options:
   disk:
     description:
       - A disk built by M(immutable.infra.disk) (the disk file or its manifest) to verify by booting
-        it: it boots as a throwaway VM under qemu (from a copy-on-write overlay, the disk is never
+        it. It boots as a throwaway VM under qemu (from a copy-on-write overlay, the disk is never
         written), with a seed drive giving it a host name and an SSH key made for this verify, and
         user-mode networking forwarding loopback ports to the guest's port 22 and to O(wait_for_ports)
         (by default the image's exposed ports).
