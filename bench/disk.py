@@ -144,7 +144,12 @@ def main() -> None:
     image = f"bench-{uuid.uuid4().hex[:6]}/hello"
     rows: list[dict] = []
     try:
-        setup = None if options.no_packer else packer_setup(workdir)
+        setup = None
+        if not options.no_packer:
+            try:
+                setup = packer_setup(workdir)
+            except (SystemExit, subprocess.CalledProcessError) as error:
+                say(f"packer set-up failed, measuring ours only: {str(error)[-1500:]}")
         for index in range(options.runs):
             dest = os.path.join(workdir, f"disks-{index}")
             tasks = build_tasks(uuid.uuid4().hex, dest, image)
@@ -161,7 +166,11 @@ def main() -> None:
                    "tests": timings["tests"], "verify_total": timings["total"], "accel": booted["verify"]["accel"],
                    "passed": booted["verify"]["passed"]}
             if setup:
-                row["packer"] = round(packer_round(workdir, setup, index), 3)
+                try:
+                    row["packer"] = round(packer_round(workdir, setup, index), 3)
+                except SystemExit as error:
+                    say(f"packer round failed: {str(error)[-2500:]}")
+                    setup = None
             say(json.dumps(row))
             rows.append(row)
             shutil.rmtree(dest, ignore_errors=True)
@@ -172,7 +181,8 @@ def main() -> None:
         if tags:
             subprocess.run(["docker", "image", "rm", *tags], check=False, stdout=subprocess.DEVNULL)
         shutil.rmtree(workdir, ignore_errors=True)
-    summary = {key: median([row[key] for row in rows]) for key in rows[0] if isinstance(rows[0][key], float)}
+    keys = [key for key in rows[0] if isinstance(rows[0][key], float) and all(key in row for row in rows)]
+    summary = {key: median([row[key] for row in rows]) for key in keys}
     if "packer" in summary:
         summary["packer_over_cold"] = round(summary["packer"] / summary["cold_wall"], 2)
     say("medians: " + json.dumps(summary))
