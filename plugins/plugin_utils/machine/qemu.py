@@ -138,7 +138,9 @@ def boot_command(*, overlay: str, seed: str, accel: str, memory: int, cpus: int,
     netdev = "user,id=net0" + "".join(f",hostfwd=tcp:127.0.0.1:{host}-:{guest}" for guest, host in forwards.items())
     command = [QEMU, "-accel", accel, "-m", str(memory), "-smp", str(cpus), "-display", "none", "-no-reboot",
                "-serial", f"file:{console}", "-monitor", "none",
-               "-drive", f"file={overlay},if=virtio,format=qcow2",
+               # The firmware boots the disk only: tried first, it would hang on the seed drive.
+               "-drive", f"file={overlay},if=none,id=disk,format=qcow2",
+               "-device", "virtio-blk-pci,drive=disk,bootindex=0",
                "-drive", f"file={seed},if=none,id=seed,format=raw,readonly=on",
                "-device", f"virtio-blk-pci,drive=seed,serial={disk_plan.SEED_SERIAL}",
                "-netdev", netdev, "-device", "virtio-net-pci,netdev=net0"]
