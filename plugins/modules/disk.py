@@ -7,7 +7,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: disk
 short_description: Make a bootable VM disk (qcow2) from a baked image, reusing it when nothing changed
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Starts a build container from the exact image ID of O(image), installs a kernel (O(kernel_package)),
     an initramfs, systemd and an SSH server from the image's own Debian package sources, exports the
