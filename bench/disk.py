@@ -141,6 +141,7 @@ def main() -> None:
     parser.add_argument("--no-packer", action="store_true")
     options = parser.parse_args()
     workdir = tempfile.mkdtemp(prefix="bench-disk-", dir="/var/tmp")
+    shutil.copytree(os.path.join(DEMO, "roles"), os.path.join(workdir, "roles"))  # where the bake finds hello
     image = f"bench-{uuid.uuid4().hex[:6]}/hello"
     rows: list[dict] = []
     try:
