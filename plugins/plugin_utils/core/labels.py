@@ -110,11 +110,12 @@ def _text(flag: bool) -> str:
     return "true" if flag else "false"
 
 
-def _json(raw: str | None) -> Any:
+def _json_object(raw: str | None) -> dict[str, Any] | None:
     try:
-        return json.loads(raw) if raw else None
+        value = json.loads(raw) if raw else None
     except ValueError:
         return None
+    return value if isinstance(value, dict) else None
 
 
 def _without_none(labels: dict[str, str | None]) -> dict[str, str]:
@@ -173,10 +174,9 @@ class ImageProvenance:
     @classmethod
     def from_labels(cls, labels: dict[str, str] | None) -> ImageProvenance:
         labels = labels or {}
-        inputs = _json(labels.get(LABEL_INPUTS))
         return cls(
             name=labels.get(LABEL_NAME), inputs_hash=labels.get(LABEL_INPUTS_HASH),
-            inputs=inputs if isinstance(inputs, dict) else None, roles=_names(labels.get(LABEL_ROLES)),
+            inputs=_json_object(labels.get(LABEL_INPUTS)), roles=_names(labels.get(LABEL_ROLES)),
             base=labels.get(LABEL_BASE), base_image_id=labels.get(LABEL_BASE_IMAGE_ID),
             ansible_core=labels.get(LABEL_ANSIBLE_CORE),
             collections=dict(entry.partition("=")[::2] for entry in _names(labels.get(LABEL_COLLECTIONS))),
@@ -234,7 +234,7 @@ class HostLabels:
     rollout: str | None = None
     port: int | None = None
     inputs_hash: str | None = None
-    spec: Any = None  # {"port", "container", "health"}, as given to the rollout
+    spec: dict[str, Any] | None = None  # {"port", "container", "health"}, as given to the rollout
 
     def to_labels(self) -> dict[str, str]:
         return _without_none({
@@ -256,7 +256,7 @@ class HostLabels:
                    index=_number(labels.get(LABEL_INDEX)), image_id=labels.get(LABEL_IMAGE_ID),
                    spec_hash=labels.get(LABEL_SPEC_HASH), rollout=labels.get(LABEL_ROLLOUT),
                    port=_number(labels.get(LABEL_PORT)), inputs_hash=labels.get(LABEL_INPUTS_HASH),
-                   spec=_json(labels.get(LABEL_SPEC)))
+                   spec=_json_object(labels.get(LABEL_SPEC)))
 
 
 # verdict volumes ----------------------------------------------------------------------------------

@@ -69,7 +69,7 @@ class HostSpec:
     def from_labels(cls, labels: dict[str, str]) -> HostSpec | None:
         """The spec a host was made from, or None for containers made another way."""
         host = HostLabels.from_labels(labels)
-        if host.service is None or host.image_id is None:
+        if host.service is None or host.image_id is None or host.spec is None:
             return None
         try:
             return cls(host.service, host.image_id, int(host.spec["port"]), host.spec["container"],
