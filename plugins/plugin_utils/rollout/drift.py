@@ -108,11 +108,8 @@ class Drift:
         rollout_id = uuid.uuid4().hex[:12]
         lock = ServiceLock(client, self.service, any_spec.image_id, rollout_id, self.params["lock_timeout"],
                            self.progress)
-        lock.acquire()
-        try:
+        with lock.holding():
             return self._replace(client, balancer, specs, rollout_id)
-        finally:
-            lock.release()
 
     def _replace(self, client: DockerClient, balancer, specs: dict[str, HostSpec | None],
                  rollout_id: str) -> tuple[list[dict[str, str]], list[str]]:

@@ -14,7 +14,8 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError, utc_timestamp
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
@@ -84,6 +85,15 @@ class ServiceLock:
         if self.held:
             self.client.remove_container(self.name)
             self.held = False
+
+    @contextmanager
+    def holding(self) -> Iterator[None]:
+        """The lock for the length of a block: acquired first, released whatever happens in it."""
+        self.acquire()
+        try:
+            yield
+        finally:
+            self.release()
 
 
 class Journal:

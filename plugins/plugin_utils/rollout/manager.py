@@ -114,11 +114,8 @@ class Rollout:
                 return self._result(plan, spec, started, changed=plan.changed or bool(observation.stale_servers))
             lock = ServiceLock(client, self.service, spec.image_id, self.rollout_id, self.params["lock_timeout"],
                                self.progress)
-            lock.acquire()
-            try:
+            with lock.holding():
                 return self._locked_run(hosts, desired, journal, started)
-            finally:
-                lock.release()
         finally:
             hosts.close()
 
