@@ -23,6 +23,7 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.hosts impo
 DEFAULT_WRITABLE_PATHS = ["/tmp", "/var/tmp", "/run", "/var/run", "/var/log", "/var/cache", "/dev", "/proc", "/sys"]
 CHANGE_KINDS = {0: "modified", 1: "added", 2: "deleted"}
 
+
 def _under(path: str, prefixes: list[str]) -> bool:
     return any(path == prefix or path.startswith(prefix.rstrip("/") + "/") for prefix in prefixes)
 
