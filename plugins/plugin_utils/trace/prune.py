@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -28,8 +28,7 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import
     short_id,
 )
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import Ledger
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import default_path as default_ledger_path
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.task import Manager, TaskContext
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.hosts import validate_service
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.lock import (
     JOURNAL_PREFIX,
@@ -47,8 +46,6 @@ PRUNE_ARGUMENT_SPEC: dict[str, Any] = {
     "pinned": {"type": "list", "elements": "str", "default": []},
     "builders": {"type": "bool", "default": True},
     "min_age": {"type": "int", "default": 600},
-    "docker_host": {"type": "str"},
-    "ledger": {"type": "path"},
 }
 
 LABEL_NAME = LABEL_PREFIX + "name"
@@ -356,18 +353,9 @@ def observation_from_disk_usage(usage: dict[str, Any]) -> dict[str, Any]:
 
 
 # the manager -------------------------------------------------------------------------------------
-@dataclass
-class PruneContext:
-    basedir: str
-    check_mode: bool = False
-
-
-class Prune:
-    def __init__(self, params: dict[str, Any], context: PruneContext,
-                 progress: Callable[[str], None] = lambda message: None) -> None:
-        self.params = params
-        self.context = context
-        self.progress = progress
+class Prune(Manager):
+    def __init__(self, params: dict[str, Any], context: TaskContext) -> None:
+        super().__init__(params, context)
         if params.get("service") is not None:
             validate_service(params["service"])
         for key in ("keep_previous", "keep_images", "min_age"):
@@ -383,8 +371,8 @@ class Prune:
 
     def run(self) -> dict[str, Any]:
         started = time.monotonic()
-        client = DockerClient(self.params["docker_host"])
-        ledger = Ledger(self.params["ledger"] or default_ledger_path())
+        client = self.client()
+        ledger = self.ledger()
         observed = observation_from_disk_usage(client.disk_usage())
         self._precise_creation_times(client, observed["images"])
         if self.params.get("service"):
