@@ -50,7 +50,7 @@ def spec_options(module: str) -> dict[str, Any]:
 def normalized(option: dict[str, Any], children: str) -> dict[str, Any]:
     """The compared fields as Ansible reads them when they are left out (type str, not required)."""
     return {"type": option.get("type", "str"), "default": option.get("default"),
-            "choices": option.get("choices"), "required": bool(option.get("required", False)),
+            "choices": option.get("choices"), "required": bool(option.get("required")),
             "elements": option.get("elements"), "aliases": sorted(option.get("aliases") or []),
             "children": option.get(children) or {}}
 
