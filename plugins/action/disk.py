@@ -9,6 +9,4 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.machine.manager im
 
 class ActionModule(InfraAction):
     argument_spec = DISK_ARGUMENT_SPEC
-
-    def manage(self, params):
-        return DiskBuilder(params, self.basedir, self.check_mode, self.progress).run()
+    manager = DiskBuilder

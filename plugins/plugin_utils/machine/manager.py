@@ -16,26 +16,23 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.bake import builder
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import (
-    LABEL_INPUTS_HASH,
     InfraError,
     short_id,
     utc_timestamp,
 )
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.interrupts import Guard, interruptible
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import Ledger
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import default_path as default_ledger_path
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import DISK_BUILDER_PREFIX, LABEL_INPUTS_HASH
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.provenance import controller_identity
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.task import Manager, TaskContext
 from ansible_collections.immutable.infra.plugins.plugin_utils.machine import assemble
 from ansible_collections.immutable.infra.plugins.plugin_utils.machine import plan as disk_plan
 from ansible_collections.immutable.infra.plugins.plugin_utils.machine import tree as disk_tree
 
-BUILD_NAME_PREFIX = "immutable-infra-disk-"
 DEFAULT_DEST = "~/.local/share/immutable-infra/disks"
 
 DISK_ARGUMENT_SPEC: dict[str, Any] = {
@@ -53,8 +50,6 @@ DISK_ARGUMENT_SPEC: dict[str, Any] = {
     "force": {"type": "bool", "default": False},
     "network": {"type": "str"},
     "timeout": {"type": "int", "default": 1800},
-    "docker_host": {"type": "str"},
-    "ledger": {"type": "path"},
 }
 
 
@@ -76,13 +71,11 @@ def write_manifest(path: str, manifest: dict[str, Any]) -> None:
     os.replace(temporary, path)
 
 
-class DiskBuilder:
-    def __init__(self, params: dict[str, Any], basedir: str, check_mode: bool = False,
-                 progress: Callable[[str], None] = lambda message: None) -> None:
-        self.params = params
-        self.basedir = basedir
-        self.check_mode = check_mode
-        self.progress = progress
+class DiskBuilder(Manager):
+    def __init__(self, params: dict[str, Any], context: TaskContext) -> None:
+        super().__init__(params, context)
+        self.basedir = context.basedir
+        self.check_mode = context.check_mode
         self.name = disk_plan.validate_name(params["name"])
         self.size = disk_plan.parse_size(params["size"])
         self.hostname = disk_plan.validate_hostname(params["hostname"] or self.name.replace(".", "-").replace("_", "-"))
@@ -91,7 +84,7 @@ class DiskBuilder:
         disk_plan.validate_packages([params["kernel_package"]], "kernel_package")
         if params["timeout"] <= 0:
             raise InfraError("timeout must be a positive number of seconds.")
-        self.dest = os.path.normpath(os.path.join(basedir, os.path.expanduser(params["dest"] or DEFAULT_DEST)))
+        self.dest = os.path.normpath(os.path.join(self.basedir, os.path.expanduser(params["dest"] or DEFAULT_DEST)))
 
     def _boot_settings(self) -> dict[str, Any]:
         return {"hostname": self.hostname, "ssh_authorized_keys": self.keys, "kernel_args": self.params["kernel_args"],
@@ -139,7 +132,7 @@ class DiskBuilder:
         except OSError as error:
             raise InfraError(f"Cannot create the disk directory {self.dest}: {error.strerror}; set dest.") from None
         self.progress(f"disk: building {os.path.basename(disk)} from {self._describe(image['Id'])}")
-        ledger = Ledger(self.params["ledger"] or default_ledger_path())
+        ledger = self.ledger()
         record = ledger.new_record("disk", self.basedir, name=self.name, image=self.params["image"],
                                    image_id=image["Id"], inputs_hash=digest,
                                    image_inputs_hash=inputs["image_inputs_hash"], disk=disk)
@@ -164,7 +157,7 @@ class DiskBuilder:
 
     def _build(self, client: DockerClient, image: dict[str, Any], digest: str, inputs: dict[str, Any], disk: str,
                manifest_path: str, started: float) -> dict[str, Any]:
-        container_name = f"{BUILD_NAME_PREFIX}{digest[:12]}-{uuid.uuid4().hex[:6]}"
+        container_name = f"{DISK_BUILDER_PREFIX}{digest[:12]}-{uuid.uuid4().hex[:6]}"
         work = None
         with interruptible(f"disk build of {self.name}") as guard:
             container_id = None

@@ -12,15 +12,14 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError, utc_timestamp
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.interrupts import interruptible
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import Ledger
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import default_path as default_ledger_path
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.processes import run_streaming
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.provenance import controller_identity
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.task import Manager, TaskContext
 from ansible_collections.immutable.infra.plugins.plugin_utils.machine import assemble, qemu
 from ansible_collections.immutable.infra.plugins.plugin_utils.machine import plan as disk_plan
 from ansible_collections.immutable.infra.plugins.plugin_utils.machine.manager import read_manifest, write_manifest
@@ -56,13 +55,11 @@ def locate(given: str, basedir: str) -> tuple[str, str]:
     return disk, manifest_path
 
 
-class DiskVerifier:
-    def __init__(self, params: dict[str, Any], basedir: str, check_mode: bool = False,
-                 progress: Callable[[str], None] = lambda message: None) -> None:
-        self.params = params
-        self.basedir = basedir
-        self.check_mode = check_mode
-        self.progress = progress
+class DiskVerifier(Manager):
+    def __init__(self, params: dict[str, Any], context: TaskContext) -> None:
+        super().__init__(params, context)
+        self.basedir = context.basedir
+        self.check_mode = context.check_mode
         for option, default in CONTAINER_ONLY.items():
             if params.get(option) not in (default, None, []):
                 raise InfraError(f"{option} applies to images, not to disks; drop it when verifying disk.")
@@ -99,7 +96,7 @@ class DiskVerifier:
         ports = self.params["wait_for_ports"]
         if ports is None:
             ports = [int(port.split("/")[0]) for port in manifest.get("exposed_ports") or [] if port.endswith("/tcp")]
-        ledger = Ledger(self.params["ledger"] or default_ledger_path())
+        ledger = self.ledger()
         report = self._report_path(ledger, digest)
         machine = qemu.Machine(disk=disk, disk_format=manifest.get("disk_format") or "qcow2", accel="tcg",
                                memory=self.params["memory"], guest_ports=ports)
