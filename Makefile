@@ -15,12 +15,15 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export IMMUTABLE_INFRA_BASE_IMAGE := $(BASE_IMAGE)
 export ANSIBLE_NOCOLOR := 1
 
-.PHONY: help setup venv engine engines engines-down base-image host-packages collection demo test bench sanity lint clean
+.PHONY: help setup venv engine engines engines-down base-image host-packages collection demo test bench sanity lint clean \
+	vm-packages setup-vm demo-vm test-vm bench-vm
 
 help:
 	@echo "make demo   bake, verify and roll out the example service on the local Docker engine"
 	@echo "make test   unit, integration, Molecule, ansible-test sanity and ansible-lint"
 	@echo "make bench  benchmarks against the anchors (see bench/README.md)"
+	@echo "make demo-vm  bake the example service, make a VM disk of it, boot it under qemu and test it"
+	@echo "make test-vm  the VM disk tests (build, boot, verdict, cache, bad input)"
 	@echo "make engines       start the multi-engine rig: 3 more engines over TLS and a registry on loopback"
 	@echo "make engines-down  stop it (scripts/engines.py down --purge also removes its images and certificates)"
 
@@ -52,11 +55,28 @@ collection:
 
 setup: venv engine base-image host-packages collection
 
+# VM disks (immutable.infra.disk) and booting them (verify with disk): Debian packages only.
+vm-packages: venv
+	@$(PYTHON) scripts/ensure_host.py packages qemu-system-x86_64=qemu-system-x86 qemu-img=qemu-utils \
+		mke2fs=e2fsprogs mkfs.vfat=dosfstools mcopy=mtools syslinux=syslinux sfdisk=fdisk ssh=openssh-client \
+		ssh-keygen=openssh-client
+
+setup-vm: setup vm-packages
+
+demo-vm: setup-vm
+	@$(PYTHON) -m ansible.cli.playbook examples/demo/demo-vm.yml
+
+test-vm: setup-vm
+	@$(PYTHON) -m pytest tests/integration/test_disk.py
+
+bench-vm: setup-vm
+	@$(PYTHON) bench/disk.py
+
 demo: setup
 	@$(PYTHON) -m ansible.cli.playbook examples/demo/demo.yml
 
 # The rig starts in under a second once its package is installed, so make test brings it up.
-test: setup engines
+test: setup vm-packages engines
 	@$(PYTHON) -m pytest
 
 bench: setup

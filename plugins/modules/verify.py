@@ -31,8 +31,6 @@ extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - ansible.builtin.action_common_attributes.flow
   - immutable.infra.action
-  - immutable.infra.docker
-  - immutable.infra.ledger
 attributes:
   check_mode:
     support: full
@@ -45,8 +43,41 @@ options:
     description:
       - The image to verify, by ID or reference. A reference is resolved to its image ID first; the
         verdict belongs to that ID, and the reference is recorded with it.
+      - Give either O(image) or O(disk).
     type: str
-    required: true
+  disk:
+    description:
+      - A disk built by M(immutable.infra.disk) (the disk file or its manifest) to verify by booting
+        it. It boots as a throwaway VM under qemu (from a copy-on-write overlay, the disk is never
+        written), with a seed drive giving it a host name and an SSH key made for this verify, and
+        user-mode networking forwarding loopback ports to the guest's port 22 and to O(wait_for_ports)
+        (by default the image's exposed ports).
+      - Once SSH answers and the ports listen, O(tests) run against the VM through testinfra's ssh
+        backend. E(IMMUTABLE_INFRA_FORWARDED_PORTS) holds the forwarded ports as JSON (guest port to
+        loopback port) for tests that reach the service from the controller.
+      - The disk's SHA-256 digest is checked against its manifest first, and the verdict is bound to
+        it, in the ledger (kind C(disk_verdict)) and in the manifest. The VM is always stopped and its
+        overlay removed, Ctrl-C included.
+      - O(molecule_scenario), O(idempotence), O(roles), O(keep_alive) and O(network) apply to images only.
+    type: path
+  accel:
+    description:
+      - How qemu runs the VM with O(disk). V(auto) uses KVM when it really boots a Linux guest on this
+        machine (tried once, then remembered in C(~/.cache/immutable-infra/accel.json)), else plain
+        emulation (TCG).
+    type: str
+    default: auto
+    choices: [auto, kvm, tcg]
+  memory:
+    description:
+      - Memory of the VM with O(disk), in MiB.
+    type: int
+    default: 1024
+  boot_timeout:
+    description:
+      - Seconds the VM with O(disk) may take until its SSH server answers.
+    type: int
+    default: 300
   tests:
     description:
       - testinfra test files or directories, relative to the playbook. Directories are searched for
@@ -202,9 +233,30 @@ image_id:
   sample: sha256:3f0c2a9e0d4b4c0f8a0c5e5d0b5f1e2a3c4d5e6f708192a3b4c5d6e7f8091a2b
 image:
   description: The image as given in O(image).
-  returned: always
+  returned: with O(image)
   type: str
   sample: acme/web:5b1e0c9d2f4a
+disk:
+  description: Path of the disk that was booted.
+  returned: with O(disk)
+  type: str
+manifest:
+  description: Path of the disk's manifest, where the verdict was recorded.
+  returned: with O(disk)
+  type: str
+disk_digest:
+  description: SHA-256 of the disk that was booted, which the verdict belongs to.
+  returned: with O(disk), when a verify ran
+  type: str
+  sample: sha256:b7250ab68606ddaea104b04216689fa6222073757f158fadc2d05be73b9f262e
+inputs_hash:
+  description: The disk's inputs hash.
+  returned: with O(disk)
+  type: str
+accel:
+  description: How qemu ran the VM, V(kvm) or V(tcg).
+  returned: with O(disk), when a verify ran
+  type: str
 tests:
   description: Counts of the testinfra run.
   returned: when a verify ran

@@ -221,6 +221,13 @@ class DockerClient:
             raise InfraError(f"Docker could not commit container {container_id[:12]}: {error.explanation}") from None
         return result["Id"]
 
+    def export(self, container_id: str, chunk_size: int = 4 * 1024 * 1024) -> Iterable[bytes]:
+        """The container's filesystem as a tar stream (docker export), in chunks."""
+        try:
+            return self.api.export(container_id, chunk_size=chunk_size)
+        except APIError as error:
+            raise InfraError(f"Docker could not export container {container_id[:12]}: {error.explanation}") from None
+
     def remove_container(self, container_id: str) -> None:
         """Force-remove a container; a container that is already gone is not an error."""
         try:
