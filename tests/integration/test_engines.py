@@ -14,6 +14,7 @@ from support import image_name
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient, TLSConfig
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import verdict_volume_name
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.clients import connect_engines, image_presence
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.declaration import parse_engines
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.shipping import (
@@ -44,7 +45,7 @@ def shipped(rig, base_image):
     yield image_id, everyone
     remove_everywhere(clients, image_id)
     for client in everyone.values():
-        client.remove_volume("immutable-infra-verdict-" + image_id.split(":", 1)[1])
+        client.remove_volume(verdict_volume_name(image_id))
 
 
 def test_tls_engine_answers_with_client_certificates_and_refuses_without(rig):
@@ -150,10 +151,10 @@ def test_the_verdict_travels_with_the_image_and_the_newest_wins(rig, shipped):
     engines = rig[1]
     image_id, clients = shipped
     names = [engine.name for engine in engines]
-    record_verdict(clients["local"], image_id, True, {"time": "2026-01-01T00:00:01Z", "by": "test"})
+    record_verdict(clients["local"], image_id, True, {"time": "2026-01-01T00:00:01Z", "verified_by": "test"})
     assert copy_verdict(clients, image_id, names) == names
     assert all(verdict_for(clients[name], image_id)["immutable.infra.verdict"] == "passed" for name in names)
-    record_verdict(clients[names[1]], image_id, False, {"time": "2026-01-01T00:00:09Z", "by": "test"})
+    record_verdict(clients[names[1]], image_id, False, {"time": "2026-01-01T00:00:09Z", "verified_by": "test"})
     engine, labels = fleet_verdict(clients, image_id)
     assert (engine, labels["immutable.infra.verdict"]) == (names[1], "failed")
     assert copy_verdict(clients, image_id, names) == [names[0], names[2]]

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import LABEL_PREFIX
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
-from ansible_collections.immutable.infra.plugins.plugin_utils.verify.verdicts import verdict_for, verdict_volume_name
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import LABEL_TIME, verdict_volume_name
 
-TIME_LABEL = LABEL_PREFIX + "time"
+
+def verdict_for(client: DockerClient, image_id: str) -> dict[str, str] | None:
+    """The engine's verdict record for the image (verify/verdicts.py writes it), or None."""
+    return client.volume_labels(verdict_volume_name(image_id))
 
 
 def newest(records: Mapping[str, dict[str, str] | None]) -> tuple[str, dict[str, str]] | None:
@@ -25,7 +27,7 @@ def newest(records: Mapping[str, dict[str, str] | None]) -> tuple[str, dict[str,
     found = [(name, labels) for name, labels in records.items() if labels]
     if not found:
         return None
-    return max(found, key=lambda item: (item[1].get(TIME_LABEL) or "", -list(records).index(item[0])))
+    return max(found, key=lambda item: (item[1].get(LABEL_TIME) or "", -list(records).index(item[0])))
 
 
 def fleet_verdict(clients: Mapping[str, DockerClient], image_id: str) -> tuple[str, dict[str, str]] | None:
@@ -43,7 +45,7 @@ def copy_verdict(clients: Mapping[str, DockerClient], image_id: str, targets: Se
     written = []
     for target in targets:
         own = records.get(target)
-        if own is None or (own.get(TIME_LABEL) or "") < (labels.get(TIME_LABEL) or ""):
+        if own is None or (own.get(LABEL_TIME) or "") < (labels.get(LABEL_TIME) or ""):
             clients[target].replace_volume(verdict_volume_name(image_id), dict(labels))
             written.append(target)
     return written
