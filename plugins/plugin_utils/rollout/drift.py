@@ -263,7 +263,7 @@ class Drift:
             taken = {(host.generation, host.index) for host in observation.hosts}
             with interruptible(f"heal of {self.service}", deferred=True) as guard:
                 for number, old in enumerate(names, start=1):
-                    generation = int(old.rsplit("-", 2)[1])
+                    generation = rp.parse_host_name(old)[1]
                     index = max(index for gen, index in taken if gen == generation) + 1
                     taken.add((generation, index))
                     new = rp.host_name(self.service, generation, index)
@@ -282,5 +282,9 @@ class Drift:
             for name in strays:
                 if name not in observation.records:  # named unlike the service's hosts, so never in the balancer
                     client.remove_container(name)
+            # The replacements are members like any other: each has its server, the hosts it replaced none.
+            replaced = {entry["host"]: entry["replacement"] for entry in healed}
+            live = [replaced.get(name, name) for name in observation.live() if name not in strays]
+            hosts.ensure_membership(live + [new for new in replaced.values() if new not in live], "heal")
         finally:
             hosts.close()

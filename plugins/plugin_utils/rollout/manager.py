@@ -152,13 +152,14 @@ class Rollout:
         with interruptible(f"rollout of {self.service}", deferred=True) as guard:
             try:
                 hosts.apply(plan.steps, observation.records, f"gen {plan.generation}", interrupted=guard.check)
+                hosts.ensure_membership(plan.live_after, f"rollout of {self.service}")
             except InfraError as error:
                 self._fail(hosts, error, plan, journal, ledger, record, started)
             retire_old_generations(hosts, plan)
             journal.clear()
             ledger.append(dict(record, result="succeeded", added=plan.new_hosts, removed=plan.retired,
                                live=plan.live_after, finished=utc_timestamp(),
-                               duration=round(time.monotonic() - started, 3)))
+                               duration=round(time.monotonic() - started, 3), **stopping_fields(hosts)))
         return self._result(plan, hosts.spec, started, changed=True, recovered=recovered)
 
     def _fail(self, hosts: ServiceHosts, error: InfraError, plan: rp.Plan, journal: Journal, ledger: Ledger,
@@ -174,7 +175,8 @@ class Rollout:
                              "the previous hosts back first.", host=error.details.get("host")) from None
         journal.clear()
         ledger.append(dict(record, result="rolled back", error=error.message, live=plan.live_before,
-                           finished=utc_timestamp(), duration=round(time.monotonic() - started, 3)))
+                           finished=utc_timestamp(), duration=round(time.monotonic() - started, 3),
+                           **stopping_fields(hosts)))
         kept = ", ".join(plan.live_before) or "no host (this was the first rollout)"
         raise InfraError(f"Rollout of {self.service} to generation {plan.generation} failed and was rolled back: "
                          f"{error.message} Live again: {kept}; the new hosts were "
@@ -205,11 +207,21 @@ class Rollout:
         return result
 
 
+def stopping_fields(hosts: ServiceHosts) -> dict[str, Any]:
+    """For the ledger: hosts out of the balancer whose stop the engine was still finishing at the end."""
+    if not hosts.still_stopping:
+        return {}
+    return {"stopping": sorted(hosts.still_stopping),
+            "stopped_by": utc_timestamp(max(hosts.still_stopping.values()))}
+
+
 def revert(hosts: ServiceHosts, previous_live: list[str], new_hosts: list[str], keep_new: bool = False) -> None:
-    """Puts previous_live back and takes new_hosts away, from what runs now."""
+    """Puts previous_live back and takes new_hosts away, from what runs now; the balancer then holds
+    exactly the previous hosts that still exist."""
     observation = hosts.observe()
     hosts.detach_stale(observation)  # e.g. the server of a new host that crashed after it was registered
     hosts.apply(rp.plan_revert(observation.hosts, previous_live, new_hosts, keep_new), observation.records, "revert")
+    hosts.ensure_membership([name for name in previous_live if name in observation.records], "revert")
 
 
 def recover_interrupted(hosts: ServiceHosts, journal: Journal) -> str | None:
