@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.options import check_text, one_sentence
 
 display = Display()
 
@@ -22,12 +24,17 @@ class InfraAction(ActionBase):
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
-        params = self.validate_argument_spec(self.argument_spec)[1]
         try:
+            params = self.validated_params(self.argument_spec)
             result.update(self.manage(params))
         except InfraError as error:
             result.update(failed=True, msg=error.message, **error.details)
         return result
+
+    def validated_params(self, argument_spec: dict[str, Any]) -> dict[str, Any]:
+        """The task's options checked against the spec, and for text too long or with control characters;
+        every refusal is an InfraError of one sentence."""
+        return validated_params(self, argument_spec)
 
     def manage(self, params: dict[str, Any]) -> dict[str, Any]:
         """Does the module's work; returns its result."""
@@ -49,3 +56,13 @@ class InfraAction(ActionBase):
     @staticmethod
     def progress(message: str) -> None:
         display.display(message)
+
+
+def validated_params(action: ActionBase, argument_spec: dict[str, Any]) -> dict[str, Any]:
+    module = action._task.resolved_action or action._task.action
+    try:
+        params = action.validate_argument_spec(argument_spec)[1]
+    except AnsibleActionFail as error:
+        raise InfraError(one_sentence(error.message, module)) from None
+    check_text(params, argument_spec)
+    return params

@@ -276,6 +276,17 @@ class DockerClient:
             if error.status_code not in (304, 404):
                 raise InfraError(f"Docker could not stop container {container_id[:12]}: {error.explanation}") from None
 
+    def network_exists(self, name: str) -> bool:
+        try:
+            self.api.inspect_network(name)
+            return True
+        except NotFound:
+            return False
+        except APIError as error:
+            if error.status_code in (400, 404):
+                return False
+            raise InfraError(f"Docker could not inspect network {name}: {error.explanation}") from None
+
     def request_stop(self, container_id: str, timeout: int, wait: float) -> bool:
         """Asks the engine to stop the container (SIGTERM, then SIGKILL after `timeout` seconds) and waits
         at most `wait` seconds for it; True when it stopped within that. Otherwise the engine goes on

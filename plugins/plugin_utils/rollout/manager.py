@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -68,6 +69,33 @@ ROLLOUT_ARGUMENT_SPEC: dict[str, Any] = {
 }
 
 
+# Far beyond any real use, low enough that no plan, sleep or timestamp overflows.
+LIMITS = {"replicas": 1000, "batch_size": 1000, "max_surge": 1000, "max_unavailable": 1000,
+          "keep_previous": 100, "drain_timeout": 86400, "stop_timeout": 3600, "lock_timeout": 7 * 86400}
+CANARY_LIMITS = {"replicas": 1000, "seconds": 86400}
+MEMORY_PATTERN = re.compile(r"^[0-9]+[bkmgBKMG]?$")
+
+
+def check_limits(params: dict[str, Any]) -> None:
+    """Refuses numbers beyond LIMITS and container settings the engine would refuse only mid-rollout."""
+    for name, limit in LIMITS.items():
+        if name in params and params[name] is not None and params[name] > limit:
+            raise InfraError(f"{name} is {params[name]}; at most {limit} is taken.")
+    for name, limit in CANARY_LIMITS.items():
+        value = (params.get("canary") or {}).get(name)
+        if value is not None and value > limit:
+            raise InfraError(f"canary.{name} is {value}; at most {limit} is taken.")
+    container = params.get("container") or {}
+    if container.get("memory") and not MEMORY_PATTERN.match(container["memory"]):
+        raise InfraError(f"container.memory {container['memory']!r} is not a size such as 512m or 2g.")
+    for network in container.get("networks") or []:
+        if not NETWORK_PATTERN.match(network):
+            raise InfraError(f"container.networks entry {network!r} is not a Docker network name.")
+
+
+NETWORK_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
 @dataclass
 class RolloutContext:
     basedir: str
@@ -86,6 +114,7 @@ class Rollout:
             raise InfraError(f"port must be between 1 and 65535, got {params['port']}.")
         if params["drain_timeout"] < 0 or params["stop_timeout"] < 0 or params["lock_timeout"] <= 0:
             raise InfraError("drain_timeout and stop_timeout cannot be negative, and lock_timeout must be positive.")
+        check_limits(params)
         HealthCheck.from_options(params["health"], params["port"])  # refuses a bad health spec early
         self.desired_settings = dict(
             service=self.service, replicas=params["replicas"], strategy=params["strategy"],
@@ -102,6 +131,10 @@ class Rollout:
         started = time.monotonic()
         client = DockerClient(self.params["docker_host"])
         image = require_verified(client, self.params["image"], self.params["require_verified"])
+        for network in self.params["container"]["networks"]:
+            if not client.network_exists(network):
+                raise InfraError(f"The Docker network {network} (container.networks) does not exist; create it "
+                                 "first, or leave it out to use the engine's default bridge.")
         labels = (image.get("Config") or {}).get("Labels") or {}
         self.balancer.check()
         spec = HostSpec(self.service, image["Id"], self.params["port"], self.params["container"],
@@ -160,7 +193,8 @@ class Rollout:
             ledger.append(dict(record, result="succeeded", added=plan.new_hosts, removed=plan.retired,
                                live=plan.live_after, finished=utc_timestamp(),
                                duration=round(time.monotonic() - started, 3), **stopping_fields(hosts)))
-        return self._result(plan, hosts.spec, started, changed=True, recovered=recovered)
+        return self._result(plan, hosts.spec, started, changed=True, recovered=recovered,
+                            stopping=sorted(hosts.still_stopping))
 
     def _fail(self, hosts: ServiceHosts, error: InfraError, plan: rp.Plan, journal: Journal, ledger: Ledger,
               record: dict[str, Any], started: float) -> None:
@@ -186,13 +220,13 @@ class Rollout:
 
     # result -------------------------------------------------------------------------------------
     def _result(self, plan: rp.Plan, spec: HostSpec, started: float, changed: bool,
-                recovered: str | None = None) -> dict[str, Any]:
+                recovered: str | None = None, stopping: list[str] | None = None) -> dict[str, Any]:
         result: dict[str, Any] = {
             "changed": changed, "service": self.service, "generation": plan.generation, "image_id": spec.image_id,
             "kind": plan.kind, "reason": plan.reason, "added": plan.new_hosts, "removed": plan.retired,
             "deleted": plan.removed, "live": plan.live_after, "live_before": plan.live_before,
             "plan": [step.as_dict() for step in plan.steps], "duration": round(time.monotonic() - started, 3),
-            "rollout_id": self.rollout_id,
+            "rollout_id": self.rollout_id, "stopping": stopping or [],
         }
         if recovered:
             result["recovered"] = recovered
