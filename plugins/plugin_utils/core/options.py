@@ -58,5 +58,4 @@ def one_sentence(message: str, module: str) -> str:
         return (f"{module} has no option {names}; its options are {unsupported.group('supported')}."
                 if "," not in names else f"{module} has no options {names}; its options are "
                 f"{unsupported.group('supported')}.")
-    text = text if text.endswith(".") else text + "."
-    return text[0].upper() + text[1:] if text else text
+    return text if text.endswith(".") else text + "."
