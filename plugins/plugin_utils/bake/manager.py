@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import Callable
@@ -29,6 +30,7 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.provenance import controller_identity, git_info
 
 OWN_COLLECTION = "immutable.infra"
+MAX_TIMEOUT = 7 * 86400
 CONNECTION_COLLECTION = "community.docker"
 
 BAKE_ARGUMENT_SPEC: dict[str, Any] = {
@@ -87,10 +89,12 @@ class Baker:
         for path in params["cleanup_paths"]:
             if not path.startswith("/") or ".." in path.split("/"):
                 raise InfraError(f"cleanup_paths entry '{path}' must be an absolute path without '..'.")
-        if params["timeout"] <= 0:
-            raise InfraError("timeout must be a positive number of seconds.")
+        if not 0 < params["timeout"] <= MAX_TIMEOUT:
+            raise InfraError(f"timeout must be a positive number of seconds, at most {MAX_TIMEOUT} (a week).")
         if not params["roles"]:
             raise InfraError("roles is empty; list at least one role to bake.")
+        if not os.path.isdir(context.basedir):
+            raise InfraError(f"The project directory {context.basedir} (project_dir) does not exist.")
         self.collections = CollectionIndex(context.collections_path)
         self.resolver = RoleResolver(context.basedir, context.roles_path, self.collections, context.play_collections)
 

@@ -401,8 +401,8 @@ class HAProxyRuntime:
 
     def _unknown_backend(self, backend: str) -> InfraError:
         names = ", ".join(self.backends()) or "none"
-        return InfraError(f"HAProxy at {self.address} has no backend named {backend}; its backends are: {names}. "
-                          "Check the balancer.backend option.", backend=backend)
+        return InfraError(f"HAProxy at {self.address} has no backend named {backend}; its backends are: {names} "
+                          "(check the balancer.backend option).", backend=backend)
 
     def _connect(self) -> socket.socket:
         if self.kind == "tcp":

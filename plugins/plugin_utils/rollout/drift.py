@@ -39,7 +39,7 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.hosts impo
     validate_service,
 )
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.lock import ServiceLock
-from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.manager import revert
+from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.manager import LIMITS, revert
 
 # Paths every Linux process may write without it being a change to the host's software or config.
 DEFAULT_WRITABLE_PATHS = ["/tmp", "/var/tmp", "/run", "/var/run", "/var/log", "/var/cache", "/dev", "/proc", "/sys"]
@@ -166,8 +166,11 @@ class Drift:
         self.progress = progress
         self.service = validate_service(params["service"])
         for path in params["writable_paths"]:
-            if not path.startswith("/"):
-                raise InfraError(f"writable_paths entry '{path}' must be an absolute path.")
+            if not path.startswith("/") or ".." in path.split("/"):
+                raise InfraError(f"writable_paths entry '{path}' must be an absolute path without '..'.")
+        for name in ("drain_timeout", "stop_timeout", "lock_timeout"):
+            if not 0 <= params[name] <= LIMITS[name]:
+                raise InfraError(f"{name} is {params[name]}; it must be between 0 and {LIMITS[name]}.")
         if params["heal"] and not check_mode and not params["balancer"]:
             self.progress(f"{self.service}: no balancer given; hosts are replaced without balancer changes")
 
@@ -191,6 +194,8 @@ class Drift:
     def run(self) -> dict[str, Any]:
         started = time.monotonic()
         client = DockerClient(self.params["docker_host"])
+        if self.params["heal"] and self.params["balancer"]:
+            make_balancer(self.params["balancer"]).check()  # a wrong balancer is said before anything else
         drifted = self.detect(client)
         result: dict[str, Any] = {"changed": False, "service": self.service, "drifted": drifted, "healed": [],
                                   "removed": []}

@@ -28,6 +28,7 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.manager im
     ROLLOUT_ARGUMENT_SPEC,
     Rollout,
     RolloutContext,
+    check_limits,
 )
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.revisions import (
     rollback_target,
@@ -65,6 +66,7 @@ class Rollback:
         self.context = context
         self.progress = progress
         self.service = validate_service(params["service"])
+        check_limits(params)
 
     def run(self) -> dict[str, Any]:
         ledger = Ledger(self.params["ledger"] or default_ledger_path())

@@ -56,6 +56,8 @@ for unit in /etc/systemd/system/*.wants/*; do
 done
 """
 
+MAX_SECONDS = 7 * 86400
+
 VERIFY_ARGUMENT_SPEC: dict[str, Any] = {
     "image": {"type": "str", "required": True},
     "tests": {"type": "list", "elements": "path", "default": []},
@@ -153,6 +155,8 @@ def find_test_files(paths: list[str], basedir: str) -> tuple[list[str], list[str
                              "give testinfra files or directories relative to the playbook.")
         resolved.append(path)
         if os.path.isfile(path):
+            if not path.endswith(".py"):
+                raise InfraError(f"Tests path '{given}' ({path}) is neither a directory nor a Python test file.")
             files.append(path)
             continue
         found = sorted(os.path.join(root, name) for root, dirs, names in os.walk(path) for name in names
@@ -202,6 +206,11 @@ class Verifier:
         for option in ("timeout", "start_timeout"):
             if params[option] <= 0:
                 raise InfraError(f"{option} must be a positive number of seconds.")
+            if params[option] > MAX_SECONDS:
+                raise InfraError(f"{option} is {params[option]} s; at most {MAX_SECONDS} s (a week) is taken.")
+        for port in params.get("wait_for_ports") or []:
+            if not 0 < port < 65536:
+                raise InfraError(f"wait_for_ports entry {port} is not a TCP port number (1-65535).")
         if not params["tests"] and not params["molecule_scenario"] and not params["idempotence"]:
             raise InfraError("Nothing to verify: give tests, a molecule_scenario, or idempotence: true.")
         self.deadline = 0.0
