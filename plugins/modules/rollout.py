@@ -53,7 +53,7 @@ options:
   service:
     description:
       - Name of the service. It names the hosts (C(<service>-<generation>-<n>)), the inventory groups
-        and the balancer servers, so it is a DNS label that may also hold V(_): it starts with a
+        and the balancer servers, so it is a DNS label that may also hold V(_); it starts with a
         lower-case letter, ends with a letter or digit, holds only lower-case letters, digits, V(-) and
         V(_), and is at most 63 characters long (V(web-api)). Host names are read from the right, so
         V(web-api-3-1) is host 1 of generation 3 of V(web-api). Inventory groups use V(_) for V(-).
