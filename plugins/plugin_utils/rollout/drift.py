@@ -77,7 +77,6 @@ def filesystem_changes(changes: list[dict[str, Any]], writable_paths: list[str])
     return phrases
 
 
-
 def config_differences(container: dict[str, Any], image: dict[str, Any], spec: HostSpec) -> list[str]:
     """How the container's config differs from what its image and rollout spec give."""
     config = container.get("Config") or {}
