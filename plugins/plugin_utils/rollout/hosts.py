@@ -130,6 +130,7 @@ def match_servers(endpoints: dict[str, tuple[str, int]], servers: list[Server]) 
     for server in servers:
         by_endpoint.setdefault((server.address, server.port), []).append(server)
     matched: dict[str, Server] = {}
+    duplicates: list[Server] = []
     for name, endpoint in endpoints.items():
         candidates = by_endpoint.pop(endpoint, [])
         if not candidates:
@@ -137,8 +138,8 @@ def match_servers(endpoints: dict[str, tuple[str, int]], servers: list[Server]) 
         candidates.sort(key=lambda server: (server.name != name, ADMIN_PREFERENCE.get(server.admin_state, 9),
                                             server.name))
         matched[name] = candidates[0]
-        by_endpoint[("", -1)] = by_endpoint.get(("", -1), []) + candidates[1:]
-    stale = sorted(server.name for group in by_endpoint.values() for server in group)
+        duplicates += candidates[1:]
+    stale = sorted(server.name for group in [*by_endpoint.values(), duplicates] for server in group)
     return matched, stale
 
 
