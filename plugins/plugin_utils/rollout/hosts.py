@@ -290,7 +290,7 @@ class ServiceHosts:
             # if it ends now: killed, the host can be started again at once instead of after stop_timeout.
             self.progress(f"{self.service}: finishing the stop of {', '.join(finishing)} before starting it again")
             run_for_each(finishing, lambda name: self._finish_stop(records[name]))
-            self._forget_stops(finishing)
+        self._forget_stops(names)  # running again, these hosts are no longer stopping, whoever sent the stop
         for name in names:
             self.client.start(records[name].container_id)
             records[name].stopping = False
