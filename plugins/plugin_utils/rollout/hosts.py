@@ -209,6 +209,14 @@ class ServiceHosts:
                                                    server.name if server else None, stopping)
         return observation
 
+    def settle_stops(self, observation: Observation) -> None:
+        """Forgets recorded stops that have finished (the host exited or is gone), so that a host started
+        again later by hand is not taken for one still stopping."""
+        pending = self.pending_stops.read()
+        finished = [name for name in pending if not (name in observation.records and observation.records[name].stopping)]
+        if finished:
+            self._forget_stops(finished)
+
     def detach_stale(self, observation: Observation) -> None:
         for server in observation.stale_servers:
             self.progress(f"{self.service}: taking stale server {server} out of the balancer")

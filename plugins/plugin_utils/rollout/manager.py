@@ -162,6 +162,7 @@ class Rollout:
     def _locked_run(self, hosts: ServiceHosts, desired: rp.Desired, journal: Journal, started: float) -> dict[str, Any]:
         recovered = recover_interrupted(hosts, journal)
         observation = hosts.observe()
+        hosts.settle_stops(observation)
         hosts.detach_stale(observation)
         plan = rp.plan_rollout(observation.hosts, desired)
         if not plan.changed:
