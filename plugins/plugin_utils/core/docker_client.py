@@ -45,6 +45,8 @@ class DockerClient:
     # images ---------------------------------------------------------------------------------
     def image(self, reference: str) -> dict[str, Any] | None:
         """The inspect data of an image by ID or reference, or None when the engine lacks it."""
+        if not reference:
+            return None
         try:
             return self.api.inspect_image(reference)
         except (ImageNotFound, NotFound):
@@ -112,6 +114,8 @@ class DockerClient:
 
     def container(self, container_id: str) -> dict[str, Any] | None:
         """The inspect data of a container, or None when it does not exist (any more)."""
+        if not container_id:
+            return None
         try:
             return self.api.inspect_container(container_id)
         except NotFound:
