@@ -15,16 +15,16 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.bake import builde
 from ansible_collections.immutable.infra.plugins.plugin_utils.bake import plan as bake_plan
 from ansible_collections.immutable.infra.plugins.plugin_utils.bake.play_runner import PlaySpec, run_play
 from ansible_collections.immutable.infra.plugins.plugin_utils.bake.roles import CollectionIndex, Role, RoleResolver
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import (
-    BUILDER_NAME_PREFIX,
-    LABEL_INPUTS_HASH,
-    LABEL_PREFIX,
-    InfraError,
-    short_id,
-    utc_timestamp,
-)
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError, short_id, utc_timestamp
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.interrupts import interruptible
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import (
+    LABEL_INPUTS_HASH,
+    LABEL_NAME,
+    builder_name,
+    failed_bake_labels,
+    failed_bake_tag,
+)
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import Ledger
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import default_path as default_ledger_path
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.provenance import controller_identity, git_info
@@ -186,7 +186,7 @@ class Baker:
     def _reasons(self, client: DockerClient, inputs: dict[str, Any], cached: dict[str, Any] | None) -> list[str]:
         if cached:
             return ["force: true"]
-        newest = next(iter(client.images_with_label(LABEL_PREFIX + "name", self.name, limit=1)), None)
+        newest = next(iter(client.images_with_label(LABEL_NAME, self.name, limit=1)), None)
         if newest is None:
             return [f"no image of {self.name} exists yet"]
         differences = bake_plan.explain_differences(bake_plan.inputs_summary(inputs),
@@ -196,7 +196,7 @@ class Baker:
     def _build(self, client: DockerClient, base_image: dict[str, Any], requested: list[Role], digest: str,
                labels: dict[str, str]):
         tag = bake_plan.image_tag(digest)
-        container_name = f"{BUILDER_NAME_PREFIX}{tag}-{uuid.uuid4().hex[:6]}"
+        container_name = builder_name(tag, uuid.uuid4().hex[:6])
         with interruptible(f"bake of {self.name}") as guard:
             container_id = client.run_detached(base_image["Id"], container_name, {},
                                                entrypoint=builder.KEEP_ALIVE, command=[],
@@ -227,9 +227,8 @@ class Baker:
     def _keep_failed(self, client: DockerClient, container_id: str, base_image: dict[str, Any], digest: str) -> str | None:
         if not self.params["keep_failed"]:
             return None
-        tag = f"failed-{bake_plan.image_tag(digest)}"
-        config = bake_plan.commit_config(base_image.get("Config") or {}, {},
-                                         {LABEL_PREFIX + "failed_bake": digest, LABEL_PREFIX + "name": ""})
+        tag = failed_bake_tag(bake_plan.image_tag(digest))
+        config = bake_plan.commit_config(base_image.get("Config") or {}, {}, failed_bake_labels(digest))
         client.commit(container_id, self.name, tag, config, message="failed immutable.infra bake, kept for debugging")
         return f"{self.name}:{tag}"
 

@@ -12,14 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.balancer.adapter import BALANCER_OPTIONS, make_balancer
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import (
-    LABEL_INPUTS_HASH,
-    InfraError,
-    short_id,
-    utc_timestamp,
-)
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError, short_id, utc_timestamp
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.interrupts import interruptible
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import ImageProvenance, image_labels
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import Ledger
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import default_path as default_ledger_path
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout import plan as rp
@@ -135,10 +131,10 @@ class Rollout:
             if not client.network_exists(network):
                 raise InfraError(f"The Docker network {network} (container.networks) does not exist; create it "
                                  "first, or leave it out to use the engine's default bridge.")
-        labels = (image.get("Config") or {}).get("Labels") or {}
+        provenance = ImageProvenance.from_labels(image_labels(image))
         self.balancer.check()
         spec = HostSpec(self.service, image["Id"], self.params["port"], self.params["container"],
-                        self.params["health"], labels.get(LABEL_INPUTS_HASH, ""))
+                        self.params["health"], provenance.inputs_hash or "")
         hosts = ServiceHosts(client, self.balancer, spec, self.progress, self.params["drain_timeout"],
                              self.params["stop_timeout"])
         hosts.rollout_id = self.rollout_id
@@ -151,11 +147,8 @@ class Rollout:
                 return self._result(plan, spec, started, changed=plan.changed or bool(observation.stale_servers))
             lock = ServiceLock(client, self.service, spec.image_id, self.rollout_id, self.params["lock_timeout"],
                                self.progress)
-            lock.acquire()
-            try:
+            with lock.holding():
                 return self._locked_run(hosts, desired, journal, started)
-            finally:
-                lock.release()
         finally:
             hosts.close()
 
@@ -264,11 +257,11 @@ def recover_interrupted(hosts: ServiceHosts, journal: Journal) -> str | None:
     unfinished = journal.read()
     if not unfinished:
         return None
-    hosts.progress(f"{hosts.service}: rollout {unfinished['rollout']} (started {unfinished['started']}) did not "
-                   f"finish; putting {', '.join(unfinished['previous_live']) or 'nothing'} back first")
-    revert(hosts, unfinished["previous_live"], unfinished["new_hosts"], unfinished["restored"])
+    hosts.progress(f"{hosts.service}: rollout {unfinished.rollout} (started {unfinished.started}) did not "
+                   f"finish; putting {', '.join(unfinished.previous_live) or 'nothing'} back first")
+    revert(hosts, unfinished.previous_live, unfinished.new_hosts, unfinished.restored)
     journal.clear()
-    return unfinished["rollout"]
+    return unfinished.rollout
 
 
 def retire_old_generations(hosts: ServiceHosts, plan: rp.Plan) -> None:

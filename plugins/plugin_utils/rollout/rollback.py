@@ -13,13 +13,9 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import (
-    LABEL_IMAGE_ID,
-    LABEL_SERVICE,
-    InfraError,
-    short_id,
-)
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError, short_id
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import LABEL_SERVICE, image_labels
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import Ledger
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import default_path as default_ledger_path
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.health import HEALTH_OPTIONS
@@ -50,12 +46,11 @@ def host_specs(client: DockerClient, service: str) -> tuple[dict[str, HostSpec],
     specs: dict[str, HostSpec] = {}
     running: Counter = Counter()
     for inspected in client.containers_with_labels({LABEL_SERVICE: service}):
-        labels = inspected["Config"].get("Labels") or {}
-        spec = HostSpec.from_labels(labels)
+        spec = HostSpec.from_labels(image_labels(inspected))
         if spec:
             specs.setdefault(spec.image_id, spec)
             if (inspected.get("State") or {}).get("Running"):
-                running[labels.get(LABEL_IMAGE_ID)] += 1
+                running[spec.image_id] += 1
     return specs, (running.most_common(1)[0][0] if running else None)
 
 

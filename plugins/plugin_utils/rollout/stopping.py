@@ -14,31 +14,23 @@ from __future__ import annotations
 
 import time
 
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import LABEL_PREFIX
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
-
-STOPPING_PREFIX = "immutable-infra-stopping-"
-LABEL_STOPPING = LABEL_PREFIX + "stopping"
-HOST_LABEL_PREFIX = LABEL_STOPPING + "."
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import (
+    stopping_hosts,
+    stopping_labels,
+    stopping_name,
+)
 
 
 class PendingStops:
     def __init__(self, client: DockerClient, service: str) -> None:
         self.client = client
         self.service = service
-        self.name = STOPPING_PREFIX + service
+        self.name = stopping_name(service)
 
     def read(self) -> dict[str, float]:
         """Host name -> epoch by which the engine will have killed it."""
-        labels = self.client.volume_labels(self.name) or {}
-        pending = {}
-        for key, value in labels.items():
-            if key.startswith(HOST_LABEL_PREFIX):
-                try:
-                    pending[key[len(HOST_LABEL_PREFIX):]] = float(value)
-                except ValueError:
-                    continue
-        return pending
+        return stopping_hosts(self.client.volume_labels(self.name))
 
     def write(self, pending: dict[str, float]) -> None:
         """Records exactly these hosts; no volume at all when there is none."""
@@ -46,16 +38,7 @@ class PendingStops:
             if self.client.volume_labels(self.name) is not None:
                 self.client.remove_volume(self.name)
             return
-        labels = {LABEL_STOPPING: self.service}
-        labels.update({HOST_LABEL_PREFIX + name: f"{deadline:.0f}" for name, deadline in sorted(pending.items())})
-        self.client.replace_volume(self.name, labels)
-
-    def settle(self, added: dict[str, float], still_running: set[str]) -> dict[str, float]:
-        """Adds new stops and forgets hosts that have exited; returns what is still pending."""
-        pending = {name: deadline for name, deadline in dict(self.read(), **added).items() if name in still_running}
-        if pending != self.read():
-            self.write(pending)
-        return pending
+        self.client.replace_volume(self.name, stopping_labels(self.service, pending))
 
 
 def deadline_text(deadline: float) -> str:

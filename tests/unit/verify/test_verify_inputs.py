@@ -13,12 +13,8 @@ import pytest
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.interrupts import Interrupted, interruptible
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.processes import run_streaming
-from ansible_collections.immutable.infra.plugins.plugin_utils.verify.manager import (
-    Verifier,
-    VerifyContext,
-    find_test_files,
-    locate_scenario,
-)
+from ansible_collections.immutable.infra.plugins.plugin_utils.verify.manager import Verifier, VerifyContext
+from ansible_collections.immutable.infra.plugins.plugin_utils.verify.runners import find_test_files, locate_scenario
 
 
 def touch(path, content=""):
