@@ -173,7 +173,9 @@ def snapshot(docker_client, proxy, ledger):
     return {"containers": sorted(container.name for container in docker_client.containers.list(all=True)),
             "volumes": sorted(volume.name for volume in docker_client.volumes.list()),
             "images": sorted(image.id for image in docker_client.images.list(all=True)),
-            "servers": proxy.command("show servers state web").splitlines()[2:],
+            # name, address, operational and admin state, port (not the seconds since the last change)
+            "servers": [tuple(line.split()[index] for index in (3, 4, 5, 6, 18))
+                        for line in proxy.command("show servers state web").splitlines()[2:] if line.strip()],
             "ledger records": records}
 
 
