@@ -7,8 +7,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import replace
 from typing import Any
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.bake import builder
@@ -25,9 +24,8 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import
     failed_bake_labels,
     failed_bake_tag,
 )
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import Ledger
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import default_path as default_ledger_path
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.provenance import controller_identity, git_info
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.task import Manager, TaskContext
 
 OWN_COLLECTION = "immutable.infra"
 MAX_TIMEOUT = 7 * 86400
@@ -60,30 +58,14 @@ BAKE_ARGUMENT_SPEC: dict[str, Any] = {
     "become_method": {"type": "str", "default": "su"},
     "network": {"type": "str"},
     "timeout": {"type": "int", "default": 3600},
-    "docker_host": {"type": "str"},
-    "ledger": {"type": "path"},
     "project_dir": {"type": "path"},
 }
 
 
-@dataclass
-class BakeContext:
-    """Where the calling play runs: how Ansible would resolve roles and collections for it."""
-
-    basedir: str
-    roles_path: list[str]
-    collections_path: list[str]
-    play_collections: list[str] = field(default_factory=list)
-    check_mode: bool = False
-    ansible_core_version: str = ""
-
-
-class Baker:
-    def __init__(self, params: dict[str, Any], context: BakeContext,
-                 progress: Callable[[str], None] = lambda message: None) -> None:
-        self.params = params
-        self.context = context
-        self.progress = progress
+class Baker(Manager):
+    def __init__(self, params: dict[str, Any], context: TaskContext) -> None:
+        # project_dir stands in for the playbook's directory: roles, provenance and ledger records come from it.
+        super().__init__(params, replace(context, basedir=params["project_dir"]) if params["project_dir"] else context)
         self.name = bake_plan.validate_repository(params["name"])
         self.config = bake_plan.normalize_config(params["config"] or {})
         for path in params["cleanup_paths"]:
@@ -130,7 +112,7 @@ class Baker:
     # run -----------------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         started = time.monotonic()
-        client = DockerClient(self.params["docker_host"])
+        client = self.client()
         base_image = self._base_image(client)
         requested, roles = self.resolver.resolve(self.params["roles"])
         inputs = self._inputs(base_image, roles)
@@ -161,7 +143,7 @@ class Baker:
             name=self.name, base=self.params["base"], inputs=inputs, digest=digest,
             roles=[role.label for role in roles], created=utc_timestamp(),
             git=git_info(self.context.basedir), baked_by=controller_identity())
-        ledger = Ledger(self.params["ledger"] or default_ledger_path())
+        ledger = self.ledger()
         record = ledger.new_record("bake", self.context.basedir, name=self.name, image=result["image"],
                                    inputs_hash=digest, roles=result["roles"], base_image_id=base_image["Id"])
         try:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.balancer.adapter import BALANCER_OPTIONS, make_balancer
@@ -18,8 +17,7 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.interrupts import interruptible
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import LABEL_SERVICE, HostLabels, image_labels
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import Ledger
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import default_path as default_ledger_path
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.task import Manager, TaskContext
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout import plan as rp
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.drift_plan import (
     host_drift,
@@ -39,18 +37,12 @@ DRIFT_ARGUMENT_SPEC: dict[str, Any] = {
     "drain_timeout": {"type": "float", "default": 30},
     "stop_timeout": {"type": "int", "default": 10},
     "lock_timeout": {"type": "int", "default": 3600},
-    "docker_host": {"type": "str"},
-    "ledger": {"type": "path"},
 }
 
 
-class Drift:
-    def __init__(self, params: dict[str, Any], basedir: str, check_mode: bool,
-                 progress: Callable[[str], None] = lambda message: None) -> None:
-        self.params = params
-        self.basedir = basedir
-        self.check_mode = check_mode
-        self.progress = progress
+class Drift(Manager):
+    def __init__(self, params: dict[str, Any], context: TaskContext) -> None:
+        super().__init__(params, context)
         self.service = validate_service(params["service"])
         for path in params["writable_paths"]:
             if not path.startswith("/") or ".." in path.split("/"):
@@ -58,12 +50,11 @@ class Drift:
         for name in ("drain_timeout", "stop_timeout", "lock_timeout"):
             if not 0 <= params[name] <= LIMITS[name]:
                 raise InfraError(f"{name} is {params[name]}; it must be between 0 and {LIMITS[name]}.")
-        if params["heal"] and not check_mode and not params["balancer"]:
+        if params["heal"] and not context.check_mode and not params["balancer"]:
             self.progress(f"{self.service}: no balancer given; hosts are replaced without balancer changes")
 
     def detect(self, client: DockerClient) -> list[dict[str, Any]]:
-        ledger = Ledger(self.params["ledger"] or default_ledger_path())
-        recorded = recorded_hosts(ledger.records(service=self.service))
+        recorded = recorded_hosts(self.ledger().records(service=self.service))
         images: dict[str, dict[str, Any] | None] = {}
         drifted = []
         for container in client.containers_with_labels({LABEL_SERVICE: self.service}, include_stopped=False):
@@ -80,7 +71,7 @@ class Drift:
 
     def run(self) -> dict[str, Any]:
         started = time.monotonic()
-        client = DockerClient(self.params["docker_host"])
+        client = self.client()
         if self.params["heal"] and self.params["balancer"]:
             make_balancer(self.params["balancer"]).check()  # a wrong balancer is said before anything else
         drifted = self.detect(client)
@@ -93,7 +84,7 @@ class Drift:
                              + ", ".join(entry["host"] for entry in drifted) if drifted
                              else f"{self.service}: no host has drifted")
             return result
-        if self.check_mode:
+        if self.context.check_mode:
             return dict(result, changed=True, msg=f"{self.service}: would replace {len(drifted)} drifted host(s)")
         healed, removed = self._heal(client, drifted)
         return dict(result, changed=True, healed=healed, removed=removed, duration=round(time.monotonic() - started, 3),
@@ -118,8 +109,8 @@ class Drift:
 
     def _replace(self, client: DockerClient, balancer, specs: dict[str, HostSpec | None],
                  rollout_id: str) -> tuple[list[dict[str, str]], list[str]]:
-        ledger = Ledger(self.params["ledger"] or default_ledger_path())
-        record = ledger.new_record("heal", self.basedir, rollout=rollout_id, service=self.service)
+        ledger = self.ledger()
+        record = ledger.new_record("heal", self.context.basedir, rollout=rollout_id, service=self.service)
         groups: dict[str, tuple[HostSpec, list[str]]] = {}
         for name, spec in sorted(specs.items()):
             if spec:

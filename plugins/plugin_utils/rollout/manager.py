@@ -7,17 +7,14 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.balancer.adapter import BALANCER_OPTIONS, make_balancer
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError, short_id, utc_timestamp
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.interrupts import interruptible
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import ImageProvenance, image_labels
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import Ledger
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import default_path as default_ledger_path
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.task import Manager, TaskContext
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout import plan as rp
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.health import HEALTH_OPTIONS, HealthCheck
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.hosts import (
@@ -60,8 +57,6 @@ ROLLOUT_ARGUMENT_SPEC: dict[str, Any] = {
     "keep_previous": {"type": "int", "default": 1},
     "container": {"type": "dict", "default": {}, "options": CONTAINER_OPTIONS},
     "lock_timeout": {"type": "int", "default": 3600},
-    "docker_host": {"type": "str"},
-    "ledger": {"type": "path"},
 }
 
 
@@ -70,6 +65,7 @@ LIMITS = {"replicas": 1000, "batch_size": 1000, "max_surge": 1000, "max_unavaila
           "keep_previous": 100, "drain_timeout": 86400, "stop_timeout": 3600, "lock_timeout": 7 * 86400}
 CANARY_LIMITS = {"replicas": 1000, "seconds": 86400}
 MEMORY_PATTERN = re.compile(r"^[0-9]+[bkmgBKMG]?$")
+NETWORK_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
 def check_limits(params: dict[str, Any]) -> None:
@@ -89,22 +85,9 @@ def check_limits(params: dict[str, Any]) -> None:
             raise InfraError(f"container.networks entry {network!r} is not a Docker network name.")
 
 
-NETWORK_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-
-
-@dataclass
-class RolloutContext:
-    basedir: str
-    check_mode: bool = False
-    diff_mode: bool = False
-
-
-class Rollout:
-    def __init__(self, params: dict[str, Any], context: RolloutContext,
-                 progress: Callable[[str], None] = lambda message: None) -> None:
-        self.params = params
-        self.context = context
-        self.progress = progress
+class Rollout(Manager):
+    def __init__(self, params: dict[str, Any], context: TaskContext) -> None:
+        super().__init__(params, context)
         self.service = validate_service(params["service"])
         if not 0 < params["port"] < 65536:
             raise InfraError(f"port must be between 1 and 65535, got {params['port']}.")
@@ -125,7 +108,7 @@ class Rollout:
     # run ----------------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         started = time.monotonic()
-        client = DockerClient(self.params["docker_host"])
+        client = self.client()
         image = require_verified(client, self.params["image"], self.params["require_verified"])
         for network in self.params["container"]["networks"]:
             if not client.network_exists(network):
@@ -165,7 +148,7 @@ class Rollout:
         self.progress(f"{self.service}: {plan.kind} to generation {plan.generation} from "
                       f"{short_id(hosts.spec.image_id)} ({self.params['strategy']}; {plan.reason}); "
                       f"{len(plan.steps)} steps")
-        ledger = Ledger(self.params["ledger"] or default_ledger_path())
+        ledger = self.ledger()
         record = ledger.new_record(
             "rollout", self.context.basedir, rollout=self.rollout_id, service=self.service,
             image_id=hosts.spec.image_id, inputs_hash=hosts.spec.inputs_hash, generation=plan.generation,

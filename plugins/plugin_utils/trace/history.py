@@ -12,8 +12,7 @@ from typing import Any
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import LABEL_SERVICE, HostLabels, image_labels
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import Ledger
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import default_path as default_ledger_path
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.task import Manager, TaskContext
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.hosts import validate_service
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.revisions import service_revisions
 from ansible_collections.immutable.infra.plugins.plugin_utils.trace.history_builder import (
@@ -26,14 +25,12 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.verify.verdicts im
 HISTORY_ARGUMENT_SPEC: dict[str, Any] = {
     "service": {"type": "str", "required": True},
     "limit": {"type": "int"},
-    "docker_host": {"type": "str"},
-    "ledger": {"type": "path"},
 }
 
 
-class History:
-    def __init__(self, params: dict[str, Any]) -> None:
-        self.params = params
+class History(Manager):
+    def __init__(self, params: dict[str, Any], context: TaskContext) -> None:
+        super().__init__(params, context)
         self.service = validate_service(params["service"])
         if params.get("limit") is not None and params["limit"] < 1:
             raise InfraError(f"limit must be at least 1, got {params['limit']}; leave it out to list every revision.")
@@ -56,9 +53,9 @@ class History:
         return {"containers": containers, "images": images, "verdicts": verdicts}
 
     def run(self) -> dict[str, Any]:
-        ledger = Ledger(self.params["ledger"] or default_ledger_path())
+        ledger = self.ledger()
         records = list(ledger.records())
-        client = DockerClient(self.params["docker_host"])
+        client = self.client()
         image_ids = {record["image_id"] for record in service_revisions(records, self.service) if record.get("image_id")}
         history = build_history(records, self.service, self.observe(client, image_ids), self.params.get("limit"))
         table = [summary_line(self.service, history, len(history["revisions"]))]

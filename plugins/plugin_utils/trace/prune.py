@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import Ledger
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import default_path as default_ledger_path
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.task import Manager, TaskContext
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.hosts import validate_service
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.lock import ServiceLock
 from ansible_collections.immutable.infra.plugins.plugin_utils.trace.prune_plan import (
@@ -42,23 +39,12 @@ PRUNE_ARGUMENT_SPEC: dict[str, Any] = {
     "pinned": {"type": "list", "elements": "str", "default": []},
     "builders": {"type": "bool", "default": True},
     "min_age": {"type": "int", "default": 600},
-    "docker_host": {"type": "str"},
-    "ledger": {"type": "path"},
 }
 
 
-@dataclass
-class PruneContext:
-    basedir: str
-    check_mode: bool = False
-
-
-class Prune:
-    def __init__(self, params: dict[str, Any], context: PruneContext,
-                 progress: Callable[[str], None] = lambda message: None) -> None:
-        self.params = params
-        self.context = context
-        self.progress = progress
+class Prune(Manager):
+    def __init__(self, params: dict[str, Any], context: TaskContext) -> None:
+        super().__init__(params, context)
         if params.get("service") is not None:
             validate_service(params["service"])
         for key in ("keep_previous", "keep_images", "min_age"):
@@ -74,8 +60,8 @@ class Prune:
 
     def run(self) -> dict[str, Any]:
         started = time.monotonic()
-        client = DockerClient(self.params["docker_host"])
-        ledger = Ledger(self.params["ledger"] or default_ledger_path())
+        client = self.client()
+        ledger = self.ledger()
         observed = observation_from_disk_usage(client.disk_usage())
         self._precise_creation_times(client, observed["images"])
         if self.params.get("service"):

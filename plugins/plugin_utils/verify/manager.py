@@ -16,8 +16,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.bake.play_runner import PlaySpec
@@ -32,8 +31,8 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import
     image_labels,
 )
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import Ledger
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import default_path as default_ledger_path
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.provenance import controller_identity
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.task import Manager, TaskContext
 from ansible_collections.immutable.infra.plugins.plugin_utils.verify import report as verify_report
 from ansible_collections.immutable.infra.plugins.plugin_utils.verify.runners import (
     IdempotenceRunner,
@@ -71,21 +70,7 @@ VERIFY_ARGUMENT_SPEC: dict[str, Any] = {
     "network": {"type": "str"},
     "python_interpreter": {"type": "str", "default": "/usr/bin/python3"},
     "become_method": {"type": "str", "default": "su"},
-    "docker_host": {"type": "str"},
-    "ledger": {"type": "path"},
 }
-
-
-@dataclass
-class VerifyContext:
-    """Where the calling play runs: its directory and how Ansible resolves roles for it."""
-
-    basedir: str
-    roles_path: list[str] = field(default_factory=list)
-    collections_path: list[str] = field(default_factory=list)
-    play_collections: list[str] = field(default_factory=list)
-    check_mode: bool = False
-    cores: int = field(default_factory=lambda: os.cpu_count() or 1)
 
 
 @dataclass
@@ -104,12 +89,9 @@ class Plan:
     previous: str | None
 
 
-class Verifier:
-    def __init__(self, params: dict[str, Any], context: VerifyContext,
-                 progress: Callable[[str], None] = lambda message: None) -> None:
-        self.params = params
-        self.context = context
-        self.progress = progress
+class Verifier(Manager):
+    def __init__(self, params: dict[str, Any], context: TaskContext) -> None:
+        super().__init__(params, context)
         for option in ("timeout", "start_timeout"):
             if params[option] <= 0:
                 raise InfraError(f"{option} must be a positive number of seconds.")
@@ -165,13 +147,13 @@ class Verifier:
         if files and not shutil.which("docker", path=child_environment(None, {})["PATH"]):
             raise InfraError("testinfra's docker backend needs the docker command on the controller; "
                              "install the Docker CLI (Debian: docker.io or docker-ce-cli).")
-        client = DockerClient(self.params["docker_host"])
+        client = self.client()
         image = client.image(self.params["image"])
         if image is None:
             raise InfraError(f"Image '{self.params['image']}' is not in the Docker engine; bake it "
                              "(immutable.infra.bake) or give an image ID that exists.")
         roles = self._idempotence_roles(image) if self.params["idempotence"] else []
-        ledger = Ledger(self.params["ledger"] or default_ledger_path())
+        ledger = self.ledger()
         workers = verify_report.choose_workers(len(files), self.context.cores, self.params["parallel"],
                                                self._last_durations(ledger, files))
         return Plan(client=client, image=image, paths=paths, files=files, scenario=scenario, roles=roles,

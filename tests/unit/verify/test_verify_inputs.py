@@ -13,7 +13,8 @@ import pytest
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.interrupts import Interrupted, interruptible
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.processes import run_streaming
-from ansible_collections.immutable.infra.plugins.plugin_utils.verify.manager import Verifier, VerifyContext
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.task import TaskContext
+from ansible_collections.immutable.infra.plugins.plugin_utils.verify.manager import Verifier
 from ansible_collections.immutable.infra.plugins.plugin_utils.verify.runners import find_test_files, locate_scenario
 
 
@@ -79,7 +80,7 @@ def params(**options):
 ])
 def test_options_are_checked_first(options, message):
     with pytest.raises(InfraError, match=message):
-        Verifier(params(**options), VerifyContext(basedir="/tmp"))
+        Verifier(params(**options), TaskContext(basedir="/tmp"))
 
 
 def test_a_signal_interrupts_once_and_waits_for_shielded_cleanup():
