@@ -75,10 +75,12 @@ class Baker(Manager):
             raise InfraError(f"timeout must be a positive number of seconds, at most {MAX_TIMEOUT} (a week).")
         if not params["roles"]:
             raise InfraError("roles is empty; list at least one role to bake.")
-        if not os.path.isdir(context.basedir):
-            raise InfraError(f"The project directory {context.basedir} (project_dir) does not exist.")
+        if not os.path.isdir(self.context.basedir):
+            raise InfraError(f"The project directory {self.context.basedir} (project_dir) does not exist.")
         self.collections = CollectionIndex(context.collections_path)
-        self.resolver = RoleResolver(context.basedir, context.roles_path, self.collections, context.play_collections)
+        # Roles resolve from project_dir when it is given, as they would for a playbook there.
+        self.resolver = RoleResolver(self.context.basedir, context.roles_path, self.collections,
+                                     context.play_collections)
 
     # observe -------------------------------------------------------------------------------------
     def _base_image(self, client: DockerClient) -> dict[str, Any]:
