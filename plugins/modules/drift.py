@@ -58,7 +58,7 @@ options:
     type: float
     default: 30
   stop_timeout:
-    description: Seconds a host gets to exit after SIGTERM.
+    description: Seconds a host gets to exit after SIGTERM before the engine kills it; nothing waits for that (see M(immutable.infra.rollout)).
     type: int
     default: 10
   lock_timeout:

@@ -51,8 +51,10 @@ options:
   service:
     description:
       - Name of the service. It names the hosts (C(<service>-<generation>-<n>)), the inventory groups
-        and the balancer servers, so it starts with a lower-case letter and holds only lower-case
-        letters, digits and V(_).
+        and the balancer servers, so it is a DNS label that may also hold V(_); it starts with a
+        lower-case letter, ends with a letter or digit, holds only lower-case letters, digits, V(-) and
+        V(_), and is at most 63 characters long (V(web-api)). Host names are read from the right, so
+        V(web-api-3-1) is host 1 of generation 3 of V(web-api). Inventory groups use V(_) for V(-).
     type: str
     required: true
   image:
@@ -118,7 +120,13 @@ options:
     type: float
     default: 30
   stop_timeout:
-    description: Seconds an old host gets to exit after SIGTERM before it is killed.
+    description:
+      - Seconds an old host gets to exit after SIGTERM before the engine kills it (at most 3600).
+      - The rollout does not wait for it. An old host is stopped only once it is drained and out of the
+        balancer, so when it has not exited a second after SIGTERM (a program that ignores SIGTERM as
+        PID 1), the engine is left to finish the stop. Such hosts are recorded as stopping (RV(stopping),
+        the ledger, a volume C(immutable-infra-stopping-<service>)), count as stopped for every later run,
+        and a run that needs one back (a revert, a rollback) kills it first.
     type: int
     default: 10
   require_verified:
@@ -282,6 +290,11 @@ recovered:
   description: ID of an interrupted earlier rollout whose hosts were put back before this one.
   returned: when an interrupted rollout was found
   type: str
+stopping:
+  description: Old hosts out of the balancer and drained whose stop the engine was still finishing when the task ended.
+  returned: always
+  type: list
+  elements: str
 rolled_back:
   description: True when the rollout failed and the previous hosts are live again.
   returned: on failure

@@ -75,8 +75,9 @@ def remove_service(client: docker.DockerClient, service: str) -> None:
         container.remove(force=True)
     for container in client.containers.list(all=True, filters={"name": f"immutable-infra-lock-{service}"}):
         container.remove(force=True)
-    for volume in client.volumes.list(filters={"name": f"immutable-infra-rollout-{service}"}):
-        volume.remove(force=True)
+    for prefix in ("immutable-infra-rollout-", "immutable-infra-stopping-"):
+        for volume in client.volumes.list(filters={"name": f"{prefix}{service}"}):
+            volume.remove(force=True)
 
 
 def rollout_task(service: str, image: str, proxy, backend: str = "web", **options) -> dict:

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from dataclasses import replace
@@ -27,6 +28,7 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.core.provenance im
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.task import Manager, TaskContext
 
 OWN_COLLECTION = "immutable.infra"
+MAX_TIMEOUT = 7 * 86400
 CONNECTION_COLLECTION = "community.docker"
 
 BAKE_ARGUMENT_SPEC: dict[str, Any] = {
@@ -69,12 +71,16 @@ class Baker(Manager):
         for path in params["cleanup_paths"]:
             if not path.startswith("/") or ".." in path.split("/"):
                 raise InfraError(f"cleanup_paths entry '{path}' must be an absolute path without '..'.")
-        if params["timeout"] <= 0:
-            raise InfraError("timeout must be a positive number of seconds.")
+        if not 0 < params["timeout"] <= MAX_TIMEOUT:
+            raise InfraError(f"timeout must be a positive number of seconds, at most {MAX_TIMEOUT} (a week).")
         if not params["roles"]:
             raise InfraError("roles is empty; list at least one role to bake.")
+        if not os.path.isdir(self.context.basedir):
+            raise InfraError(f"The project directory {self.context.basedir} (project_dir) does not exist.")
         self.collections = CollectionIndex(context.collections_path)
-        self.resolver = RoleResolver(context.basedir, context.roles_path, self.collections, context.play_collections)
+        # Roles resolve from project_dir when it is given, as they would for a playbook there.
+        self.resolver = RoleResolver(self.context.basedir, context.roles_path, self.collections,
+                                     context.play_collections)
 
     # observe -------------------------------------------------------------------------------------
     def _base_image(self, client: DockerClient) -> dict[str, Any]:

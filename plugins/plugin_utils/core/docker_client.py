@@ -19,6 +19,8 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import
 try:
     import docker
     from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+    from requests.exceptions import ConnectionError as RequestsConnectionError
+    from requests.exceptions import ReadTimeout
 except ImportError:  # reported when a client is created, so ansible-doc works without the SDK
     docker = None  # type: ignore[assignment]
 
@@ -43,6 +45,8 @@ class DockerClient:
     # images ---------------------------------------------------------------------------------
     def image(self, reference: str) -> dict[str, Any] | None:
         """The inspect data of an image by ID or reference, or None when the engine lacks it."""
+        if not reference:
+            return None
         try:
             return self.api.inspect_image(reference)
         except (ImageNotFound, NotFound):
@@ -110,6 +114,8 @@ class DockerClient:
 
     def container(self, container_id: str) -> dict[str, Any] | None:
         """The inspect data of a container, or None when it does not exist (any more)."""
+        if not container_id:
+            return None
         try:
             return self.api.inspect_container(container_id)
         except NotFound:
@@ -280,6 +286,56 @@ class DockerClient:
         except APIError as error:
             if error.status_code not in (304, 404):
                 raise InfraError(f"Docker could not stop container {container_id[:12]}: {error.explanation}") from None
+
+    def network_exists(self, name: str) -> bool:
+        try:
+            self.api.inspect_network(name)
+            return True
+        except NotFound:
+            return False
+        except APIError as error:
+            if error.status_code in (400, 404):
+                return False
+            raise InfraError(f"Docker could not inspect network {name}: {error.explanation}") from None
+
+    def request_stop(self, container_id: str, timeout: int, wait: float) -> bool:
+        """Asks the engine to stop the container (SIGTERM, then SIGKILL after `timeout` seconds) and waits
+        at most `wait` seconds for it; True when it stopped within that. Otherwise the engine goes on
+        with the stop by itself: it does not depend on the caller waiting for the answer."""
+        api: Any = self.api  # the SDK's stop() waits for the answer; its request helpers do not have to
+        try:
+            response = api._post(api._url("/containers/{0}/stop", container_id), params={"t": timeout},
+                                 timeout=max(wait, 0.05))
+            if response.status_code not in (304, 404):
+                api._raise_for_status(response)
+            return True
+        except (ReadTimeout, RequestsConnectionError) as error:
+            if isinstance(error, RequestsConnectionError) and "timed out" not in str(error).lower():
+                raise InfraError(f"Docker could not stop container {container_id[:12]}: {error}") from None
+            return False
+        except APIError as error:
+            raise InfraError(f"Docker could not stop container {container_id[:12]}: {error.explanation}") from None
+
+    def kill(self, container_id: str) -> None:
+        """SIGKILL; a container that is not running (any more) is not an error."""
+        try:
+            self.api.kill(container_id)
+        except NotFound:
+            pass
+        except APIError as error:
+            if error.status_code not in (404, 409) and "is not running" not in str(error.explanation):
+                raise InfraError(f"Docker could not kill container {container_id[:12]}: {error.explanation}") from None
+
+    def wait_exited(self, container_id: str, timeout: float) -> bool:
+        """Waits until the container is not running; False when it still runs after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            inspected = self.container(container_id)
+            if inspected is None or not (inspected.get("State") or {}).get("Running"):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
 
     def create_marker(self, name: str, image: str, labels: dict[str, str]) -> bool:
         """Create a never-started container as an atomic marker; False when the name is taken."""

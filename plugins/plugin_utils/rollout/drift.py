@@ -27,7 +27,7 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.drift_plan
 )
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.hosts import HostSpec, ServiceHosts, validate_service
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.lock import ServiceLock
-from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.manager import revert
+from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.manager import LIMITS, revert
 
 DRIFT_ARGUMENT_SPEC: dict[str, Any] = {
     "service": {"type": "str", "required": True},
@@ -45,8 +45,11 @@ class Drift(Manager):
         super().__init__(params, context)
         self.service = validate_service(params["service"])
         for path in params["writable_paths"]:
-            if not path.startswith("/"):
-                raise InfraError(f"writable_paths entry '{path}' must be an absolute path.")
+            if not path.startswith("/") or ".." in path.split("/"):
+                raise InfraError(f"writable_paths entry '{path}' must be an absolute path without '..'.")
+        for name in ("drain_timeout", "stop_timeout", "lock_timeout"):
+            if not 0 <= params[name] <= LIMITS[name]:
+                raise InfraError(f"{name} is {params[name]}; it must be between 0 and {LIMITS[name]}.")
         if params["heal"] and not context.check_mode and not params["balancer"]:
             self.progress(f"{self.service}: no balancer given; hosts are replaced without balancer changes")
 
@@ -69,6 +72,8 @@ class Drift(Manager):
     def run(self) -> dict[str, Any]:
         started = time.monotonic()
         client = self.client()
+        if self.params["heal"] and self.params["balancer"]:
+            make_balancer(self.params["balancer"]).check()  # a wrong balancer is said before anything else
         drifted = self.detect(client)
         result: dict[str, Any] = {"changed": False, "service": self.service, "drifted": drifted, "healed": [],
                                   "removed": []}
@@ -138,7 +143,7 @@ class Drift(Manager):
             taken = {(host.generation, host.index) for host in observation.hosts}
             with interruptible(f"heal of {self.service}", deferred=True) as guard:
                 for number, old in enumerate(names, start=1):
-                    generation = int(old.rsplit("-", 2)[1])
+                    generation = rp.parse_host_name(old)[1]
                     index = max(index for gen, index in taken if gen == generation) + 1
                     taken.add((generation, index))
                     new = rp.host_name(self.service, generation, index)
@@ -157,5 +162,9 @@ class Drift(Manager):
             for name in strays:
                 if name not in observation.records:  # named unlike the service's hosts, so never in the balancer
                     client.remove_container(name)
+            # The replacements are members like any other: each has its server, the hosts it replaced none.
+            replaced = {entry["host"]: entry["replacement"] for entry in healed}
+            live = [replaced.get(name, name) for name in observation.live() if name not in strays]
+            hosts.ensure_membership(live + [new for new in replaced.values() if new not in live], "heal")
         finally:
             hosts.close()

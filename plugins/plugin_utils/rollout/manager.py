@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from typing import Any
@@ -59,6 +60,31 @@ ROLLOUT_ARGUMENT_SPEC: dict[str, Any] = {
 }
 
 
+# Far beyond any real use, low enough that no plan, sleep or timestamp overflows.
+LIMITS = {"replicas": 1000, "batch_size": 1000, "max_surge": 1000, "max_unavailable": 1000,
+          "keep_previous": 100, "drain_timeout": 86400, "stop_timeout": 3600, "lock_timeout": 7 * 86400}
+CANARY_LIMITS = {"replicas": 1000, "seconds": 86400}
+MEMORY_PATTERN = re.compile(r"^[0-9]+[bkmgBKMG]?$")
+NETWORK_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+def check_limits(params: dict[str, Any]) -> None:
+    """Refuses numbers beyond LIMITS and container settings the engine would refuse only mid-rollout."""
+    for name, limit in LIMITS.items():
+        if name in params and params[name] is not None and params[name] > limit:
+            raise InfraError(f"{name} is {params[name]}; at most {limit} is taken.")
+    for name, limit in CANARY_LIMITS.items():
+        value = (params.get("canary") or {}).get(name)
+        if value is not None and value > limit:
+            raise InfraError(f"canary.{name} is {value}; at most {limit} is taken.")
+    container = params.get("container") or {}
+    if container.get("memory") and not MEMORY_PATTERN.match(container["memory"]):
+        raise InfraError(f"container.memory {container['memory']!r} is not a size such as 512m or 2g.")
+    for network in container.get("networks") or []:
+        if not NETWORK_PATTERN.match(network):
+            raise InfraError(f"container.networks entry {network!r} is not a Docker network name.")
+
+
 class Rollout(Manager):
     def __init__(self, params: dict[str, Any], context: TaskContext) -> None:
         super().__init__(params, context)
@@ -67,6 +93,7 @@ class Rollout(Manager):
             raise InfraError(f"port must be between 1 and 65535, got {params['port']}.")
         if params["drain_timeout"] < 0 or params["stop_timeout"] < 0 or params["lock_timeout"] <= 0:
             raise InfraError("drain_timeout and stop_timeout cannot be negative, and lock_timeout must be positive.")
+        check_limits(params)
         HealthCheck.from_options(params["health"], params["port"])  # refuses a bad health spec early
         self.desired_settings = dict(
             service=self.service, replicas=params["replicas"], strategy=params["strategy"],
@@ -83,6 +110,10 @@ class Rollout(Manager):
         started = time.monotonic()
         client = self.client()
         image = require_verified(client, self.params["image"], self.params["require_verified"])
+        for network in self.params["container"]["networks"]:
+            if not client.network_exists(network):
+                raise InfraError(f"The Docker network {network} (container.networks) does not exist; create it "
+                                 "first, or leave it out to use the engine's default bridge.")
         provenance = ImageProvenance.from_labels(image_labels(image))
         self.balancer.check()
         spec = HostSpec(self.service, image["Id"], self.params["port"], self.params["container"],
@@ -107,6 +138,7 @@ class Rollout(Manager):
     def _locked_run(self, hosts: ServiceHosts, desired: rp.Desired, journal: Journal, started: float) -> dict[str, Any]:
         recovered = recover_interrupted(hosts, journal)
         observation = hosts.observe()
+        hosts.settle_stops(observation)
         hosts.detach_stale(observation)
         plan = rp.plan_rollout(observation.hosts, desired)
         if not plan.changed:
@@ -130,14 +162,16 @@ class Rollout(Manager):
         with interruptible(f"rollout of {self.service}", deferred=True) as guard:
             try:
                 hosts.apply(plan.steps, observation.records, f"gen {plan.generation}", interrupted=guard.check)
+                hosts.ensure_membership(plan.live_after, f"rollout of {self.service}")
             except InfraError as error:
                 self._fail(hosts, error, plan, journal, ledger, record, started)
             retire_old_generations(hosts, plan)
             journal.clear()
             ledger.append(dict(record, result="succeeded", added=plan.new_hosts, removed=plan.retired,
                                live=plan.live_after, finished=utc_timestamp(),
-                               duration=round(time.monotonic() - started, 3)))
-        return self._result(plan, hosts.spec, started, changed=True, recovered=recovered)
+                               duration=round(time.monotonic() - started, 3), **stopping_fields(hosts)))
+        return self._result(plan, hosts.spec, started, changed=True, recovered=recovered,
+                            stopping=sorted(hosts.still_stopping))
 
     def _fail(self, hosts: ServiceHosts, error: InfraError, plan: rp.Plan, journal: Journal, ledger: Ledger,
               record: dict[str, Any], started: float) -> None:
@@ -152,7 +186,8 @@ class Rollout(Manager):
                              "the previous hosts back first.", host=error.details.get("host")) from None
         journal.clear()
         ledger.append(dict(record, result="rolled back", error=error.message, live=plan.live_before,
-                           finished=utc_timestamp(), duration=round(time.monotonic() - started, 3)))
+                           finished=utc_timestamp(), duration=round(time.monotonic() - started, 3),
+                           **stopping_fields(hosts)))
         kept = ", ".join(plan.live_before) or "no host (this was the first rollout)"
         raise InfraError(f"Rollout of {self.service} to generation {plan.generation} failed and was rolled back: "
                          f"{error.message} Live again: {kept}; the new hosts were "
@@ -162,13 +197,13 @@ class Rollout(Manager):
 
     # result -------------------------------------------------------------------------------------
     def _result(self, plan: rp.Plan, spec: HostSpec, started: float, changed: bool,
-                recovered: str | None = None) -> dict[str, Any]:
+                recovered: str | None = None, stopping: list[str] | None = None) -> dict[str, Any]:
         result: dict[str, Any] = {
             "changed": changed, "service": self.service, "generation": plan.generation, "image_id": spec.image_id,
             "kind": plan.kind, "reason": plan.reason, "added": plan.new_hosts, "removed": plan.retired,
             "deleted": plan.removed, "live": plan.live_after, "live_before": plan.live_before,
             "plan": [step.as_dict() for step in plan.steps], "duration": round(time.monotonic() - started, 3),
-            "rollout_id": self.rollout_id,
+            "rollout_id": self.rollout_id, "stopping": stopping or [],
         }
         if recovered:
             result["recovered"] = recovered
@@ -183,11 +218,21 @@ class Rollout(Manager):
         return result
 
 
+def stopping_fields(hosts: ServiceHosts) -> dict[str, Any]:
+    """For the ledger: hosts out of the balancer whose stop the engine was still finishing at the end."""
+    if not hosts.still_stopping:
+        return {}
+    return {"stopping": sorted(hosts.still_stopping),
+            "stopped_by": utc_timestamp(max(hosts.still_stopping.values()))}
+
+
 def revert(hosts: ServiceHosts, previous_live: list[str], new_hosts: list[str], keep_new: bool = False) -> None:
-    """Puts previous_live back and takes new_hosts away, from what runs now."""
+    """Puts previous_live back and takes new_hosts away, from what runs now; the balancer then holds
+    exactly the previous hosts that still exist."""
     observation = hosts.observe()
     hosts.detach_stale(observation)  # e.g. the server of a new host that crashed after it was registered
     hosts.apply(rp.plan_revert(observation.hosts, previous_live, new_hosts, keep_new), observation.records, "revert")
+    hosts.ensure_membership([name for name in previous_live if name in observation.records], "revert")
 
 
 def recover_interrupted(hosts: ServiceHosts, journal: Journal) -> str | None:

@@ -101,6 +101,13 @@ def host_name(service: str, generation: int, index: int) -> str:
     return f"{service}-{generation}-{index}"
 
 
+def parse_host_name(name: str) -> tuple[str, int, int]:
+    """'web-api-3-2' -> ('web-api', 3, 2). Read from the right: a service name may hold '-' and digits,
+    but generation and index are always the last two parts."""
+    service, generation, index = name.rsplit("-", 2)
+    return service, int(generation), int(index)
+
+
 def effective_surge(desired: Desired) -> int:
     if desired.max_surge is not None:
         return desired.max_surge
