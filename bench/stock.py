@@ -38,7 +38,7 @@ import uuid
 
 import docker
 
-from measure import BENCH_DIR, COLLECTIONS_PATH, LABEL_KEY, REPO_ROOT, VENV_BIN, BenchError, bench_env, run_timed, say, summary
+from measure import COLLECTIONS_PATH, LABEL_KEY, REPO_ROOT, VENV_BIN, BenchError, bench_env, run_timed, say, summary
 
 sys.path.insert(0, os.path.join(REPO_ROOT, "scripts"))
 sys.path.insert(0, COLLECTIONS_PATH)
@@ -122,8 +122,8 @@ def bake(workdir: str, run_id: str, env: dict[str, str]) -> dict[str, str]:
     os.symlink(os.path.join(DEMO, "roles"), os.path.join(workdir, "roles"))
     images = {}
     tasks = [{"name": f"{kind} {version}", "immutable.infra.bake": {
-        "name": f"bench-stock-{run_id}/hello", "base": os.environ.get("IMMUTABLE_INFRA_BASE_IMAGE",
-                                                                       "immutable-infra/base:bookworm"),
+        "name": f"bench-stock-{run_id}/hello",
+        "base": os.environ.get("IMMUTABLE_INFRA_BASE_IMAGE", "immutable-infra/base:bookworm"),
         "roles": ["hello"], "config": dict(HELLO_CONFIG, labels={LABEL_KEY: run_id}),
         "vars": {"hello_version": version, "hello_ignore_sigterm": kind == "stock", "bench_run": run_id}}}
         for kind in BACKENDS for version in ("1.0", "2.0")]
@@ -197,9 +197,9 @@ def main() -> None:
                     "service": services["stock"], "keep_previous": KEEP,
                     "balancer": {"runtime_api": runtime_api, "backend": "stock"}}}],
                 env))
-            say(f"  round {number}: " + ", ".join(f"{name} {entry['wall']:.2f} s (task {entry['task']}, "
-                                                   f"{entry['failed']}/{entry['sent']} failed)"
-                                                   for name, entry in measured.items() if name != "round"))
+            timings = [f"{name} {entry['wall']:.2f} s (task {entry['task']}, {entry['failed']}/{entry['sent']} failed)"
+                       for name, entry in measured.items() if name != "round"]
+            say(f"  round {number}: " + ", ".join(timings))
             rounds.append(measured)
     finally:
         if haproxy:

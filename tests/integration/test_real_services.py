@@ -17,7 +17,7 @@ import uuid
 import pytest
 from haproxy_support import BackendConfig, start_haproxy  # noqa: F401  pylint: disable=unused-import
 from rollout_support import DEMO_DIR, SteadyLoad, bake_hello_images, remove_service, rollout_task
-from test_rollout import kill_controller, run_in_background, wait_for_container  # noqa: F401
+from test_rollout import run_in_background, wait_for_container
 
 STOP_TIMEOUT = 30  # long, so that waiting for a host that ignores SIGTERM would show in every duration
 
@@ -157,8 +157,8 @@ def test_web_api_end_to_end_behind_a_stock_balancer_with_a_service_that_ignores_
     assert not project.run([task("rollback", service=service, revision=1, balancer=balancer(stock))])["rollback"]["changed"]
 
 
-def test_a_stock_backend_serves_a_service_forever_by_reusing_its_slots(project, docker_client, stubborn, web_api,
-                                                                        start_haproxy):
+def test_a_stock_backend_serves_a_service_forever_by_reusing_its_slots(
+        project, docker_client, stubborn, web_api, start_haproxy):
     """5 slots, 2 replicas, 6 rollouts: never more than 3 slots taken, never a dynamic server."""
     proxy = start_haproxy(BackendConfig("web", slots=5, health_path="/healthz", stock=True))
     for round_number in range(6):
