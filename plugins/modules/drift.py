@@ -64,9 +64,12 @@ options:
     type: int
     default: 10
   lock_timeout:
-    description: Seconds after which another controller may take over the lock while healing.
+    description:
+      - Length in seconds of the lock's lease. The run holding the lock renews it every O(lock_timeout)/6
+        seconds while it works; another controller takes the lock over only when it was not renewed for
+        this long, or when the process that took it on the same controller is gone.
     type: int
-    default: 3600
+    default: 60
 seealso:
   - module: immutable.infra.rollout
   - plugin: immutable.infra.fleet

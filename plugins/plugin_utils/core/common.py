@@ -4,8 +4,10 @@
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
+import re
 import time
 from typing import Any
 
@@ -16,6 +18,12 @@ BUILDER_NAME_PREFIX = "immutable-infra-bake-"
 LABEL_SERVICE = LABEL_PREFIX + "service"
 LABEL_GENERATION = LABEL_PREFIX + "generation"
 LABEL_IMAGE_ID = LABEL_PREFIX + "image_id"
+LABEL_LOCK_TOKEN = LABEL_PREFIX + "lock_token"        # which taking of a service's lock a lease belongs to
+LABEL_LEASE = LABEL_PREFIX + "lease"                  # a renewal of a service's lock (value: the service)
+LABEL_LEASE_SECONDS = LABEL_PREFIX + "lease_seconds"  # a lock lapses this long after its last renewal
+LABEL_PID_START = LABEL_PREFIX + "pid_start"          # start time of the lock holder's process
+LABEL_JOURNAL = LABEL_PREFIX + "journal"              # a rollout journal or one of its notes (value: the service)
+LABEL_STOPPING = LABEL_PREFIX + "stopping"            # hosts a rollout was about to stop
 
 SHORT_HASH_LENGTH = 12
 
@@ -52,3 +60,13 @@ def short_id(image_id: str) -> str:
 
 def utc_timestamp(epoch: float | None = None) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() if epoch is None else epoch))
+
+
+def parse_rfc3339(text: str) -> float:
+    """RFC 3339 time as the Docker engine writes it (nanoseconds, Z or an offset) -> epoch seconds."""
+    match = re.match(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)?$", (text or "").strip())
+    if not match:
+        raise ValueError(f"not an RFC 3339 time: {text!r}")
+    offset = match.group(3) or "Z"
+    stamp = datetime.datetime.fromisoformat(match.group(1) + ("+00:00" if offset == "Z" else offset))
+    return stamp.timestamp() + float(match.group(2) or 0)

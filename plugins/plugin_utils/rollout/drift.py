@@ -38,7 +38,7 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.hosts impo
     ServiceHosts,
     validate_service,
 )
-from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.lock import ServiceLock
+from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.lock import LockLost, ServiceLock
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.manager import revert
 
 # Paths every Linux process may write without it being a change to the host's software or config.
@@ -52,7 +52,7 @@ DRIFT_ARGUMENT_SPEC: dict[str, Any] = {
     "balancer": {"type": "dict", "options": BALANCER_OPTIONS},
     "drain_timeout": {"type": "float", "default": 30},
     "stop_timeout": {"type": "int", "default": 10},
-    "lock_timeout": {"type": "int", "default": 3600},
+    "lock_timeout": {"type": "int", "default": 60},
     "docker_host": {"type": "str"},
     "ledger": {"type": "path"},
 }
@@ -168,6 +168,7 @@ class Drift:
         for path in params["writable_paths"]:
             if not path.startswith("/"):
                 raise InfraError(f"writable_paths entry '{path}' must be an absolute path.")
+        self.lock: ServiceLock | None = None
         if params["heal"] and not check_mode and not params["balancer"]:
             self.progress(f"{self.service}: no balancer given; hosts are replaced without balancer changes")
 
@@ -222,6 +223,7 @@ class Drift:
         lock = ServiceLock(client, self.service, any_spec.image_id, rollout_id, self.params["lock_timeout"],
                            self.progress)
         lock.acquire()
+        self.lock = lock
         try:
             return self._replace(client, balancer, specs, rollout_id)
         finally:
@@ -267,9 +269,15 @@ class Drift:
                     index = max(index for gen, index in taken if gen == generation) + 1
                     taken.add((generation, index))
                     new = rp.host_name(self.service, generation, index)
+                    def interrupted() -> None:
+                        guard.check()
+                        if self.lock:
+                            self.lock.check()
                     try:
                         hosts.apply(plan_replacement(old, new, number), observation.records, "heal",
-                                    interrupted=guard.check)
+                                    interrupted=interrupted)
+                    except LockLost:
+                        raise
                     except InfraError as error:
                         self.progress(f"{self.service}: {error.message} Putting {old} back.")
                         revert(hosts, [old], [new])

@@ -128,6 +128,8 @@ class ServiceHosts:
         self.generation = 0
         self.rollout_id = ""
         self.check_interrupted: Callable[[], None] = never_interrupted
+        self.doing: rp.Step | None = None  # the step under way, for errors that stop the whole run
+        self.before_stop: Callable[[list[str]], None] | None = None  # notes a stop before it is sent
         self._background = ThreadPoolExecutor(max_workers=16)
         self._stopping: list[tuple[str, Future]] = []
         self._creating: dict[str, Future] = {}
@@ -176,6 +178,7 @@ class ServiceHosts:
             for position, step in enumerate(steps):
                 self.check_interrupted()
                 self.progress(f"{self.service} {what}: {step.describe()}")
+                self.doing = step
                 getattr(self, f"_step_{step.action}")(list(step.hosts), records, step)
                 if step.action == rp.START:
                     self._create_ahead(steps[position + 1:])
@@ -304,6 +307,8 @@ class ServiceHosts:
 
     def _step_stop(self, names: list[str], records: dict[str, HostRecord], step: rp.Step) -> None:
         # The hosts are out of the balancer already, so the next batch need not wait for them to exit.
+        if self.before_stop:
+            self.before_stop(names)
         for name in names:
             self._stopping.append((name, self._background.submit(self.client.stop, records[name].container_id,
                                                                  self.stop_timeout)))
