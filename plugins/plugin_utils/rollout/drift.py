@@ -39,7 +39,8 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.hosts impo
     validate_service,
 )
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.lock import LockLost, ServiceLock
-from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.manager import revert
+from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.manager import exited_hosts, reconcile, revert
+from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.reconcile import plan_repair, problems
 
 # Paths every Linux process may write without it being a change to the host's software or config.
 DEFAULT_WRITABLE_PATHS = ["/tmp", "/var/tmp", "/run", "/var/run", "/var/log", "/var/cache", "/dev", "/proc", "/sys"]
@@ -189,28 +190,76 @@ class Drift:
                                 "recorded": HostSpec.from_labels(labels) is not None})
         return drifted
 
+    def _service_hosts(self, client: DockerClient, balancer: Any) -> ServiceHosts | None:
+        """The service's hosts as rollouts see them, made with the spec of any of its hosts."""
+        for container in client.containers_with_labels({LABEL_SERVICE: self.service}, inspect=False):
+            spec = HostSpec.from_labels(container["Config"].get("Labels") or {})
+            if spec:
+                return ServiceHosts(client, balancer, spec, self.progress, self.params["drain_timeout"],
+                                    self.params["stop_timeout"])
+        return None
+
+    def balancer_mismatch(self, client: DockerClient) -> list[str]:
+        """How the balancer differs from the hosts (servers at no running host, running hosts it lost,
+        live hosts that exited); empty without a balancer."""
+        if not self.params["balancer"]:
+            return []
+        balancer = make_balancer(self.params["balancer"])
+        balancer.check()
+        hosts = self._service_hosts(client, balancer)
+        if hosts is None:
+            return []
+        try:
+            observation = hosts.observe()
+            return problems(plan_repair(observation.hosts, exited_hosts(observation)), observation.stale_servers)
+        finally:
+            hosts.close()
+
     def run(self) -> dict[str, Any]:
         started = time.monotonic()
         client = DockerClient(self.params["docker_host"])
         drifted = self.detect(client)
+        mismatch = self.balancer_mismatch(client)
         result: dict[str, Any] = {"changed": False, "service": self.service, "drifted": drifted, "healed": [],
-                                  "removed": []}
+                                  "removed": [], "balancer_mismatch": mismatch}
         for entry in drifted:
             self.progress(f"{self.service}: {entry['host']} drifted: {'; '.join(entry['reasons'])}")
-        if not drifted or not self.params["heal"]:
+        for problem in mismatch:
+            self.progress(f"{self.service}: the balancer does not match the hosts: {problem}")
+        if not (drifted or mismatch) or not self.params["heal"]:
             result["msg"] = (f"{self.service}: {len(drifted)} drifted host(s): "
                              + ", ".join(entry["host"] for entry in drifted) if drifted
                              else f"{self.service}: no host has drifted")
+            if mismatch:
+                result["msg"] += f"; the balancer does not match the hosts: {'; '.join(mismatch)}"
             return result
         if self.check_mode:
-            return dict(result, changed=True, msg=f"{self.service}: would replace {len(drifted)} drifted host(s)")
-        healed, removed = self._heal(client, drifted)
-        return dict(result, changed=True, healed=healed, removed=removed, duration=round(time.monotonic() - started, 3),
-                    msg=f"{self.service}: replaced {len(healed)} drifted host(s), removed {len(removed)}")
+            return dict(result, changed=True, msg=f"{self.service}: would replace {len(drifted)} drifted host(s)"
+                        + (" and reconcile the balancer" if mismatch else ""))
+        healed, removed, reconciled = self._heal(client, drifted)
+        return dict(result, changed=True, healed=healed, removed=removed, reconciled=reconciled,
+                    duration=round(time.monotonic() - started, 3),
+                    msg=f"{self.service}: replaced {len(healed)} drifted host(s), removed {len(removed)}"
+                    + ("; reconciled the balancer with the hosts" if reconciled else ""))
 
-    def _heal(self, client: DockerClient, drifted: list[dict[str, Any]]) -> tuple[list[dict[str, str]], list[str]]:
+    def _heal(self, client: DockerClient, drifted: list[dict[str, Any]]
+              ) -> tuple[list[dict[str, str]], list[str], dict[str, list[str]] | None]:
         balancer = make_balancer(self.params["balancer"])
         balancer.check()
+        reconciled = None
+        if not drifted:
+            hosts = self._service_hosts(client, balancer)
+            if hosts is None:
+                return [], [], None
+            lock = ServiceLock(client, self.service, hosts.spec.image_id, uuid.uuid4().hex[:12],
+                               self.params["lock_timeout"], self.progress)
+            lock.acquire()
+            try:
+                reconciled = reconcile(hosts, Ledger(self.params["ledger"] or default_ledger_path()), self.basedir)
+            finally:
+                lock.release()
+                hosts.close()
+            return [], [], reconciled
         names = {entry["host"] for entry in drifted}
         inspected = {container["Name"].lstrip("/"): container
                      for container in client.containers_with_labels({LABEL_SERVICE: self.service})}
@@ -225,7 +274,14 @@ class Drift:
         lock.acquire()
         self.lock = lock
         try:
-            return self._replace(client, balancer, specs, rollout_id)
+            hosts = ServiceHosts(client, balancer, any_spec, self.progress, self.params["drain_timeout"],
+                                 self.params["stop_timeout"])
+            try:
+                reconciled = reconcile(hosts, Ledger(self.params["ledger"] or default_ledger_path()), self.basedir)
+            finally:
+                hosts.close()
+            healed, removed = self._replace(client, balancer, specs, rollout_id)
+            return healed, removed, reconciled
         finally:
             lock.release()
 

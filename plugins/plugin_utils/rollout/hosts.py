@@ -99,6 +99,7 @@ class HostRecord:
     container_id: str
     address: str | None = None
     server: str | None = None
+    status: str = ""  # the container's state: running, exited, created...
 
 
 @dataclass
@@ -159,7 +160,8 @@ class ServiceHosts:
                 balancer_state = "ready"
             observation.hosts.append(rp.Host(name, int(labels[LABEL_GENERATION]), int(labels.get(LABEL_INDEX, 0)),
                                              labels.get(LABEL_SPEC_HASH, ""), running, balancer_state))
-            observation.records[name] = HostRecord(name, inspected["Id"], address, server.name if server else None)
+            observation.records[name] = HostRecord(name, inspected["Id"], address, server.name if server else None,
+                                                   str((inspected.get("State") or {}).get("Status") or ""))
         observation.stale_servers = [server.name for server in by_address.values()]
         return observation
 

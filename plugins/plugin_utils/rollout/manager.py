@@ -25,10 +25,12 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.rollout import pla
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.health import HEALTH_OPTIONS, HealthCheck, run_for_each
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.hosts import (
     HostSpec,
+    Observation,
     ServiceHosts,
     validate_service,
 )
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.lock import Journal, LockLost, ServiceLock
+from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.reconcile import plan_repair
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.revisions import recently_live_generations
 from ansible_collections.immutable.infra.plugins.plugin_utils.verify.verdicts import require_verified
 
@@ -115,7 +117,9 @@ class Rollout:
         try:
             observation = hosts.observe()
             plan = rp.plan_rollout(observation.hosts, desired)
-            if self.context.check_mode or not (plan.changed or observation.stale_servers or journal.read()):
+            repair = plan_repair(observation.hosts, exited_hosts(observation))
+            if self.context.check_mode or not (plan.changed or observation.stale_servers or repair.steps
+                                               or journal.read()):
                 return self._result(plan, spec, started, changed=plan.changed or bool(observation.stale_servers))
             lock = ServiceLock(client, self.service, spec.image_id, self.rollout_id, self.params["lock_timeout"],
                                self.progress)
@@ -130,14 +134,16 @@ class Rollout:
     def _locked_run(self, hosts: ServiceHosts, desired: rp.Desired, journal: Journal, started: float,
                     lock: ServiceLock) -> dict[str, Any]:
         recovered = recover_interrupted(hosts, journal)
+        ledger = Ledger(self.params["ledger"] or default_ledger_path())
+        reconciled = reconcile(hosts, ledger, self.context.basedir)
         observation = hosts.observe()
         hosts.detach_stale(observation)
-        ledger = Ledger(self.params["ledger"] or default_ledger_path())
         plan = rp.plan_rollout(observation.hosts, desired,
                                recently_live_generations(ledger.records(kind="rollout", service=self.service)))
         if not plan.changed:
-            return self._result(plan, hosts.spec, started, changed=bool(recovered or observation.stale_servers),
-                                recovered=recovered)
+            return self._result(plan, hosts.spec, started,
+                                changed=bool(recovered or reconciled or observation.stale_servers),
+                                recovered=recovered, reconciled=reconciled)
         hosts.generation = plan.generation
         self.progress(f"{self.service}: {plan.kind} to generation {plan.generation} from "
                       f"{short_id(hosts.spec.image_id)} ({self.params['strategy']}; {plan.reason}); "
@@ -169,7 +175,7 @@ class Rollout:
             ledger.append(dict(record, result="succeeded", added=plan.new_hosts, removed=plan.retired,
                                live=plan.live_after, finished=utc_timestamp(),
                                duration=round(time.monotonic() - started, 3)))
-        return self._result(plan, hosts.spec, started, changed=True, recovered=recovered)
+        return self._result(plan, hosts.spec, started, changed=True, recovered=recovered, reconciled=reconciled)
 
     def _fail(self, hosts: ServiceHosts, error: InfraError, plan: rp.Plan, journal: Journal, ledger: Ledger,
               record: dict[str, Any], started: float) -> None:
@@ -218,7 +224,7 @@ class Rollout:
 
     # result -------------------------------------------------------------------------------------
     def _result(self, plan: rp.Plan, spec: HostSpec, started: float, changed: bool,
-                recovered: str | None = None) -> dict[str, Any]:
+                recovered: str | None = None, reconciled: dict[str, list[str]] | None = None) -> dict[str, Any]:
         result: dict[str, Any] = {
             "changed": changed, "service": self.service, "generation": plan.generation, "image_id": spec.image_id,
             "kind": plan.kind, "reason": plan.reason, "added": plan.new_hosts, "removed": plan.retired,
@@ -228,6 +234,8 @@ class Rollout:
         }
         if recovered:
             result["recovered"] = recovered
+        if reconciled:
+            result["reconciled"] = reconciled
         if self.context.diff_mode:
             result["diff"] = {"before": "".join(f"{name}\n" for name in plan.live_before),
                               "after": "".join(f"{name}\n" for name in plan.live_after),
@@ -244,6 +252,35 @@ def revert(hosts: ServiceHosts, previous_live: list[str], new_hosts: list[str], 
     observation = hosts.observe()
     hosts.detach_stale(observation)  # e.g. the server of a new host that crashed after it was registered
     hosts.apply(rp.plan_revert(observation.hosts, previous_live, new_hosts, keep_new), observation.records, "revert")
+
+
+def exited_hosts(observation: Observation) -> set[str]:
+    return {name for name, record in observation.records.items() if record.status in ("exited", "dead")}
+
+
+def reconcile(hosts: ServiceHosts, ledger: Ledger | None, basedir: str | None = None) -> dict[str, list[str]] | None:
+    """Makes the balancer match the live generation's hosts again (see reconcile.py); reports and records
+    what it repaired, or returns None when nothing needed it. Runs under the service's lock."""
+    observation = hosts.observe()
+    detached = list(observation.stale_servers)
+    hosts.detach_stale(observation)
+    repair = plan_repair(observation.hosts, exited_hosts(observation))
+    if not (detached or repair.steps):
+        return None
+    for line in repair.describe(detached):
+        hosts.progress(f"{hosts.service}: reconcile: {line}")
+    record = ledger.new_record("reconcile", basedir, service=hosts.service, detached=detached,
+                               registered=repair.registered, removed=repair.removed) if ledger else None
+    try:
+        hosts.apply(repair.steps, observation.records, "reconcile")
+    except InfraError as error:
+        if ledger and record:
+            ledger.append(dict(record, result="failed", error=error.message, finished=utc_timestamp()))
+        raise InfraError(f"Reconciling {hosts.service} before anything else failed: {error.message}",
+                         host=error.details.get("host")) from None
+    if ledger and record:
+        ledger.append(dict(record, result="succeeded", finished=utc_timestamp()))
+    return {"detached": detached, "registered": repair.registered, "removed": repair.removed}
 
 
 def recover_interrupted(hosts: ServiceHosts, journal: Journal) -> str | None:
