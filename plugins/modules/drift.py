@@ -111,4 +111,16 @@ removed:
   returned: always
   type: list
   elements: str
+balancer_mismatch:
+  description:
+    - How the balancer differs from the service's hosts (servers pointing at no running host, running
+      hosts it lost, live hosts that exited); empty when they match or without O(balancer).
+  returned: always
+  type: list
+  elements: str
+  sample: ["web-3-1 runs but is not in the balancer"]
+reconciled:
+  description: What O(heal=true) repaired in the balancer first (C(detached), C(registered), C(removed)).
+  returned: when O(heal=true) had something to repair
+  type: dict
 """

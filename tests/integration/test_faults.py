@@ -20,6 +20,7 @@ from haproxy_support import start_haproxy  # noqa: F401  pylint: disable=unused-
 from rollout_support import HELLO_CONFIG, SteadyLoad, bake_hello_images, proxy, rollout_task, service  # noqa: F401  pylint: disable=unused-import
 from test_rollout import in_balancer, kill_controller
 
+pytestmark = pytest.mark.faults
 LONG = os.environ.get("IMMUTABLE_INFRA_FAULTS") == "long"
 PAIRS = 20 if LONG else 10
 KILLS = 20 if LONG else 3
@@ -210,7 +211,7 @@ def drift_task(service, proxy, heal=False):
 
 
 def test_hosts_that_moved_or_died_behind_the_rollouts_back_are_reconciled_first(docker_client, hello, service, proxy,
-                                                                                project):
+                                                                                project, base_image):
     """A host given a new address (as an engine restart without live-restore does) is registered again, not
     replaced; a live host killed with `docker kill` is removed and replaced; drift reports both first."""
     first = project.run([rollout_task(service, hello["1.0"], proxy)])["rollout"]
@@ -218,7 +219,13 @@ def test_hosts_that_moved_or_died_behind_the_rollouts_back_are_reconciled_first(
     bridge = docker_client.networks.get("bridge")
     old_address = moved.attrs["NetworkSettings"]["Networks"]["bridge"]["IPAddress"]
     bridge.disconnect(moved)
-    bridge.connect(moved)
+    # The engine hands a freed address out again first: a placeholder takes it, so the host gets a new one.
+    placeholder = docker_client.containers.run(base_image.id, ["sleep", "600"], detach=True,
+                                               name=f"{service}-placeholder", labels={"test": service})
+    try:
+        bridge.connect(moved)
+    finally:
+        placeholder.remove(force=True)
     moved.reload()
     assert moved.attrs["NetworkSettings"]["Networks"]["bridge"]["IPAddress"] != old_address
     killed.kill()
