@@ -251,3 +251,26 @@ def test_hosts_that_moved_or_died_behind_the_rollouts_back_are_reconciled_first(
     records = [json.loads(line) for line in open(os.environ["IMMUTABLE_INFRA_LEDGER"], encoding="utf-8")]
     record = [entry for entry in records if entry.get("kind") == "reconcile" and entry.get("service") == service][-1]
     assert record["result"] == "succeeded" and record["registered"] == [moved.name]
+
+
+def test_a_cancelled_job_stops_its_worker_which_reverts_instead_of_finishing(docker_client, hello, service, proxy,
+                                                                             tmp_path, project):
+    """SIGKILL of ansible-playbook's process group (a CI cancel) does not reach the action's worker, which
+    ansible-core puts in a session of its own; the worker notices its parent is gone and reverts."""
+    slow = {"http_path": "/healthz", "timeout": 30, "interval": 0.3, "healthy_threshold": 6}
+    live = project.run([rollout_task(service, hello["1.0"], proxy)])["rollout"]["live"]
+    process = background(str(tmp_path), rollout_task(service, hello["2.0"], proxy, health=slow))
+    wait_until(lambda: docker_client.containers.list(filters={"name": f"^{service}-2-1$", "status": "running"}), 120,
+               "the first new host")
+    with SteadyLoad(proxy.url(), rate=40, max_seconds=60) as load:
+        os.killpg(process.pid, 9)
+        process.wait()
+        wait_until(lambda: not docker_client.containers.list(all=True, filters={
+            "name": f"immutable-infra-lock-{service}"}), 30, "the orphaned worker's revert")
+    assert_consistent(docker_client, proxy, service, live)
+    assert not [name for name in (c.name for c in docker_client.containers.list(
+        all=True, filters={"label": f"immutable.infra.service={service}"})) if name.startswith(f"{service}-2-")]
+    records = [json.loads(line) for line in open(os.environ["IMMUTABLE_INFRA_LEDGER"], encoding="utf-8")]
+    record = [entry for entry in records if entry.get("kind") == "rollout" and entry.get("service") == service][-1]
+    assert record["result"] == "rolled back" and "is gone" in record["error"], record
+    assert load.summary()["failed"] == 0, load.summary()
