@@ -123,7 +123,6 @@ def explain_differences(new: dict[str, Any], old: dict[str, Any] | None) -> list
     return reasons or ["no input differs, but no image carries this inputs hash"]
 
 
-
 def commit_config(base_config: dict[str, Any], config: dict[str, Any], labels: dict[str, str]) -> dict[str, Any]:
     """The Docker config of the baked image: the base image's config with the user's config on top.
 

@@ -78,7 +78,6 @@ def filesystem_changes(changes: list[dict[str, Any]], writable_paths: list[str])
     return phrases
 
 
-
 def config_differences(container: dict[str, Any], image: dict[str, Any], spec: HostSpec) -> list[str]:
     """How the container's config differs from what its image and rollout spec give."""
     config = container.get("Config") or {}
@@ -320,15 +319,16 @@ class Drift:
             observation = hosts.observe()
             taken = {(host.generation, host.index) for host in observation.hosts}
             with interruptible(f"heal of {self.service}", deferred=True) as guard:
+                def interrupted() -> None:
+                    guard.check()
+                    if self.lock:
+                        self.lock.check()
+
                 for number, old in enumerate(names, start=1):
                     generation = int(old.rsplit("-", 2)[1])
                     index = max(index for gen, index in taken if gen == generation) + 1
                     taken.add((generation, index))
                     new = rp.host_name(self.service, generation, index)
-                    def interrupted() -> None:
-                        guard.check()
-                        if self.lock:
-                            self.lock.check()
                     try:
                         hosts.apply(plan_replacement(old, new, number), observation.records, "heal",
                                     interrupted=interrupted)

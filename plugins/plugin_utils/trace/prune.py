@@ -395,8 +395,9 @@ class Prune:
         if not self.context.check_mode and not plan.empty:
             removed = self.apply(client, plan)
         changed = any(removed.values())
-        result: dict[str, Any] = {"changed": changed, "service": self.params.get("service"), "removed": removed, "kept": plan.kept,
-                  "skipped": self.skipped, "freed_bytes": freed_bytes(removed), "warnings": ledger.warnings}
+        result: dict[str, Any] = {"changed": changed, "service": self.params.get("service"), "removed": removed,
+                                  "kept": plan.kept, "skipped": self.skipped, "freed_bytes": freed_bytes(removed),
+                                  "warnings": ledger.warnings}
         if changed and not self.context.check_mode:
             record = ledger.new_record(
                 "prune", self.context.basedir, service=self.params.get("service"),

@@ -148,7 +148,7 @@ def test_a_command_past_its_deadline_is_killed_with_its_children(tmp_path):
     assert finished.timed_out and lines == ["started"]
     child = int(marker.read_text())
     deadline = time.monotonic() + 5
-    while os.path.exists(f"/proc/{child}") and "Z" not in open(f"/proc/{child}/stat").read().split()[2]:
+    while os.path.exists(f"/proc/{child}") and "Z" not in open(f"/proc/{child}/stat", encoding="utf-8").read().split()[2]:
         assert time.monotonic() < deadline, "the child outlived its parent's deadline"
         time.sleep(0.05)
 
