@@ -183,6 +183,9 @@ class ServiceLock:
             created = self.client.create_marker(self.name, self.image_id, self._labels())
             if created:
                 self.container_id = created
+                for lease in self._leases():  # left by a holder whose lock was removed by hand
+                    if (lease.get("Labels") or {}).get(LABEL_LOCK_TOKEN) != self.token:
+                        self.client.remove_volume(lease["Name"])
                 self._start_renewing()
                 return
             inspected = self.client.container(self.name)
