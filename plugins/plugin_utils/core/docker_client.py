@@ -34,7 +34,7 @@ class EngineUnreachable(InfraError):
     """The Docker engine stopped answering (it restarted, died, or its socket went away) during a call."""
 
 
-class _EngineCalls:
+class EngineCalls:
     """The SDK's low-level client, with a lost connection turned into EngineUnreachable, a sentence, instead
     of a traceback of the HTTP library ("Connection aborted.", FileNotFoundError...)."""
 
@@ -81,7 +81,7 @@ class DockerClient:
         except DockerException as error:
             raise InfraError(f"Cannot reach the Docker engine at {where}: {error}. "
                              "Start the engine or set docker_host / DOCKER_HOST.") from None
-        self.api = _EngineCalls(self.sdk.api, self.where)
+        self.api = EngineCalls(self.sdk.api, self.where)
 
     # images ---------------------------------------------------------------------------------
     def image(self, reference: str) -> dict[str, Any] | None:
