@@ -28,9 +28,12 @@ description:
   - The same image and spec as the live hosts changes nothing (C(changed=false)). A different
     O(replicas) with the same image and spec adds or retires hosts in the live generation.
   - One rollout per service at a time. A lock (a never-started container named
-    C(immutable-infra-lock-<service>)) names its owner and expiry, and a second rollout is refused
-    with that information. If a controller dies mid-rollout, the next run finds the journal it left, puts
-    the previous hosts back, and then rolls out again.
+    C(immutable-infra-lock-<service>)) names its holder, and a second rollout is refused with that
+    information. The lock is a lease the holder renews while it works; it is taken over only when it was
+    not renewed for O(lock_timeout) seconds or its process on the same controller is gone. If a controller
+    dies mid-rollout, the next run finds the journal it left, puts the previous hosts back, and then rolls
+    out again.
+  - Before planning, the balancer is reconciled with the hosts (see RV(reconciled)).
   - Every rollout is recorded in the ledger with its result (succeeded, rolled back, failed).
 author:
   - immutable.infra contributors (@immutable-infra)
@@ -173,9 +176,12 @@ options:
         type: dict
         default: {}
   lock_timeout:
-    description: Seconds after which another controller may take over this rollout's lock.
+    description:
+      - Length in seconds of the lock's lease. The run holding the lock renews it every O(lock_timeout)/6
+        seconds while it works; another controller takes the lock over only when it was not renewed for
+        this long, or when the process that took it on the same controller is gone.
     type: int
-    default: 3600
+    default: 60
 seealso:
   - module: immutable.infra.verify
   - module: immutable.infra.bake
@@ -295,6 +301,14 @@ stopping:
   returned: always
   type: list
   elements: str
+reconciled:
+  description:
+    - What was repaired before planning because the world changed behind the collection's back
+      (C(detached) servers at no running host, C(registered) running hosts the balancer had lost,
+      C(removed) exited hosts of the live generation).
+  returned: when something needed repair
+  type: dict
+  sample: {"detached": ["slot2"], "registered": ["web-3-1"], "removed": ["web-3-2"]}
 rolled_back:
   description: True when the rollout failed and the previous hosts are live again.
   returned: on failure

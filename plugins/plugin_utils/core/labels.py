@@ -87,6 +87,18 @@ LABEL_EXPIRES = LABEL_PREFIX + "expires"
 LABEL_PREVIOUS_LIVE = LABEL_PREFIX + "previous_live"
 LABEL_NEW_HOSTS = LABEL_PREFIX + "new_hosts"
 LABEL_RESTORED = LABEL_PREFIX + "restored"
+LABEL_STOP_TIMEOUT = LABEL_PREFIX + "stop_timeout"
+# The lock is a lease: each renewal is a volume immutable-infra-lease-<service>-<token>-<epoch>.
+LEASE_PREFIX = "immutable-infra-lease-"
+LABEL_LOCK_TOKEN = LABEL_PREFIX + "lock_token"        # which taking of a service's lock a lease belongs to
+LABEL_LEASE = LABEL_PREFIX + "lease"                  # a renewal of a service's lock (value: the service)
+LABEL_LEASE_SECONDS = LABEL_PREFIX + "lease_seconds"  # a lock lapses this long after its last renewal
+LABEL_PID_START = LABEL_PREFIX + "pid_start"          # start time of the lock holder's process
+LABEL_EPOCH = LABEL_PREFIX + "epoch"
+# The journal and its stop notes (immutable-infra-stopnote-<service>-<n>) carry LABEL_JOURNAL.
+STOP_NOTE_PREFIX = "immutable-infra-stopnote-"
+LABEL_JOURNAL = LABEL_PREFIX + "journal"              # a rollout journal or one of its notes (value: the service)
+LABEL_STOP_NOTE = LABEL_PREFIX + "stop_note"          # hosts a rollout was about to stop
 
 # hosts out of the balancer whose stop the engine is still finishing: one label per host, its deadline
 STOPPING_PREFIX = "immutable-infra-stopping-"

@@ -96,6 +96,7 @@ class HostRecord:
     address: str | None = None
     server: str | None = None
     stopping: bool = False  # its stop was sent and the engine is still finishing it (see stopping.py)
+    status: str = ""  # the container's state: running, exited, created...
 
 
 @dataclass
@@ -152,6 +153,8 @@ class ServiceHosts:
         self.check_interrupted: Callable[[], None] = never_interrupted
         self.pending_stops = PendingStops(client, self.service)
         self.still_stopping: dict[str, float] = {}  # hosts this run left for the engine to finish stopping
+        self.doing: rp.Step | None = None  # the step under way, for errors that stop the whole run
+        self.before_stop: Callable[[list[str]], None] | None = None  # notes a stop before it is sent
         self._background = ThreadPoolExecutor(max_workers=16)
         self._stopping: list[tuple[str, Future]] = []
         self._creating: dict[str, Future] = {}
@@ -191,7 +194,8 @@ class ServiceHosts:
             observation.hosts.append(rp.Host(name, host.generation or 0, host.index or 0, host.spec_hash or "",
                                              running, balancer_state))
             observation.records[name] = HostRecord(name, inspected["Id"], endpoints.get(name, (None, 0))[0],
-                                                   server.name if server else None, stopping)
+                                                   server.name if server else None, stopping,
+                                                   str((inspected.get("State") or {}).get("Status") or ""))
         return observation
 
     def settle_stops(self, observation: Observation) -> None:
@@ -240,6 +244,7 @@ class ServiceHosts:
             for position, step in enumerate(steps):
                 self.check_interrupted()
                 self.progress(f"{self.service} {what}: {step.describe()}")
+                self.doing = step
                 getattr(self, f"_step_{step.action}")(list(step.hosts), records, step)
                 if step.action == rp.START:
                     self._create_ahead(steps[position + 1:])
@@ -386,7 +391,10 @@ class ServiceHosts:
     def _step_stop(self, names: list[str], records: dict[str, HostRecord], step: rp.Step) -> None:
         """The hosts are drained and out of the balancer, so nothing waits for them to exit: the stop is
         sent and, for a service that ignores SIGTERM, left to the engine, which kills the host after
-        stop_timeout. They are recorded as stopping first, so any run meanwhile sees them as stopped."""
+        stop_timeout. They are recorded as stopping first, so any run meanwhile sees them as stopped;
+        and in the journal (before_stop), so a recovery after this controller dies knows it too."""
+        if self.before_stop:
+            self.before_stop(names)
         deadline = time.time() + self.stop_timeout + STOP_SLACK
         self.pending_stops.write(dict(self.pending_stops.read(), **{name: deadline for name in names}))
         for name in names:
