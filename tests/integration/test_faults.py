@@ -63,7 +63,8 @@ def assert_consistent(docker_client, proxy, service, live):
     assert all(state == "ready" for _address, state in members.values()), members
     assert len(members) == len(live), members
     assert not docker_client.containers.list(all=True, filters={"name": f"immutable-infra-lock-{service}"})
-    for prefix in ("immutable-infra-rollout-", "immutable-infra-stopping-", "immutable-infra-lease-"):
+    # (immutable-infra-stopping-<service> may remain: hosts the engine is still stopping, which is not a fault)
+    for prefix in ("immutable-infra-rollout-", "immutable-infra-lease-", "immutable-infra-stopnote-"):
         assert not docker_client.volumes.list(filters={"name": f"{prefix}{service}"}), f"{prefix}{service}* left"
 
 
@@ -165,7 +166,7 @@ def test_a_controller_killed_mid_rollout_leaves_nothing_a_rerun_cannot_undo(dock
             task = rollout_task(service, target, proxy, **options)
             process = background(str(tmp_path), task)
             if trial == 0:
-                wait_until(lambda: docker_client.volumes.list(filters={"name": f"immutable-infra-stopping-{service}"}),
+                wait_until(lambda: docker_client.volumes.list(filters={"name": f"immutable-infra-stopnote-{service}"}),
                            120, "the first stop")
             else:
                 wait_until(lambda: docker_client.containers.list(
@@ -192,7 +193,7 @@ def test_the_stale_stop_of_a_dead_controller_never_lands_after_the_recovery(dock
     options = {"health": health, "stop_timeout": 6, "drain_timeout": 2, "replicas": 2}
     first = project.run([rollout_task(service, stubborn["1.0"], proxy, **options)])["rollout"]
     process = background(str(tmp_path), rollout_task(service, stubborn["2.0"], proxy, **options))
-    wait_until(lambda: docker_client.volumes.list(filters={"name": f"immutable-infra-stopping-{service}"}), 120,
+    wait_until(lambda: docker_client.volumes.list(filters={"name": f"immutable-infra-stopnote-{service}"}), 120,
                "the first stop")
     kill_controller(process.pid)
     process.wait()
