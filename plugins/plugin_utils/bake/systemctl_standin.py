@@ -626,9 +626,8 @@ def enable(name):
                 link = os.path.join("/etc/systemd/system", word)
                 if not os.path.lexists(link):
                     os.symlink(unit.path, link)
-    if unit.script and os.access("/usr/sbin/update-rc.d", os.X_OK):
-        subprocess.call(["/usr/sbin/update-rc.d", short(name), "defaults"], stdout=subprocess.DEVNULL,
-                        stderr=subprocess.DEVNULL)
+    # A unit with only an init script is enabled by its rc links, which update-rc.d (run by the
+    # package's postinst) has made; update-rc.d itself calls systemctl, so it is not called from here.
     if not unit.path and not unit.script:
         raise Failed(f"Unit file {unit.name} does not exist.")
 
@@ -638,9 +637,6 @@ def disable(name):
     for link in glob.glob("/etc/systemd/system/*.wants/" + unit.name) + glob.glob("/etc/systemd/system/*.requires/"
                                                                                   + unit.name):
         os.unlink(link)
-    if unit.script and os.access("/usr/sbin/update-rc.d", os.X_OK):
-        subprocess.call(["/usr/sbin/update-rc.d", short(name), "disable"], stdout=subprocess.DEVNULL,
-                        stderr=subprocess.DEVNULL)
 
 
 def enabled_state(name):
