@@ -22,8 +22,20 @@ import uuid
 from typing import Any
 
 from measure import (
-    COLLECTIONS_PATH, LABEL_KEY, REPO_ROOT, VENV_BIN, BenchError, bench_env, ensure_base_image,
-    ensure_collection_link, machine_facts, remove_labelled, retry_cleanup, run_timed, say, summary,
+    COLLECTIONS_PATH,
+    LABEL_KEY,
+    REPO_ROOT,
+    VENV_BIN,
+    BenchError,
+    bench_env,
+    ensure_base_image,
+    ensure_collection_link,
+    machine_facts,
+    remove_labelled,
+    retry_cleanup,
+    run_timed,
+    say,
+    summary,
 )
 
 ANSIBLE_PLAYBOOK = os.path.join(VENV_BIN, "ansible-playbook")

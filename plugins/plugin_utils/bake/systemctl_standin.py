@@ -329,7 +329,7 @@ def spawn(unit, line, env, entry, gid, privileged, log, wait, extra_env=None):
     if wait:
         code = process.wait()
         if code != 0 and "-" not in flags:
-            raise Failed(f"{unit.name}: {' '.join(argv)} exited with code {code}")
+            raise Failed(f"{unit.name}: {' '.join(argv)} exited with code {code}:\n{log_tail(unit.name)}")
     return process
 
 
@@ -380,16 +380,31 @@ def start(name):
         raise Failed(f"Unit {unit.name} is masked.")
     os.makedirs(STATE, exist_ok=True)
     log = open(state_path(name, ".log"), "ab")
-    if not unit.path:
-        if not unit.script:
-            raise Failed(f"Unit {unit.name} not found.")
-        env = {"PATH": DEFAULT_PATH, "_SYSTEMCTL_SKIP_REDIRECT": "1", MARKER: unit.name}
-        code = subprocess.call([unit.script, "start"], env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                               close_fds=True)
-        if code != 0:
-            raise Failed(f"{unit.script} start exited with code {code}:\n{log_tail(name)}")
-        write_state(name, {"script": unit.script})
-        return
+    if not unit.path and not unit.script:
+        raise Failed(f"Unit {unit.name} not found.")
+    if unit.path:
+        try:
+            start_unit(unit, name, log)
+            return
+        except Failed as error:
+            if not unit.script:
+                raise
+            # The package's init script is Debian's supported way to run it without systemd.
+            log.write(f"{error}\nstarting {unit.name} with {unit.script} instead\n".encode())
+            log.flush()
+            for pid in unit_processes(name):
+                os.kill(pid, signal.SIGKILL)
+            if os.path.exists(state_path(name, ".json")):
+                os.unlink(state_path(name, ".json"))
+    env = {"PATH": DEFAULT_PATH, "_SYSTEMCTL_SKIP_REDIRECT": "1", MARKER: unit.name}
+    code = subprocess.call([unit.script, "start"], env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                           close_fds=True)
+    if code != 0:
+        raise Failed(f"{unit.script} start exited with code {code}:\n{log_tail(name)}")
+    write_state(name, {"script": unit.script})
+
+
+def start_unit(unit, name, log):
     entry, gid = account(unit)
     env = environment(unit, entry)
     privileged = unit.get("PermissionsStartOnly") in ("yes", "true", "1")
