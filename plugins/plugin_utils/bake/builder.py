@@ -33,6 +33,7 @@ APT_CONF = b'Acquire::Languages "none";\n'
 SYSTEMCTL_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "systemctl_standin.py")
 SYSTEMCTL_PATH = "/usr/bin/systemctl"
 DIVERTED_SYSTEMCTL = "/usr/bin/systemctl.immutable-infra-bake"
+STANDIN_MARKER = "IMMUTABLE_INFRA_UNIT"
 
 
 def systemctl_standin(python_interpreter: str) -> bytes:
@@ -50,14 +51,17 @@ place() {{
   fi
 }}
 place policy-rc.d /usr/sbin/policy-rc.d 0755
-# Maintainer scripts set their own PATH, so systemctl goes where every PATH has it. A real one
-# (and one a package installs during the bake) is diverted aside and put back at the end.
-[ -e /var/lib/dpkg/diversions-old ] || echo /var/lib/dpkg/diversions-old >> "$stage/created"
-if command -v dpkg-divert >/dev/null 2>&1; then
-  dpkg-divert --quiet --local --rename --divert {DIVERTED_SYSTEMCTL} --add {SYSTEMCTL_PATH}
-  echo divert >> "$stage/restore"
-elif [ -e {SYSTEMCTL_PATH} ] || [ -L {SYSTEMCTL_PATH} ]; then
-  mv {SYSTEMCTL_PATH} {DIVERTED_SYSTEMCTL}; echo move >> "$stage/restore"
+# Maintainer scripts set their own PATH, so systemctl goes where every PATH has it. A real one in
+# the base is diverted aside and put back at the end; on bases without one (most), nothing else
+# is touched, so the image's layer holds no trace of it.
+if [ -e {SYSTEMCTL_PATH} ] || [ -L {SYSTEMCTL_PATH} ]; then
+  if command -v dpkg-divert >/dev/null 2>&1; then
+    [ -e /var/lib/dpkg/diversions-old ] || echo /var/lib/dpkg/diversions-old >> "$stage/created"
+    dpkg-divert --quiet --local --rename --divert {DIVERTED_SYSTEMCTL} --add {SYSTEMCTL_PATH}
+    echo divert >> "$stage/restore"
+  else
+    mv {SYSTEMCTL_PATH} {DIVERTED_SYSTEMCTL}; echo move >> "$stage/restore"
+  fi
 fi
 cp "$stage/systemctl" {SYSTEMCTL_PATH}; chmod 0755 {SYSTEMCTL_PATH}
 place dpkg.cfg /etc/dpkg/dpkg.cfg.d/zz-immutable-infra-bake 0644
@@ -79,7 +83,8 @@ if [ -n "$strays" ] || ls "$stage"/services/*.json >/dev/null 2>&1; then
   {SYSTEMCTL_PATH} stop-all || exit 1
   find /run /var/run /tmp -xdev -type s -newer "$stage/created" -delete 2>/dev/null
 fi
-rm -f {SYSTEMCTL_PATH}
+# Removed only while it is the stand-in: a package that installed a real systemctl keeps it.
+if grep -q {STANDIN_MARKER} {SYSTEMCTL_PATH} 2>/dev/null; then rm -f {SYSTEMCTL_PATH}; fi
 if grep -qx divert "$stage/restore" 2>/dev/null; then
   dpkg-divert --quiet --local --rename --divert {DIVERTED_SYSTEMCTL} --remove {SYSTEMCTL_PATH}
 elif grep -qx move "$stage/restore" 2>/dev/null; then
