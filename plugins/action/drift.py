@@ -9,6 +9,4 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.drift impo
 
 class ActionModule(InfraAction):
     argument_spec = DRIFT_ARGUMENT_SPEC
-
-    def manage(self, params):
-        return Drift(params, self.basedir, self.check_mode, self.progress).run()
+    manager = Drift

@@ -9,8 +9,9 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.trace.history impo
 
 class ActionModule(InfraAction):
     argument_spec = HISTORY_ARGUMENT_SPEC
+    manager = History
 
-    def manage(self, params):
-        result = History(params).run()
+    def manage(self, params, context):
+        result = super().manage(params, context)
         self.progress("\n".join(result["table"]))
         return result

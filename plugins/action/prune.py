@@ -4,15 +4,9 @@
 from __future__ import annotations
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.action import InfraAction
-from ansible_collections.immutable.infra.plugins.plugin_utils.trace.prune import (
-    PRUNE_ARGUMENT_SPEC,
-    Prune,
-    PruneContext,
-)
+from ansible_collections.immutable.infra.plugins.plugin_utils.trace.prune import PRUNE_ARGUMENT_SPEC, Prune
 
 
 class ActionModule(InfraAction):
     argument_spec = PRUNE_ARGUMENT_SPEC
-
-    def manage(self, params):
-        return Prune(params, PruneContext(self.basedir, self.check_mode), self.progress).run()
+    manager = Prune

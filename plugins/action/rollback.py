@@ -4,12 +4,9 @@
 from __future__ import annotations
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.action import InfraAction
-from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.manager import RolloutContext
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.rollback import ROLLBACK_ARGUMENT_SPEC, Rollback
 
 
 class ActionModule(InfraAction):
     argument_spec = ROLLBACK_ARGUMENT_SPEC
-
-    def manage(self, params):
-        return Rollback(params, RolloutContext(self.basedir, self.check_mode, self.diff_mode), self.progress).run()
+    manager = Rollback

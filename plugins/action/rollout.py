@@ -4,15 +4,9 @@
 from __future__ import annotations
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.action import InfraAction
-from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.manager import (
-    ROLLOUT_ARGUMENT_SPEC,
-    Rollout,
-    RolloutContext,
-)
+from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.manager import ROLLOUT_ARGUMENT_SPEC, Rollout
 
 
 class ActionModule(InfraAction):
     argument_spec = ROLLOUT_ARGUMENT_SPEC
-
-    def manage(self, params):
-        return Rollout(params, RolloutContext(self.basedir, self.check_mode, self.diff_mode), self.progress).run()
+    manager = Rollout

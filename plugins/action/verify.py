@@ -3,34 +3,10 @@
 
 from __future__ import annotations
 
-from ansible import constants as C
-from ansible.plugins.action import ActionBase
-from ansible.utils.display import Display
-
-from ansible_collections.immutable.infra.plugins.plugin_utils.bake.roles import default_collection_paths
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
-from ansible_collections.immutable.infra.plugins.plugin_utils.verify.manager import (
-    VERIFY_ARGUMENT_SPEC,
-    Verifier,
-    VerifyContext,
-)
-
-display = Display()
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.action import InfraAction
+from ansible_collections.immutable.infra.plugins.plugin_utils.verify.manager import VERIFY_ARGUMENT_SPEC, Verifier
 
 
-class ActionModule(ActionBase):
-    TRANSFERS_FILES = False
-    _requires_connection = False
-
-    def run(self, tmp=None, task_vars=None):
-        result = super().run(tmp, task_vars)
-        params = self.validate_argument_spec(VERIFY_ARGUMENT_SPEC)[1]
-        context = VerifyContext(
-            basedir=self._loader.get_basedir(), roles_path=list(C.DEFAULT_ROLES_PATH),
-            collections_path=default_collection_paths(), play_collections=list(self._task.collections or []),
-            check_mode=bool(self._task.check_mode))
-        try:
-            result.update(Verifier(params, context, progress=display.display).run())
-        except InfraError as error:
-            result.update(failed=True, msg=error.message, **error.details)
-        return result
+class ActionModule(InfraAction):
+    argument_spec = VERIFY_ARGUMENT_SPEC
+    manager = Verifier

@@ -31,8 +31,6 @@ extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - ansible.builtin.action_common_attributes.flow
   - immutable.infra.action
-  - immutable.infra.docker
-  - immutable.infra.ledger
   - immutable.infra.balancer
 attributes:
   check_mode:

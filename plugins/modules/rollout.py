@@ -38,8 +38,6 @@ extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - ansible.builtin.action_common_attributes.flow
   - immutable.infra.action
-  - immutable.infra.docker
-  - immutable.infra.ledger
   - immutable.infra.balancer
   - immutable.infra.balancer.health
 attributes:
@@ -110,6 +108,9 @@ options:
     description: Container port the service listens on; the balancer sends traffic there.
     type: int
     required: true
+  health:
+    # The rest of this option comes from the immutable.infra.balancer.health fragment.
+    default: {}
   drain_timeout:
     description:
       - Seconds to wait, after an old host is put in drain, for the balancer to report no sessions on

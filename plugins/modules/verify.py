@@ -31,8 +31,6 @@ extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - ansible.builtin.action_common_attributes.flow
   - immutable.infra.action
-  - immutable.infra.docker
-  - immutable.infra.ledger
 attributes:
   check_mode:
     support: full

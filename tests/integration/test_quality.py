@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import subprocess
 import sys
 
@@ -47,6 +48,15 @@ def test_mypy_finds_no_type_errors_in_the_plugins():
     # mypy names modules as Ansible imports them, through the collection link made for the tests.
     result = run([sys.executable, "-m", "mypy", "--no-incremental", "-p", "ansible_collections.immutable.infra.plugins"])
     assert result.returncode == 0 and "Success" in result.stdout, result.stdout[-4000:]
+
+
+def test_changelog_fragments_follow_antsibull_changelog_rules():
+    result = run([os.path.join(os.path.dirname(sys.executable), "antsibull-changelog"), "lint"])
+    assert result.returncode == 0 and not result.stdout.strip(), result.stdout[-4000:]
+    # New modules and plugins are announced through their version_added, never by a fragment.
+    announced = [path for path in glob.glob(os.path.join(REPO_ROOT, "changelogs", "fragments", "*.yml"))
+                 if re.search(r"^\s*- \S+ - new (module|action|plugin|inventory|callback)", open(path, encoding="utf-8").read(), re.M)]
+    assert not announced, f"fragments announcing new plugins: {announced}"
 
 
 @pytest.mark.parametrize("module", MODULES)

@@ -6,27 +6,25 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import replace
 from typing import Any
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.bake import builder
 from ansible_collections.immutable.infra.plugins.plugin_utils.bake import plan as bake_plan
 from ansible_collections.immutable.infra.plugins.plugin_utils.bake.play_runner import PlaySpec, run_play
 from ansible_collections.immutable.infra.plugins.plugin_utils.bake.roles import CollectionIndex, Role, RoleResolver
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import (
-    BUILDER_NAME_PREFIX,
-    LABEL_INPUTS_HASH,
-    LABEL_PREFIX,
-    InfraError,
-    short_id,
-    utc_timestamp,
-)
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError, short_id, utc_timestamp
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.interrupts import interruptible
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import Ledger
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import default_path as default_ledger_path
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import (
+    LABEL_INPUTS_HASH,
+    LABEL_NAME,
+    builder_name,
+    failed_bake_labels,
+    failed_bake_tag,
+)
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.provenance import controller_identity, git_info
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.task import Manager, TaskContext
 
 OWN_COLLECTION = "immutable.infra"
 CONNECTION_COLLECTION = "community.docker"
@@ -73,30 +71,14 @@ BAKE_ARGUMENT_SPEC: dict[str, Any] = {
     "become_method": {"type": "str", "default": "su"},
     "network": {"type": "str"},
     "timeout": {"type": "int", "default": 3600},
-    "docker_host": {"type": "str"},
-    "ledger": {"type": "path"},
     "project_dir": {"type": "path"},
 }
 
 
-@dataclass
-class BakeContext:
-    """Where the calling play runs: how Ansible would resolve roles and collections for it."""
-
-    basedir: str
-    roles_path: list[str]
-    collections_path: list[str]
-    play_collections: list[str] = field(default_factory=list)
-    check_mode: bool = False
-    ansible_core_version: str = ""
-
-
-class Baker:
-    def __init__(self, params: dict[str, Any], context: BakeContext,
-                 progress: Callable[[str], None] = lambda message: None) -> None:
-        self.params = params
-        self.context = context
-        self.progress = progress
+class Baker(Manager):
+    def __init__(self, params: dict[str, Any], context: TaskContext) -> None:
+        # project_dir stands in for the playbook's directory: roles, provenance and ledger records come from it.
+        super().__init__(params, replace(context, basedir=params["project_dir"]) if params["project_dir"] else context)
         self.name = bake_plan.validate_repository(params["name"])
         self.config = bake_plan.normalize_config(params["config"] or {})
         for path in params["cleanup_paths"]:
@@ -144,7 +126,7 @@ class Baker:
     # run -----------------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         started = time.monotonic()
-        client = DockerClient(self.params["docker_host"])
+        client = self.client()
         base_image = self._base_image(client)
         requested, roles = self.resolver.resolve(self.params["roles"])
         inputs = self._inputs(base_image, roles)
@@ -175,7 +157,7 @@ class Baker:
             name=self.name, base=self.params["base"], inputs=inputs, digest=digest,
             roles=[role.label for role in roles], created=utc_timestamp(),
             git=git_info(self.context.basedir), baked_by=controller_identity())
-        ledger = Ledger(self.params["ledger"] or default_ledger_path())
+        ledger = self.ledger()
         record = ledger.new_record("bake", self.context.basedir, name=self.name, image=result["image"],
                                    inputs_hash=digest, roles=result["roles"], base_image_id=base_image["Id"])
         try:
@@ -200,7 +182,7 @@ class Baker:
     def _reasons(self, client: DockerClient, inputs: dict[str, Any], cached: dict[str, Any] | None) -> list[str]:
         if cached:
             return ["force: true"]
-        newest = next(iter(client.images_with_label(LABEL_PREFIX + "name", self.name, limit=1)), None)
+        newest = next(iter(client.images_with_label(LABEL_NAME, self.name, limit=1)), None)
         if newest is None:
             return [f"no image of {self.name} exists yet"]
         differences = bake_plan.explain_differences(bake_plan.inputs_summary(inputs),
@@ -210,7 +192,7 @@ class Baker:
     def _build(self, client: DockerClient, base_image: dict[str, Any], requested: list[Role], digest: str,
                labels: dict[str, str]):
         tag = bake_plan.image_tag(digest)
-        container_name = f"{BUILDER_NAME_PREFIX}{tag}-{uuid.uuid4().hex[:6]}"
+        container_name = builder_name(tag, uuid.uuid4().hex[:6])
         with interruptible(f"bake of {self.name}") as guard:
             container_id = client.run_detached(base_image["Id"], container_name, {},
                                                entrypoint=builder.KEEP_ALIVE, command=[],
@@ -243,9 +225,8 @@ class Baker:
     def _keep_failed(self, client: DockerClient, container_id: str, base_image: dict[str, Any], digest: str) -> str | None:
         if not self.params["keep_failed"]:
             return None
-        tag = f"failed-{bake_plan.image_tag(digest)}"
-        config = bake_plan.commit_config(base_image.get("Config") or {}, {},
-                                         {LABEL_PREFIX + "failed_bake": digest, LABEL_PREFIX + "name": ""})
+        tag = failed_bake_tag(bake_plan.image_tag(digest))
+        config = bake_plan.commit_config(base_image.get("Config") or {}, {}, failed_bake_labels(digest))
         client.commit(container_id, self.name, tag, config, message="failed immutable.infra bake, kept for debugging")
         return f"{self.name}:{tag}"
 

@@ -7,20 +7,17 @@ Nothing here touches Docker or the filesystem, so all of it is unit-tested in mi
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import (
-    LABEL_INPUTS,
-    LABEL_INPUTS_HASH,
-    LABEL_PREFIX,
     SHORT_HASH_LENGTH,
     InfraError,
     canonical_json,
     env_dict,
     sha256_hex,
 )
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import ImageProvenance, image_labels
 
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _DOMAIN = r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]+)?/)"
@@ -205,7 +202,6 @@ def explain_differences(new: dict[str, Any], old: dict[str, Any] | None) -> list
     return reasons or ["no input differs, but no image carries this inputs hash"]
 
 
-
 def commit_config(base_config: dict[str, Any], config: dict[str, Any], labels: dict[str, str]) -> dict[str, Any]:
     """The Docker config of the baked image: the base image's config with the user's config on top.
 
@@ -255,32 +251,14 @@ def commit_config(base_config: dict[str, Any], config: dict[str, Any], labels: d
 def provenance_labels(*, name: str, base: str, inputs: dict[str, Any], digest: str, roles: list[str],
                       created: str, git: dict[str, Any], baked_by: str) -> dict[str, str]:
     versions = inputs["versions"]
-    labels = {
-        "org.opencontainers.image.created": created,
-        "org.opencontainers.image.title": name,
-        LABEL_INPUTS_HASH: digest,
-        LABEL_INPUTS: json.dumps(inputs_summary(inputs), sort_keys=True, separators=(",", ":")),
-        LABEL_PREFIX + "name": name,
-        LABEL_PREFIX + "roles": ",".join(roles),
-        LABEL_PREFIX + "base": base,
-        LABEL_PREFIX + "base_image_id": inputs["base_image_id"],
-        LABEL_PREFIX + "ansible_core": versions.get("ansible-core", ""),
-        LABEL_PREFIX + "collections": ",".join(f"{key}={value}" for key, value in versions.items()
-                                               if key != "ansible-core"),
-        LABEL_PREFIX + "baked_by": baked_by,
-    }
-    if git.get("commit"):
-        labels["org.opencontainers.image.revision"] = git["commit"]
-        labels[LABEL_PREFIX + "git_dirty"] = "true" if git.get("dirty") else "false"
-    if git.get("remote"):
-        labels["org.opencontainers.image.source"] = git["remote"]
-    return labels
+    return ImageProvenance(
+        name=name, inputs_hash=digest, inputs=inputs_summary(inputs), roles=roles, base=base,
+        base_image_id=inputs["base_image_id"], ansible_core=versions.get("ansible-core", ""),
+        collections={key: value for key, value in versions.items() if key != "ansible-core"},
+        baked_by=baked_by, created=created, git_commit=git.get("commit") or None,
+        git_source=git.get("remote") or None, git_dirty=bool(git.get("dirty"))).to_labels()
 
 
 def recorded_inputs(image: dict[str, Any]) -> dict[str, Any] | None:
     """The inputs summary an image was labelled with, or None for images not baked by this collection."""
-    raw = ((image.get("Config") or {}).get("Labels") or {}).get(LABEL_INPUTS)
-    try:
-        return json.loads(raw) if raw else None
-    except ValueError:
-        return None
+    return ImageProvenance.from_labels(image_labels(image)).inputs

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import sys
 from dataclasses import dataclass, field
 
 import yaml
@@ -76,16 +75,6 @@ class CollectionIndex:
             with open(galaxy, encoding="utf-8") as handle:
                 return str((yaml.safe_load(handle) or {}).get("version") or "") or None
         return None
-
-
-def default_collection_paths() -> list[str]:
-    """The collection search path of the running Ansible, falling back to its configuration."""
-    try:
-        from ansible.utils.collection_loader import AnsibleCollectionConfig
-        return list(AnsibleCollectionConfig.collection_paths)
-    except (ImportError, NotImplementedError):
-        from ansible import constants as C
-        return list(C.COLLECTIONS_PATHS) + [path for path in sys.path if path]
 
 
 def fingerprint(path: str) -> tuple[str, list[tuple[str, str, str]], set[str]]:

@@ -1,16 +1,21 @@
 # Copyright: immutable.infra contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The shape every module of the collection shares on the controller: validate the arguments, run
-one manager, and turn an expected failure (InfraError) into a failed result with its sentence."""
+"""The shape every module of the collection shares on the controller: validate the arguments (the
+module's own and the shared ones), build the task's context, run one manager, and turn an expected
+failure (InfraError) into a failed result with its sentence."""
 
 from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from ansible import constants as C
 from ansible.plugins.action import ActionBase
+from ansible.release import __version__ as ansible_core_version
+from ansible.utils.collection_loader import AnsibleCollectionConfig
 from ansible.utils.display import Display
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.task import Manager, TaskContext, task_argument_spec
 
 display = Display()
 
@@ -19,32 +24,33 @@ class InfraAction(ActionBase):
     TRANSFERS_FILES = False
     _requires_connection = False
     argument_spec: ClassVar[dict[str, Any]] = {}
+    """The module's own options; the shared ones (SHARED_OPTIONS) are added to them."""
+    manager: ClassVar[type[Manager]]
+
+    @classmethod
+    def task_argument_spec(cls) -> dict[str, Any]:
+        return task_argument_spec(cls.argument_spec)
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
-        params = self.validate_argument_spec(self.argument_spec)[1]
+        params = self.validate_argument_spec(self.task_argument_spec())[1]
         try:
-            result.update(self.manage(params))
+            result.update(self.manage(params, self.task_context()))
         except InfraError as error:
             result.update(failed=True, msg=error.message, **error.details)
         return result
 
-    def manage(self, params: dict[str, Any]) -> dict[str, Any]:
+    def manage(self, params: dict[str, Any], context: TaskContext) -> dict[str, Any]:
         """Does the module's work; returns its result."""
-        raise NotImplementedError
+        return self.manager(params, context).run()
 
-    @property
-    def basedir(self) -> str:
-        """The playbook's directory: where roles/ and the git checkout for provenance are."""
-        return self._loader.get_basedir()
-
-    @property
-    def check_mode(self) -> bool:
-        return bool(self._task.check_mode)
-
-    @property
-    def diff_mode(self) -> bool:
-        return bool(self._task.diff)
+    def task_context(self) -> TaskContext:
+        # basedir is the playbook's directory: where roles/ and the git checkout for provenance are.
+        return TaskContext(
+            basedir=self._loader.get_basedir(), check_mode=bool(self._task.check_mode), diff_mode=bool(self._task.diff),
+            roles_path=list(C.DEFAULT_ROLES_PATH), collections_path=list(AnsibleCollectionConfig.collection_paths),
+            play_collections=list(self._task.collections or []), ansible_core_version=ansible_core_version,
+            progress=self.progress)
 
     @staticmethod
     def progress(message: str) -> None:

@@ -1,6 +1,6 @@
 # Copyright: immutable.infra contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Names and small helpers every part of the collection shares."""
+"""Errors and small helpers every part of the collection shares (label keys: labels.py)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,6 @@ import hashlib
 import json
 import time
 from typing import Any
-
-LABEL_PREFIX = "immutable.infra."
-LABEL_INPUTS_HASH = LABEL_PREFIX + "inputs_hash"
-LABEL_INPUTS = LABEL_PREFIX + "inputs"
-BUILDER_NAME_PREFIX = "immutable-infra-bake-"
-LABEL_SERVICE = LABEL_PREFIX + "service"
-LABEL_GENERATION = LABEL_PREFIX + "generation"
-LABEL_IMAGE_ID = LABEL_PREFIX + "image_id"
 
 SHORT_HASH_LENGTH = 12
 

@@ -7,19 +7,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import (
-    LABEL_GENERATION,
-    LABEL_IMAGE_ID,
-    LABEL_PREFIX,
-    LABEL_SERVICE,
-)
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient, container_address
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import (
+    LABEL_SERVICE,
+    HostLabels,
+    image_labels,
+    shown_provenance,
+)
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import Ledger
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import default_path as default_ledger_path
-from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.drift import host_drift, recorded_hosts
-
-PROVENANCE_PREFIXES = ("org.opencontainers.image.", LABEL_PREFIX)
-HIDDEN_IMAGE_LABELS = (LABEL_PREFIX + "inputs",)
+from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.drift_plan import host_drift, recorded_hosts
 
 
 @dataclass
@@ -29,16 +26,16 @@ class FleetHost:
     variables: dict[str, Any] = field(default_factory=dict)
 
 
-def fleet_host(inspected: dict[str, Any], image_labels: dict[str, str], docker_host: str | None) -> FleetHost | None:
+def fleet_host(inspected: dict[str, Any], provenance_labels: dict[str, str], docker_host: str | None) -> FleetHost | None:
     """One container as an inventory host, or None when it is not a host of a service."""
-    labels = inspected["Config"].get("Labels") or {}
-    service, generation = labels.get(LABEL_SERVICE), labels.get(LABEL_GENERATION, "")
+    host = HostLabels.from_labels(image_labels(inspected))
+    service, generation = host.service, host.generation
     if not service:
         return None
     name = inspected["Name"].lstrip("/")
     running = bool((inspected.get("State") or {}).get("Running"))
     groups = [service]
-    if generation.isdigit():  # made by a rollout; a container that only carries the service label is not live
+    if generation is not None:  # made by a rollout; a container that only carries the service label is not live
         groups += [f"{service}_gen_{generation}"] + ([f"{service}_live"] if running else [])
     variables: dict[str, Any] = {
         "ansible_connection": "community.docker.docker",
@@ -46,14 +43,13 @@ def fleet_host(inspected: dict[str, Any], image_labels: dict[str, str], docker_h
         "ansible_user": "root",  # images often run their service as a user with no home for Ansible's temp files
         "immutable_infra": {
             "service": service,
-            "generation": int(generation) if generation.isdigit() else None,
-            "image_id": labels.get(LABEL_IMAGE_ID) or inspected.get("Image"),
-            "rollout": labels.get(LABEL_PREFIX + "rollout"),
+            "generation": generation,
+            "image_id": host.image_id or inspected.get("Image"),
+            "rollout": host.rollout,
             "state": (inspected.get("State") or {}).get("Status"),
             "address": container_address(inspected) if running else None,
             "container_id": inspected["Id"],
-            "provenance": {key: value for key, value in image_labels.items()
-                           if key.startswith(PROVENANCE_PREFIXES) and key not in HIDDEN_IMAGE_LABELS},
+            "provenance": shown_provenance(provenance_labels),
         },
     }
     if docker_host:
@@ -68,17 +64,16 @@ def list_fleet(docker_host: str | None, services: list[str], include_stopped: bo
     recorded: dict[str, dict[str, list[str]] | None] = {}
     hosts = []
     for inspected in client.containers_with_labels({LABEL_SERVICE: None}, include_stopped=include_stopped):
-        labels = inspected["Config"].get("Labels") or {}
-        if services and labels.get(LABEL_SERVICE) not in services:
+        service = HostLabels.from_labels(image_labels(inspected)).service
+        if services and service not in services:
             continue
         image_id = inspected.get("Image", "")
         if image_id not in images:
             images[image_id] = client.image(image_id) or {}
-        host = fleet_host(inspected, (images[image_id].get("Config") or {}).get("Labels") or {}, docker_host)
-        if host and drift and host.variables["immutable_infra"]["state"] == "running":
-            service = labels[LABEL_SERVICE]
+        host = fleet_host(inspected, image_labels(images[image_id]), docker_host)
+        if host and service and drift and host.variables["immutable_infra"]["state"] == "running":
             if service not in recorded:
-                recorded[service] = recorded_hosts(Ledger(ledger_path or default_ledger_path()), service)
+                recorded[service] = recorded_hosts(Ledger(ledger_path or default_ledger_path()).records(service=service))
             reasons = host_drift(inspected, images[image_id] or None, client.changes(inspected["Id"]),
                                  writable_paths or [], recorded[service])
             host.variables["immutable_infra"]["drift"] = reasons

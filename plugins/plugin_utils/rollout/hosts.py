@@ -7,7 +7,6 @@ Rollouts, rollbacks and drift healing all observe the same way and apply the sam
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Callable
@@ -16,18 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.balancer.adapter import HAProxyBalancer, NoBalancer
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import (
-    LABEL_GENERATION,
-    LABEL_IMAGE_ID,
-    LABEL_INPUTS_HASH,
-    LABEL_PREFIX,
-    LABEL_SERVICE,
-    InfraError,
-    canonical_json,
-    sha256_hex,
-)
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError, canonical_json, sha256_hex
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient, container_address
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.interrupts import never_interrupted
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import LABEL_SERVICE, HostLabels, image_labels
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout import plan as rp
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.health import (
     HealthCheck,
@@ -36,11 +27,6 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.health imp
     wait_healthy,
 )
 
-LABEL_INDEX = LABEL_PREFIX + "index"
-LABEL_SPEC_HASH = LABEL_PREFIX + "spec_hash"
-LABEL_SPEC = LABEL_PREFIX + "spec"
-LABEL_ROLLOUT = LABEL_PREFIX + "rollout"
-LABEL_PORT = LABEL_PREFIX + "port"
 SERVICE_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 
 
@@ -73,20 +59,21 @@ class HostSpec:
 
     def labels(self, generation: int, index: int, rollout_id: str) -> dict[str, str]:
         labels = {str(key): str(value) for key, value in (self.container.get("labels") or {}).items()}
-        labels.update({LABEL_SERVICE: self.service, LABEL_GENERATION: str(generation), LABEL_INDEX: str(index),
-                       LABEL_IMAGE_ID: self.image_id, LABEL_SPEC_HASH: self.spec_hash, LABEL_ROLLOUT: rollout_id,
-                       LABEL_PORT: str(self.port), LABEL_INPUTS_HASH: self.inputs_hash,
-                       LABEL_SPEC: json.dumps({"port": self.port, "container": self.container, "health": self.health},
-                                              sort_keys=True)})
+        labels.update(HostLabels(
+            service=self.service, generation=generation, index=index, image_id=self.image_id,
+            spec_hash=self.spec_hash, rollout=rollout_id, port=self.port, inputs_hash=self.inputs_hash,
+            spec={"port": self.port, "container": self.container, "health": self.health}).to_labels())
         return labels
 
     @classmethod
     def from_labels(cls, labels: dict[str, str]) -> HostSpec | None:
         """The spec a host was made from, or None for containers made another way."""
+        host = HostLabels.from_labels(labels)
+        if host.service is None or host.image_id is None or host.spec is None:
+            return None
         try:
-            spec = json.loads(labels.get(LABEL_SPEC, ""))
-            return cls(labels[LABEL_SERVICE], labels[LABEL_IMAGE_ID], int(spec["port"]), spec["container"],
-                       spec["health"], labels.get(LABEL_INPUTS_HASH, ""))
+            return cls(host.service, host.image_id, int(host.spec["port"]), host.spec["container"],
+                       host.spec["health"], host.inputs_hash or "")
         except (ValueError, KeyError, TypeError):
             return None
 
@@ -144,19 +131,19 @@ class ServiceHosts:
         by_address = {(server.address, server.port): server for server in servers}
         observation = Observation()
         for inspected in containers:
-            labels = inspected["Config"].get("Labels") or {}
+            host = HostLabels.from_labels(image_labels(inspected))
             name = inspected["Name"].lstrip("/")
-            if not self.host_pattern.match(name) or not labels.get(LABEL_GENERATION, "").isdigit():
+            if not self.host_pattern.match(name) or host.generation is None:
                 continue
             running = bool((inspected.get("State") or {}).get("Running"))
-            port = int(labels.get(LABEL_PORT) or self.spec.port)
+            port = host.port or self.spec.port
             address = container_address(inspected, self.spec.network) if running else None
             server = by_address.pop((address, port), None) if address else None
             balancer_state = server.admin_state if server else None
             if isinstance(self.balancer, NoBalancer) and running:
                 balancer_state = "ready"
-            observation.hosts.append(rp.Host(name, int(labels[LABEL_GENERATION]), int(labels.get(LABEL_INDEX, 0)),
-                                             labels.get(LABEL_SPEC_HASH, ""), running, balancer_state))
+            observation.hosts.append(rp.Host(name, host.generation, host.index or 0, host.spec_hash or "", running,
+                                             balancer_state))
             observation.records[name] = HostRecord(name, inspected["Id"], address, server.name if server else None)
         observation.stale_servers = [server.name for server in by_address.values()]
         return observation

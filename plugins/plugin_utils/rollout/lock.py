@@ -14,16 +14,19 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import LABEL_PREFIX, InfraError, utc_timestamp
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError, utc_timestamp
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import (
+    JournalLabels,
+    LockLabels,
+    image_labels,
+    journal_name,
+    lock_name,
+)
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.provenance import controller_user
-
-LOCK_PREFIX = "immutable-infra-lock-"
-JOURNAL_PREFIX = "immutable-infra-rollout-"
-LOCK_LABEL = LABEL_PREFIX + "lock"
 
 
 def _process_alive(pid: int) -> bool:
@@ -39,7 +42,7 @@ class ServiceLock:
     def __init__(self, client: DockerClient, service: str, image_id: str, rollout_id: str, timeout: int,
                  progress: Callable[[str], None]) -> None:
         self.client = client
-        self.name = LOCK_PREFIX + service
+        self.name = lock_name(service)
         self.service = service
         self.image_id = image_id
         self.rollout_id = rollout_id
@@ -48,19 +51,16 @@ class ServiceLock:
         self.held = False
 
     def _labels(self) -> dict[str, str]:
-        return {LOCK_LABEL: self.service, LABEL_PREFIX + "owner": controller_user(),
-                LABEL_PREFIX + "controller": socket.gethostname(), LABEL_PREFIX + "pid": str(os.getpid()),
-                LABEL_PREFIX + "rollout": self.rollout_id, LABEL_PREFIX + "started": utc_timestamp(),
-                LABEL_PREFIX + "expires": str(int(time.time() + self.timeout))}
+        return LockLabels(service=self.service, owner=controller_user(), controller=socket.gethostname(),
+                          pid=os.getpid(), rollout=self.rollout_id, started=utc_timestamp(),
+                          expires=int(time.time() + self.timeout)).to_labels()
 
-    def _stale_reason(self, labels: dict[str, str]) -> str | None:
-        expires = labels.get(LABEL_PREFIX + "expires", "0")
-        if not expires.isdigit() or int(expires) < time.time():
+    @staticmethod
+    def _stale_reason(lock: LockLabels) -> str | None:
+        if lock.expires is None or lock.expires < time.time():
             return "it expired"
-        pid = labels.get(LABEL_PREFIX + "pid", "")
-        if labels.get(LABEL_PREFIX + "controller") == socket.gethostname() and pid.isdigit() \
-                and not _process_alive(int(pid)):
-            return f"its process {pid} on this controller is gone"
+        if lock.controller == socket.gethostname() and lock.pid is not None and not _process_alive(lock.pid):
+            return f"its process {lock.pid} on this controller is gone"
         return None
 
     def acquire(self) -> None:
@@ -69,15 +69,14 @@ class ServiceLock:
                 self.held = True
                 return
             existing = self.client.container(self.name)
-            labels = ((existing or {}).get("Config") or {}).get("Labels") or {}
-            stale = self._stale_reason(labels) if existing else "it vanished"
+            lock = LockLabels.from_labels(image_labels(existing))
+            stale = self._stale_reason(lock) if existing else "it vanished"
             if not stale or attempt:
-                owner = f"{labels.get(LABEL_PREFIX + 'owner')}@{labels.get(LABEL_PREFIX + 'controller')}"
-                expires = time.strftime("%H:%M:%S UTC", time.gmtime(int(labels.get(LABEL_PREFIX + "expires", "0"))))
+                expires = time.strftime("%H:%M:%S UTC", time.gmtime(lock.expires or 0))
                 raise InfraError(
                     f"Another rollout of service {self.service} is in progress (rollout "
-                    f"{labels.get(LABEL_PREFIX + 'rollout', '?')} by {owner}, pid {labels.get(LABEL_PREFIX + 'pid')}, "
-                    f"started {labels.get(LABEL_PREFIX + 'started')}); its lock expires at {expires}. Wait for it to "
+                    f"{'?' if lock.rollout is None else lock.rollout} by {lock.owner}@{lock.controller}, pid {lock.pid}, "
+                    f"started {lock.started}); its lock expires at {expires}. Wait for it to "
                     f"finish, or remove container {self.name} if that controller is gone.")
             self.progress(f"taking over the lock of service {self.service}: {stale}")
             self.client.remove_container(self.name)
@@ -87,32 +86,33 @@ class ServiceLock:
             self.client.remove_container(self.name)
             self.held = False
 
+    @contextmanager
+    def holding(self) -> Iterator[None]:
+        """The lock for the length of a block: acquired first, released whatever happens in it."""
+        self.acquire()
+        try:
+            yield
+        finally:
+            self.release()
+
 
 class Journal:
     """What an unfinished rollout changed, so that a later run can put the service back first."""
 
     def __init__(self, client: DockerClient, service: str) -> None:
         self.client = client
-        self.name = JOURNAL_PREFIX + service
+        self.name = journal_name(service)
 
     def write(self, rollout_id: str, previous_live: list[str], new_hosts: list[str], image_id: str,
               restored: bool = False) -> None:
         """restored: the new hosts belong to a kept generation, so undoing stops them instead of removing them."""
-        self.client.replace_volume(self.name, {
-            LABEL_PREFIX + "rollout": rollout_id, LABEL_PREFIX + "previous_live": ",".join(previous_live),
-            LABEL_PREFIX + "new_hosts": ",".join(new_hosts), LABEL_PREFIX + "image_id": image_id,
-            LABEL_PREFIX + "restored": "true" if restored else "false", LABEL_PREFIX + "started": utc_timestamp()})
+        self.client.replace_volume(self.name, JournalLabels(
+            rollout=rollout_id, previous_live=previous_live, new_hosts=new_hosts, image_id=image_id,
+            restored=restored, started=utc_timestamp()).to_labels())
 
-    def read(self) -> dict[str, Any] | None:
+    def read(self) -> JournalLabels | None:
         labels = self.client.volume_labels(self.name)
-        if labels is None:
-            return None
-        return {"rollout": labels.get(LABEL_PREFIX + "rollout", ""),
-                "previous_live": [name for name in labels.get(LABEL_PREFIX + "previous_live", "").split(",") if name],
-                "new_hosts": [name for name in labels.get(LABEL_PREFIX + "new_hosts", "").split(",") if name],
-                "image_id": labels.get(LABEL_PREFIX + "image_id", ""),
-                "restored": labels.get(LABEL_PREFIX + "restored") == "true",
-                "started": labels.get(LABEL_PREFIX + "started", "")}
+        return None if labels is None else JournalLabels.from_labels(labels)
 
     def clear(self) -> None:
         self.client.remove_volume(self.name)

@@ -6,21 +6,14 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.balancer.adapter import BALANCER_OPTIONS, make_balancer
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import (
-    LABEL_INPUTS_HASH,
-    InfraError,
-    short_id,
-    utc_timestamp,
-)
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError, short_id, utc_timestamp
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.interrupts import interruptible
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import ImageProvenance, image_labels
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import Ledger
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import default_path as default_ledger_path
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.task import Manager, TaskContext
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout import plan as rp
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.health import HEALTH_OPTIONS, HealthCheck
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.hosts import (
@@ -63,24 +56,12 @@ ROLLOUT_ARGUMENT_SPEC: dict[str, Any] = {
     "keep_previous": {"type": "int", "default": 1},
     "container": {"type": "dict", "default": {}, "options": CONTAINER_OPTIONS},
     "lock_timeout": {"type": "int", "default": 3600},
-    "docker_host": {"type": "str"},
-    "ledger": {"type": "path"},
 }
 
 
-@dataclass
-class RolloutContext:
-    basedir: str
-    check_mode: bool = False
-    diff_mode: bool = False
-
-
-class Rollout:
-    def __init__(self, params: dict[str, Any], context: RolloutContext,
-                 progress: Callable[[str], None] = lambda message: None) -> None:
-        self.params = params
-        self.context = context
-        self.progress = progress
+class Rollout(Manager):
+    def __init__(self, params: dict[str, Any], context: TaskContext) -> None:
+        super().__init__(params, context)
         self.service = validate_service(params["service"])
         if not 0 < params["port"] < 65536:
             raise InfraError(f"port must be between 1 and 65535, got {params['port']}.")
@@ -100,12 +81,12 @@ class Rollout:
     # run ----------------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         started = time.monotonic()
-        client = DockerClient(self.params["docker_host"])
+        client = self.client()
         image = require_verified(client, self.params["image"], self.params["require_verified"])
-        labels = (image.get("Config") or {}).get("Labels") or {}
+        provenance = ImageProvenance.from_labels(image_labels(image))
         self.balancer.check()
         spec = HostSpec(self.service, image["Id"], self.params["port"], self.params["container"],
-                        self.params["health"], labels.get(LABEL_INPUTS_HASH, ""))
+                        self.params["health"], provenance.inputs_hash or "")
         hosts = ServiceHosts(client, self.balancer, spec, self.progress, self.params["drain_timeout"],
                              self.params["stop_timeout"])
         hosts.rollout_id = self.rollout_id
@@ -118,11 +99,8 @@ class Rollout:
                 return self._result(plan, spec, started, changed=plan.changed or bool(observation.stale_servers))
             lock = ServiceLock(client, self.service, spec.image_id, self.rollout_id, self.params["lock_timeout"],
                                self.progress)
-            lock.acquire()
-            try:
+            with lock.holding():
                 return self._locked_run(hosts, desired, journal, started)
-            finally:
-                lock.release()
         finally:
             hosts.close()
 
@@ -138,7 +116,7 @@ class Rollout:
         self.progress(f"{self.service}: {plan.kind} to generation {plan.generation} from "
                       f"{short_id(hosts.spec.image_id)} ({self.params['strategy']}; {plan.reason}); "
                       f"{len(plan.steps)} steps")
-        ledger = Ledger(self.params["ledger"] or default_ledger_path())
+        ledger = self.ledger()
         record = ledger.new_record(
             "rollout", self.context.basedir, rollout=self.rollout_id, service=self.service,
             image_id=hosts.spec.image_id, inputs_hash=hosts.spec.inputs_hash, generation=plan.generation,
@@ -217,11 +195,11 @@ def recover_interrupted(hosts: ServiceHosts, journal: Journal) -> str | None:
     unfinished = journal.read()
     if not unfinished:
         return None
-    hosts.progress(f"{hosts.service}: rollout {unfinished['rollout']} (started {unfinished['started']}) did not "
-                   f"finish; putting {', '.join(unfinished['previous_live']) or 'nothing'} back first")
-    revert(hosts, unfinished["previous_live"], unfinished["new_hosts"], unfinished["restored"])
+    hosts.progress(f"{hosts.service}: rollout {unfinished.rollout} (started {unfinished.started}) did not "
+                   f"finish; putting {', '.join(unfinished.previous_live) or 'nothing'} back first")
+    revert(hosts, unfinished.previous_live, unfinished.new_hosts, unfinished.restored)
     journal.clear()
-    return unfinished["rollout"]
+    return unfinished.rollout
 
 
 def retire_old_generations(hosts: ServiceHosts, plan: rp.Plan) -> None:

@@ -10,24 +10,17 @@ started again, gated and swapped in, which takes seconds. Otherwise the image is
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
 from typing import Any
 
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import (
-    LABEL_IMAGE_ID,
-    LABEL_SERVICE,
-    InfraError,
-    short_id,
-)
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError, short_id
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import Ledger
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import default_path as default_ledger_path
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import LABEL_SERVICE, image_labels
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.task import Manager, TaskContext
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.health import HEALTH_OPTIONS
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.hosts import HostSpec, validate_service
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.manager import (
     ROLLOUT_ARGUMENT_SPEC,
     Rollout,
-    RolloutContext,
 )
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.revisions import (
     rollback_target,
@@ -40,7 +33,7 @@ ROLLBACK_ARGUMENT_SPEC: dict[str, Any] = {
     "health": {"type": "dict", "options": HEALTH_OPTIONS},  # no default: the revision's own check
     **{key: ROLLOUT_ARGUMENT_SPEC[key] for key in ("balancer", "strategy", "batch_size", "drain_timeout",
                                                    "stop_timeout", "require_verified", "keep_previous",
-                                                   "lock_timeout", "docker_host", "ledger")},
+                                                   "lock_timeout")},
 }
 
 
@@ -49,27 +42,23 @@ def host_specs(client: DockerClient, service: str) -> tuple[dict[str, HostSpec],
     specs: dict[str, HostSpec] = {}
     running: Counter = Counter()
     for inspected in client.containers_with_labels({LABEL_SERVICE: service}):
-        labels = inspected["Config"].get("Labels") or {}
-        spec = HostSpec.from_labels(labels)
+        spec = HostSpec.from_labels(image_labels(inspected))
         if spec:
             specs.setdefault(spec.image_id, spec)
             if (inspected.get("State") or {}).get("Running"):
-                running[labels.get(LABEL_IMAGE_ID)] += 1
+                running[spec.image_id] += 1
     return specs, (running.most_common(1)[0][0] if running else None)
 
 
-class Rollback:
-    def __init__(self, params: dict[str, Any], context: RolloutContext,
-                 progress: Callable[[str], None] = lambda message: None) -> None:
-        self.params = params
-        self.context = context
-        self.progress = progress
+class Rollback(Manager):
+    def __init__(self, params: dict[str, Any], context: TaskContext) -> None:
+        super().__init__(params, context)
         self.service = validate_service(params["service"])
 
     def run(self) -> dict[str, Any]:
-        ledger = Ledger(self.params["ledger"] or default_ledger_path())
+        ledger = self.ledger()
         revisions = service_revisions(ledger.records(kind="rollout", service=self.service), self.service)
-        client = DockerClient(self.params["docker_host"])
+        client = self.client()
         specs, live_image = host_specs(client, self.service)
         target = rollback_target(revisions, live_image, self.params["revision"])
         image_id = target["image_id"]
@@ -84,7 +73,7 @@ class Rollback:
                              f"image {short_id(image_id)} out with immutable.infra.rollout instead.")
         self.progress(f"{self.service}: rolling back to revision {target['revision']} (image {short_id(image_id)}, "
                       f"generation {target.get('generation')}, rolled out {target.get('time')})")
-        rollout = Rollout(self._rollout_params(target, spec), self.context, self.progress)
+        rollout = Rollout(self._rollout_params(target, spec), self.context)
         rollout.record_fields = {"rollback_to_revision": target["revision"]}
         result = rollout.run()
         result.update(revision=target["revision"], target_image_id=image_id, fast_path=result["kind"] == "restore")

@@ -9,6 +9,7 @@ from typing import Any
 from xml.etree import ElementTree
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import ImageProvenance
 
 MESSAGE_LIMIT = 500
 # Messages pytest writes for a whole category rather than for the test; the traceback says more.
@@ -145,9 +146,8 @@ def exposed_tcp_ports(image_config: dict[str, Any]) -> list[int]:
 
 
 def image_roles(labels: dict[str, str]) -> list[str]:
-    """Role names from an image's immutable.infra.roles label, without their versions."""
-    raw = labels.get("immutable.infra.roles") or ""
-    return [entry.split("@", 1)[0] for entry in raw.split(",") if entry.strip()]
+    """Role names from an image's provenance labels, without their versions."""
+    return ImageProvenance.from_labels(labels).role_names
 
 
 def summary(counts: dict[str, int]) -> str:

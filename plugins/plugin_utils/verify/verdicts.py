@@ -11,22 +11,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import LABEL_PREFIX, InfraError, short_id
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError, short_id
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
-
-VERDICT_LABEL = LABEL_PREFIX + "verdict"
-VERDICT_VOLUME_PREFIX = "immutable-infra-verdict-"
-
-
-def verdict_volume_name(image_id: str) -> str:
-    return VERDICT_VOLUME_PREFIX + image_id.split(":", 1)[-1]
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import (
+    LABEL_VERDICT,
+    VerdictLabels,
+    verdict_volume_name,
+)
 
 
 def record_verdict(client: DockerClient, image_id: str, passed: bool, details: dict[str, object]) -> None:
-    """Stores the latest verdict for image_id on the engine, replacing an earlier one."""
-    labels = {VERDICT_LABEL: "passed" if passed else "failed", LABEL_PREFIX + "image_id": image_id}
-    labels.update({LABEL_PREFIX + key: str(value) for key, value in details.items()})
-    client.replace_volume(verdict_volume_name(image_id), labels)
+    """Stores the latest verdict for image_id on the engine, replacing an earlier one.
+
+    details: the other fields of VerdictLabels (time, reference, ledger_id, tests, ...), any value.
+    """
+    verdict = VerdictLabels(result="passed" if passed else "failed", image_id=image_id,
+                            **{key: str(value) for key, value in details.items()})
+    client.replace_volume(verdict_volume_name(image_id), verdict.to_labels())
 
 
 def verdict_for(client: DockerClient, image_id: str) -> dict[str, str] | None:
@@ -47,19 +48,20 @@ def require_verified(client: DockerClient, image: str, require: bool = True) -> 
     image_id = inspected["Id"]
     if not require:
         return inspected
-    verdict = verdict_for(client, image_id)
-    if verdict and verdict.get(VERDICT_LABEL) == "passed":
+    volume = verdict_for(client, image_id)
+    verdict = VerdictLabels.from_labels(volume)
+    if volume and verdict.passed:
         return inspected
     described = image if image == image_id else f"'{image}' (now {short_id(image_id)})"
-    if verdict:
-        raise InfraError(f"Image {described} failed verification at {verdict.get(LABEL_PREFIX + 'time', '?')}; "
+    if volume:
+        raise InfraError(f"Image {described} failed verification at {'?' if verdict.time is None else verdict.time}; "
                          "fix it, bake again and verify the new image.")
     moved = ""
     if image != image_id:
-        verified = [labels for labels in client.volumes_with_label(VERDICT_LABEL, "passed")
-                    if labels.get(LABEL_PREFIX + "reference") == image]
+        verified = [found for found in map(VerdictLabels.from_labels, client.volumes_with_label(LABEL_VERDICT, "passed"))
+                    if found.reference == image]
         if verified:
-            moved = (f" The tag was verified when it pointed to {short_id(verified[0][LABEL_PREFIX + 'image_id'])}, "
+            moved = (f" The tag was verified when it pointed to {short_id(verified[0].image_id or '')}, "
                      "but it has moved since.")
     raise InfraError(f"Image {described} has no passing verdict.{moved} Run immutable.infra.verify on it first, "
                      "or set require_verified: false to roll out an unverified image deliberately.")

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import json
 
-from ansible_collections.immutable.infra.plugins.plugin_utils.trace.history import build_history, render_table
+from ansible_collections.immutable.infra.plugins.plugin_utils.trace.history_builder import build_history, render_table
 
 IMAGE_A = "sha256:" + "a" * 64
 IMAGE_B = "sha256:" + "b" * 64

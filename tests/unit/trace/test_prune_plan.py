@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from ansible_collections.immutable.infra.plugins.plugin_utils.trace.prune import (
+from ansible_collections.immutable.infra.plugins.plugin_utils.trace.prune_plan import (
     PruneOptions,
     observation_from_disk_usage,
     plan_prune,

@@ -13,12 +13,9 @@ import pytest
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.interrupts import Interrupted, interruptible
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.processes import run_streaming
-from ansible_collections.immutable.infra.plugins.plugin_utils.verify.manager import (
-    Verifier,
-    VerifyContext,
-    find_test_files,
-    locate_scenario,
-)
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.task import TaskContext
+from ansible_collections.immutable.infra.plugins.plugin_utils.verify.manager import Verifier
+from ansible_collections.immutable.infra.plugins.plugin_utils.verify.runners import find_test_files, locate_scenario
 
 
 def touch(path, content=""):
@@ -83,7 +80,7 @@ def params(**options):
 ])
 def test_options_are_checked_first(options, message):
     with pytest.raises(InfraError, match=message):
-        Verifier(params(**options), VerifyContext(basedir="/tmp"))
+        Verifier(params(**options), TaskContext(basedir="/tmp"))
 
 
 def test_a_signal_interrupts_once_and_waits_for_shielded_cleanup():
@@ -148,7 +145,7 @@ def test_a_command_past_its_deadline_is_killed_with_its_children(tmp_path):
     assert finished.timed_out and lines == ["started"]
     child = int(marker.read_text())
     deadline = time.monotonic() + 5
-    while os.path.exists(f"/proc/{child}") and "Z" not in open(f"/proc/{child}/stat").read().split()[2]:
+    while os.path.exists(f"/proc/{child}") and "Z" not in open(f"/proc/{child}/stat", encoding="utf-8").read().split()[2]:
         assert time.monotonic() < deadline, "the child outlived its parent's deadline"
         time.sleep(0.05)
 

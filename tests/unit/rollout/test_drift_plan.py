@@ -3,7 +3,7 @@ from __future__ import annotations
 import json
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout import plan as rp
-from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.drift import (
+from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.drift_plan import (
     DEFAULT_WRITABLE_PATHS,
     config_differences,
     filesystem_changes,

@@ -1,0 +1,268 @@
+# Copyright: immutable.infra contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The runners of a verify: pytest-testinfra, idempotence and Molecule, each adding to one Verdict.
+
+Testinfra and idempotence run against a throwaway host (host.py); a Molecule scenario makes its own
+instances from the image. Each runner records what it found in the Verdict and its time in
+verdict.timings; the verify (manager.py) decides what runs and records the verdict.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ansible_collections.immutable.infra.plugins.plugin_utils.bake import builder
+from ansible_collections.immutable.infra.plugins.plugin_utils.bake.play_runner import PlaySpec, run_play
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError, short_id
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.interrupts import Guard
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.processes import run_streaming
+from ansible_collections.immutable.infra.plugins.plugin_utils.verify import report as verify_report
+from ansible_collections.immutable.infra.plugins.plugin_utils.verify.host import Broken, ThrowawayHost
+
+MOLECULE_DESTROY_TIMEOUT = 120
+# Enabled units would run on a booted server, so the systemctl stand-in reports them active.
+MARK_ENABLED_ACTIVE = f"""mkdir -p {builder.STAGE}/active
+for unit in /etc/systemd/system/*.wants/*; do
+  [ -e "$unit" ] || continue
+  name=${{unit##*/}}; touch "{builder.STAGE}/active/${{name%.*}}"
+done
+"""
+
+
+@dataclass
+class Verdict:
+    """Everything the parts of a verify found out, merged into one result."""
+
+    tests: dict[str, int] = field(default_factory=verify_report.empty_counts)
+    failures: list[dict[str, str]] = field(default_factory=list)
+    files: list[dict[str, Any]] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    workers: int = 0
+    broken: Broken | None = None
+    idempotence: dict[str, Any] | None = None
+    molecule: dict[str, Any] | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.broken is None and not self.failures and self.tests["failed"] == 0 and self.tests["errors"] == 0
+
+
+@dataclass
+class Scenario:
+    directory: str
+    name: str
+    project_dir: str
+    glob: str
+
+
+def find_test_files(paths: list[str], basedir: str) -> tuple[list[str], list[str]]:
+    """(the given paths made absolute, the test files they hold); a missing path is an error."""
+    resolved, files = [], []
+    for given in paths:
+        path = os.path.normpath(os.path.join(basedir, os.path.expanduser(given)))
+        if not os.path.exists(path):
+            raise InfraError(f"Tests path '{given}' does not exist (looked for {path}); "
+                             "give testinfra files or directories relative to the playbook.")
+        resolved.append(path)
+        if os.path.isfile(path):
+            files.append(path)
+            continue
+        found = sorted(os.path.join(root, name) for root, dirs, names in os.walk(path) for name in names
+                       if name.endswith(".py") and (name.startswith("test_") or name.endswith("_test.py"))
+                       and "__pycache__" not in root)
+        if not found:
+            raise InfraError(f"Tests path '{given}' holds no test files (test_*.py or *_test.py).")
+        files.extend(found)
+    return resolved, sorted(set(files), key=files.index)
+
+
+def locate_scenario(given: str, basedir: str) -> Scenario:
+    """A Molecule scenario directory, and where Molecule must run to find it by name."""
+    directory = os.path.normpath(os.path.join(basedir, os.path.expanduser(given)))
+    if not os.path.isfile(os.path.join(directory, "molecule.yml")):
+        raise InfraError(f"Molecule scenario '{given}' has no molecule.yml (looked in {directory}).")
+    parent = os.path.dirname(directory)
+    if os.path.basename(parent) != "molecule":
+        raise InfraError(f"Molecule scenario '{given}' must be a directory molecule/<name> or "
+                         "extensions/molecule/<name>, where Molecule finds scenarios.")
+    grandparent = os.path.dirname(parent)
+    if os.path.basename(grandparent) == "extensions":
+        return Scenario(directory, os.path.basename(directory), os.path.dirname(grandparent),
+                        "extensions/molecule/*/molecule.yml")
+    return Scenario(directory, os.path.basename(directory), grandparent, "molecule/*/molecule.yml")
+
+
+def child_environment(docker_host: str | None, extra: dict[str, str]) -> dict[str, str]:
+    """The controller's environment, with this Python's tools first on PATH (pytest, molecule, ansible)."""
+    env = dict(os.environ)
+    bindir = os.path.dirname(sys.executable)
+    env["PATH"] = os.pathsep.join([bindir, env.get("PATH", "/usr/local/bin:/usr/bin:/bin")])
+    env["PYTHONDONTWRITEBYTECODE"] = "1"  # keep __pycache__ out of the user's test directories
+    env.pop("ANSIBLE_CALLBACKS_ENABLED", None)
+    if docker_host:
+        env["DOCKER_HOST"] = docker_host
+    env.update(extra)
+    return env
+
+
+class Runner:
+    """What every runner shares: the verify's options, the play's directory, progress and the deadline."""
+
+    def __init__(self, params: dict[str, Any], basedir: str, deadline: float, described: str,
+                 progress: Callable[[str], None]) -> None:
+        self.params = params
+        self.basedir = basedir
+        self.deadline = deadline
+        self.described = described  # the image, as progress lines name it
+        self.progress = progress
+
+    def remaining(self) -> float:
+        return max(self.deadline - time.monotonic(), 0.0)
+
+    def host(self, client: DockerClient, image: dict[str, Any]) -> ThrowawayHost:
+        return ThrowawayHost(client, image, self.described, self.params["network"], self.progress)
+
+
+class TestinfraRunner(Runner):
+    """pytest-testinfra against a throwaway host; the JUnit report gives the counts and failures."""
+
+    __test__ = False  # not a pytest test class, whatever its name
+
+    def run(self, client: DockerClient, image: dict[str, Any], paths: list[str], file_count: int, report: str,
+            verdict: Verdict, guard: Guard) -> None:
+        begun = time.monotonic()
+        host = self.host(client, image)
+        try:
+            with host.started(guard, keep_alive=self.params["keep_alive"]):
+                host.wait_ready(self.params["wait_for_ports"], self.params["start_timeout"], self.remaining())
+                verdict.timings["start"] = round(time.monotonic() - begun, 3)
+                self._pytest(host.container_id, image["Id"], paths, file_count, report, verdict)
+                host.check_running()
+        except Broken as broken:
+            verdict.broken = broken
+            # Test results from a host whose command died say nothing about the image.
+            verdict.failures = [{"test": "host", "message": f"the image is broken: {broken.reason}"}]
+        finally:
+            verdict.timings["cleanup"] = host.cleanup_seconds
+
+    def _pytest(self, host_id: str, image_id: str, paths: list[str], file_count: int, report: str,
+                verdict: Verdict) -> None:
+        command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-o", "junit_family=xunit1",
+                   f"--junitxml={report}", f"--hosts=docker://{self.params['exec_user']}@{host_id}",
+                   "-v", "-rN", "--tb=short", "--color=no", "-o", "console_output_style=classic"]
+        if verdict.workers:
+            command += ["-n", str(verdict.workers), "--dist", "loadfile"]
+        command += [*self.params["pytest_args"], *paths]
+        env = child_environment(self.params["docker_host"], {"IMMUTABLE_INFRA_IMAGE_ID": image_id,
+                                                             "IMMUTABLE_INFRA_HOST": host_id})
+        self.progress(f"verify: running {file_count} test file(s)"
+                      + (f" in {verdict.workers} parallel workers" if verdict.workers else ""))
+        begun = time.monotonic()
+        finished = run_streaming(command, self.basedir, env, self.remaining(), self._show_test_line)
+        verdict.timings["tests"] = round(time.monotonic() - begun, 3)
+        if finished.timed_out:
+            verdict.failures.append({"test": "(timeout)", "message": f"the tests did not finish within the "
+                                                                     f"timeout of {self.params['timeout']} s"})
+            return
+        if finished.returncode in (3, 4, 127) or not os.path.exists(report):
+            raise InfraError(f"pytest could not run the tests (exit code {finished.returncode}):\n"
+                             f"{finished.tail.strip()[-2500:]}")
+        if finished.returncode == 5:
+            raise InfraError(f"pytest collected no tests from {', '.join(self.params['tests'])}; "
+                             "a verify without tests proves nothing.")
+        with open(report, encoding="utf-8") as handle:
+            parsed = verify_report.parse_junit(handle.read())
+        verdict.tests, verdict.files = parsed["tests"], parsed["files"]
+        verdict.failures.extend(parsed["failures"])
+        for entry in verdict.files:
+            self.progress(f"verify: {entry['file']}: {entry['tests'] - entry['failed']}/{entry['tests']} passed, "
+                          f"{entry['duration']:.2f} s")
+
+    def _show_test_line(self, line: str) -> None:
+        shown = verify_report.progress_line(line)
+        if shown:
+            self.progress(f"verify: {shown}")
+
+
+class IdempotenceRunner(Runner):
+    """Applies the image's roles again in a throwaway host: nothing may report changed."""
+
+    def run(self, client: DockerClient, image: dict[str, Any], roles: list[str], spec: PlaySpec, verdict: Verdict,
+            guard: Guard) -> None:
+        begun = time.monotonic()
+        host = self.host(client, image)
+        with host.started(guard, keep_alive=True):
+            builder.prepare(client, host.container_id)
+            client.exec(host.container_id, ["/bin/sh", "-c", MARK_ENABLED_ACTIVE])
+            self.progress(f"verify: applying {', '.join(roles)} again; nothing may report changed")
+            spec.container_id, spec.timeout = host.container_id, max(int(self.remaining()), 1)
+            play = run_play(spec, self._show_event)
+        verdict.timings["idempotence"] = round(time.monotonic() - begun, 3)
+        verdict.idempotence = {"roles": roles, "passed": play.succeeded and not play.changed_tasks,
+                               "changed_tasks": play.changed_tasks}
+        if not play.succeeded:
+            verdict.failures.append({"test": "idempotence", "message": "applying the roles again failed: "
+                                                                       + play.failure_message()[:1500]})
+        for task in play.changed_tasks:
+            verdict.failures.append({"test": f"idempotence: {task}",
+                                     "message": "reported changed when the roles were applied to the image again"})
+
+    def _show_event(self, event: dict[str, Any]) -> None:
+        if event["event"] == "result" and event.get("changed"):
+            self.progress(f"verify: idempotence: changed: {event.get('task')}")
+        elif event["event"] == "result" and event.get("status") in ("failed", "unreachable"):
+            self.progress(f"verify: idempotence: {event.get('status')}: {event.get('task')}: "
+                          f"{event.get('msg', '')}"[:400])
+
+
+class MoleculeRunner(Runner):
+    """`molecule test` of a user's scenario, with the image under test in its image variable."""
+
+    def run(self, scenario: Scenario, image_id: str, report: str, verdict: Verdict) -> None:
+        begun = time.monotonic()
+        log, junit = os.path.splitext(report)[0] + ".molecule.log", os.path.splitext(report)[0] + ".molecule.xml"
+        # The scenario's testinfra verifier runs pytest, which reads PYTEST_ADDOPTS: its tests get a JUnit report too.
+        addopts = f"{os.environ.get('PYTEST_ADDOPTS', '')} --junitxml={junit} -o junit_family=xunit1".strip()
+        env = child_environment(self.params["docker_host"], {
+            self.params["molecule_image_env"]: image_id, "IMMUTABLE_INFRA_IMAGE_ID": image_id,
+            "MOLECULE_GLOB": scenario.glob, "PYTEST_ADDOPTS": addopts, "ANSIBLE_NOCOLOR": "1", "NO_COLOR": "1"})
+        self.progress(f"verify: molecule test -s {scenario.name} with {self.params['molecule_image_env']}="
+                      f"{short_id(image_id)}")
+        command = [sys.executable, "-m", "molecule", "test", "-s", scenario.name]
+        finished = None
+        try:
+            finished = run_streaming(command, scenario.project_dir, env, self.remaining(), self._show_molecule_line,
+                                     log_path=log)
+        finally:
+            if finished is None or finished.timed_out:
+                # Killed half-way: the scenario's own destroy did not run.
+                run_streaming([sys.executable, "-m", "molecule", "destroy", "-s", scenario.name], scenario.project_dir,
+                              env, MOLECULE_DESTROY_TIMEOUT)
+        seconds = round(time.monotonic() - begun, 3)
+        verdict.timings["molecule"] = seconds
+        passed = finished.returncode == 0 and not finished.timed_out
+        parsed: dict[str, Any] = {"tests": verify_report.empty_counts(), "failures": []}
+        if os.path.exists(junit):
+            with open(junit, encoding="utf-8") as handle:
+                parsed = verify_report.parse_junit(handle.read())
+        verdict.molecule = {"scenario": scenario.name, "directory": scenario.directory, "passed": passed,
+                            "tests": parsed["tests"], "log": log, "report": junit if os.path.exists(junit) else None,
+                            "duration": seconds}
+        verdict.failures.extend({"test": f"molecule {scenario.name}: {failure['test']}", "message": failure["message"]}
+                                for failure in parsed["failures"])
+        if not passed and not parsed["failures"]:
+            why = (f"did not finish within the timeout of {self.params['timeout']} s" if finished.timed_out
+                   else f"failed (exit code {finished.returncode})")
+            tail = "\n".join(finished.tail.strip().splitlines()[-15:])
+            verdict.failures.append({"test": f"molecule {scenario.name}",
+                                     "message": f"molecule test {why}; log: {log}\n{tail}"})
+
+    def _show_molecule_line(self, line: str) -> None:
+        if "➜" in line or "Executing" in line or "Running" in line:
+            self.progress("verify: molecule: " + line.strip()[:200])
