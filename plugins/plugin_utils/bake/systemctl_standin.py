@@ -323,7 +323,7 @@ def spawn(unit, line, env, entry, gid, privileged, log, wait, extra_env=None):
 
     try:
         process = subprocess.Popen(argv, env=env, cwd=workdir, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                   preexec_fn=become, close_fds=True)  # noqa: PLW1509 (no threads here)
+                                   preexec_fn=become, close_fds=True)  # ruff: ignore[subprocess-popen-preexec-fn] (no threads here)
     except OSError as error:
         raise Failed(f"{unit.name}: cannot run {argv[0]}: {error}") from None
     if wait:
