@@ -41,6 +41,10 @@ OPTIONS_WITH_VALUE = {"-p", "--property", "-t", "--type", "--state", "-H", "--ho
                       "-o", "--output", "-n", "--lines", "--root", "--signal", "-s", "--job-mode", "--kill-whom"}
 
 
+RESTART_VERBS = ("restart", "force-reload", "try-restart", "condrestart", "reload", "reload-or-restart",
+                 "reload-or-try-restart", "try-reload-or-restart")
+
+
 class Failed(Exception):
     pass
 
@@ -378,10 +382,10 @@ def start(name):
     unit = Unit(name)
     if masked(name):
         raise Failed(f"Unit {unit.name} is masked.")
-    os.makedirs(STATE, exist_ok=True)
-    log = open(state_path(name, ".log"), "ab")
     if not unit.path and not unit.script:
         raise Failed(f"Unit {unit.name} not found.")
+    os.makedirs(STATE, exist_ok=True)
+    log = open(state_path(name, ".log"), "ab")
     if unit.path:
         try:
             start_unit(unit, name, log)
@@ -677,7 +681,9 @@ def show(name):
     found = bool(unit.path or unit.script)
     active = is_active(name)
     state = read_state(name) or {}
-    load = "masked" if masked(name) else ("loaded" if found else "not-found")
+    # A unit that is not installed shows as loaded, so that the service module hands a restart of it
+    # to restart below (a no-op) instead of failing; start and enable of it still fail.
+    load = "masked" if masked(name) else "loaded"
     enabled = enabled_state(name)[0] if found else ""
     lines = ["Id=" + unit.name, "Names=" + unit.name, "Type=" + (unit.kind if unit.path else "forking"),
              "LoadState=" + load, "ActiveState=" + ("active" if active else "inactive"),
@@ -737,6 +743,10 @@ def main(argv):
                         print(f"{os.path.basename(path)} {enabled_state(os.path.basename(path))[0]}")
         else:
             for name in names:
+                if verb in RESTART_VERBS and not unit_file(name) and not init_script(name):
+                    # A handler restarting a service this image does not have: nothing runs, nothing to do.
+                    sys.stderr.write(f"{unit_name(name)} is not installed; nothing to {verb}\n")
+                    continue
                 if verb == "start":
                     start(name)
                 elif verb == "stop":

@@ -27,6 +27,8 @@ Alias=mysql.service
 @pytest.fixture
 def units(tmp_path, monkeypatch):
     monkeypatch.setattr(standin, "UNIT_DIRS", (str(tmp_path),))
+    monkeypatch.setattr(standin, "STATE", str(tmp_path / "state"))
+    monkeypatch.setattr(standin, "EXTERNAL", str(tmp_path / "active"))
     (tmp_path / "mariadb.service").write_text(MARIADB)
     (tmp_path / "mariadb.service.d").mkdir()
     (tmp_path / "mariadb.service.d" / "override.conf").write_text("[Service]\nLimitNOFILE=1024\nTimeoutStopSec=\n")
@@ -66,8 +68,10 @@ def test_arguments_and_options_are_told_apart(units, capsys):
     shown = dict(line.split("=", 1) for line in capsys.readouterr().out.splitlines())
     assert shown["LoadState"] == "loaded" and shown["ActiveState"] == "inactive"
     assert shown["UnitFileState"] == "disabled" and shown["Type"] == "notify"
-    assert standin.main(["show", "nosuch"]) == 0
-    assert "LoadState=not-found" in capsys.readouterr().out
+    # A service the image does not have: a handler's restart has nothing to do; a start fails.
+    assert standin.main(["restart", "nosuch"]) == 0 and standin.main(["try-restart", "nosuch"]) == 0
+    assert standin.main(["start", "nosuch"]) == 1
+    assert "Unit nosuch.service not found" in capsys.readouterr().err
     assert standin.main(["daemon-reload"]) == 0 and standin.main(["--version"]) == 0
 
 
