@@ -15,12 +15,13 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export IMMUTABLE_INFRA_BASE_IMAGE := $(BASE_IMAGE)
 export ANSIBLE_NOCOLOR := 1
 
-.PHONY: help setup venv engine engines engines-down base-image host-packages collection demo test bench sanity lint clean \
+.PHONY: help setup venv engine engines engines-down base-image host-packages collection demo test faults bench sanity lint clean \
 	vm-packages setup-vm demo-vm test-vm bench-vm
 
 help:
 	@echo "make demo   bake, verify and roll out the example service on the local Docker engine"
 	@echo "make test   unit, integration, Molecule, ansible-test sanity and ansible-lint"
+	@echo "make faults the long fault suite: 20 simultaneous-controller pairs, 20 controller kills (docs/reliability.md)"
 	@echo "make bench  benchmarks against the anchors (see bench/README.md)"
 	@echo "make demo-vm  bake the example service, make a VM disk of it, boot it under qemu and test it"
 	@echo "make test-vm  the VM disk tests (build, boot, verdict, cache, bad input)"
@@ -78,6 +79,10 @@ demo: setup
 # The rig starts in under a second once its package is installed, so make test brings it up.
 test: setup vm-packages engines
 	@$(PYTHON) -m pytest
+
+# The short form of the fault suite runs in make test; this is the long one.
+faults: setup
+	@IMMUTABLE_INFRA_FAULTS=long $(PYTHON) -m pytest tests/integration/test_faults.py -s
 
 bench: setup
 	@$(PYTHON) bench/run.py

@@ -101,7 +101,7 @@ def packer_setup(workdir: str) -> dict[str, str]:
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key], check=True)
     with open(key + ".pub", encoding="utf-8") as handle:
         public = handle.read().strip()
-    _, results = play(workdir, "packer-base", [{"name": "disk", "immutable.infra.disk": {
+    _seconds, results = play(workdir, "packer-base", [{"name": "disk", "immutable.infra.disk": {
         "name": "base", "image": BASE, "dest": os.path.join(workdir, "base"), "ssh_authorized_keys": [public],
         "command_unit": "never"}}])
     site = os.path.join(workdir, "site.yml")
@@ -157,7 +157,7 @@ def main() -> None:
             cold_wall, cold = play(workdir, f"cold-{index}", tasks)
             warm_wall, warm = play(workdir, f"warm-{index}", tasks)
             assert warm["disk"]["cache_hit"] and warm["bake"]["cache_hit"]
-            _, booted = play(workdir, f"boot-{index}", [{"name": "verify", "immutable.infra.verify": {
+            _seconds, booted = play(workdir, f"boot-{index}", [{"name": "verify", "immutable.infra.verify": {
                 "disk": cold["disk"]["disk"], "tests": [os.path.join(DEMO, "tests")], "wait_for_ports": [8000]}}])
             timings = booted["verify"]["timings"]
             row = {"cold_wall": round(cold_wall, 3), "cold_bake": cold["bake"]["duration"],

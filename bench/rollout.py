@@ -23,7 +23,7 @@ floor       10 fresh containers of the new image started one after another with 
 
 For compose and the loops the time runs until HAProxy reports all 10 servers up again. The order
 of the approaches rotates by one place per round. Every container, image, volume and network made
-here carries the name prefix bench- (rollout hosts: bench_, since service names hold no '-') or the
+here carries the name prefix bench- (rollout hosts: bench_) or the
 label immutable-infra.bench=<run id>, and is removed at the end with the HAProxy process, however
 the benchmark ends.
 

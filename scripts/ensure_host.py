@@ -72,13 +72,19 @@ def start_dockerd() -> None:
         if not (pid.isdigit() and os.path.exists(f"/proc/{pid}")):
             os.unlink(pid_file)  # left by an engine that died; dockerd refuses to start beside it
     with open(DOCKERD_LOG, "ab") as log:
-        subprocess.Popen(["dockerd"], stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+        # live-restore: containers keep running, with their addresses, while the engine restarts (an
+        # upgrade, a crash), so the balancer's servers stay right and no request fails meanwhile.
+        subprocess.Popen(["dockerd", "--live-restore"], stdout=log, stderr=log, stdin=subprocess.DEVNULL,
                          start_new_session=True)
 
 
 def ensure_engine() -> None:
-    if engine_client():
+    client = engine_client()
+    if client:
         say(f"docker engine: reachable ({os.environ.get('DOCKER_HOST', 'unix:///var/run/docker.sock')})")
+        if not client.info().get("LiveRestoreEnabled"):
+            say("docker engine: live-restore is off, so a restart of this engine stops every host and gives them "
+                "new addresses; see docs/reliability.md to turn it on")
         return
     if os.environ.get("DOCKER_HOST"):
         die(f"DOCKER_HOST={os.environ['DOCKER_HOST']} is set but no Docker engine answers there; "

@@ -13,8 +13,8 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.verify.manager imp
 
 class ActionModule(InfraAction):
     # A verify proves an image in a container, or a disk built from it in a VM (machine/verify.py).
-    argument_spec: ClassVar[dict[str, Any]] = dict(VERIFY_ARGUMENT_SPEC, image=dict(VERIFY_ARGUMENT_SPEC["image"], required=False),
-                         **DISK_VERIFY_OPTIONS)
+    argument_spec: ClassVar[dict[str, Any]] = dict(
+        VERIFY_ARGUMENT_SPEC, image=dict(VERIFY_ARGUMENT_SPEC["image"], required=False), **DISK_VERIFY_OPTIONS)
     manager = Verifier
 
     def manage(self, params, context):

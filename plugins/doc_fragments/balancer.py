@@ -33,9 +33,21 @@ options:
         elements: str
         default: [inter, 500ms, rise, "1", fall, "2"]
       up_timeout:
-        description: Seconds a new server has to pass HAProxy's own health check after it was added.
+        description:
+          - Seconds a new server has to come up in HAProxy after it was added (at most 3600).
         type: float
         default: 30
+      trust_gate:
+        description:
+          - When the rollout's own health gate has passed at a new host's address, set its server up
+            at once with the runtime API (C(set server ... health up)) instead of waiting for HAProxy's
+            own checks to pass C(rise) times at their C(inter) pace (about 4 s with HAProxy's defaults,
+            for every batch). HAProxy's checks keep running and take the server down after C(fall)
+            failures.
+          - Set V(false) when HAProxy reaches hosts by another path than the controller does, so that
+            only HAProxy's own check lets traffic in.
+        type: bool
+        default: true
 """
 
     HEALTH = r"""

@@ -12,6 +12,11 @@ description:
     C(immutable.infra.service)) and groups them by service, liveness and generation.
   - Groups are C(<service>) (every listed host of the service), C(<service>_live) (its running
     hosts), C(<service>_gen_<n>) (the hosts of generation n) and, with O(drift), C(<service>_drifted).
+  - A group name cannot hold C(-), so C(<service>) in group names is the service name with every C(-)
+    replaced by C(_), as Ansible's own inventory plugins sanitise group names. The hosts of service
+    C(web-api) are in C(web_api), C(web_api_live), C(web_api_gen_<n>) and C(web_api_drifted); host names
+    keep the C(-) (C(web-api-3-1)), and C(immutable_infra.service) holds the name as written. Two services
+    whose names differ only in C(-) against C(_) share their groups, so do not name services that way.
   - Each host gets C(ansible_connection=community.docker.docker), C(ansible_host) set to its
     container name and C(ansible_user=root), so plays reach hosts with no SSH (override with
     O(compose)), and a C(immutable_infra) variable with its service, generation, image ID, state,
@@ -82,6 +87,16 @@ services: [web]
 #   |--@web_live:
 #   |  |--web-3-1
 #   |  |--web-3-2
+
+# A service named with '-': its groups use '_' instead.
+# ansible-inventory -i inventory/api.fleet.yml --graph   (services: [web-api])
+# @all:
+#   |--@web_api:
+#   |  |--web-api-1-1
+#   |--@web_api_gen_1:
+#   |  |--web-api-1-1
+#   |--@web_api_live:
+#   |  |--web-api-1-1
 
 # A group per image revision, from the provenance labels of each host's image:
 # inventory/by-revision.fleet.yml

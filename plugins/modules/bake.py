@@ -22,10 +22,18 @@ description:
     C(.source) (from the git checkout of the playbook), and under C(immutable.infra.) the inputs
     hash, the roles with their versions, the base image ID, and the ansible-core and collection
     versions.
-  - Roles written for ordinary servers bake unmodified. While they run, package installs do not
-    start daemons and service tasks (C(ansible.builtin.service), C(ansible.builtin.systemd),
-    handlers that restart services) succeed without starting anything, since a container has no
-    init system; the image's command starts the service when a host runs.
+  - Roles written for ordinary servers bake unmodified. They see the facts a plain C(ansible-playbook)
+    run gathers (O(gather_subset=all)), and the virtualization facts say what the builder is
+    (C(ansible_virtualization_type=docker), role C(guest)), so roles that skip kernel and host tasks in
+    containers do so.
+  - Services the roles start (C(ansible.builtin.service), C(ansible.builtin.systemd), handlers) really
+    run during the bake, from their systemd unit (C(ExecStart) and its companions) or their
+    C(/etc/init.d) script, so a role can configure a server through its own client (a database's
+    users, for example). Package installs do not start daemons. Before the commit every service
+    is stopped cleanly, by its own stop command, and nothing of the builder's stand-ins is left;
+    the image's command starts the service when a host runs.
+  - A task that fails because the builder is not a booted machine (mounts, C(sysctl), kernel modules)
+    fails with a message that says so and names the ways out, O(skip_tags) and O(privileged).
   - If a role fails, the task fails with the failing task's name, message and output; no image is
     tagged and the builder is removed (see O(keep_failed)).
   - Every bake that runs, successful or not, is recorded in the ledger. Cache hits are not.
@@ -104,6 +112,39 @@ options:
       labels:
         description: Extra labels. Provenance labels always win over labels with the same name.
         type: dict
+      volumes:
+        description:
+          - Paths in the image that are volumes (Docker C(VOLUME)), for example V(/var/lib/mysql).
+            Absolute paths inside the image; host paths are bound when a host runs.
+        type: list
+        elements: str
+      stop_signal:
+        description:
+          - Signal that stops the image's command (Docker C(STOPSIGNAL)), like V(SIGQUIT), V(QUIT) or V(3).
+        type: str
+      healthcheck:
+        description:
+          - Docker's C(HEALTHCHECK) for the image. Durations are seconds or strings like V(30s), V(1m30s), V(500ms).
+        type: dict
+        suboptions:
+          test:
+            description:
+              - The check. A list runs the command directly (C(CMD)); a string runs it with the shell
+                (C(CMD-SHELL)); V([NONE]) turns off a check inherited from the base image.
+            type: raw
+            required: true
+          interval:
+            description: Time between checks.
+            type: raw
+          timeout:
+            description: Time one check may take.
+            type: raw
+          start_period:
+            description: Time after start during which failing checks do not count.
+            type: raw
+          retries:
+            description: Consecutive failures that make the host unhealthy.
+            type: int
   force:
     description: Bake even when an image with the same inputs hash exists.
     type: bool
@@ -125,10 +166,35 @@ options:
     elements: str
     default: ["/var/lib/apt/lists/*", "/var/cache/apt/*.bin", "/var/cache/apt/archives/*.deb", "/var/cache/apt/archives/partial/*"]
   gather_subset:
-    description: Facts gathered in the builder before the roles run.
+    description:
+      - Facts gathered in the builder before the roles run. The default is Ansible's own, so roles
+        see what a plain C(ansible-playbook) run gives them; V([min]) saves about half a second for
+        roles that need few facts.
     type: list
     elements: str
-    default: [min]
+    default: [all]
+  tags:
+    description:
+      - Run only the role tasks with these tags, as C(ansible-playbook --tags). Part of the inputs hash.
+    type: list
+    elements: str
+    default: []
+  skip_tags:
+    description:
+      - Skip the role tasks with these tags, as C(ansible-playbook --skip-tags), for example the
+        kernel or mount tasks of a role written for whole machines. Part of the inputs hash.
+    type: list
+    elements: str
+    default: []
+  privileged:
+    description:
+      - Run the builder as a privileged container, for roles whose host-level tasks (mounts,
+        C(sysctl), kernel modules) must run during the bake.
+      - B(Risk:) a privileged builder has every capability and the host's devices. What the roles do
+        to the kernel (C(sysctl) keys that are not namespaced, kernel modules) happens to the Docker
+        host itself, not to the image. Use it only with roles you trust, and prefer O(skip_tags).
+    type: bool
+    default: false
   python_interpreter:
     description: Python interpreter in the builder used for Ansible modules.
     type: str

@@ -58,13 +58,16 @@ options:
     type: float
     default: 30
   stop_timeout:
-    description: Seconds a host gets to exit after SIGTERM.
+    description: Seconds a host gets to exit after SIGTERM before the engine kills it; nothing waits for that (see M(immutable.infra.rollout)).
     type: int
     default: 10
   lock_timeout:
-    description: Seconds after which another controller may take over the lock while healing.
+    description:
+      - Length in seconds of the lock's lease. The run holding the lock renews it every O(lock_timeout)/6
+        seconds while it works; another controller takes the lock over only when it was not renewed for
+        this long, or when the process that took it on the same controller is gone.
     type: int
-    default: 3600
+    default: 60
 seealso:
   - module: immutable.infra.rollout
   - plugin: immutable.infra.fleet
@@ -106,4 +109,16 @@ removed:
   returned: always
   type: list
   elements: str
+balancer_mismatch:
+  description:
+    - How the balancer differs from the service's hosts (servers pointing at no running host, running
+      hosts it lost, live hosts that exited); empty when they match or without O(balancer).
+  returned: always
+  type: list
+  elements: str
+  sample: ["web-3-1 runs but is not in the balancer"]
+reconciled:
+  description: What O(heal=true) repaired in the balancer first (C(detached), C(registered), C(removed)).
+  returned: when O(heal=true) had something to repair
+  type: dict
 """

@@ -142,6 +142,12 @@ revisions:
     error:
       description: Why a rollout that did not succeed failed.
       type: str
+    stopping:
+      description:
+        - Hosts the rollout took out of the balancer and drained whose stop the engine was still finishing
+          when it ended (their service ignores SIGTERM, so the engine kills them after C(stop_timeout)).
+      type: list
+      elements: str
     added:
       description:
         - The hosts the revision brought in, each with C(host), C(exists) and C(state) (Docker's state, or

@@ -75,9 +75,12 @@ options:
     type: int
     default: 1
   lock_timeout:
-    description: Seconds after which another controller may take over the lock.
+    description:
+      - Length in seconds of the lock's lease. The run holding the lock renews it every O(lock_timeout)/6
+        seconds while it works; another controller takes the lock over only when it was not renewed for
+        this long, or when the process that took it on the same controller is gone.
     type: int
-    default: 3600
+    default: 60
 seealso:
   - module: immutable.infra.history
   - module: immutable.infra.rollout

@@ -28,9 +28,12 @@ description:
   - The same image and spec as the live hosts changes nothing (C(changed=false)). A different
     O(replicas) with the same image and spec adds or retires hosts in the live generation.
   - One rollout per service at a time. A lock (a never-started container named
-    C(immutable-infra-lock-<service>)) names its owner and expiry, and a second rollout is refused
-    with that information. If a controller dies mid-rollout, the next run finds the journal it left, puts
-    the previous hosts back, and then rolls out again.
+    C(immutable-infra-lock-<service>)) names its holder, and a second rollout is refused with that
+    information. The lock is a lease the holder renews while it works; it is taken over only when it was
+    not renewed for O(lock_timeout) seconds or its process on the same controller is gone. If a controller
+    dies mid-rollout, the next run finds the journal it left, puts the previous hosts back, and then rolls
+    out again.
+  - Before planning, the balancer is reconciled with the hosts (see RV(reconciled)).
   - Every rollout is recorded in the ledger with its result (succeeded, rolled back, failed).
 author:
   - immutable.infra contributors (@immutable-infra)
@@ -51,8 +54,10 @@ options:
   service:
     description:
       - Name of the service. It names the hosts (C(<service>-<generation>-<n>)), the inventory groups
-        and the balancer servers, so it starts with a lower-case letter and holds only lower-case
-        letters, digits and V(_).
+        and the balancer servers, so it is a DNS label that may also hold V(_); it starts with a
+        lower-case letter, ends with a letter or digit, holds only lower-case letters, digits, V(-) and
+        V(_), and is at most 63 characters long (V(web-api)). Host names are read from the right, so
+        V(web-api-3-1) is host 1 of generation 3 of V(web-api). Inventory groups use V(_) for V(-).
     type: str
     required: true
   image:
@@ -118,7 +123,13 @@ options:
     type: float
     default: 30
   stop_timeout:
-    description: Seconds an old host gets to exit after SIGTERM before it is killed.
+    description:
+      - Seconds an old host gets to exit after SIGTERM before the engine kills it (at most 3600).
+      - The rollout does not wait for it. An old host is stopped only once it is drained and out of the
+        balancer, so when it has not exited a second after SIGTERM (a program that ignores SIGTERM as
+        PID 1), the engine is left to finish the stop. Such hosts are recorded as stopping (RV(stopping),
+        the ledger, a volume C(immutable-infra-stopping-<service>)), count as stopped for every later run,
+        and a run that needs one back (a revert, a rollback) kills it first.
     type: int
     default: 10
   require_verified:
@@ -165,9 +176,12 @@ options:
         type: dict
         default: {}
   lock_timeout:
-    description: Seconds after which another controller may take over this rollout's lock.
+    description:
+      - Length in seconds of the lock's lease. The run holding the lock renews it every O(lock_timeout)/6
+        seconds while it works; another controller takes the lock over only when it was not renewed for
+        this long, or when the process that took it on the same controller is gone.
     type: int
-    default: 3600
+    default: 60
 seealso:
   - module: immutable.infra.verify
   - module: immutable.infra.bake
@@ -282,6 +296,19 @@ recovered:
   description: ID of an interrupted earlier rollout whose hosts were put back before this one.
   returned: when an interrupted rollout was found
   type: str
+stopping:
+  description: Old hosts out of the balancer and drained whose stop the engine was still finishing when the task ended.
+  returned: always
+  type: list
+  elements: str
+reconciled:
+  description:
+    - What was repaired before planning because the world changed behind the collection's back
+      (C(detached) servers at no running host, C(registered) running hosts the balancer had lost,
+      C(removed) exited hosts of the live generation).
+  returned: when something needed repair
+  type: dict
+  sample: {"detached": ["slot2"], "registered": ["web-3-1"], "removed": ["web-3-2"]}
 rolled_back:
   description: True when the rollout failed and the previous hosts are live again.
   returned: on failure

@@ -56,6 +56,9 @@ class BackendConfig:
     slots: number of `server-template` slots (named <slot_prefix>1..N), declared the way
     docs/haproxy.md asks: disabled, parked at 0.0.0.0, with health checks, kept across reloads.
     servers: raw `server ...` lines, for static servers.
+    stock: the backend as a new user writes it, not as docs/haproxy.md tunes it: slots are
+    `server-template <prefix> 1-N 127.0.0.1:9 check disabled` placeholders, with HAProxy's default
+    check timing (inter 2s, rise 2, fall 3) and no default-server line.
     """
 
     name: str
@@ -68,6 +71,7 @@ class BackendConfig:
     fall: int = 1
     servers: Sequence[str] = ()
     extra_lines: Sequence[str] = ()
+    stock: bool = False
 
 
 def render_config(backends: Sequence[BackendConfig], frontend_ports: dict[str, int], directory: str,
@@ -100,11 +104,14 @@ def render_config(backends: Sequence[BackendConfig], frontend_ports: dict[str, i
             f"    balance {backend.balance}",
             f"    option httpchk GET {backend.health_path}",
             "    http-check expect status 200",
-            f"    default-server inter {backend.check_interval} rise {backend.rise} fall {backend.fall}",
+            *([] if backend.stock else
+              [f"    default-server inter {backend.check_interval} rise {backend.rise} fall {backend.fall}"]),
             *(f"    {line}" for line in backend.extra_lines),
             *(f"    {line}" for line in backend.servers),
         ]
-        if backend.slots:
+        if backend.slots and backend.stock:
+            lines.append(f"    server-template {backend.slot_prefix} 1-{backend.slots} 127.0.0.1:9 check disabled")
+        elif backend.slots:
             lines.append(f"    server-template {backend.slot_prefix} 1-{backend.slots} parked.invalid:80 check disabled "
                          "init-addr last,0.0.0.0")
     return "\n".join(lines) + "\n"

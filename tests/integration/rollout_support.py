@@ -28,14 +28,15 @@ __all__ = ["SteadyLoad", "bake_hello_images", "service_name", "remove_service", 
 BACKEND = BackendConfig("web", slots=12, health_path="/healthz")
 
 
-def bake_hello_images(versions: dict[str, dict], verified: bool = True) -> dict[str, str]:
-    """Bakes the example hello role once per version (vars per version); returns image IDs by version."""
+def bake_hello_images(versions: dict[str, dict], verified: bool = True, config: dict | None = None) -> dict[str, str]:
+    """Bakes the example hello role once per version (vars per version); returns image IDs by version.
+    config: the image config (HELLO_CONFIG by default)."""
     project_dir = tempfile.mkdtemp(prefix="hello-project-")
     os.symlink(os.path.join(DEMO_DIR, "roles"), os.path.join(project_dir, "roles"))
     project = Playbooks(project_dir)
     name = image_name("hello")
     tasks = [{"name": version, "immutable.infra.bake": {
-        "name": name, "base": BASE_IMAGE, "roles": ["hello"], "config": HELLO_CONFIG,
+        "name": name, "base": BASE_IMAGE, "roles": ["hello"], "config": config or HELLO_CONFIG,
         "vars": dict(variables, hello_version=version, test_nonce=uuid.uuid4().hex)}}
         for version, variables in versions.items()]
     run = project.run(tasks)
@@ -75,8 +76,10 @@ def remove_service(client: docker.DockerClient, service: str) -> None:
         container.remove(force=True)
     for container in client.containers.list(all=True, filters={"name": f"immutable-infra-lock-{service}"}):
         container.remove(force=True)
-    for volume in client.volumes.list(filters={"name": f"immutable-infra-rollout-{service}"}):
-        volume.remove(force=True)
+    for prefix in ("immutable-infra-rollout-", "immutable-infra-stopping-", "immutable-infra-lease-",
+                   "immutable-infra-stopnote-"):
+        for volume in client.volumes.list(filters={"name": f"{prefix}{service}"}):
+            volume.remove(force=True)
 
 
 def rollout_task(service: str, image: str, proxy, backend: str = "web", **options) -> dict:

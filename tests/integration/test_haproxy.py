@@ -309,7 +309,7 @@ def test_unknown_backend_and_server_are_named(start_haproxy, start_http_backend)
 
     for action in (lambda: runtime.servers("wbe"), lambda: runtime.set_state("wbe", "slot1", "drain"),
                    lambda: runtime.add_server("wbe", "app-1", app.address, app.port)):
-        with pytest.raises(InfraError, match=r"no backend named wbe; its backends are: web, api\."):
+        with pytest.raises(InfraError, match=r"no backend named wbe; its backends are: web, api \(check the balancer.backend option\)\."):
             action()
     with pytest.raises(InfraError, match=r"backend web has no server named app-9; its servers are: slot1, slot2\."):
         runtime.set_state("web", "app-9", "drain")

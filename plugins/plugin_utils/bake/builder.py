@@ -3,13 +3,16 @@
 """Makes a container a good place to run roles written for servers, then leaves no trace of that.
 
 While roles run, three things stand in for a booted server: a policy-rc.d that keeps package
-installs from starting daemons, a systemctl that records service state instead of changing it (a
-container has no init system; the image's command starts the service when a host runs), and
-dpkg/apt settings that skip fsync and translation downloads. All of it is removed again before
-the container is committed, together with the residue of the run (Ansible temp dirs, apt lists).
+installs from starting daemons, a systemctl that really runs the services the roles start (a
+container has no init system; see systemctl_standin.py), and dpkg/apt settings that skip fsync and
+translation downloads. Before the commit every service the roles started is stopped cleanly, and
+the stand-ins and the residue of the run (Ansible temp dirs, apt lists) are removed; the image's
+own command starts the service when a host runs.
 """
 
 from __future__ import annotations
+
+import os
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
@@ -27,62 +30,17 @@ POLICY_RC_D = b"#!/bin/sh\n# Installed only while a bake runs: packages must not
 DPKG_CONF = b"force-unsafe-io\n"
 APT_CONF = b'Acquire::Languages "none";\n'
 
-SYSTEMCTL = rb"""#!/bin/sh
-# Installed only while a bake or verify runs: the container has no init system, so service state
-# changes are recorded here and the image's own command starts the service when a host runs.
-state=/run/immutable-infra-bake/active
-mkdir -p "$state"
-verb=""; units=""
-for arg in "$@"; do
-  case "$arg" in
-    -*) ;;
-    *) if [ -z "$verb" ]; then verb=$arg; else units="$units $arg"; fi ;;
-  esac
-done
-base() { n=${1%.service}; echo "${n##*/}"; }
-unit_file() {
-  n=$1; case "$n" in *.*) ;; *) n=$n.service ;; esac
-  for d in /etc/systemd/system /lib/systemd/system /usr/lib/systemd/system; do
-    [ -f "$d/$n" ] && { echo "$d/$n"; return 0; }
-  done
-  return 1
-}
-is_active() {
-  [ -e "$state/$(base "$1")" ] && return 0
-  for comm in /proc/[0-9]*/comm; do
-    [ "$(cat "$comm" 2>/dev/null)" = "$(base "$1")" ] && return 0
-  done
-  return 1
-}
-is_enabled() { ls /etc/systemd/system/*.wants/"$(base "$1")".service >/dev/null 2>&1; }
-rc=0
-for unit in ${units:-none}; do
-  case "$verb" in
-    start|restart|reload|try-restart|reload-or-restart|try-reload-or-restart) touch "$state/$(base "$unit")" ;;
-    stop|kill) rm -f "$state/$(base "$unit")" ;;
-    enable|reenable)
-      if file=$(unit_file "$unit"); then
-        target=$(sed -n 's/^WantedBy=\([^ ]*\).*/\1/p' "$file" | head -n 1)
-        mkdir -p "/etc/systemd/system/${target:-multi-user.target}.wants"
-        ln -sf "$file" "/etc/systemd/system/${target:-multi-user.target}.wants/$(basename "$file")"
-      fi ;;
-    disable) rm -f /etc/systemd/system/*.wants/"$(base "$unit")".service ;;
-    is-active) if is_active "$unit"; then echo active; else echo inactive; rc=3; fi ;;
-    is-enabled) if is_enabled "$unit"; then echo enabled; else echo disabled; rc=1; fi ;;
-    is-failed) echo inactive; rc=1 ;;
-    status) if is_active "$unit"; then echo "$unit: active"; else echo "$unit: inactive"; rc=3; fi ;;
-    show)
-      name=$unit; case "$name" in *.*) ;; *) name=$name.service ;; esac
-      active=inactive; sub=dead; is_active "$unit" && { active=active; sub=running; }
-      enabled=disabled; is_enabled "$unit" && enabled=enabled
-      printf 'Id=%s\nNames=%s\nLoadState=loaded\nActiveState=%s\nSubState=%s\nUnitFileState=%s\n' \
-        "$name" "$name" "$active" "$sub" "$enabled"
-      printf 'CanStart=yes\nCanStop=yes\nCanReload=yes\nFragmentPath=%s\n' "$(unit_file "$unit" || echo /dev/null)" ;;
-    *) ;;
-  esac
-done
-exit $rc
-"""
+SYSTEMCTL_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "systemctl_standin.py")
+SYSTEMCTL_PATH = "/usr/bin/systemctl"
+DIVERTED_SYSTEMCTL = "/usr/bin/systemctl.immutable-infra-bake"
+STANDIN_MARKER = "IMMUTABLE_INFRA_UNIT"
+
+
+def systemctl_standin(python_interpreter: str) -> bytes:
+    """The stand-in systemctl, run by the builder's own Python."""
+    with open(SYSTEMCTL_SOURCE, "rb") as handle:
+        return f"#!{python_interpreter}\n".encode() + handle.read()
+
 
 PREPARE = f"""set -e
 stage={STAGE}
@@ -93,8 +51,18 @@ place() {{
   fi
 }}
 place policy-rc.d /usr/sbin/policy-rc.d 0755
-mkdir -p /usr/local/sbin
-place systemctl /usr/local/sbin/systemctl 0755
+# Maintainer scripts set their own PATH, so systemctl goes where every PATH has it. It is diverted
+# through dpkg, so that a real systemctl in the base, or one a package installs during the bake
+# (php's recommends pull in systemd), goes aside and is put back at the end; dpkg's backup of its
+# diversions list is removed again, so the layer holds no trace.
+if command -v dpkg-divert >/dev/null 2>&1; then
+  [ -e /var/lib/dpkg/diversions-old ] || echo /var/lib/dpkg/diversions-old >> "$stage/created"
+  dpkg-divert --quiet --local --rename --divert {DIVERTED_SYSTEMCTL} --add {SYSTEMCTL_PATH}
+  echo divert >> "$stage/restore"
+elif [ -e {SYSTEMCTL_PATH} ] || [ -L {SYSTEMCTL_PATH} ]; then
+  mv {SYSTEMCTL_PATH} {DIVERTED_SYSTEMCTL}; echo move >> "$stage/restore"
+fi
+cp "$stage/systemctl" {SYSTEMCTL_PATH}; chmod 0755 {SYSTEMCTL_PATH}
 place dpkg.cfg /etc/dpkg/dpkg.cfg.d/zz-immutable-infra-bake 0644
 place apt.conf /etc/apt/apt.conf.d/zz-immutable-infra-bake 0644
 for dir in /run/systemd /run/systemd/system; do
@@ -103,6 +71,24 @@ done
 """
 
 FINISH = f"""stage={STAGE}
+# What the roles started is stopped first, cleanly (the service's own stop, then TERM, then KILL);
+# a bake that started nothing pays only for this look at /proc.
+strays=""
+for proc in /proc/[0-9]*; do
+  pid=${{proc#/proc/}}
+  [ "$pid" = 1 ] || [ "$pid" = $$ ] || [ "$(cat $proc/comm 2>/dev/null)" = sleep ] || strays=yes
+done
+if [ -n "$strays" ] || ls "$stage"/services/*.json >/dev/null 2>&1; then
+  {SYSTEMCTL_PATH} stop-all || exit 1
+  find /run /var/run /tmp -xdev -type s -newer "$stage/created" -delete 2>/dev/null
+fi
+# Removed only while it is the stand-in: a package that installed a real systemctl keeps it.
+if grep -q {STANDIN_MARKER} {SYSTEMCTL_PATH} 2>/dev/null; then rm -f {SYSTEMCTL_PATH}; fi
+if grep -qx divert "$stage/restore" 2>/dev/null; then
+  dpkg-divert --quiet --local --rename --divert {DIVERTED_SYSTEMCTL} --remove {SYSTEMCTL_PATH}
+elif grep -qx move "$stage/restore" 2>/dev/null; then
+  mv {DIVERTED_SYSTEMCTL} {SYSTEMCTL_PATH}
+fi
 if [ -f "$stage/created" ]; then
   tac "$stage/created" | while read -r path; do rm -rf "$path"; done
 fi
@@ -113,11 +99,11 @@ exit 0
 """
 
 
-def prepare(client: DockerClient, container_id: str) -> None:
+def prepare(client: DockerClient, container_id: str, python_interpreter: str = "/usr/bin/python3") -> None:
     """Installs the stand-ins for a booted server in a running container."""
     client.put_files(container_id, [
         (f"{STAGE}/policy-rc.d", POLICY_RC_D, 0o755),
-        (f"{STAGE}/systemctl", SYSTEMCTL, 0o755),
+        (f"{STAGE}/systemctl", systemctl_standin(python_interpreter), 0o755),
         (f"{STAGE}/dpkg.cfg", DPKG_CONF, 0o644),
         (f"{STAGE}/apt.conf", APT_CONF, 0o644),
     ])
@@ -131,3 +117,31 @@ def finish(client: DockerClient, container_id: str, cleanup_paths: list[str]) ->
     code, output = client.exec(container_id, ["/bin/sh", "-c", FINISH, "finish", *cleanup_paths])
     if code != 0:
         raise InfraError(f"Could not clean the builder container: {output.strip()[-500:]}")
+
+
+# Modules that change the kernel or the machine rather than files, and what such a change says when
+# a container may not make it.
+HOST_LEVEL_ACTIONS = ("mount", "sysctl", "modprobe", "kernel_blacklist", "selinux", "seboolean", "hostname",
+                      "ufw", "iptables", "firewalld", "filesystem", "lvg", "lvol", "parted", "swapon")
+HOST_LEVEL_MESSAGES = ("must be superuser to", "permission denied on key", "operation not permitted",
+                       "read-only file system", "modprobe: fatal", "could not insert", "cannot open /proc/sys",
+                       "mount: ", "system has not been booted")
+
+
+def host_level_hint(failure: dict | None, privileged: bool) -> str:
+    """A sentence for a task that failed because the builder is not a booted machine, naming both
+    ways out; '' for any other failure."""
+    if not failure:
+        return ""
+    action = str(failure.get("action") or "").rsplit(".", 1)[-1]
+    text = " ".join(str(failure.get(key) or "") for key in ("msg", "stderr", "module_stderr", "stdout")).lower()
+    if action not in HOST_LEVEL_ACTIONS and not (action in ("command", "shell", "raw")
+                                                 and any(message in text for message in HOST_LEVEL_MESSAGES)):
+        return ""
+    task = failure.get("task") or "this task"
+    if privileged:
+        return (f"\n'{task}' changes the machine, and even a privileged builder shares the host's kernel: skip it "
+                "with skip_tags (or pick what runs with tags), or make the change when a host starts.")
+    return (f"\n'{task}' changes the machine (kernel, mounts), and the builder is a container, not a booted machine. "
+            "Either skip it: set skip_tags to a tag the task has (or tags to those you want), or run it in a "
+            "privileged builder: set privileged: true (read 'Roles written for servers' in docs/bake.md first).")

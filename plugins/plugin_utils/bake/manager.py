@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from dataclasses import replace
@@ -27,6 +28,7 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.core.provenance im
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.task import Manager, TaskContext
 
 OWN_COLLECTION = "immutable.infra"
+MAX_TIMEOUT = 7 * 86400
 CONNECTION_COLLECTION = "community.docker"
 
 BAKE_ARGUMENT_SPEC: dict[str, Any] = {
@@ -45,13 +47,28 @@ BAKE_ARGUMENT_SPEC: dict[str, Any] = {
             "workdir": {"type": "str"},
             "user": {"type": "str"},
             "labels": {"type": "dict"},
+            "volumes": {"type": "list", "elements": "str"},
+            "stop_signal": {"type": "str"},
+            "healthcheck": {
+                "type": "dict",
+                "options": {
+                    "test": {"type": "raw", "required": True},
+                    "interval": {"type": "raw"},
+                    "timeout": {"type": "raw"},
+                    "start_period": {"type": "raw"},
+                    "retries": {"type": "int"},
+                },
+            },
         },
     },
     "force": {"type": "bool", "default": False},
     "keep_failed": {"type": "bool", "default": False},
     "pull": {"type": "bool", "default": False},
     "cleanup_paths": {"type": "list", "elements": "str", "default": builder.DEFAULT_CLEANUP_PATHS},
-    "gather_subset": {"type": "list", "elements": "str", "default": ["min"]},
+    "gather_subset": {"type": "list", "elements": "str", "default": ["all"]},
+    "tags": {"type": "list", "elements": "str", "default": []},
+    "skip_tags": {"type": "list", "elements": "str", "default": []},
+    "privileged": {"type": "bool", "default": False},
     "python_interpreter": {"type": "str", "default": "/usr/bin/python3"},
     "become_method": {"type": "str", "default": "su"},
     "network": {"type": "str"},
@@ -69,12 +86,16 @@ class Baker(Manager):
         for path in params["cleanup_paths"]:
             if not path.startswith("/") or ".." in path.split("/"):
                 raise InfraError(f"cleanup_paths entry '{path}' must be an absolute path without '..'.")
-        if params["timeout"] <= 0:
-            raise InfraError("timeout must be a positive number of seconds.")
+        if not 0 < params["timeout"] <= MAX_TIMEOUT:
+            raise InfraError(f"timeout must be a positive number of seconds, at most {MAX_TIMEOUT} (a week).")
         if not params["roles"]:
             raise InfraError("roles is empty; list at least one role to bake.")
+        if not os.path.isdir(self.context.basedir):
+            raise InfraError(f"The project directory {self.context.basedir} (project_dir) does not exist.")
         self.collections = CollectionIndex(context.collections_path)
-        self.resolver = RoleResolver(context.basedir, context.roles_path, self.collections, context.play_collections)
+        # Roles resolve from project_dir when it is given, as they would for a playbook there.
+        self.resolver = RoleResolver(self.context.basedir, context.roles_path, self.collections,
+                                     context.play_collections)
 
     # observe -------------------------------------------------------------------------------------
     def _base_image(self, client: DockerClient) -> dict[str, Any]:
@@ -102,6 +123,9 @@ class Baker(Manager):
     def _inputs(self, base_image: dict[str, Any], roles: list[Role]) -> dict[str, Any]:
         builder_options = {key: self.params[key] for key in
                            ("cleanup_paths", "gather_subset", "python_interpreter", "become_method")}
+        # Added only when set, so images baked before these options existed keep their inputs hash.
+        builder_options.update({key: self.params[key] for key in ("tags", "skip_tags", "privileged")
+                                if self.params[key]})
         return bake_plan.build_inputs(base_image["Id"], [{"name": role.name, "digest": role.digest} for role in roles],
                                       self.params["vars"], self.config, self._versions(roles), builder_options)
 
@@ -178,7 +202,8 @@ class Baker(Manager):
         with interruptible(f"bake of {self.name}") as guard:
             container_id = client.run_detached(base_image["Id"], container_name, {},
                                                entrypoint=builder.KEEP_ALIVE, command=[],
-                                               networks=[self.params["network"]] if self.params["network"] else None)
+                                               networks=[self.params["network"]] if self.params["network"] else None,
+                                               **({"privileged": True} if self.params["privileged"] else {}))
             try:
                 return self._run_roles_and_commit(client, container_id, base_image, requested, digest, labels)
             finally:
@@ -188,11 +213,12 @@ class Baker(Manager):
     def _run_roles_and_commit(self, client: DockerClient, container_id: str, base_image: dict[str, Any],
                               requested: list[Role], digest: str, labels: dict[str, str]):
         tag = bake_plan.image_tag(digest)
-        builder.prepare(client, container_id)
+        builder.prepare(client, container_id, self.params["python_interpreter"])
         play = run_play(self._play_spec(container_id, requested), self._show_event)
         if not play.succeeded:
             kept = self._keep_failed(client, container_id, base_image, digest)
             raise InfraError(f"Bake of {self.name} failed: {play.failure_message()}"
+                             + builder.host_level_hint(play.failure, self.params["privileged"])
                              + (f"\nThe builder was kept as image {kept} for debugging." if kept else ""),
                              failed_task=(play.failure or {}).get("task"), kept_image=kept)
         self.progress(f"committing {self.name}:{tag}")
@@ -218,6 +244,7 @@ class Baker(Manager):
             variables=self.params["vars"], roles_path=self.resolver.search_dirs,
             collections_path=self.collections.paths, python_interpreter=self.params["python_interpreter"],
             become_method=self.params["become_method"], gather_subset=self.params["gather_subset"],
+            tags=self.params["tags"], skip_tags=self.params["skip_tags"],
             docker_host=self.params["docker_host"], timeout=self.params["timeout"])
 
     def _show_event(self, event: dict[str, Any]) -> None:

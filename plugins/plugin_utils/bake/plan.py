@@ -23,6 +23,11 @@ _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _DOMAIN = r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]+)?/)"
 REPOSITORY_PATTERN = re.compile(rf"^{_DOMAIN}?{_COMPONENT}(?:/{_COMPONENT})*$")
 PORT_PATTERN = re.compile(r"^([0-9]{1,5})(?:/(tcp|udp|sctp))?$")
+DURATION_PATTERN = re.compile(r"^(?:([0-9]+)h)?(?:([0-9]+)m(?!s))?(?:([0-9]+(?:\.[0-9]+)?)s)?(?:([0-9]+)ms)?$")
+SIGNALS = ("HUP INT QUIT ILL TRAP ABRT BUS FPE KILL USR1 SEGV USR2 PIPE ALRM TERM STKFLT CHLD CONT STOP TSTP TTIN "
+           "TTOU URG XCPU XFSZ VTALRM PROF WINCH IO PWR SYS").split()
+HEALTHCHECK_KINDS = ("CMD", "CMD-SHELL", "NONE")
+NANOSECONDS = 1_000_000_000
 
 
 def validate_repository(name: str) -> str:
@@ -59,7 +64,84 @@ def normalize_config(config: dict[str, Any]) -> dict[str, Any]:
             value = sorted(set(ports))
         elif key in ("cmd", "entrypoint"):
             value = [str(item) for item in value]
+        elif key == "volumes":
+            value = sorted({_volume(str(path)) for path in value})
+        elif key == "stop_signal":
+            value = normalize_signal(str(value))
+        elif key == "healthcheck":
+            value = normalize_healthcheck(value)
         normalized[key] = value
+    return normalized
+
+
+def _volume(path: str) -> str:
+    if not path.startswith("/") or ":" in path or ".." in path.split("/"):
+        raise InfraError(f"config.volumes entry '{path}' must be an absolute path inside the image, like '/var/lib/mysql' "
+                         "(host paths are bound when a host runs, not in the image).")
+    return path.rstrip("/") or "/"
+
+
+def normalize_signal(value: str) -> str:
+    """A stop signal as Docker stores it: SIGTERM, SIGRTMIN+3, or a number."""
+    name = value.strip().upper()
+    if name.isdigit():
+        if not 0 < int(name) < 65:
+            raise InfraError(f"config.stop_signal '{value}' is not a signal number between 1 and 64.")
+        return str(int(name))
+    name = name[3:] if name.startswith("SIG") else name
+    realtime = re.match(r"^RTM(IN|AX)([+-][0-9]{1,2})?$", name)
+    if name not in SIGNALS and not realtime:
+        raise InfraError(f"config.stop_signal '{value}' is not a signal; give one like SIGTERM, SIGQUIT or SIGINT.")
+    return "SIG" + name
+
+
+def parse_duration(value: Any, field: str) -> int:
+    """Seconds (a number) or a Go-style duration ('30s', '1m30s', '500ms') as nanoseconds."""
+    if isinstance(value, bool):
+        raise InfraError(f"config.healthcheck.{field} must be a duration like '30s' or a number of seconds.")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        text = str(value).strip()
+        match = DURATION_PATTERN.match(text) if text else None
+        if text.replace(".", "", 1).isdigit():
+            seconds = float(text)
+        elif match and any(match.groups()):
+            hours, minutes, secs, millis = match.groups()
+            seconds = int(hours or 0) * 3600 + int(minutes or 0) * 60 + float(secs or 0) + int(millis or 0) / 1000
+        else:
+            raise InfraError(f"config.healthcheck.{field} '{value}' is not a duration like '30s', '1m30s' or '500ms'.")
+    nanoseconds = round(seconds * NANOSECONDS)
+    if nanoseconds < 0 or 0 < nanoseconds < 1_000_000:
+        raise InfraError(f"config.healthcheck.{field} must be 0 (Docker's default) or at least 1ms.")
+    return nanoseconds
+
+
+def normalize_healthcheck(value: dict[str, Any]) -> dict[str, Any]:
+    """Docker's HEALTHCHECK: a command as a list (exec form) or a string (shell form), and its timing."""
+    test = value.get("test")
+    if test is None:
+        raise InfraError("config.healthcheck needs test: a command like ['curl', '-f', 'http://localhost/'], "
+                         "a shell string, or ['NONE'] to turn off the base image's check.")
+    if isinstance(test, str):
+        command = ["NONE"] if test.strip().upper() == "NONE" else ["CMD-SHELL", test]
+    else:
+        command = [str(item) for item in test]
+        if not command:
+            raise InfraError("config.healthcheck.test is empty; give the command that checks the service.")
+        if command[0] not in HEALTHCHECK_KINDS:
+            command = ["CMD", *command]
+        if command[0] != "NONE" and len(command) < 2:
+            raise InfraError(f"config.healthcheck.test starts with {command[0]} but names no command.")
+    normalized: dict[str, Any] = {"test": command}
+    for field in ("interval", "timeout", "start_period"):
+        if value.get(field) is not None:
+            normalized[field] = parse_duration(value[field], field)
+    if value.get("retries") is not None:
+        retries = value["retries"]
+        if isinstance(retries, bool) or not str(retries).isdigit():
+            raise InfraError(f"config.healthcheck.retries '{retries}' must be a whole number (0 for Docker's default).")
+        normalized["retries"] = int(retries)
     return normalized
 
 
@@ -140,7 +222,9 @@ def commit_config(base_config: dict[str, Any], config: dict[str, Any], labels: d
     merged_labels = dict(base_config.get("Labels") or {})
     merged_labels.update(config.get("labels") or {})
     merged_labels.update(labels)
-    return {
+    volumes: dict[str, dict] = {key: {} for key in base_config.get("Volumes") or {}}
+    volumes.update({key: {} for key in config.get("volumes") or []})
+    image_config: dict[str, Any] = {
         "Entrypoint": list(entrypoint),
         "Cmd": list(cmd),
         "Env": [f"{key}={value}" for key, value in env.items()],
@@ -148,7 +232,20 @@ def commit_config(base_config: dict[str, Any], config: dict[str, Any], labels: d
         "WorkingDir": config.get("workdir") or base_config.get("WorkingDir") or "",
         "User": config.get("user") or base_config.get("User") or "",
         "Labels": merged_labels,
+        "Volumes": volumes or None,
     }
+    stop_signal = config.get("stop_signal") or base_config.get("StopSignal")
+    if stop_signal:
+        image_config["StopSignal"] = stop_signal
+    healthcheck = config.get("healthcheck")
+    if healthcheck:
+        image_config["Healthcheck"] = {key: value for key, value in (
+            ("Test", healthcheck["test"]), ("Interval", healthcheck.get("interval")),
+            ("Timeout", healthcheck.get("timeout")), ("StartPeriod", healthcheck.get("start_period")),
+            ("Retries", healthcheck.get("retries"))) if value is not None}
+    elif base_config.get("Healthcheck"):
+        image_config["Healthcheck"] = base_config["Healthcheck"]
+    return image_config
 
 
 def provenance_labels(*, name: str, base: str, inputs: dict[str, Any], digest: str, roles: list[str],

@@ -64,7 +64,9 @@ class PlaySpec:
     connection: str = "community.docker.docker_api"
     python_interpreter: str = "/usr/bin/python3"
     become_method: str = "su"
-    gather_subset: list[str] = field(default_factory=lambda: ["min"])
+    gather_subset: list[str] = field(default_factory=lambda: ["all"])
+    tags: list[str] = field(default_factory=list)
+    skip_tags: list[str] = field(default_factory=list)
     docker_host: str | None = None
     timeout: int = 3600
 
@@ -121,6 +123,10 @@ def run_play(spec: PlaySpec, on_event: Callable[[dict[str, Any]], None]) -> Play
                 json.dump(content, handle, default=str)
         command = [sys.executable, "-m", "ansible.cli.playbook", "-i", os.path.join(workdir, "inventory.json"),
                    os.path.join(workdir, "playbook.json")]
+        if spec.tags:
+            command += ["--tags", ",".join(spec.tags)]
+        if spec.skip_tags:
+            command += ["--skip-tags", ",".join(spec.skip_tags)]
         with open(os.path.join(workdir, "stderr.log"), "w+", encoding="utf-8") as stderr:
             try:
                 process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, stdin=subprocess.DEVNULL,

@@ -21,6 +21,9 @@ INCLUDE_ACTIONS = {f"{prefix}{action}" for prefix in ("", "ansible.builtin.", "a
                    for action in ("include_role", "import_role")}
 TASK_DIRS = ("tasks", "handlers")
 
+# What makes a directory given by path a role (Ansible's role layout).
+ROLE_PARTS = ("tasks", "handlers", "meta", "defaults", "vars", "files", "templates", "library")
+
 
 @dataclass
 class Role:
@@ -203,8 +206,11 @@ class RoleResolver:
                                 "not installed in any collection path (install it with ansible-galaxy)."))
         if "/" in name or name.startswith("."):
             candidate = os.path.normpath(os.path.join(self.basedir, os.path.expanduser(name)))
-            if os.path.isdir(candidate):
+            if os.path.isdir(candidate) and any(os.path.isdir(os.path.join(candidate, part)) for part in ROLE_PARTS):
                 return candidate, None
+            if os.path.isdir(candidate):
+                raise InfraError(f"Role '{name}' was not found: {candidate} is a directory but not a role "
+                                 f"(it has none of {', '.join(part + '/' for part in ROLE_PARTS)}).")
             raise InfraError(f"Role '{name}' was not found: {candidate} is not a directory.")
         owning = [parent.collection] if parent and parent.collection else []
         for fqcn in owning + self.play_collections:

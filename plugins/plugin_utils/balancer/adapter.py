@@ -23,7 +23,9 @@ BALANCER_OPTIONS = {
     "backend": {"type": "str", "required": True},
     "server_options": {"type": "list", "elements": "str", "default": ["inter", "500ms", "rise", "1", "fall", "2"]},
     "up_timeout": {"type": "float", "default": 30},
+    "trust_gate": {"type": "bool", "default": True},
 }
+MAX_UP_TIMEOUT = 3600
 
 
 class HAProxyBalancer:
@@ -32,6 +34,9 @@ class HAProxyBalancer:
         self.backend = options["backend"]
         self.server_options = list(options["server_options"])
         self.up_timeout = float(options["up_timeout"])
+        if not 0 < self.up_timeout <= MAX_UP_TIMEOUT:
+            raise InfraError(f"balancer.up_timeout must be above 0 and at most {MAX_UP_TIMEOUT} seconds.")
+        self.trust_gate = bool(options.get("trust_gate", True))
         self.name = f"haproxy backend {self.backend}"
         self._adding = threading.Lock()
 
@@ -40,8 +45,9 @@ class HAProxyBalancer:
         self.runtime.servers(self.backend)
 
     def members(self, is_ours: Callable[[str], bool]) -> list[Server]:
-        """The backend's servers that belong to the service: taken template slots and servers named
-        like its hosts. Servers declared for other purposes are left alone."""
+        """The backend's servers that belong to the service: template slots not in maintenance (a slot
+        in maintenance is free, whatever its placeholder address) and servers named like its hosts.
+        Servers declared for other purposes are left alone."""
         return [server for server in self.runtime.servers(self.backend)
                 if not server.free_slot and (server.template_slot or is_ours(server.name))]
 
@@ -53,9 +59,19 @@ class HAProxyBalancer:
                                            server_options=self.server_options)
 
     def activate(self, server: str) -> None:
-        """Waits until HAProxy's check has the server up, then lets traffic in; takes it out on failure."""
+        """Lets traffic in once the server is up; takes it out on failure.
+
+        With trust_gate (the default) the rollout's own health gate has just passed at this address, so
+        the server is set up at once (`set server ... health up`) instead of waiting for HAProxy's own
+        checks to pass `rise` times at their own pace; those checks keep running and take the server
+        down after `fall` failures. Without it, this waits for HAProxy's checks to call it up."""
         try:
-            self.runtime.wait_until_up(self.backend, server, self.up_timeout, interval=POLL_INTERVAL)
+            if self.trust_gate:
+                self.runtime.set_health(self.backend, server, "up")
+                self.runtime.wait_until(self.backend, server, lambda record: record.operational_state == "up",
+                                        self.up_timeout, POLL_INTERVAL, "come up")
+            else:
+                self.runtime.wait_until_up(self.backend, server, self.up_timeout, interval=POLL_INTERVAL)
         except InfraError:
             self.runtime.remove_server(self.backend, server)
             raise

@@ -4,8 +4,9 @@
 
 A backend gets new hosts in one of two ways (docs/haproxy.md):
 
-* ``server-template`` slots declared ``disabled`` at address 0.0.0.0. A free slot is one in
-  maintenance at that parked address; taking it sets its address, removing it parks it again.
+* ``server-template`` slots declared ``disabled``, at any placeholder address (0.0.0.0, or a stock
+  ``127.0.0.1:9``). A free slot is one in maintenance, whatever its address: it takes no traffic and
+  no checks. Taking it sets its address; removing it parks it again (maintenance, address 0.0.0.0).
 * ``add server`` (dynamic servers, HAProxy >= 2.4), for backends whose balance algorithm is
   dynamic; removing such a server deletes it.
 
@@ -169,7 +170,7 @@ def server_records(backend: str, state_rows: Iterable[dict[str, str]],
             current_sessions=_integer(stat.get("scur")),
             queued=_integer(stat.get("qcur")),
             template_slot=template_slot,
-            free_slot=template_slot and admin_state == "maint" and address == PARKED_ADDRESS,
+            free_slot=template_slot and admin_state == "maint",
         ))
     return servers
 
@@ -297,6 +298,14 @@ class HAProxyRuntime:
         validate_state(state)
         self._change(f"set server {backend}/{server} state {state}", backend)
 
+    def set_health(self, backend: str, server: str, health: str) -> None:
+        """Forces the server's check result (up, down, stopping); HAProxy's own checks go on from there."""
+        validate_name("backend", backend)
+        validate_name("server", server)
+        if health not in ("up", "down", "stopping"):
+            raise InfraError(f"Server health {health!r} is not one of up, down, stopping.")
+        self._change(f"set server {backend}/{server} health {health}", backend)
+
     def remove_server(self, backend: str, server: str, timeout: float = DEFAULT_TIMEOUT) -> None:
         """Takes the server out completely: a template slot is parked, any other server deleted.
 
@@ -392,8 +401,8 @@ class HAProxyRuntime:
 
     def _unknown_backend(self, backend: str) -> InfraError:
         names = ", ".join(self.backends()) or "none"
-        return InfraError(f"HAProxy at {self.address} has no backend named {backend}; its backends are: {names}. "
-                          "Check the balancer.backend option.", backend=backend)
+        return InfraError(f"HAProxy at {self.address} has no backend named {backend}; its backends are: {names} "
+                          "(check the balancer.backend option).", backend=backend)
 
     def _connect(self) -> socket.socket:
         if self.kind == "tcp":

@@ -9,12 +9,14 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from ansible import constants as C
+from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 from ansible.release import __version__ as ansible_core_version
 from ansible.utils.collection_loader import AnsibleCollectionConfig
 from ansible.utils.display import Display
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.options import check_text, one_sentence
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.task import Manager, TaskContext, task_argument_spec
 
 display = Display()
@@ -33,8 +35,8 @@ class InfraAction(ActionBase):
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
-        params = self.validate_argument_spec(self.task_argument_spec())[1]
         try:
+            params = validated_params(self, self.task_argument_spec())
             result.update(self.manage(params, self.task_context()))
         except InfraError as error:
             result.update(failed=True, msg=error.message, **error.details)
@@ -55,3 +57,15 @@ class InfraAction(ActionBase):
     @staticmethod
     def progress(message: str) -> None:
         display.display(message)
+
+
+def validated_params(action: ActionBase, argument_spec: dict[str, Any]) -> dict[str, Any]:
+    """The task's options checked against the spec, and for text too long or with control characters;
+    every refusal is an InfraError of one sentence."""
+    module = action._task.resolved_action or action._task.action
+    try:
+        params = action.validate_argument_spec(argument_spec)[1]
+    except AnsibleActionFail as error:
+        raise InfraError(one_sentence(error.message, module)) from None
+    check_text(params, argument_spec)
+    return params

@@ -4,8 +4,10 @@
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
+import re
 import time
 from typing import Any
 
@@ -44,3 +46,13 @@ def short_id(image_id: str) -> str:
 
 def utc_timestamp(epoch: float | None = None) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() if epoch is None else epoch))
+
+
+def parse_rfc3339(text: str) -> float:
+    """RFC 3339 time as the Docker engine writes it (nanoseconds, Z or an offset) -> epoch seconds."""
+    match = re.match(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)?$", (text or "").strip())
+    if not match:
+        raise ValueError(f"not an RFC 3339 time: {text!r}")
+    offset = match.group(3) or "Z"
+    stamp = datetime.datetime.fromisoformat(match.group(1) + ("+00:00" if offset == "Z" else offset))
+    return stamp.timestamp() + float(match.group(2) or 0)

@@ -16,14 +16,57 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError, parse_rfc3339
 
 try:
     import docker
     import docker.tls
+    import requests
+    import urllib3
     from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+    from requests.exceptions import ConnectionError as RequestsConnectionError
+    from requests.exceptions import ReadTimeout
+    LOST_CONNECTION: tuple[type[BaseException], ...] = (
+        requests.exceptions.ConnectionError, requests.exceptions.Timeout, urllib3.exceptions.HTTPError,
+        ConnectionError)
 except ImportError:  # reported when a client is created, so ansible-doc works without the SDK
     docker = None  # type: ignore[assignment]
+    LOST_CONNECTION = (ConnectionError,)
+
+
+class EngineUnreachable(InfraError):
+    """The Docker engine stopped answering (it restarted, died, or its socket went away) during a call."""
+
+
+class EngineCalls:
+    """The SDK's low-level client, with a lost connection turned into EngineUnreachable, a sentence, instead
+    of a traceback of the HTTP library ("Connection aborted.", FileNotFoundError...)."""
+
+    def __init__(self, api: Any, where: str) -> None:
+        self._api = api
+        self._where = where
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._api, name)
+        if not callable(attribute):
+            return attribute
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return attribute(*args, **kwargs)
+            except LOST_CONNECTION as error:
+                if isinstance(error, APIError):
+                    raise
+                raise EngineUnreachable(f"the Docker engine at {self._where} stopped answering "
+                                        f"({type(error).__name__}: {_root_cause(error)})", engine=self._where) from None
+        return call
+
+
+def _root_cause(error: BaseException) -> str:
+    while error.__context__ is not None and not str(error):
+        error = error.__context__
+    text = str(error.args[-1] if error.args else error)
+    return text[:200]
 
 
 STREAM_CHUNK = 1024 * 1024  # image streams move in pieces of this size, never whole in memory
@@ -46,6 +89,7 @@ class DockerClient:
                              "install it with 'pip install docker'.")
         where = docker_host or "the engine named by DOCKER_HOST or the default socket"
         self.docker_host = docker_host
+        self.where = docker_host or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
         try:
             if docker_host:
                 self.sdk: Any = _EngineSDK(base_url=docker_host, timeout=timeout, tls=_sdk_tls(tls),
@@ -57,11 +101,13 @@ class DockerClient:
         except DockerException as error:
             raise InfraError(f"Cannot reach the Docker engine at {where}: {error}. "
                              "Start the engine or set docker_host / DOCKER_HOST.") from None
-        self.api = self.sdk.api
+        self.api = EngineCalls(self.sdk.api, self.where)
 
     # images ---------------------------------------------------------------------------------
     def image(self, reference: str) -> dict[str, Any] | None:
         """The inspect data of an image by ID or reference, or None when the engine lacks it."""
+        if not reference:
+            return None
         try:
             return self.api.inspect_image(reference)
         except (ImageNotFound, NotFound):
@@ -163,6 +209,8 @@ class DockerClient:
 
     def container(self, container_id: str) -> dict[str, Any] | None:
         """The inspect data of a container, or None when it does not exist (any more)."""
+        if not container_id:
+            return None
         try:
             return self.api.inspect_container(container_id)
         except NotFound:
@@ -265,10 +313,28 @@ class DockerClient:
     # volumes (verdict records) -------------------------------------------------------------------
     def replace_volume(self, name: str, labels: dict[str, str]) -> None:
         self.remove_volume(name)
+        self.create_volume(name, labels)
+
+    def create_volume(self, name: str, labels: dict[str, str]) -> None:
+        """Creates a volume; one that exists already keeps its labels (the engine's rule)."""
         try:
             self.api.create_volume(name, labels=labels)
         except APIError as error:
             raise InfraError(f"Docker could not create volume {name}: {error.explanation}") from None
+
+    def volumes_matching(self, label: str, value: str) -> list[dict[str, Any]]:
+        """The engine's records (Name, Labels, CreatedAt...) of the volumes whose label has the value."""
+        try:
+            return self.api.volumes(filters={"label": f"{label}={value}"}).get("Volumes") or []
+        except APIError as error:
+            raise InfraError(f"Docker could not list volumes: {error.explanation}") from None
+
+    def engine_time(self) -> float:
+        """The engine's clock, in epoch seconds: what lock leases are measured against."""
+        try:
+            return parse_rfc3339(self.api.info()["SystemTime"])
+        except (APIError, KeyError, ValueError) as error:
+            raise InfraError(f"Docker could not tell its time: {error}") from None
 
     def remove_volume(self, name: str) -> None:
         try:
@@ -334,15 +400,66 @@ class DockerClient:
             if error.status_code not in (304, 404):
                 raise InfraError(f"Docker could not stop container {container_id[:12]}: {error.explanation}") from None
 
-    def create_marker(self, name: str, image: str, labels: dict[str, str]) -> bool:
-        """Create a never-started container as an atomic marker; False when the name is taken."""
+    def network_exists(self, name: str) -> bool:
         try:
-            self.api.create_container(image, name=name, labels=labels, command=["true"], entrypoint=[],
-                                      network_disabled=True)
+            self.api.inspect_network(name)
             return True
+        except NotFound:
+            return False
+        except APIError as error:
+            if error.status_code in (400, 404):
+                return False
+            raise InfraError(f"Docker could not inspect network {name}: {error.explanation}") from None
+
+    def request_stop(self, container_id: str, timeout: int, wait: float) -> bool:
+        """Asks the engine to stop the container (SIGTERM, then SIGKILL after `timeout` seconds) and waits
+        at most `wait` seconds for it; True when it stopped within that. Otherwise the engine goes on
+        with the stop by itself: it does not depend on the caller waiting for the answer."""
+        # The SDK's stop() waits for the answer; its request helpers do not have to. The raw client: a
+        # read timeout here is the expected outcome, not a lost engine.
+        api: Any = self.sdk.api
+        try:
+            response = api._post(api._url("/containers/{0}/stop", container_id), params={"t": timeout},
+                                 timeout=max(wait, 0.05))
+            if response.status_code not in (304, 404):
+                api._raise_for_status(response)
+            return True
+        except (ReadTimeout, RequestsConnectionError) as error:
+            if isinstance(error, RequestsConnectionError) and "timed out" not in str(error).lower():
+                raise InfraError(f"Docker could not stop container {container_id[:12]}: {error}") from None
+            return False
+        except APIError as error:
+            raise InfraError(f"Docker could not stop container {container_id[:12]}: {error.explanation}") from None
+
+    def kill(self, container_id: str) -> None:
+        """SIGKILL; a container that is not running (any more) is not an error."""
+        try:
+            self.api.kill(container_id)
+        except NotFound:
+            pass
+        except APIError as error:
+            if error.status_code not in (404, 409) and "is not running" not in str(error.explanation):
+                raise InfraError(f"Docker could not kill container {container_id[:12]}: {error.explanation}") from None
+
+    def wait_exited(self, container_id: str, timeout: float) -> bool:
+        """Waits until the container is not running; False when it still runs after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            inspected = self.container(container_id)
+            if inspected is None or not (inspected.get("State") or {}).get("Running"):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
+
+    def create_marker(self, name: str, image: str, labels: dict[str, str]) -> str | None:
+        """Create a never-started container as an atomic marker; its ID, or None when the name is taken."""
+        try:
+            return self.api.create_container(image, name=name, labels=labels, command=["true"], entrypoint=[],
+                                             network_disabled=True)["Id"]
         except APIError as error:
             if error.status_code == 409:
-                return False
+                return None
             raise InfraError(f"Docker could not create {name}: {error.explanation}") from None
 
 

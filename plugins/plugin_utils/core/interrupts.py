@@ -14,6 +14,7 @@ rather than wherever the main thread happens to be.
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from collections.abc import Iterator
@@ -35,8 +36,13 @@ class Guard:
         self.received: int | None = None
         self.raised = False
         self.shielding = 0
+        self.parent = os.getppid()
+        self.orphaned = False
 
     def error(self) -> Interrupted:
+        if self.orphaned:
+            return Interrupted(f"{self.what} was stopped because the process that started it (pid {self.parent}, "
+                               "ansible-playbook) is gone.")
         name = signal.Signals(self.received or signal.SIGINT).name
         if self.deferred:
             return Interrupted(f"{self.what} was interrupted by {name}.")
@@ -52,7 +58,12 @@ class Guard:
 
     def check(self) -> None:
         """Raises Interrupted once a signal was received, in every thread that asks, so that parallel
-        work stops too."""
+        work stops too. Also when the parent process died: ansible-core's workers call setsid(), so a
+        SIGKILL of ansible-playbook's process group (a cancelled CI job) does not reach them, and without
+        this one would go on changing the fleet after its command is gone."""
+        if self.received is None and os.getppid() != self.parent:
+            self.orphaned = True
+            self.received = signal.SIGHUP
         if self.received is not None:
             raise self.error()
 

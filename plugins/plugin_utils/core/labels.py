@@ -12,6 +12,7 @@ or a prefix only together with a way to read what is already out there.
   verdict volume   immutable-infra-verdict-<image hex>, labelled with the latest verdict of that image
   lock container   immutable-infra-lock-<service>, a never-started container naming its owner
   journal volume   immutable-infra-rollout-<service>, what an unfinished rollout changed
+  stopping volume  immutable-infra-stopping-<service>, hosts whose stop the engine is still finishing
   builder          immutable-infra-bake-<tag>-<random>, the container a bake runs in
   verify host      immutable-infra-verify-<image>-<random>, labelled as a throwaway host
 
@@ -86,6 +87,23 @@ LABEL_EXPIRES = LABEL_PREFIX + "expires"
 LABEL_PREVIOUS_LIVE = LABEL_PREFIX + "previous_live"
 LABEL_NEW_HOSTS = LABEL_PREFIX + "new_hosts"
 LABEL_RESTORED = LABEL_PREFIX + "restored"
+LABEL_STOP_TIMEOUT = LABEL_PREFIX + "stop_timeout"
+# The lock is a lease: each renewal is a volume immutable-infra-lease-<service>-<token>-<epoch>.
+LEASE_PREFIX = "immutable-infra-lease-"
+LABEL_LOCK_TOKEN = LABEL_PREFIX + "lock_token"        # which taking of a service's lock a lease belongs to
+LABEL_LEASE = LABEL_PREFIX + "lease"                  # a renewal of a service's lock (value: the service)
+LABEL_LEASE_SECONDS = LABEL_PREFIX + "lease_seconds"  # a lock lapses this long after its last renewal
+LABEL_PID_START = LABEL_PREFIX + "pid_start"          # start time of the lock holder's process
+LABEL_EPOCH = LABEL_PREFIX + "epoch"
+# The journal and its stop notes (immutable-infra-stopnote-<service>-<n>) carry LABEL_JOURNAL.
+STOP_NOTE_PREFIX = "immutable-infra-stopnote-"
+LABEL_JOURNAL = LABEL_PREFIX + "journal"              # a rollout journal or one of its notes (value: the service)
+LABEL_STOP_NOTE = LABEL_PREFIX + "stop_note"          # hosts a rollout was about to stop
+
+# hosts out of the balancer whose stop the engine is still finishing: one label per host, its deadline
+STOPPING_PREFIX = "immutable-infra-stopping-"
+LABEL_STOPPING = LABEL_PREFIX + "stopping"
+LABEL_STOPPING_HOST_PREFIX = LABEL_STOPPING + "."
 
 # throwaway containers -----------------------------------------------------------------------------
 BUILDER_NAME_PREFIX = "immutable-infra-bake-"
@@ -362,6 +380,29 @@ class JournalLabels:
         return cls(rollout=labels.get(LABEL_ROLLOUT, ""), previous_live=_names(labels.get(LABEL_PREVIOUS_LIVE)),
                    new_hosts=_names(labels.get(LABEL_NEW_HOSTS)), image_id=labels.get(LABEL_IMAGE_ID, ""),
                    restored=labels.get(LABEL_RESTORED) == "true", started=labels.get(LABEL_STARTED, ""))
+
+
+def stopping_name(service: str) -> str:
+    return STOPPING_PREFIX + service
+
+
+def stopping_labels(service: str, pending: dict[str, float]) -> dict[str, str]:
+    """The stopping volume's labels: host name -> epoch by which the engine will have killed it."""
+    labels = {LABEL_STOPPING: service}
+    labels.update({LABEL_STOPPING_HOST_PREFIX + name: f"{deadline:.0f}" for name, deadline in sorted(pending.items())})
+    return labels
+
+
+def stopping_hosts(labels: dict[str, str] | None) -> dict[str, float]:
+    pending = {}
+    for key, value in (labels or {}).items():
+        name = _suffix(key, LABEL_STOPPING_HOST_PREFIX)
+        if name:
+            try:
+                pending[name] = float(value)
+            except ValueError:
+                continue
+    return pending
 
 
 def lock_name(service: str) -> str:

@@ -111,8 +111,7 @@ class DiskBuilder(Manager):
                                   "image_inputs_hash": inputs["image_inputs_hash"]}
         found = read_manifest(manifest_path)
         disk_bytes = os.path.getsize(disk) if os.path.isfile(disk) else None
-        if disk_plan.cache_matches(found, digest, disk_bytes) and not self.params["force"]:
-            assert found is not None
+        if found is not None and disk_plan.cache_matches(found, digest, disk_bytes) and not self.params["force"]:
             return dict(result, changed=False, cache_hit=True, disk_digest=found["disk_digest"],
                         kernel_release=found.get("kernel_release"), packages=found.get("packages") or {},
                         verdict=found.get("verdict"), duration=round(time.monotonic() - started, 3),

@@ -255,7 +255,7 @@ def command_of(config: dict[str, Any]) -> list[str]:
 def enabled_unit_runs(unit_text: str, program: str) -> bool:
     """Whether a unit file's ExecStart runs program (by path or base name)."""
     for line in unit_text.splitlines():
-        key, _, value = line.strip().partition("=")
+        key, _equals, value = line.strip().partition("=")
         if key.strip() != "ExecStart" or not value.strip():
             continue
         words = value.strip().lstrip("@-:+!").split()
@@ -298,7 +298,7 @@ def command_unit(config: dict[str, Any], image: str) -> str:
         lines.append(f"WorkingDirectory={config['WorkingDir']}")
     user = config.get("User") or ""
     if user:
-        name, _, group = user.partition(":")
+        name, _colon, group = user.partition(":")
         lines.append(f"User={name}")
         if group:
             lines.append(f"Group={group}")

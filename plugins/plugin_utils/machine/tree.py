@@ -8,7 +8,7 @@ from __future__ import annotations
 import glob
 import os
 import subprocess
-from typing import Any
+from typing import IO, Any, cast
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
@@ -25,11 +25,11 @@ def export_tree(client: DockerClient, container_id: str, tree: str) -> None:
     os.makedirs(tree, exist_ok=True)
     process = subprocess.Popen(["tar", "-x", "--numeric-owner", "-p", "-f", "-", "-C", tree],
                                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    assert process.stdin is not None
+    stdin = cast(IO[bytes], process.stdin)  # a pipe: stdin=PIPE above
     try:
         for chunk in client.export(container_id):
-            process.stdin.write(chunk)
-        process.stdin.close()
+            stdin.write(chunk)
+        stdin.close()
         error = (process.stderr.read() if process.stderr else b"").decode("utf-8", "replace")
         code = process.wait()
     finally:

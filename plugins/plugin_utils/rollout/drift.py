@@ -26,8 +26,9 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.drift_plan
     recorded_hosts,
 )
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.hosts import HostSpec, ServiceHosts, validate_service
-from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.lock import ServiceLock
-from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.manager import revert
+from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.lock import LockLost, ServiceLock
+from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.manager import LIMITS, exited_hosts, reconcile, revert
+from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.reconcile import plan_repair, problems
 
 DRIFT_ARGUMENT_SPEC: dict[str, Any] = {
     "service": {"type": "str", "required": True},
@@ -36,7 +37,7 @@ DRIFT_ARGUMENT_SPEC: dict[str, Any] = {
     "balancer": {"type": "dict", "options": BALANCER_OPTIONS},
     "drain_timeout": {"type": "float", "default": 30},
     "stop_timeout": {"type": "int", "default": 10},
-    "lock_timeout": {"type": "int", "default": 3600},
+    "lock_timeout": {"type": "int", "default": 60},
 }
 
 
@@ -45,8 +46,12 @@ class Drift(Manager):
         super().__init__(params, context)
         self.service = validate_service(params["service"])
         for path in params["writable_paths"]:
-            if not path.startswith("/"):
-                raise InfraError(f"writable_paths entry '{path}' must be an absolute path.")
+            if not path.startswith("/") or ".." in path.split("/"):
+                raise InfraError(f"writable_paths entry '{path}' must be an absolute path without '..'.")
+        for name in ("drain_timeout", "stop_timeout", "lock_timeout"):
+            if not 0 <= params[name] <= LIMITS[name]:
+                raise InfraError(f"{name} is {params[name]}; it must be between 0 and {LIMITS[name]}.")
+        self.lock: ServiceLock | None = None
         if params["heal"] and not context.check_mode and not params["balancer"]:
             self.progress(f"{self.service}: no balancer given; hosts are replaced without balancer changes")
 
@@ -66,28 +71,78 @@ class Drift(Manager):
                                 "recorded": HostSpec.from_labels(labels) is not None})
         return drifted
 
+    def _service_hosts(self, client: DockerClient, balancer: Any) -> ServiceHosts | None:
+        """The service's hosts as rollouts see them, made with the spec of any of its hosts."""
+        for container in client.containers_with_labels({LABEL_SERVICE: self.service}, inspect=False):
+            spec = HostSpec.from_labels(container["Config"].get("Labels") or {})
+            if spec:
+                return ServiceHosts(client, balancer, spec, self.progress, self.params["drain_timeout"],
+                                    self.params["stop_timeout"])
+        return None
+
+    def balancer_mismatch(self, client: DockerClient) -> list[str]:
+        """How the balancer differs from the hosts (servers at no running host, running hosts it lost,
+        live hosts that exited); empty without a balancer."""
+        if not self.params["balancer"]:
+            return []
+        balancer = make_balancer(self.params["balancer"])
+        balancer.check()
+        hosts = self._service_hosts(client, balancer)
+        if hosts is None:
+            return []
+        try:
+            observation = hosts.observe()
+            return problems(plan_repair(observation.hosts, exited_hosts(observation)), observation.stale_servers)
+        finally:
+            hosts.close()
+
     def run(self) -> dict[str, Any]:
         started = time.monotonic()
         client = self.client()
+        if self.params["heal"] and self.params["balancer"]:
+            make_balancer(self.params["balancer"]).check()  # a wrong balancer is said before anything else
         drifted = self.detect(client)
+        mismatch = self.balancer_mismatch(client)
         result: dict[str, Any] = {"changed": False, "service": self.service, "drifted": drifted, "healed": [],
-                                  "removed": []}
+                                  "removed": [], "balancer_mismatch": mismatch}
         for entry in drifted:
             self.progress(f"{self.service}: {entry['host']} drifted: {'; '.join(entry['reasons'])}")
-        if not drifted or not self.params["heal"]:
+        for problem in mismatch:
+            self.progress(f"{self.service}: the balancer does not match the hosts: {problem}")
+        if not (drifted or mismatch) or not self.params["heal"]:
             result["msg"] = (f"{self.service}: {len(drifted)} drifted host(s): "
                              + ", ".join(entry["host"] for entry in drifted) if drifted
                              else f"{self.service}: no host has drifted")
+            if mismatch:
+                result["msg"] += f"; the balancer does not match the hosts: {'; '.join(mismatch)}"
             return result
         if self.context.check_mode:
-            return dict(result, changed=True, msg=f"{self.service}: would replace {len(drifted)} drifted host(s)")
-        healed, removed = self._heal(client, drifted)
-        return dict(result, changed=True, healed=healed, removed=removed, duration=round(time.monotonic() - started, 3),
-                    msg=f"{self.service}: replaced {len(healed)} drifted host(s), removed {len(removed)}")
+            return dict(result, changed=True, msg=f"{self.service}: would replace {len(drifted)} drifted host(s)"
+                        + (" and reconcile the balancer" if mismatch else ""))
+        healed, removed, reconciled = self._heal(client, drifted)
+        return dict(result, changed=True, healed=healed, removed=removed, reconciled=reconciled,
+                    duration=round(time.monotonic() - started, 3),
+                    msg=f"{self.service}: replaced {len(healed)} drifted host(s), removed {len(removed)}"
+                    + ("; reconciled the balancer with the hosts" if reconciled else ""))
 
-    def _heal(self, client: DockerClient, drifted: list[dict[str, Any]]) -> tuple[list[dict[str, str]], list[str]]:
+    def _heal(self, client: DockerClient, drifted: list[dict[str, Any]]
+              ) -> tuple[list[dict[str, str]], list[str], dict[str, list[str]] | None]:
         balancer = make_balancer(self.params["balancer"])
         balancer.check()
+        reconciled = None
+        if not drifted:
+            hosts = self._service_hosts(client, balancer)
+            if hosts is None:
+                return [], [], None
+            lock = ServiceLock(client, self.service, hosts.spec.image_id, uuid.uuid4().hex[:12],
+                               self.params["lock_timeout"], self.progress)
+            lock.acquire()
+            try:
+                reconciled = reconcile(hosts, self.ledger(), self.context.basedir)
+            finally:
+                lock.release()
+                hosts.close()
+            return [], [], reconciled
         names = {entry["host"] for entry in drifted}
         inspected = {container["Name"].lstrip("/"): container
                      for container in client.containers_with_labels({LABEL_SERVICE: self.service})}
@@ -99,8 +154,19 @@ class Drift(Manager):
         rollout_id = uuid.uuid4().hex[:12]
         lock = ServiceLock(client, self.service, any_spec.image_id, rollout_id, self.params["lock_timeout"],
                            self.progress)
-        with lock.holding():
-            return self._replace(client, balancer, specs, rollout_id)
+        lock.acquire()
+        self.lock = lock
+        try:
+            hosts = ServiceHosts(client, balancer, any_spec, self.progress, self.params["drain_timeout"],
+                                 self.params["stop_timeout"])
+            try:
+                reconciled = reconcile(hosts, self.ledger(), self.context.basedir)
+            finally:
+                hosts.close()
+            healed, removed = self._replace(client, balancer, specs, rollout_id)
+            return healed, removed, reconciled
+        finally:
+            lock.release()
 
     def _replace(self, client: DockerClient, balancer, specs: dict[str, HostSpec | None],
                  rollout_id: str) -> tuple[list[dict[str, str]], list[str]]:
@@ -137,14 +203,21 @@ class Drift(Manager):
             observation = hosts.observe()
             taken = {(host.generation, host.index) for host in observation.hosts}
             with interruptible(f"heal of {self.service}", deferred=True) as guard:
+                def interrupted() -> None:
+                    guard.check()
+                    if self.lock:
+                        self.lock.check()
+
                 for number, old in enumerate(names, start=1):
-                    generation = int(old.rsplit("-", 2)[1])
+                    generation = rp.parse_host_name(old)[1]
                     index = max(index for gen, index in taken if gen == generation) + 1
                     taken.add((generation, index))
                     new = rp.host_name(self.service, generation, index)
                     try:
                         hosts.apply(plan_replacement(old, new, number), observation.records, "heal",
-                                    interrupted=guard.check)
+                                    interrupted=interrupted)
+                    except LockLost:
+                        raise
                     except InfraError as error:
                         self.progress(f"{self.service}: {error.message} Putting {old} back.")
                         revert(hosts, [old], [new])
@@ -157,5 +230,9 @@ class Drift(Manager):
             for name in strays:
                 if name not in observation.records:  # named unlike the service's hosts, so never in the balancer
                     client.remove_container(name)
+            # The replacements are members like any other: each has its server, the hosts it replaced none.
+            replaced = {entry["host"]: entry["replacement"] for entry in healed}
+            live = [replaced.get(name, name) for name in observation.live() if name not in strays]
+            hosts.ensure_membership(live + [new for new in replaced.values() if new not in live], "heal")
         finally:
             hosts.close()

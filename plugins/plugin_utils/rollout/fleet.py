@@ -19,6 +19,13 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.drift_plan import host_drift, recorded_hosts
 
 
+def group_prefix(service: str) -> str:
+    """The service's name as Ansible group names take it: '-' is not valid there, so it becomes '_'
+    (as Ansible's own inventory plugins sanitise group names). 'web-api' -> 'web_api', whose groups are
+    web_api, web_api_live, web_api_gen_<n> and web_api_drifted. Host names keep the '-'."""
+    return service.replace("-", "_")
+
+
 @dataclass
 class FleetHost:
     name: str
@@ -34,9 +41,10 @@ def fleet_host(inspected: dict[str, Any], provenance_labels: dict[str, str], doc
         return None
     name = inspected["Name"].lstrip("/")
     running = bool((inspected.get("State") or {}).get("Running"))
-    groups = [service]
+    group = group_prefix(service)
+    groups = [group]
     if generation is not None:  # made by a rollout; a container that only carries the service label is not live
-        groups += [f"{service}_gen_{generation}"] + ([f"{service}_live"] if running else [])
+        groups += [f"{group}_gen_{generation}"] + ([f"{group}_live"] if running else [])
     variables: dict[str, Any] = {
         "ansible_connection": "community.docker.docker",
         "ansible_host": name,
@@ -78,7 +86,7 @@ def list_fleet(docker_host: str | None, services: list[str], include_stopped: bo
                                  writable_paths or [], recorded[service])
             host.variables["immutable_infra"]["drift"] = reasons
             if reasons:
-                host.groups.append(f"{service}_drifted")
+                host.groups.append(f"{group_prefix(service)}_drifted")
         if host:
             hosts.append(host)
     return sorted(hosts, key=lambda host: host.name)

@@ -53,6 +53,11 @@ class HealthCheck:
             raise InfraError(f"health.http_path must start with '/', got '{options['http_path']}'.")
         if options["timeout"] <= 0 or options["interval"] <= 0 or options["healthy_threshold"] < 1:
             raise InfraError("health.timeout and health.interval must be positive and healthy_threshold at least 1.")
+        if options["timeout"] > 86400 or options["interval"] > 3600 or options["healthy_threshold"] > 100:
+            raise InfraError("health.timeout is at most 86400 s, health.interval at most 3600 s and "
+                             "health.healthy_threshold at most 100.")
+        if options.get("http_path") and any(character in str(options["http_path"]) for character in " \t\r\n"):
+            raise InfraError(f"health.http_path {options['http_path']!r} cannot hold spaces or line breaks.")
         return cls(port=port, http_path=options.get("http_path") or (None if kinds else "/"),
                    tcp=bool(options.get("tcp")), command=tuple(options.get("command") or ()),
                    expected_status=tuple(options.get("expected_status") or ()), timeout=float(options["timeout"]),

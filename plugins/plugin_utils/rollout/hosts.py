@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.balancer.adapter import HAProxyBalancer, NoBalancer
+from ansible_collections.immutable.infra.plugins.plugin_utils.balancer.haproxy import Server
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError, canonical_json, sha256_hex
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient, container_address
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.interrupts import never_interrupted
@@ -26,15 +27,23 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.health imp
     run_for_each,
     wait_healthy,
 )
+from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.stopping import PendingStops, deadline_text
 
-SERVICE_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+# A DNS label that may also hold '_': how people name services (Compose, Kubernetes, HAProxy all take '-').
+SERVICE_PATTERN = re.compile(r"^[a-z]([a-z0-9_-]{0,61}[a-z0-9])?$")
+SERVICE_MAX_LENGTH = 63
+STOP_ANSWER_WAIT = 1.0  # seconds a stop is waited for before it is left to the engine
+STOP_SLACK = 2.0  # seconds beyond stop_timeout by which the engine will have killed a host
 
 
-def validate_service(service: str) -> str:
-    if not SERVICE_PATTERN.match(service or ""):
-        raise InfraError(f"service '{service}' must start with a lower-case letter and hold only lower-case "
-                         "letters, digits and '_' (at most 40); it names hosts, groups and balancer servers.")
-    return service
+def validate_service(service: object) -> str:
+    text = service if isinstance(service, str) else ""
+    if not SERVICE_PATTERN.fullmatch(text) or len(text) > SERVICE_MAX_LENGTH:
+        shown = repr(service)[:80]
+        raise InfraError(f"service {shown} must start with a lower-case letter, end with a letter or digit and hold "
+                         f"only lower-case letters, digits, '-' and '_' (at most {SERVICE_MAX_LENGTH}); it names "
+                         "hosts, inventory groups and balancer servers.")
+    return text
 
 
 @dataclass(frozen=True)
@@ -86,6 +95,8 @@ class HostRecord:
     container_id: str
     address: str | None = None
     server: str | None = None
+    stopping: bool = False  # its stop was sent and the engine is still finishing it (see stopping.py)
+    status: str = ""  # the container's state: running, exited, created...
 
 
 @dataclass
@@ -96,6 +107,31 @@ class Observation:
 
     def live(self) -> list[str]:
         return [host.name for host in self.hosts if host.live]
+
+
+def match_servers(endpoints: dict[str, tuple[str, int]], servers: list[Server]) -> tuple[dict[str, Server], list[str]]:
+    """Which server is each running host's (host name -> its address and port), and which servers are
+    stale: pointing at no running host, or a second server at a host's address. A server belongs to
+    the host at its address whatever its name (addresses are reused); among several, the one named
+    like the host wins, then one taking traffic."""
+    by_endpoint: dict[tuple[str, int], list[Server]] = {}
+    for server in servers:
+        by_endpoint.setdefault((server.address, server.port), []).append(server)
+    matched: dict[str, Server] = {}
+    duplicates: list[Server] = []
+    for name, endpoint in endpoints.items():
+        candidates = by_endpoint.pop(endpoint, [])
+        if not candidates:
+            continue
+        candidates.sort(key=lambda server: (server.name != name, ADMIN_PREFERENCE.get(server.admin_state, 9),
+                                            server.name))
+        matched[name] = candidates[0]
+        duplicates += candidates[1:]
+    stale = sorted(server.name for group in [*by_endpoint.values(), duplicates] for server in group)
+    return matched, stale
+
+
+ADMIN_PREFERENCE = {"ready": 0, "drain": 1, "maint": 2}
 
 
 class ServiceHosts:
@@ -115,6 +151,10 @@ class ServiceHosts:
         self.generation = 0
         self.rollout_id = ""
         self.check_interrupted: Callable[[], None] = never_interrupted
+        self.pending_stops = PendingStops(client, self.service)
+        self.still_stopping: dict[str, float] = {}  # hosts this run left for the engine to finish stopping
+        self.doing: rp.Step | None = None  # the step under way, for errors that stop the whole run
+        self.before_stop: Callable[[list[str]], None] | None = None  # notes a stop before it is sent
         self._background = ThreadPoolExecutor(max_workers=16)
         self._stopping: list[tuple[str, Future]] = []
         self._creating: dict[str, Future] = {}
@@ -128,30 +168,71 @@ class ServiceHosts:
     def observe(self) -> Observation:
         containers = self.client.containers_with_labels({LABEL_SERVICE: self.service}, inspect=False)
         servers = self.balancer.members(lambda name: bool(self.host_pattern.match(name)))
-        by_address = {(server.address, server.port): server for server in servers}
+        pending = self.pending_stops.read()
         observation = Observation()
+        endpoints: dict[str, tuple[str, int]] = {}
+        found: list[tuple[dict[str, Any], HostLabels, bool, bool]] = []
         for inspected in containers:
             host = HostLabels.from_labels(image_labels(inspected))
             name = inspected["Name"].lstrip("/")
             if not self.host_pattern.match(name) or host.generation is None:
                 continue
-            running = bool((inspected.get("State") or {}).get("Running"))
-            port = host.port or self.spec.port
+            # A host whose stop the engine is still finishing counts as stopped: it left the balancer.
+            stopping = name in pending and bool((inspected.get("State") or {}).get("Running"))
+            running = bool((inspected.get("State") or {}).get("Running")) and not stopping
             address = container_address(inspected, self.spec.network) if running else None
-            server = by_address.pop((address, port), None) if address else None
+            if address:
+                endpoints[name] = (address, host.port or self.spec.port)
+            found.append((inspected, host, running, stopping))
+        matched, observation.stale_servers = match_servers(endpoints, servers)
+        for inspected, host, running, stopping in found:
+            name = inspected["Name"].lstrip("/")
+            server = matched.get(name)
             balancer_state = server.admin_state if server else None
             if isinstance(self.balancer, NoBalancer) and running:
                 balancer_state = "ready"
-            observation.hosts.append(rp.Host(name, host.generation, host.index or 0, host.spec_hash or "", running,
-                                             balancer_state))
-            observation.records[name] = HostRecord(name, inspected["Id"], address, server.name if server else None)
-        observation.stale_servers = [server.name for server in by_address.values()]
+            observation.hosts.append(rp.Host(name, host.generation or 0, host.index or 0, host.spec_hash or "",
+                                             running, balancer_state))
+            observation.records[name] = HostRecord(name, inspected["Id"], endpoints.get(name, (None, 0))[0],
+                                                   server.name if server else None, stopping,
+                                                   str((inspected.get("State") or {}).get("Status") or ""))
         return observation
+
+    def settle_stops(self, observation: Observation) -> None:
+        """Forgets recorded stops that have finished (the host exited or is gone), so that a host started
+        again later by hand is not taken for one still stopping."""
+        pending = self.pending_stops.read()
+        finished = [name for name in pending if not (name in observation.records and observation.records[name].stopping)]
+        if finished:
+            self._forget_stops(finished)
 
     def detach_stale(self, observation: Observation) -> None:
         for server in observation.stale_servers:
             self.progress(f"{self.service}: taking stale server {server} out of the balancer")
             self.balancer.detach(server)
+
+    def ensure_membership(self, live: list[str], what: str) -> None:
+        """After the steps: every server of the service is a live host at its current address (or a free
+        slot), and every live host has a server taking traffic. Stale servers are taken out; a live host
+        without its server fails the task, naming it."""
+        observation = self.observe()
+        self.detach_stale(observation)
+        if isinstance(self.balancer, NoBalancer):
+            return
+        by_name = {host.name: host for host in observation.hosts}
+        missing = [name for name in live if not (name in by_name and by_name[name].live)]
+        if missing:
+            states = ", ".join(f"{name} ({self._membership(by_name.get(name))})" for name in missing)
+            raise InfraError(f"after the {what}, {len(missing)} live host(s) of {self.service} are not taking traffic "
+                             f"in {self.balancer.name}: {states}.", hosts=missing)
+
+    @staticmethod
+    def _membership(host: rp.Host | None) -> str:
+        if host is None:
+            return "its container is gone"
+        if not host.running:
+            return "not running"
+        return f"server in {host.balancer_state}" if host.balancer_state else "no server"
 
     # apply --------------------------------------------------------------------------------------
     def apply(self, steps: list[rp.Step], records: dict[str, HostRecord], what: str,
@@ -163,6 +244,7 @@ class ServiceHosts:
             for position, step in enumerate(steps):
                 self.check_interrupted()
                 self.progress(f"{self.service} {what}: {step.describe()}")
+                self.doing = step
                 getattr(self, f"_step_{step.action}")(list(step.hosts), records, step)
                 if step.action == rp.START:
                     self._create_ahead(steps[position + 1:])
@@ -179,7 +261,7 @@ class ServiceHosts:
 
     def _create(self, name: str) -> str:
         container = self.spec.container
-        generation, index = (int(part) for part in name.rsplit("-", 2)[1:])
+        _service, generation, index = rp.parse_host_name(name)
         options: dict[str, Any] = {"read_only": container.get("read_only", False),
                                    "cap_drop": container.get("cap_drop") or None,
                                    "restart_policy": {"Name": container.get("restart_policy", "unless-stopped")}}
@@ -200,9 +282,26 @@ class ServiceHosts:
                 self._refresh_address(records[name])
 
     def _step_start_stopped(self, names: list[str], records: dict[str, HostRecord], step: rp.Step) -> None:
+        finishing = [name for name in names if records[name].stopping or self._stop_under_way(name)]
+        if finishing:
+            # Out of the balancer and drained already, so the stop the engine is finishing loses nothing
+            # if it ends now: killed, the host can be started again at once instead of after stop_timeout.
+            self.progress(f"{self.service}: finishing the stop of {', '.join(finishing)} before starting it again")
+            run_for_each(finishing, lambda name: self._finish_stop(records[name]))
+        self._forget_stops(names)  # running again, these hosts are no longer stopping, whoever sent the stop
         for name in names:
             self.client.start(records[name].container_id)
+            records[name].stopping = False
             self._refresh_address(records[name])
+
+    def _stop_under_way(self, name: str) -> bool:
+        return any(stopping_name == name and not future.done() for stopping_name, future in self._stopping)
+
+    def _finish_stop(self, record: HostRecord) -> None:
+        self.client.kill(record.container_id)
+        if not self.client.wait_exited(record.container_id, max(5.0, float(self.stop_timeout))):
+            raise InfraError(f"host {record.name} did not exit after SIGKILL, so it cannot be started again.",
+                             host=record.name)
 
     def _refresh_address(self, record: HostRecord) -> None:
         inspected = self.client.container(record.container_id) or {}
@@ -290,23 +389,50 @@ class ServiceHosts:
                 records[name].server = None
 
     def _step_stop(self, names: list[str], records: dict[str, HostRecord], step: rp.Step) -> None:
-        # The hosts are out of the balancer already, so the next batch need not wait for them to exit.
+        """The hosts are drained and out of the balancer, so nothing waits for them to exit: the stop is
+        sent and, for a service that ignores SIGTERM, left to the engine, which kills the host after
+        stop_timeout. They are recorded as stopping first, so any run meanwhile sees them as stopped;
+        and in the journal (before_stop), so a recovery after this controller dies knows it too."""
+        if self.before_stop:
+            self.before_stop(names)
+        deadline = time.time() + self.stop_timeout + STOP_SLACK
+        self.pending_stops.write(dict(self.pending_stops.read(), **{name: deadline for name in names}))
         for name in names:
-            self._stopping.append((name, self._background.submit(self.client.stop, records[name].container_id,
-                                                                 self.stop_timeout)))
+            self._stopping.append((name, self._background.submit(
+                self.client.request_stop, records[name].container_id, self.stop_timeout, STOP_ANSWER_WAIT)))
 
     def _finish_background_work(self) -> None:
-        """Waits for stops and creations still under way. A host created ahead for a batch that never ran
-        stays as a created container of the new generation, which a revert removes like its other hosts."""
+        """Collects the stops and creations still under way. A stop that the engine has not finished after
+        STOP_ANSWER_WAIT stays recorded as pending (the engine finishes it); the others are forgotten.
+        A host created ahead for a batch that never ran stays as a created container of the new
+        generation, which a revert removes like its other hosts."""
+        stopped = []
         for name, stopping in self._stopping:
             error = stopping.exception()
             if error:
                 self.progress(f"{self.service}: {name} is out of the balancer but did not stop: {error}")
+            elif stopping.result():
+                stopped.append(name)
+            else:
+                deadline = self.pending_stops.read().get(name, time.time() + self.stop_timeout)
+                self.still_stopping[name] = deadline
+                self.progress(f"{self.service}: {name} is drained and out of the balancer but ignores SIGTERM; "
+                              f"the engine kills it at {deadline_text(deadline)} (stop_timeout {self.stop_timeout} s)")
+        if self._stopping:
+            self._forget_stops(stopped)
         for name, creating in self._creating.items():
             if creating.exception():
                 self.progress(f"{self.service}: creating {name} ahead failed: {creating.exception()}")
         self._stopping, self._creating = [], {}
 
+    def _forget_stops(self, names: list[str]) -> None:
+        pending = self.pending_stops.read()
+        if any(name in pending for name in names):
+            self.pending_stops.write({name: deadline for name, deadline in pending.items() if name not in names})
+        for name in names:
+            self.still_stopping.pop(name, None)
+
     def _step_remove(self, names: list[str], records: dict[str, HostRecord], step: rp.Step) -> None:
         run_for_each([name for name in names if name in records],
                      lambda name: self.client.remove_container(records[name].container_id))
+        self._forget_stops(names)

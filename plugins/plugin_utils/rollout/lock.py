@@ -2,89 +2,261 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """One rollout per service at a time, and a journal that lets the next run undo an interrupted one.
 
-The lock is a never-started container named after the service: creating a container with a taken
-name fails atomically in the engine, so two controllers using the same engine cannot both hold it.
-It names its owner and an expiry. A lock whose owner process is gone (same controller) or whose
-expiry has passed is taken over. The journal is a volume labelled with the hosts that were live
-before the rollout and the hosts it adds; it exists only while a rollout is under way.
+The lock is a never-started container named after the service. Creating a container whose name is
+taken fails atomically in the engine, so of two controllers using the same engine only one creates
+it; that is the only step that grants the lock. The container's labels name its holder.
+
+The lock is a lease. Its holder renews it from a background thread while it works: every
+renewal creates a volume `immutable-infra-lease-<service>-<token>-<epoch>` (then removes the one
+before), so a reader sees the time of the last renewal as the engine's own creation time of the
+newest lease volume (the lock container's creation time before the first renewal). Docker labels
+cannot change, and creating a new object never leaves a moment without one, which rewriting would.
+All times come from the engine's clock, so controllers with skewed clocks agree.
+
+A lock is taken over only with proof that its holder is gone: its lease was not renewed for
+lock_timeout seconds, or it was taken on this controller by a process that no longer exists (pid and
+process start time). A lock that cannot be read yet (being created or removed right now) is read
+again, never removed. A takeover removes the lock by its container ID, so it can never remove the
+lock a third controller has just taken. A holder that finds its lock gone or replaced stops touching
+the fleet at its next step (LockLost), and leaves the undo to the new holder.
+
+The journal is a volume labelled with the hosts that were live before the rollout and the hosts it
+adds; it exists only while a rollout is under way. Hosts the rollout is about to stop are added to it
+as separate volumes, so a later recovery knows which hosts may still have a stop under way.
 """
 
 from __future__ import annotations
 
 import os
+import random
 import socket
+import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
 
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError, utc_timestamp
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError, parse_rfc3339, utc_timestamp
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import (
-    JournalLabels,
-    LockLabels,
-    image_labels,
-    journal_name,
-    lock_name,
+    JOURNAL_PREFIX,
+    LABEL_CONTROLLER,
+    LABEL_EPOCH,
+    LABEL_IMAGE_ID,
+    LABEL_JOURNAL,
+    LABEL_LEASE,
+    LABEL_LEASE_SECONDS,
+    LABEL_LOCK,
+    LABEL_LOCK_TOKEN,
+    LABEL_NEW_HOSTS,
+    LABEL_OWNER,
+    LABEL_PID,
+    LABEL_PID_START,
+    LABEL_PREVIOUS_LIVE,
+    LABEL_RESTORED,
+    LABEL_ROLLOUT,
+    LABEL_STARTED,
+    LABEL_STOP_NOTE,
+    LABEL_STOP_TIMEOUT,
+    LEASE_PREFIX,
+    LOCK_PREFIX,
+    STOP_NOTE_PREFIX,
 )
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.provenance import controller_user
 
+UNREADABLE_RETRY_SECONDS = 5.0   # how long a lock that exists but cannot be read yet is read again
+RENEWALS_PER_LEASE = 6           # a lease of 60 s is renewed every 10 s
+CLOCK_MARGIN = 1.0               # volume creation times have whole seconds
 
-def _process_alive(pid: int) -> bool:
+
+def process_start(pid: int) -> str | None:
+    """The start time of a process on this machine (clock ticks since boot), or None when it does not exist
+    or has exited (a zombie that nobody reaped yet, e.g. under a container's PID 1 that reaps nothing)."""
     try:
-        with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            command = handle.read()
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
     except OSError:
-        return False
-    return b"python" in command or b"ansible" in command
+        return None
+    if len(fields) < 20 or fields[0] in ("Z", "X"):
+        return None
+    return fields[19]
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who holds a lock, as its container and lease volumes say."""
+
+    container_id: str
+    token: str
+    owner: str
+    controller: str
+    pid: int
+    pid_start: str
+    rollout: str
+    started: str
+    lease_seconds: float
+    last_renewal: float   # engine time
+
+    def describe(self) -> str:
+        return f"rollout {self.rollout} by {self.owner}@{self.controller}, pid {self.pid}, started {self.started}"
+
+
+def holder_of(inspected: dict[str, Any], leases: list[dict[str, Any]]) -> Holder | None:
+    """The holder named by the lock container's labels and its newest lease; None when they cannot be read."""
+    labels = (inspected.get("Config") or {}).get("Labels") or {}
+    token = labels.get(LABEL_LOCK_TOKEN)
+    pid = labels.get(LABEL_PID, "")
+    try:
+        renewals = [parse_rfc3339(inspected["Created"])]
+        renewals += [parse_rfc3339(lease.get("CreatedAt", "")) for lease in leases
+                     if (lease.get("Labels") or {}).get(LABEL_LOCK_TOKEN) == token]
+        lease_seconds = float(labels[LABEL_LEASE_SECONDS])
+        return Holder(inspected["Id"], token or "", labels[LABEL_OWNER], labels[LABEL_CONTROLLER],
+                      int(pid) if pid.isdigit() else 0, labels.get(LABEL_PID_START, ""),
+                      labels.get(LABEL_ROLLOUT, "?"), labels.get(LABEL_STARTED, "?"),
+                      lease_seconds, max(renewals))
+    except (KeyError, ValueError, TypeError):
+        return None
+
+
+def takeover_reason(holder: Holder, engine_now: float, this_controller: str,
+                    start_of: Callable[[int], str | None] = process_start) -> str | None:
+    """Why the holder is provably gone, or None while it may still be working."""
+    if holder.controller == this_controller and holder.pid:
+        start = start_of(holder.pid)
+        if start is None or (holder.pid_start and start != holder.pid_start):
+            return f"its process {holder.pid} on this controller is gone"
+    silent = engine_now - holder.last_renewal
+    if silent > holder.lease_seconds + CLOCK_MARGIN:
+        return f"its lease was last renewed {silent:.0f} s ago (it lapses after {holder.lease_seconds:g} s)"
+    return None
+
+
+class LockLost(InfraError):
+    """The lock was taken over (or vanished) while its holder worked: the holder must stop touching the fleet."""
 
 
 class ServiceLock:
     def __init__(self, client: DockerClient, service: str, image_id: str, rollout_id: str, timeout: int,
                  progress: Callable[[str], None]) -> None:
         self.client = client
-        self.name = lock_name(service)
+        self.name = LOCK_PREFIX + service
         self.service = service
         self.image_id = image_id
         self.rollout_id = rollout_id
-        self.timeout = timeout
+        self.lease_seconds = float(timeout)
         self.progress = progress
-        self.held = False
+        self.token = uuid.uuid4().hex[:16]
+        self.container_id: str | None = None
+        self.lost: str | None = None
+        self._epoch = 0
+        self._stop = threading.Event()
+        self._renewer: threading.Thread | None = None
+
+    @property
+    def held(self) -> bool:
+        return self.container_id is not None
 
     def _labels(self) -> dict[str, str]:
-        return LockLabels(service=self.service, owner=controller_user(), controller=socket.gethostname(),
-                          pid=os.getpid(), rollout=self.rollout_id, started=utc_timestamp(),
-                          expires=int(time.time() + self.timeout)).to_labels()
+        return {LABEL_LOCK: self.service, LABEL_LOCK_TOKEN: self.token, LABEL_OWNER: controller_user(),
+                LABEL_CONTROLLER: socket.gethostname(), LABEL_PID: str(os.getpid()),
+                LABEL_PID_START: process_start(os.getpid()) or "", LABEL_ROLLOUT: self.rollout_id,
+                LABEL_STARTED: utc_timestamp(), LABEL_LEASE_SECONDS: f"{self.lease_seconds:g}"}
 
-    @staticmethod
-    def _stale_reason(lock: LockLabels) -> str | None:
-        if lock.expires is None or lock.expires < time.time():
-            return "it expired"
-        if lock.controller == socket.gethostname() and lock.pid is not None and not _process_alive(lock.pid):
-            return f"its process {lock.pid} on this controller is gone"
-        return None
+    def _leases(self) -> list[dict[str, Any]]:
+        return self.client.volumes_matching(LABEL_LEASE, self.service)
+
+    def _refusal(self, holder: Holder | None) -> InfraError:
+        if holder is None:
+            return InfraError(
+                f"Another rollout of service {self.service} is taking or releasing its lock right now (container "
+                f"{self.name} exists but could not be read within {UNREADABLE_RETRY_SECONDS:g} s); run again in "
+                "a moment.")
+        try:
+            ago = f"{self.client.engine_time() - holder.last_renewal:.0f} s ago"
+        except (InfraError, ValueError):
+            ago = "recently"
+        return InfraError(
+            f"Another rollout of service {self.service} is in progress ({holder.describe()}); its lease was renewed "
+            f"{ago} and lapses {holder.lease_seconds:g} s after its last renewal. Wait for it to finish; if that "
+            f"controller is gone, the next run takes the lock over once the lease lapses (or remove container "
+            f"{self.name}).", holder=holder.describe())
 
     def acquire(self) -> None:
-        for attempt in range(2):
-            if self.client.create_marker(self.name, self.image_id, self._labels()):
-                self.held = True
+        readable_by = time.monotonic() + UNREADABLE_RETRY_SECONDS
+        took_over = False
+        while True:
+            created = self.client.create_marker(self.name, self.image_id, self._labels())
+            if created:
+                self.container_id = created
+                for lease in self._leases():  # left by a holder whose lock was removed by hand
+                    if (lease.get("Labels") or {}).get(LABEL_LOCK_TOKEN) != self.token:
+                        self.client.remove_volume(lease["Name"])
+                self._start_renewing()
                 return
-            existing = self.client.container(self.name)
-            lock = LockLabels.from_labels(image_labels(existing))
-            stale = self._stale_reason(lock) if existing else "it vanished"
-            if not stale or attempt:
-                expires = time.strftime("%H:%M:%S UTC", time.gmtime(lock.expires or 0))
-                raise InfraError(
-                    f"Another rollout of service {self.service} is in progress (rollout "
-                    f"{'?' if lock.rollout is None else lock.rollout} by {lock.owner}@{lock.controller}, pid {lock.pid}, "
-                    f"started {lock.started}); its lock expires at {expires}. Wait for it to "
-                    f"finish, or remove container {self.name} if that controller is gone.")
-            self.progress(f"taking over the lock of service {self.service}: {stale}")
-            self.client.remove_container(self.name)
+            inspected = self.client.container(self.name)
+            holder = holder_of(inspected, self._leases()) if inspected else None
+            if holder is None:
+                # Name taken but no readable lock: another controller is creating or removing it right now.
+                if time.monotonic() < readable_by:
+                    time.sleep(0.05 + random.random() * 0.1)
+                    continue
+                raise self._refusal(None)
+            reason = None if took_over else takeover_reason(holder, self.client.engine_time(), socket.gethostname())
+            if reason is None:
+                raise self._refusal(holder)
+            self.progress(f"taking over the lock of service {self.service} from {holder.describe()}: {reason}")
+            self._remove_leases(holder.token)
+            self.client.remove_container(holder.container_id)  # by ID: a lock taken meanwhile stays
+            took_over = True
 
-    def release(self) -> None:
-        if self.held:
-            self.client.remove_container(self.name)
-            self.held = False
+    def _remove_leases(self, token: str) -> None:
+        for lease in self._leases():
+            if token and (lease.get("Labels") or {}).get(LABEL_LOCK_TOKEN) == token:
+                self.client.remove_volume(lease["Name"])
+
+    # the lease ----------------------------------------------------------------------------------
+    def _start_renewing(self) -> None:
+        self._renewer = threading.Thread(target=self._renew_until_released, name=f"lease-{self.service}", daemon=True)
+        self._renewer.start()
+
+    def _renew_until_released(self) -> None:
+        interval = max(0.5, self.lease_seconds / RENEWALS_PER_LEASE)
+        last_renewed = time.monotonic()
+        while not self._stop.wait(interval):
+            try:
+                self.renew()
+                last_renewed = time.monotonic()
+            except LockLost as error:
+                self.lost = error.message
+                return
+            except InfraError as error:
+                if time.monotonic() - last_renewed > self.lease_seconds:
+                    self.lost = (f"the lock of service {self.service} could not be renewed for "
+                                 f"{self.lease_seconds:g} s ({error.message}), so another controller may hold it now")
+                    return
+
+    def renew(self) -> None:
+        """Extends the lease by one more lease_seconds from now; LockLost when the lock is no longer ours."""
+        inspected = self.client.container(self.name)
+        if inspected is None or inspected.get("Id") != self.container_id:
+            holder = holder_of(inspected, self._leases()) if inspected else None
+            raise LockLost(f"the lock of service {self.service} was "
+                           + (f"taken over by {holder.describe()}" if holder else "removed") + " while this run worked")
+        previous = f"{LEASE_PREFIX}{self.service}-{self.token}-{self._epoch}"
+        self._epoch += 1
+        self.client.create_volume(f"{LEASE_PREFIX}{self.service}-{self.token}-{self._epoch}",
+                                  {LABEL_LEASE: self.service, LABEL_LOCK_TOKEN: self.token,
+                                   LABEL_EPOCH: str(self._epoch)})
+        if self._epoch > 1:
+            self.client.remove_volume(previous)
+
+    def check(self) -> None:
+        """Raises LockLost once the lease could not be kept: the caller must stop changing the fleet."""
+        if self.lost:
+            raise LockLost(f"{self.lost}; this run stopped here and left the rest to the next run.")
 
     @contextmanager
     def holding(self) -> Iterator[None]:
@@ -95,24 +267,70 @@ class ServiceLock:
         finally:
             self.release()
 
+    def release(self) -> None:
+        """Stops renewing and removes the lock (by ID: never another controller's). When the engine does not
+        answer, the lock stays; the next run takes it over (this process is gone by then, or the lease lapses)."""
+        self._stop.set()
+        if self._renewer:
+            self._renewer.join()
+            self._renewer = None
+        if not self.held:
+            return
+        try:
+            self._remove_leases(self.token)
+            self.client.remove_container(self.container_id or "")
+        except InfraError as error:
+            self.progress(f"{self.service}: the lock {self.name} could not be released ({error.message}); the next "
+                          "run takes it over")
+        self.container_id = None
+
 
 class Journal:
     """What an unfinished rollout changed, so that a later run can put the service back first."""
 
     def __init__(self, client: DockerClient, service: str) -> None:
         self.client = client
-        self.name = journal_name(service)
+        self.service = service
+        self.name = JOURNAL_PREFIX + service
+        self._stops = 0
 
     def write(self, rollout_id: str, previous_live: list[str], new_hosts: list[str], image_id: str,
-              restored: bool = False) -> None:
+              restored: bool = False, stop_timeout: int = 10) -> None:
         """restored: the new hosts belong to a kept generation, so undoing stops them instead of removing them."""
-        self.client.replace_volume(self.name, JournalLabels(
-            rollout=rollout_id, previous_live=previous_live, new_hosts=new_hosts, image_id=image_id,
-            restored=restored, started=utc_timestamp()).to_labels())
+        self.clear()
+        self.client.create_volume(self.name, {
+            LABEL_JOURNAL: self.service,
+            LABEL_ROLLOUT: rollout_id, LABEL_PREVIOUS_LIVE: ",".join(previous_live),
+            LABEL_NEW_HOSTS: ",".join(new_hosts), LABEL_IMAGE_ID: image_id,
+            LABEL_RESTORED: "true" if restored else "false", LABEL_STARTED: utc_timestamp(),
+            LABEL_STOP_TIMEOUT: str(stop_timeout)})
 
-    def read(self) -> JournalLabels | None:
+    def note_stopping(self, hosts: list[str]) -> None:
+        """Records, before the stop is sent, hosts whose stop the engine may still be carrying out if this
+        controller dies. Each note is a volume of its own: creating one is atomic, rewriting would not be."""
+        self._stops += 1
+        self.client.create_volume(f"{STOP_NOTE_PREFIX}{self.service}-{self._stops}", {LABEL_JOURNAL: self.service,
+                                                                     LABEL_STOP_NOTE: ",".join(hosts)})
+
+    def read(self) -> dict[str, Any] | None:
         labels = self.client.volume_labels(self.name)
-        return None if labels is None else JournalLabels.from_labels(labels)
+        if labels is None:
+            return None
+        stopping = sorted({name for volume in self.client.volumes_matching(LABEL_JOURNAL, self.service)
+                           for name in ((volume.get("Labels") or {}).get(LABEL_STOP_NOTE) or "").split(",") if name})
+        timeout = labels.get(LABEL_STOP_TIMEOUT, "10")
+        return {"rollout": labels.get(LABEL_ROLLOUT, ""),
+                "previous_live": [name for name in labels.get(LABEL_PREVIOUS_LIVE, "").split(",") if name],
+                "new_hosts": [name for name in labels.get(LABEL_NEW_HOSTS, "").split(",") if name],
+                "image_id": labels.get(LABEL_IMAGE_ID, ""),
+                "restored": labels.get(LABEL_RESTORED) == "true",
+                "started": labels.get(LABEL_STARTED, ""),
+                "stopping": stopping, "stop_timeout": int(timeout) if timeout.isdigit() else 10}
 
     def clear(self) -> None:
+        """The journal first, its stop notes after: a journal is never read without the notes written for it
+        (a note left by a clear cut short belongs to no journal and goes with the next clear)."""
         self.client.remove_volume(self.name)
+        for volume in self.client.volumes_matching(LABEL_JOURNAL, self.service):
+            self.client.remove_volume(volume["Name"])
+        self._stops = 0

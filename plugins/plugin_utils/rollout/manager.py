@@ -4,24 +4,29 @@
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from typing import Any
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.balancer.adapter import BALANCER_OPTIONS, make_balancer
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError, short_id, utc_timestamp
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import EngineUnreachable
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.interrupts import interruptible
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import ImageProvenance, image_labels
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import Ledger
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.task import Manager, TaskContext
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout import plan as rp
-from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.health import HEALTH_OPTIONS, HealthCheck
+from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.health import HEALTH_OPTIONS, HealthCheck, run_for_each
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.hosts import (
     HostSpec,
+    Observation,
     ServiceHosts,
     validate_service,
 )
-from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.lock import Journal, ServiceLock
+from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.lock import Journal, LockLost, ServiceLock
+from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.reconcile import plan_repair
+from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.revisions import recently_live_generations
 from ansible_collections.immutable.infra.plugins.plugin_utils.verify.verdicts import require_verified
 
 CONTAINER_OPTIONS = {
@@ -55,8 +60,33 @@ ROLLOUT_ARGUMENT_SPEC: dict[str, Any] = {
     "require_verified": {"type": "bool", "default": True},
     "keep_previous": {"type": "int", "default": 1},
     "container": {"type": "dict", "default": {}, "options": CONTAINER_OPTIONS},
-    "lock_timeout": {"type": "int", "default": 3600},
+    "lock_timeout": {"type": "int", "default": 60},
 }
+
+
+# Far beyond any real use, low enough that no plan, sleep or timestamp overflows.
+LIMITS = {"replicas": 1000, "batch_size": 1000, "max_surge": 1000, "max_unavailable": 1000,
+          "keep_previous": 100, "drain_timeout": 86400, "stop_timeout": 3600, "lock_timeout": 7 * 86400}
+CANARY_LIMITS = {"replicas": 1000, "seconds": 86400}
+MEMORY_PATTERN = re.compile(r"^[0-9]+[bkmgBKMG]?$")
+NETWORK_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+def check_limits(params: dict[str, Any]) -> None:
+    """Refuses numbers beyond LIMITS and container settings the engine would refuse only mid-rollout."""
+    for name, limit in LIMITS.items():
+        if name in params and params[name] is not None and params[name] > limit:
+            raise InfraError(f"{name} is {params[name]}; at most {limit} is taken.")
+    for name, limit in CANARY_LIMITS.items():
+        value = (params.get("canary") or {}).get(name)
+        if value is not None and value > limit:
+            raise InfraError(f"canary.{name} is {value}; at most {limit} is taken.")
+    container = params.get("container") or {}
+    if container.get("memory") and not MEMORY_PATTERN.match(container["memory"]):
+        raise InfraError(f"container.memory {container['memory']!r} is not a size such as 512m or 2g.")
+    for network in container.get("networks") or []:
+        if not NETWORK_PATTERN.match(network):
+            raise InfraError(f"container.networks entry {network!r} is not a Docker network name.")
 
 
 class Rollout(Manager):
@@ -67,6 +97,7 @@ class Rollout(Manager):
             raise InfraError(f"port must be between 1 and 65535, got {params['port']}.")
         if params["drain_timeout"] < 0 or params["stop_timeout"] < 0 or params["lock_timeout"] <= 0:
             raise InfraError("drain_timeout and stop_timeout cannot be negative, and lock_timeout must be positive.")
+        check_limits(params)
         HealthCheck.from_options(params["health"], params["port"])  # refuses a bad health spec early
         self.desired_settings = dict(
             service=self.service, replicas=params["replicas"], strategy=params["strategy"],
@@ -83,6 +114,10 @@ class Rollout(Manager):
         started = time.monotonic()
         client = self.client()
         image = require_verified(client, self.params["image"], self.params["require_verified"])
+        for network in self.params["container"]["networks"]:
+            if not client.network_exists(network):
+                raise InfraError(f"The Docker network {network} (container.networks) does not exist; create it "
+                                 "first, or leave it out to use the engine's default bridge.")
         provenance = ImageProvenance.from_labels(image_labels(image))
         self.balancer.check()
         spec = HostSpec(self.service, image["Id"], self.params["port"], self.params["container"],
@@ -95,52 +130,73 @@ class Rollout(Manager):
         try:
             observation = hosts.observe()
             plan = rp.plan_rollout(observation.hosts, desired)
-            if self.context.check_mode or not (plan.changed or observation.stale_servers or journal.read()):
+            repair = plan_repair(observation.hosts, exited_hosts(observation))
+            if self.context.check_mode or not (plan.changed or observation.stale_servers or repair.steps
+                                               or journal.read()):
                 return self._result(plan, spec, started, changed=plan.changed or bool(observation.stale_servers))
             lock = ServiceLock(client, self.service, spec.image_id, self.rollout_id, self.params["lock_timeout"],
                                self.progress)
-            with lock.holding():
-                return self._locked_run(hosts, desired, journal, started)
+            lock.acquire()
+            try:
+                return self._locked_run(hosts, desired, journal, started, lock)
+            finally:
+                lock.release()
         finally:
             hosts.close()
 
-    def _locked_run(self, hosts: ServiceHosts, desired: rp.Desired, journal: Journal, started: float) -> dict[str, Any]:
+    def _locked_run(self, hosts: ServiceHosts, desired: rp.Desired, journal: Journal, started: float,
+                    lock: ServiceLock) -> dict[str, Any]:
         recovered = recover_interrupted(hosts, journal)
+        ledger = self.ledger()
+        reconciled = reconcile(hosts, ledger, self.context.basedir)
         observation = hosts.observe()
+        hosts.settle_stops(observation)
         hosts.detach_stale(observation)
-        plan = rp.plan_rollout(observation.hosts, desired)
+        plan = rp.plan_rollout(observation.hosts, desired,
+                               recently_live_generations(ledger.records(kind="rollout", service=self.service)))
         if not plan.changed:
-            return self._result(plan, hosts.spec, started, changed=bool(recovered or observation.stale_servers),
-                                recovered=recovered)
+            return self._result(plan, hosts.spec, started,
+                                changed=bool(recovered or reconciled or observation.stale_servers),
+                                recovered=recovered, reconciled=reconciled)
         hosts.generation = plan.generation
         self.progress(f"{self.service}: {plan.kind} to generation {plan.generation} from "
                       f"{short_id(hosts.spec.image_id)} ({self.params['strategy']}; {plan.reason}); "
                       f"{len(plan.steps)} steps")
-        ledger = self.ledger()
         record = ledger.new_record(
             "rollout", self.context.basedir, rollout=self.rollout_id, service=self.service,
             image_id=hosts.spec.image_id, inputs_hash=hosts.spec.inputs_hash, generation=plan.generation,
             kind_of_change=plan.kind, strategy=self.params["strategy"], replicas=self.params["replicas"],
             port=hosts.spec.port, live_before=plan.live_before, **self.record_fields)
         journal.write(self.rollout_id, plan.live_before, plan.new_hosts, hosts.spec.image_id,
-                      restored=plan.kind == "restore")
+                      restored=plan.kind == "restore", stop_timeout=hosts.stop_timeout)
         # Ctrl-C (or SIGTERM) reaches this action through ansible-playbook, which exits without waiting
         # for it. It stops the rollout at the next step or health check, and the fleet is reverted like
         # after any failure; once the last batch is in, the rollout finishes instead.
         with interruptible(f"rollout of {self.service}", deferred=True) as guard:
+            def interrupted() -> None:
+                guard.check()
+                lock.check()
+            hosts.before_stop = journal.note_stopping
             try:
-                hosts.apply(plan.steps, observation.records, f"gen {plan.generation}", interrupted=guard.check)
+                hosts.apply(plan.steps, observation.records, f"gen {plan.generation}", interrupted=interrupted)
+                hosts.ensure_membership(plan.live_after, f"rollout of {self.service}")
             except InfraError as error:
                 self._fail(hosts, error, plan, journal, ledger, record, started)
+            finally:
+                hosts.before_stop = None
+            lock.check()
             retire_old_generations(hosts, plan)
             journal.clear()
             ledger.append(dict(record, result="succeeded", added=plan.new_hosts, removed=plan.retired,
                                live=plan.live_after, finished=utc_timestamp(),
-                               duration=round(time.monotonic() - started, 3)))
-        return self._result(plan, hosts.spec, started, changed=True, recovered=recovered)
+                               duration=round(time.monotonic() - started, 3), **stopping_fields(hosts)))
+        return self._result(plan, hosts.spec, started, changed=True, recovered=recovered, reconciled=reconciled,
+                            stopping=sorted(hosts.still_stopping))
 
     def _fail(self, hosts: ServiceHosts, error: InfraError, plan: rp.Plan, journal: Journal, ledger: Ledger,
               record: dict[str, Any], started: float) -> None:
+        if isinstance(error, (LockLost, EngineUnreachable)):
+            self._abandon(hosts, error, plan, ledger, record, started)
         self.progress(f"{self.service}: {error.message} Reverting to {', '.join(plan.live_before) or 'nothing'}.")
         try:
             revert(hosts, plan.live_before, plan.new_hosts, keep_new=plan.kind == "restore")
@@ -152,7 +208,8 @@ class Rollout(Manager):
                              "the previous hosts back first.", host=error.details.get("host")) from None
         journal.clear()
         ledger.append(dict(record, result="rolled back", error=error.message, live=plan.live_before,
-                           finished=utc_timestamp(), duration=round(time.monotonic() - started, 3)))
+                           finished=utc_timestamp(), duration=round(time.monotonic() - started, 3),
+                           **stopping_fields(hosts)))
         kept = ", ".join(plan.live_before) or "no host (this was the first rollout)"
         raise InfraError(f"Rollout of {self.service} to generation {plan.generation} failed and was rolled back: "
                          f"{error.message} Live again: {kept}; the new hosts were "
@@ -160,18 +217,43 @@ class Rollout(Manager):
                          host=error.details.get("host"), rolled_back=True, live=plan.live_before,
                          generation=plan.generation, duration=round(time.monotonic() - started, 3)) from None
 
+    def _abandon(self, hosts: ServiceHosts, error: InfraError, plan: rp.Plan, ledger: Ledger, record: dict[str, Any],
+                 started: float) -> None:
+        """Stops without reverting when this run can no longer change the fleet safely: the engine stopped
+        answering, or another controller holds the lock now. The journal stays for the next run (or the
+        new holder), which undoes the rollout before anything else."""
+        where = f"during batch {hosts.doing.batch}" if hosts.doing and hosts.doing.batch else (
+            f"during '{hosts.doing.describe()}'" if hosts.doing else "before its first step")
+        if isinstance(error, EngineUnreachable):
+            message = (f"Rollout of {self.service} to generation {plan.generation} stopped: {error.message} {where}; "
+                       "nothing could be reverted. The lock and journal are left in the engine; the next run of "
+                       "this rollout (or a rollback) puts the previous hosts back first.")
+        else:
+            message = (f"Rollout of {self.service} to generation {plan.generation} stopped {where}: {error.message} "
+                       "Nothing was reverted by this run: the lock's new holder undoes it from the journal.")
+        try:
+            ledger.append(dict(record, result="failed", error=error.message, finished=utc_timestamp(),
+                               duration=round(time.monotonic() - started, 3)))
+        except OSError:
+            pass
+        raise InfraError(message, host=error.details.get("host"), rolled_back=False, journal_left=True,
+                         generation=plan.generation) from None
+
     # result -------------------------------------------------------------------------------------
     def _result(self, plan: rp.Plan, spec: HostSpec, started: float, changed: bool,
-                recovered: str | None = None) -> dict[str, Any]:
+                recovered: str | None = None, stopping: list[str] | None = None,
+                reconciled: dict[str, list[str]] | None = None) -> dict[str, Any]:
         result: dict[str, Any] = {
             "changed": changed, "service": self.service, "generation": plan.generation, "image_id": spec.image_id,
             "kind": plan.kind, "reason": plan.reason, "added": plan.new_hosts, "removed": plan.retired,
             "deleted": plan.removed, "live": plan.live_after, "live_before": plan.live_before,
             "plan": [step.as_dict() for step in plan.steps], "duration": round(time.monotonic() - started, 3),
-            "rollout_id": self.rollout_id,
+            "rollout_id": self.rollout_id, "stopping": stopping or [],
         }
         if recovered:
             result["recovered"] = recovered
+        if reconciled:
+            result["reconciled"] = reconciled
         if self.context.diff_mode:
             result["diff"] = {"before": "".join(f"{name}\n" for name in plan.live_before),
                               "after": "".join(f"{name}\n" for name in plan.live_after),
@@ -183,11 +265,50 @@ class Rollout(Manager):
         return result
 
 
+def stopping_fields(hosts: ServiceHosts) -> dict[str, Any]:
+    """For the ledger: hosts out of the balancer whose stop the engine was still finishing at the end."""
+    if not hosts.still_stopping:
+        return {}
+    return {"stopping": sorted(hosts.still_stopping),
+            "stopped_by": utc_timestamp(max(hosts.still_stopping.values()))}
+
+
 def revert(hosts: ServiceHosts, previous_live: list[str], new_hosts: list[str], keep_new: bool = False) -> None:
-    """Puts previous_live back and takes new_hosts away, from what runs now."""
+    """Puts previous_live back and takes new_hosts away, from what runs now; the balancer then holds
+    exactly the previous hosts that still exist."""
     observation = hosts.observe()
     hosts.detach_stale(observation)  # e.g. the server of a new host that crashed after it was registered
     hosts.apply(rp.plan_revert(observation.hosts, previous_live, new_hosts, keep_new), observation.records, "revert")
+    hosts.ensure_membership([name for name in previous_live if name in observation.records], "revert")
+
+
+def exited_hosts(observation: Observation) -> set[str]:
+    return {name for name, record in observation.records.items() if record.status in ("exited", "dead")}
+
+
+def reconcile(hosts: ServiceHosts, ledger: Ledger | None, basedir: str | None = None) -> dict[str, list[str]] | None:
+    """Makes the balancer match the live generation's hosts again (see reconcile.py); reports and records
+    what it repaired, or returns None when nothing needed it. Runs under the service's lock."""
+    observation = hosts.observe()
+    detached = list(observation.stale_servers)
+    hosts.detach_stale(observation)
+    repair = plan_repair(observation.hosts, exited_hosts(observation))
+    if not (detached or repair.steps):
+        return None
+    for line in repair.describe(detached):
+        hosts.progress(f"{hosts.service}: reconcile: {line}")
+    record = ledger.new_record("reconcile", basedir, service=hosts.service, detached=detached,
+                               registered=repair.registered, removed=repair.removed) if ledger else None
+    try:
+        hosts.apply(repair.steps, observation.records, "reconcile")
+    except InfraError as error:
+        if ledger and record:
+            ledger.append(dict(record, result="failed", error=error.message, finished=utc_timestamp()))
+        raise InfraError(f"Reconciling {hosts.service} before anything else failed: {error.message}",
+                         host=error.details.get("host")) from None
+    if ledger and record:
+        ledger.append(dict(record, result="succeeded", finished=utc_timestamp()))
+    return {"detached": detached, "registered": repair.registered, "removed": repair.removed}
 
 
 def recover_interrupted(hosts: ServiceHosts, journal: Journal) -> str | None:
@@ -195,11 +316,32 @@ def recover_interrupted(hosts: ServiceHosts, journal: Journal) -> str | None:
     unfinished = journal.read()
     if not unfinished:
         return None
-    hosts.progress(f"{hosts.service}: rollout {unfinished.rollout} (started {unfinished.started}) did not "
-                   f"finish; putting {', '.join(unfinished.previous_live) or 'nothing'} back first")
-    revert(hosts, unfinished.previous_live, unfinished.new_hosts, unfinished.restored)
+    hosts.progress(f"{hosts.service}: rollout {unfinished['rollout']} (started {unfinished['started']}) did not "
+                   f"finish; putting {', '.join(unfinished['previous_live']) or 'nothing'} back first")
+    finish_stale_stops(hosts, unfinished)
+    revert(hosts, unfinished["previous_live"], unfinished["new_hosts"], unfinished["restored"])
     journal.clear()
-    return unfinished.rollout
+    return unfinished["rollout"]
+
+
+def finish_stale_stops(hosts: ServiceHosts, unfinished: dict[str, Any]) -> None:
+    """A stop the dead run sent may still be under way in the engine (a service that ignores SIGTERM is
+    killed only after stop_timeout), and would take a host down after the recovery put it back. So the
+    previous hosts the journal says were being stopped are stopped for good first (a stop of our own
+    returns once the engine's stop is done), and the revert then starts them again."""
+    observation = hosts.observe()
+    suspects = [host.name for host in observation.hosts
+                if host.name in unfinished["stopping"] and host.name in unfinished["previous_live"] and host.running]
+    if not suspects:
+        return
+    hosts.progress(f"{hosts.service}: {', '.join(suspects)} may still be stopping on the interrupted run's order; "
+                   "letting that stop finish before starting them again")
+    for name in suspects:
+        server = observation.records[name].server
+        if server:
+            hosts.balancer.detach(server)
+    run_for_each(suspects, lambda name: hosts.client.stop(observation.records[name].container_id,
+                                                          unfinished["stop_timeout"]))
 
 
 def retire_old_generations(hosts: ServiceHosts, plan: rp.Plan) -> None:

@@ -13,6 +13,7 @@ step can put the previous generation back (see plan_revert).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
@@ -99,6 +100,13 @@ class Plan:
 
 def host_name(service: str, generation: int, index: int) -> str:
     return f"{service}-{generation}-{index}"
+
+
+def parse_host_name(name: str) -> tuple[str, int, int]:
+    """'web-api-3-2' -> ('web-api', 3, 2). Read from the right: a service name may hold '-' and digits,
+    but generation and index are always the last two parts."""
+    service, generation, index = name.rsplit("-", 2)
+    return service, int(generation), int(index)
 
 
 def effective_surge(desired: Desired) -> int:
@@ -211,8 +219,9 @@ def _swap_batches(batches: list[tuple[list[str], list[str]]], running_before: in
     return steps
 
 
-def plan_rollout(observed: list[Host], desired: Desired) -> Plan:
-    """The steps that make `desired` live, from what runs now."""
+def plan_rollout(observed: list[Host], desired: Desired, recently_live: Sequence[int] = ()) -> Plan:
+    """The steps that make `desired` live, from what runs now. recently_live: generations in the order
+    they were last live, most recent first (from the ledger), which decides what retention keeps."""
     validate(desired)
     live = _order([host for host in observed if host.live])
     cleanup = _cleanup(observed, live)
@@ -241,7 +250,9 @@ def plan_rollout(observed: list[Host], desired: Desired) -> Plan:
     new_names = [host_name(desired.service, generation, index) for index in range(1, desired.replicas + 1)]
     steps = cleanup + _swap_batches(_batches(new_names, old, desired), len(live), desired)
     return Plan("rollout", generation, reason, steps=steps, new_hosts=new_names, retired=old,
-                removed=_retention(observed, generation, desired), live_before=old, live_after=new_names)
+                removed=_retention(observed, generation, desired, [host.generation for host in live],
+                                   recently_live),
+                live_before=old, live_after=new_names)
 
 
 def _kept_generation(observed: list[Host], desired: Desired) -> tuple[int, list[str]] | None:
@@ -278,11 +289,18 @@ def _plan_scale(observed: list[Host], current: list[Host], cleanup: list[Step], 
                 live_before=live_names, live_after=live_names[:desired.replicas])
 
 
-def _retention(observed: list[Host], new_generation: int, desired: Desired) -> list[str]:
-    """Hosts removed once the rollout succeeds: generations beyond the newest keep_previous old ones."""
-    old_generations = sorted({host.generation for host in observed if host.generation < new_generation},
-                             reverse=True)
-    kept = set(old_generations[:desired.keep_previous])
+def _retention(observed: list[Host], new_generation: int, desired: Desired, live_now: list[int],
+               recently_live: Sequence[int]) -> list[str]:
+    """Hosts removed once the rollout succeeds: all but the keep_previous generations that were live most
+    recently. The generation live now comes first, then the order of recently_live (a restore makes an
+    old generation the most recent), then the newest numbers for generations no record names."""
+    old_generations = {host.generation for host in observed if host.generation < new_generation}
+    order = [*live_now, *recently_live]
+
+    def recency(generation: int) -> tuple[int, int]:
+        return (order.index(generation) if generation in order else len(order), -generation)
+
+    kept = set(sorted(old_generations, key=recency)[:desired.keep_previous])
     return _names(_order([host for host in observed if host.generation not in kept and
                           host.generation < new_generation]))
 

@@ -45,3 +45,16 @@ def rollback_target(revisions: list[dict[str, Any]], live_image_id: str | None,
             return entry
     live = f" than the live image {short_id(live_image_id)}" if live_image_id else ""
     raise InfraError(f"No successful revision with another image{live} exists to roll back to.")
+
+
+def recently_live_generations(records: Iterable[dict[str, Any]]) -> list[int]:
+    """Generations in the order they were last made live by a successful rollout, restore or rollback of
+    the service, most recent first: what retention keeps, whatever restores happened in between."""
+    succeeded = sorted((record for record in records if record.get("result") == SUCCEEDED
+                        and isinstance(record.get("generation"), int)),
+                       key=lambda record: record.get("time") or "", reverse=True)
+    order: list[int] = []
+    for record in succeeded:
+        if record["generation"] not in order:
+            order.append(record["generation"])
+    return order

@@ -21,6 +21,7 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.hosts impo
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.manager import (
     ROLLOUT_ARGUMENT_SPEC,
     Rollout,
+    check_limits,
 )
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.revisions import (
     rollback_target,
@@ -54,6 +55,7 @@ class Rollback(Manager):
     def __init__(self, params: dict[str, Any], context: TaskContext) -> None:
         super().__init__(params, context)
         self.service = validate_service(params["service"])
+        check_limits(params)
 
     def run(self) -> dict[str, Any]:
         ledger = self.ledger()

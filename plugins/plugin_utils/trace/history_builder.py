@@ -174,6 +174,7 @@ def build_history(records: list[dict[str, Any]], service: str, observed: dict[st
             "replicas": record.get("replicas"), "error": record.get("error"),
             "added": added_states, "hosts_derived": derived, "removed": removed_states,
             "live_hosts": list(record.get("live") or []), "live_before": list(record.get("live_before") or []),
+            "stopping": list(record.get("stopping") or []),
             "hosts": summarize_states(added_states),
             "hosts_gone": bool(added_states) and all(entry["state"] == GONE for entry in added_states),
             "live": record["revision"] == live_number,

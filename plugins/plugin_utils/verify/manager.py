@@ -49,6 +49,8 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.verify.verdicts im
 
 AnyRunner = TypeVar("AnyRunner", bound=Runner)
 
+MAX_SECONDS = 7 * 86400
+
 VERIFY_ARGUMENT_SPEC: dict[str, Any] = {
     "image": {"type": "str", "required": True},
     "tests": {"type": "list", "elements": "path", "default": []},
@@ -93,6 +95,11 @@ class Verifier(Manager):
         for option in ("timeout", "start_timeout"):
             if params[option] <= 0:
                 raise InfraError(f"{option} must be a positive number of seconds.")
+            if params[option] > MAX_SECONDS:
+                raise InfraError(f"{option} is {params[option]} s; at most {MAX_SECONDS} s (a week) is taken.")
+        for port in params.get("wait_for_ports") or []:
+            if not 0 < port < 65536:
+                raise InfraError(f"wait_for_ports entry {port} is not a TCP port number (1-65535).")
         if not params["tests"] and not params["molecule_scenario"] and not params["idempotence"]:
             raise InfraError("Nothing to verify: give tests, a molecule_scenario, or idempotence: true.")
         self.deadline = 0.0

@@ -71,6 +71,8 @@ def find_test_files(paths: list[str], basedir: str) -> tuple[list[str], list[str
                              "give testinfra files or directories relative to the playbook.")
         resolved.append(path)
         if os.path.isfile(path):
+            if not path.endswith(".py"):
+                raise InfraError(f"Tests path '{given}' ({path}) is neither a directory nor a Python test file.")
             files.append(path)
             continue
         found = sorted(os.path.join(root, name) for root, dirs, names in os.walk(path) for name in names

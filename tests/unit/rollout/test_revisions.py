@@ -48,3 +48,13 @@ def test_no_target_without_history_or_alternatives():
         rollback_target([], None)
     with pytest.raises(InfraError, match="No successful revision with another image"):
         rollback_target(service_revisions([record("t", "sha256:a")], "web"), "sha256:a")
+
+
+def test_recently_live_generations_orders_by_the_last_time_each_was_made_live():
+    from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.revisions import recently_live_generations
+    records = [{"time": "2026-01-01T00:00:01Z", "generation": 1, "result": "succeeded"},
+               {"time": "2026-01-01T00:00:02Z", "generation": 2, "result": "succeeded"},
+               {"time": "2026-01-01T00:00:03Z", "generation": 3, "result": "succeeded"},
+               {"time": "2026-01-01T00:00:04Z", "generation": 1, "result": "succeeded"},  # a rollback to 1
+               {"time": "2026-01-01T00:00:05Z", "generation": 4, "result": "rolled back"}]
+    assert recently_live_generations(records) == [1, 3, 2]

@@ -269,3 +269,20 @@ def test_reverting_a_restore_stops_the_restored_hosts_instead_of_removing_them()
     steps = rp.plan_revert(observed, ["web-3-1"], ["web-2-1"], keep_new=True)
     assert [step.action for step in steps] == [rp.START_STOPPED, rp.WAIT_HEALTHY, rp.ADD, rp.DRAIN,
                                                rp.WAIT_DRAINED, rp.DETACH, rp.STOP]
+
+
+def test_retention_after_a_restore_keeps_the_generation_that_was_live_before_the_rollout():
+    # Generations 1, 2, 3 were rolled out, then generation 2 was restored; now a new image goes out.
+    observed = live_hosts(2, generation=2) + kept(2, 3, OLD) + kept(2, 1, OLD)
+    plan = rp.plan_rollout(observed, rp.Desired("web", NEW, 2, keep_previous=1), recently_live=[2, 3, 1])
+    assert plan.generation == 4
+    assert plan.removed == ["web-1-1", "web-1-2", "web-3-1", "web-3-2"]  # generation 2 stays for rollback
+
+
+def test_retention_follows_the_order_generations_were_last_live_not_their_numbers():
+    # 1, 2, 3 rolled out, 1 restored, then 2 restored: live now is 2, and 1 was live just before it.
+    observed = live_hosts(1, generation=2) + kept(1, 3, OLD) + kept(1, 1, OLD)
+    plan = rp.plan_rollout(observed, rp.Desired("web", NEW, 1, keep_previous=2), recently_live=[2, 1, 3])
+    assert plan.removed == ["web-3-1"]
+    # Without any record the newest numbers are kept, as before.
+    assert rp.plan_rollout(observed, rp.Desired("web", NEW, 1, keep_previous=2)).removed == ["web-1-1"]

@@ -1,0 +1,277 @@
+"""Fault trials under steady load: simultaneous controllers, killed controllers, hosts killed behind the
+rollout's back. Each trial ends with the whole end state checked (hosts, balancer servers = live
+hosts, no orphans, no lock, no lease, no journal) and 0 failed requests.
+
+The short form runs in `make test`; `make faults` sets IMMUTABLE_INFRA_FAULTS=long for the long one
+(more pairs and kills). Results are written up in docs/reliability.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+
+import pytest
+from haproxy_support import start_haproxy  # noqa: F401  pylint: disable=unused-import
+from rollout_support import HELLO_CONFIG, SteadyLoad, bake_hello_images, proxy, rollout_task, service  # noqa: F401  pylint: disable=unused-import
+from test_rollout import in_balancer, kill_controller
+
+pytestmark = pytest.mark.faults
+LONG = os.environ.get("IMMUTABLE_INFRA_FAULTS") == "long"
+PAIRS = 20 if LONG else 10
+KILLS = 20 if LONG else 3
+# PID 1 is a shell that ignores SIGTERM, so every stop takes the whole stop_timeout and is still under way
+# in the engine when a controller dies right after sending it.
+STUBBORN_CONFIG = dict(HELLO_CONFIG, cmd=["/bin/sh", "-c", "trap '' TERM; /usr/local/bin/hello-server "
+                                           "/etc/hello/hello.json & wait"])
+GATE = """
+import os, sys, time
+open(sys.argv[1], "w").close()
+deadline = time.time() + 120
+while not os.path.exists(sys.argv[2]) and time.time() < deadline:
+    time.sleep(0.002)
+"""
+
+
+@pytest.fixture(scope="module")
+def hello(docker_client, base_image):
+    return bake_hello_images({"1.0": {}, "2.0": {}})
+
+
+@pytest.fixture(scope="module")
+def stubborn(docker_client, base_image):
+    return bake_hello_images({"1.0": {}, "2.0": {}}, config=STUBBORN_CONFIG)
+
+
+def assert_consistent(docker_client, proxy, service, live):
+    """The end state every trial must reach: exactly `live` runs and is in the balancer at its address,
+    other hosts are kept stopped (never half-made), and no lock, lease or journal is left."""
+    containers = docker_client.containers.list(all=True, filters={"label": f"immutable.infra.service={service}"})
+    running = sorted(container.name for container in containers if container.status == "running")
+    assert running == sorted(live), f"running {running}, expected {live}"
+    orphans = [f"{container.name} ({container.status})" for container in containers
+               if container.status not in ("running", "exited")]
+    assert not orphans, f"hosts neither live nor kept: {orphans}"
+    addresses = {container.attrs["NetworkSettings"]["Networks"]["bridge"]["IPAddress"]
+                 for container in containers if container.name in live}
+    members = in_balancer(proxy)
+    assert {address for address, _state in members.values()} == addresses, members
+    assert all(state == "ready" for _address, state in members.values()), members
+    assert len(members) == len(live), members
+    assert not docker_client.containers.list(all=True, filters={"name": f"immutable-infra-lock-{service}"})
+    # (immutable-infra-stopping-<service> may remain: hosts the engine is still stopping, which is not a fault)
+    for prefix in ("immutable-infra-rollout-", "immutable-infra-lease-", "immutable-infra-stopnote-"):
+        assert not docker_client.volumes.list(filters={"name": f"{prefix}{service}"}), f"{prefix}{service}* left"
+
+
+def playbook_with_gate(directory, task, ready, go, result_path):
+    """A playbook that waits at a gate (ready file written, go file awaited), runs the task and saves its
+    result, so two controllers reach the task at the same moment."""
+    path = os.path.join(directory, f"gated-{time.monotonic_ns()}.yml")
+    tasks = [{"name": "gate", "ansible.builtin.command": {"argv": [sys.executable, "-c", GATE, ready, go]}},
+             dict(task, register="outcome", ignore_errors=True),
+             {"name": "save", "ansible.builtin.copy": {"content": "{{ outcome | to_json }}", "dest": result_path,
+                                                       "mode": "0644"}}]
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump([{"hosts": "localhost", "gather_facts": False, "tasks": tasks}], handle)
+    return path
+
+
+def simultaneous(directory, tasks):
+    """Runs each task in its own ansible-playbook, all released from a gate at once; returns their results."""
+    go = os.path.join(directory, f"go-{time.monotonic_ns()}")
+    runs = []
+    for number, task in enumerate(tasks):
+        ready, result = os.path.join(directory, f"{os.path.basename(go)}-ready-{number}"), \
+            os.path.join(directory, f"{os.path.basename(go)}-result-{number}.json")
+        playbook = playbook_with_gate(directory, task, ready, go, result)
+        process = subprocess.Popen([sys.executable, "-m", "ansible.cli.playbook", playbook], cwd=directory,
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        runs.append((ready, result, process))
+    deadline = time.monotonic() + 120
+    while not all(os.path.exists(ready) for ready, _result, _process in runs):
+        assert time.monotonic() < deadline, "the controllers never reached the gate"
+        time.sleep(0.01)
+    open(go, "w", encoding="utf-8").close()
+    outputs = [process.communicate(timeout=300)[0] for _ready, _result, process in runs]
+    results = []
+    for (_ready, result, _process), output in zip(runs, outputs):
+        assert os.path.exists(result), output[-3000:]
+        with open(result, encoding="utf-8") as handle:
+            results.append(json.load(handle))
+    return results, outputs
+
+
+def test_two_controllers_starting_together_never_both_proceed(docker_client, hello, service, proxy, tmp_path,
+                                                              project):
+    slow = {"http_path": "/healthz", "timeout": 20, "interval": 0.3, "healthy_threshold": 3}
+    first = project.run([rollout_task(service, hello["1.0"], proxy, replicas=2, health=slow)])["rollout"]
+    assert first["changed"], first.get("msg")
+    live = first["live"]
+    with SteadyLoad(proxy.url(), rate=40, max_seconds=60 * PAIRS) as load:
+        for pair in range(PAIRS):
+            image = hello["2.0" if pair % 2 == 0 else "1.0"]
+            task = rollout_task(service, image, proxy, replicas=2, health=slow)
+            results, outputs = simultaneous(str(tmp_path), [task, task])
+            proceeded = [result for result in results if not result.get("failed")]
+            refused = [result for result in results if result.get("failed")]
+            assert len(proceeded) == 1 and len(refused) == 1, (pair, [r.get("msg") for r in results], outputs)
+            winner, loser = proceeded[0], refused[0]
+            assert winner["changed"], winner.get("msg")
+            assert f"Another rollout of service {service} is in progress (rollout {winner['rollout_id']} by " in \
+                loser["msg"], loser["msg"]
+            assert "None" not in loser["msg"], loser["msg"]
+            assert all(f"{service}-" not in line for line in outputs[results.index(loser)].splitlines()
+                       if ": batch " in line), "the refused controller printed plan steps"
+            live = winner["live"]
+            assert_consistent(docker_client, proxy, service, live)
+        time.sleep(0.3)
+    summary = load.summary()
+    print(f"{PAIRS} pairs: {PAIRS} refused with the holder named; load {summary}")
+    assert summary["failed"] == 0, summary
+
+
+def wait_until(condition, timeout, what):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} did not happen within {timeout} s")
+        time.sleep(0.02)
+
+
+def background(directory, task):
+    path = os.path.join(directory, f"background-{time.monotonic_ns()}.yml")
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump([{"hosts": "localhost", "gather_facts": False, "tasks": [task]}], handle)
+    return subprocess.Popen([sys.executable, "-m", "ansible.cli.playbook", path], cwd=directory,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def test_a_controller_killed_mid_rollout_leaves_nothing_a_rerun_cannot_undo(docker_client, stubborn, service, proxy,
+                                                                            tmp_path, project):
+    """Whole-controller SIGKILLs at random points of a rollout of hosts that ignore SIGTERM (so stops
+    the dead controller sent are still under way); the first kill lands right after a stop was sent."""
+    health = {"http_path": "/healthz", "timeout": 20, "interval": 0.2, "healthy_threshold": 2}
+    options = {"health": health, "stop_timeout": 4, "drain_timeout": 2}
+    live = project.run([rollout_task(service, stubborn["1.0"], proxy, **options)])["rollout"]["live"]
+    chooser = random.Random(int(os.environ.get("IMMUTABLE_INFRA_FAULTS_SEED", "10")))
+    recovered = 0
+    with SteadyLoad(proxy.url(), rate=40, max_seconds=90 * KILLS) as load:
+        for trial in range(KILLS):
+            target = stubborn["2.0" if trial % 2 == 0 else "1.0"]
+            task = rollout_task(service, target, proxy, **options)
+            process = background(str(tmp_path), task)
+            if trial == 0:
+                wait_until(lambda: docker_client.volumes.list(filters={"name": f"immutable-infra-stopnote-{service}"}),
+                           120, "the first stop")
+            else:
+                wait_until(lambda: docker_client.containers.list(
+                    all=True, filters={"name": f"immutable-infra-lock-{service}"}), 120, "the lock")
+                time.sleep(chooser.uniform(0, 8))
+            kill_controller(process.pid)
+            process.wait()
+            rerun = project.run([task])["rollout"]
+            assert not rerun.get("failed"), rerun.get("msg")
+            recovered += bool(rerun.get("recovered"))
+            assert len(rerun["live"]) == 3
+            live = rerun["live"]
+            assert_consistent(docker_client, proxy, service, live)
+        time.sleep(0.3)
+    summary = load.summary()
+    print(f"{KILLS} controller kills, {recovered} recovered from the journal; load {summary}")
+    assert recovered >= 1
+    assert summary["failed"] == 0, summary
+
+
+def test_the_stale_stop_of_a_dead_controller_never_lands_after_the_recovery(docker_client, stubborn, service, proxy,
+                                                                            tmp_path, project):
+    health = {"http_path": "/healthz", "timeout": 20, "interval": 0.2}
+    options = {"health": health, "stop_timeout": 6, "drain_timeout": 2, "replicas": 2}
+    first = project.run([rollout_task(service, stubborn["1.0"], proxy, **options)])["rollout"]
+    process = background(str(tmp_path), rollout_task(service, stubborn["2.0"], proxy, **options))
+    wait_until(lambda: docker_client.volumes.list(filters={"name": f"immutable-infra-stopnote-{service}"}), 120,
+               "the first stop")
+    kill_controller(process.pid)
+    process.wait()
+    with SteadyLoad(proxy.url(), rate=40, max_seconds=60) as load:
+        recovery = project.run([rollout_task(service, stubborn["1.0"], proxy, **options)])["rollout"]
+        time.sleep(8)  # longer than the dead controller's stop could still take
+    assert not recovery.get("failed"), recovery.get("msg")
+    assert recovery.get("recovered") and recovery["live"] == first["live"], recovery
+    assert_consistent(docker_client, proxy, service, first["live"])
+    assert load.summary()["failed"] == 0, load.summary()
+
+
+def drift_task(service, proxy, heal=False):
+    return {"name": "drift", "immutable.infra.drift": {
+        "service": service, "heal": heal, "balancer": {"runtime_api": proxy.runtime_api, "backend": "web"}}}
+
+
+def test_hosts_that_moved_or_died_behind_the_rollouts_back_are_reconciled_first(docker_client, hello, service, proxy,
+                                                                                project, base_image):
+    """A host given a new address (as an engine restart without live-restore does) is registered again, not
+    replaced; a live host killed with `docker kill` is removed and replaced; drift reports both first."""
+    first = project.run([rollout_task(service, hello["1.0"], proxy)])["rollout"]
+    moved, killed = docker_client.containers.get(first["live"][0]), docker_client.containers.get(first["live"][1])
+    bridge = docker_client.networks.get("bridge")
+    old_address = moved.attrs["NetworkSettings"]["Networks"]["bridge"]["IPAddress"]
+    bridge.disconnect(moved)
+    # The engine hands a freed address out again first: a placeholder takes it, so the host gets a new one.
+    placeholder = docker_client.containers.run(base_image.id, ["sleep", "600"], detach=True,
+                                               name=f"{service}-placeholder", labels={"test": service})
+    try:
+        bridge.connect(moved)
+    finally:
+        placeholder.remove(force=True)
+    moved.reload()
+    assert moved.attrs["NetworkSettings"]["Networks"]["bridge"]["IPAddress"] != old_address
+    killed.kill()
+
+    report = project.run([drift_task(service, proxy)])["drift"]
+    assert not report["changed"], report
+    assert f"{moved.name} runs but is not in the balancer" in report["balancer_mismatch"], report
+    assert f"{killed.name} of the live generation has exited" in report["balancer_mismatch"], report
+    assert any("points at no running host" in problem for problem in report["balancer_mismatch"]), report
+    assert "the balancer does not match the hosts" in report["msg"]
+
+    with SteadyLoad(proxy.url(), rate=40, max_seconds=60) as load:
+        repaired = project.run([rollout_task(service, hello["1.0"], proxy)])["rollout"]
+        time.sleep(0.3)
+    assert not repaired.get("failed"), repaired.get("msg")
+    assert repaired["reconciled"]["registered"] == [moved.name], repaired
+    assert repaired["reconciled"]["removed"] == [killed.name], repaired
+    assert repaired["kind"] == "scale" and repaired["added"] == [f"{service}-1-4"], repaired
+    assert sorted(repaired["live"]) == sorted([first["live"][0], first["live"][2], f"{service}-1-4"])
+    assert_consistent(docker_client, proxy, service, repaired["live"])
+    assert load.summary()["failed"] == 0, load.summary()
+    assert project.run([drift_task(service, proxy)])["drift"]["balancer_mismatch"] == []
+    records = [json.loads(line) for line in open(os.environ["IMMUTABLE_INFRA_LEDGER"], encoding="utf-8")]
+    record = [entry for entry in records if entry.get("kind") == "reconcile" and entry.get("service") == service][-1]
+    assert record["result"] == "succeeded" and record["registered"] == [moved.name]
+
+
+def test_a_cancelled_job_stops_its_worker_which_reverts_instead_of_finishing(docker_client, hello, service, proxy,
+                                                                             tmp_path, project):
+    """SIGKILL of ansible-playbook's process group (a CI cancel) does not reach the action's worker, which
+    ansible-core puts in a session of its own; the worker notices its parent is gone and reverts."""
+    slow = {"http_path": "/healthz", "timeout": 30, "interval": 0.3, "healthy_threshold": 6}
+    live = project.run([rollout_task(service, hello["1.0"], proxy)])["rollout"]["live"]
+    process = background(str(tmp_path), rollout_task(service, hello["2.0"], proxy, health=slow))
+    wait_until(lambda: docker_client.containers.list(filters={"name": f"^{service}-2-1$", "status": "running"}), 120,
+               "the first new host")
+    with SteadyLoad(proxy.url(), rate=40, max_seconds=60) as load:
+        os.killpg(process.pid, 9)
+        process.wait()
+        wait_until(lambda: not docker_client.containers.list(all=True, filters={
+            "name": f"immutable-infra-lock-{service}"}), 30, "the orphaned worker's revert")
+    assert_consistent(docker_client, proxy, service, live)
+    assert not [name for name in (c.name for c in docker_client.containers.list(
+        all=True, filters={"label": f"immutable.infra.service={service}"})) if name.startswith(f"{service}-2-")]
+    records = [json.loads(line) for line in open(os.environ["IMMUTABLE_INFRA_LEDGER"], encoding="utf-8")]
+    record = [entry for entry in records if entry.get("kind") == "rollout" and entry.get("service") == service][-1]
+    assert record["result"] == "rolled back" and "is gone" in record["error"], record
+    assert load.summary()["failed"] == 0, load.summary()
