@@ -26,8 +26,8 @@ PAIRS = 20 if LONG else 10
 KILLS = 20 if LONG else 3
 # PID 1 is a shell that ignores SIGTERM, so every stop takes the whole stop_timeout and is still under way
 # in the engine when a controller dies right after sending it.
-STUBBORN_CONFIG = dict(HELLO_CONFIG, cmd=["/bin/sh", "-c", "trap '' TERM; /usr/local/bin/hello-server "
-                                           "/etc/hello/hello.json & wait"])
+STUBBORN_CONFIG = dict(HELLO_CONFIG, cmd=[
+    "/bin/sh", "-c", "trap '' TERM; /usr/local/bin/hello-server /etc/hello/hello.json & wait"])
 GATE = """
 import os, sys, time
 open(sys.argv[1], "w").close()
@@ -50,9 +50,14 @@ def stubborn(docker_client, base_image):
 def assert_consistent(docker_client, proxy, service, live):
     """The end state every trial must reach: exactly `live` runs and is in the balancer at its address,
     other hosts are kept stopped (never half-made), and no lock, lease or journal is left."""
-    containers = docker_client.containers.list(all=True, filters={"label": f"immutable.infra.service={service}"})
-    running = sorted(container.name for container in containers if container.status == "running")
-    assert running == sorted(live), f"running {running}, expected {live}"
+    def hosts():
+        return docker_client.containers.list(all=True, filters={"label": f"immutable.infra.service={service}"})
+
+    # Retired hosts left their balancer first; the engine may still be stopping those that ignore
+    # SIGTERM (they are recorded as stopping), for stop_timeout at most.
+    wait_until(lambda: sorted(c.name for c in hosts() if c.status == "running") == sorted(live), 15,
+               f"exactly {sorted(live)} running")
+    containers = hosts()
     orphans = [f"{container.name} ({container.status})" for container in containers
                if container.status not in ("running", "exited")]
     assert not orphans, f"hosts neither live nor kept: {orphans}"

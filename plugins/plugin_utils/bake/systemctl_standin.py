@@ -65,7 +65,7 @@ def unit_file(name):
         if os.path.exists(path) or os.path.islink(path):
             return path
     if "@" in name:  # an instance of a template unit
-        prefix, _, rest = unit_name(name).partition("@")
+        prefix, _at, rest = unit_name(name).partition("@")
         for directory in UNIT_DIRS:
             path = os.path.join(directory, prefix + "@." + rest.rsplit(".", 1)[1])
             if os.path.exists(path):
@@ -133,7 +133,7 @@ class Unit:
         return self.get("Type", "simple" if self.all("ExecStart") else "oneshot")
 
     def specifiers(self, text):
-        prefix, _, instance = self.name.rsplit(".", 1)[0].partition("@")
+        prefix, _at, instance = self.name.rsplit(".", 1)[0].partition("@")
         table = {"n": self.name, "N": self.name.rsplit(".", 1)[0], "p": prefix, "i": instance, "I": instance,
                  "t": "/run", "S": "/var/lib", "C": "/var/cache", "L": "/var/log", "h": "/root", "%": "%"}
         return re.sub(r"%(.)", lambda match: table.get(match.group(1), match.group(0)), text)
@@ -471,7 +471,7 @@ def notify_start(unit, env, entry, gid, log, timeout):
                              f"{log_tail(unit.name)}")
             if time.monotonic() > deadline:
                 raise Failed(f"{unit.name} was not ready within {timeout:.0f} s")
-            readable, _, _ = select.select([listener], [], [], 0.2)
+            readable = select.select([listener], [], [], 0.2)[0]
             if not readable:
                 continue
             message = listener.recv(4096).decode(errors="replace").split("\n")

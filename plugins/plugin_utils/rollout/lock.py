@@ -309,8 +309,8 @@ class Journal:
         """Records, before the stop is sent, hosts whose stop the engine may still be carrying out if this
         controller dies. Each note is a volume of its own: creating one is atomic, rewriting would not be."""
         self._stops += 1
-        self.client.create_volume(f"{STOP_NOTE_PREFIX}{self.service}-{self._stops}", {LABEL_JOURNAL: self.service,
-                                                                     LABEL_STOP_NOTE: ",".join(hosts)})
+        self.client.create_volume(f"{STOP_NOTE_PREFIX}{self.service}-{self._stops}",
+                                  {LABEL_JOURNAL: self.service, LABEL_STOP_NOTE: ",".join(hosts)})
 
     def read(self) -> dict[str, Any] | None:
         labels = self.client.volume_labels(self.name)

@@ -210,5 +210,6 @@ def test_renewal_adds_a_lease_and_drops_the_previous_one_and_notices_a_takeover(
 
 def test_process_start_of_this_process_and_of_none():
     import os
-    assert service_lock.process_start(os.getpid()) == service_lock.process_start(os.getpid()) is not None
+    start = service_lock.process_start(os.getpid())
+    assert start is not None and start == service_lock.process_start(os.getpid())
     assert service_lock.process_start(999_999_999) is None
