@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 
+import docker
 import pytest
 from haproxy_support import start_haproxy  # noqa: F401  pylint: disable=unused-import
 from rollout_support import HELLO_CONFIG, SteadyLoad, bake_hello_images, proxy, rollout_task, service  # noqa: F401  pylint: disable=unused-import
@@ -55,8 +56,13 @@ def assert_consistent(docker_client, proxy, service, live):
 
     # Retired hosts left their balancer first; the engine may still be stopping those that ignore
     # SIGTERM (they are recorded as stopping), for stop_timeout at most.
-    wait_until(lambda: sorted(c.name for c in hosts() if c.status == "running") == sorted(live), 15,
-               f"exactly {sorted(live)} running")
+    def only_live_run():
+        try:
+            return sorted(c.name for c in hosts() if c.status == "running") == sorted(live)
+        except docker.errors.NotFound:
+            return False  # a retired host was removed between list and inspect
+
+    wait_until(only_live_run, 15, f"exactly {sorted(live)} running")
     containers = hosts()
     orphans = [f"{container.name} ({container.status})" for container in containers
                if container.status not in ("running", "exited")]
