@@ -90,7 +90,7 @@ def _inventory(spec: PlaySpec) -> dict[str, Any]:
         "ansible_become_method": spec.become_method,
     }
     if spec.docker_host:
-        host["ansible_docker_host"] = spec.docker_host
+        host["ansible_docker_docker_host"] = spec.docker_host  # ansible_docker_host names the container
     return {"all": {"hosts": {spec.host_name: host}}}
 
 

@@ -61,7 +61,8 @@ def fleet_host(inspected: dict[str, Any], provenance_labels: dict[str, str], doc
         },
     }
     if docker_host:
-        variables["ansible_docker_host"] = docker_host
+        # The CLI connection reads ansible_docker_host as the container's name; the engine goes in -H.
+        variables["ansible_docker_extra_args"] = f"-H {docker_host}"
     return FleetHost(name, groups, variables)
 
 
