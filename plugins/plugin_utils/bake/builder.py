@@ -51,16 +51,17 @@ place() {{
   fi
 }}
 place policy-rc.d /usr/sbin/policy-rc.d 0755
-# Maintainer scripts set their own PATH, so systemctl goes where every PATH has it. It is diverted
-# through dpkg, so that a real systemctl in the base, or one a package installs during the bake
-# (php's recommends pull in systemd), goes aside and is put back at the end; dpkg's backup of its
-# diversions list is removed again, so the layer holds no trace.
-if command -v dpkg-divert >/dev/null 2>&1; then
-  [ -e /var/lib/dpkg/diversions-old ] || echo /var/lib/dpkg/diversions-old >> "$stage/created"
-  dpkg-divert --quiet --local --rename --divert {DIVERTED_SYSTEMCTL} --add {SYSTEMCTL_PATH}
-  echo divert >> "$stage/restore"
-elif [ -e {SYSTEMCTL_PATH} ] || [ -L {SYSTEMCTL_PATH} ]; then
-  mv {SYSTEMCTL_PATH} {DIVERTED_SYSTEMCTL}; echo move >> "$stage/restore"
+# Maintainer scripts set their own PATH, so systemctl goes where every PATH has it. A real one in
+# the base is diverted aside and put back at the end; on bases without one (most), nothing else
+# is touched, so the image's layer holds no trace of it.
+if [ -e {SYSTEMCTL_PATH} ] || [ -L {SYSTEMCTL_PATH} ]; then
+  if command -v dpkg-divert >/dev/null 2>&1; then
+    [ -e /var/lib/dpkg/diversions-old ] || echo /var/lib/dpkg/diversions-old >> "$stage/created"
+    dpkg-divert --quiet --local --rename --divert {DIVERTED_SYSTEMCTL} --add {SYSTEMCTL_PATH}
+    echo divert >> "$stage/restore"
+  else
+    mv {SYSTEMCTL_PATH} {DIVERTED_SYSTEMCTL}; echo move >> "$stage/restore"
+  fi
 fi
 cp "$stage/systemctl" {SYSTEMCTL_PATH}; chmod 0755 {SYSTEMCTL_PATH}
 place dpkg.cfg /etc/dpkg/dpkg.cfg.d/zz-immutable-infra-bake 0644
