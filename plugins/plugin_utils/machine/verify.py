@@ -11,10 +11,9 @@ import json
 import os
 import sys
 import time
-import uuid
 from typing import Any
 
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError, utc_timestamp
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.interrupts import interruptible
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import Ledger
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.processes import run_streaming
@@ -24,6 +23,7 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.machine import ass
 from ansible_collections.immutable.infra.plugins.plugin_utils.machine import plan as disk_plan
 from ansible_collections.immutable.infra.plugins.plugin_utils.machine.manager import read_manifest, write_manifest
 from ansible_collections.immutable.infra.plugins.plugin_utils.verify import report as verify_report
+from ansible_collections.immutable.infra.plugins.plugin_utils.verify.runners import report_path
 
 # Options of immutable.infra.verify that only a disk verify has.
 DISK_VERIFY_OPTIONS: dict[str, Any] = {
@@ -194,15 +194,7 @@ class DiskVerifier(Manager):
             self.progress(f"verify: {shown}")
 
     def _report_path(self, ledger: Ledger, digest: str) -> str:
-        directory = self.params["report_dir"] or os.path.join(os.path.dirname(ledger.path), "reports")
-        directory = os.path.normpath(os.path.join(self.basedir, os.path.expanduser(directory)))
-        try:
-            os.makedirs(directory, exist_ok=True)
-        except OSError as error:
-            raise InfraError(f"Cannot create the report directory {directory}: {error.strerror}; "
-                             "set report_dir to a writable path.") from None
-        stamp = utc_timestamp().replace(":", "").replace("-", "")
-        return os.path.join(directory, f"verify-disk-{digest[7:19]}-{stamp}-{uuid.uuid4().hex[:6]}.xml")
+        return report_path(self.params["report_dir"], ledger.path, self.basedir, f"disk-{digest[7:19]}")
 
     def _record(self, ledger: Ledger, manifest_path: str, manifest: dict[str, Any], digest: str, passed: bool,
                 outcome: dict[str, Any], broken: _Broken | None, accel: str, timings: dict[str, float],

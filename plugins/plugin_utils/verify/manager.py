@@ -12,16 +12,14 @@ removed whatever happens, Ctrl-C included (host.py). The verdict goes to the led
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.bake.play_runner import PlaySpec
 from ansible_collections.immutable.infra.plugins.plugin_utils.bake.roles import CollectionIndex, RoleResolver
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError, short_id, utc_timestamp
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError, short_id
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.interrupts import interruptible
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import (
@@ -44,6 +42,7 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.verify.runners imp
     child_environment,
     find_test_files,
     locate_scenario,
+    report_path,
 )
 from ansible_collections.immutable.infra.plugins.plugin_utils.verify.verdicts import record_verdict, verdict_for
 
@@ -206,15 +205,7 @@ class Verifier(Manager):
 
     # recording -----------------------------------------------------------------------------------
     def _report_path(self, ledger: Ledger, image_id: str) -> str:
-        directory = self.params["report_dir"] or os.path.join(os.path.dirname(ledger.path), "reports")
-        directory = os.path.normpath(os.path.join(self.context.basedir, os.path.expanduser(directory)))
-        try:
-            os.makedirs(directory, exist_ok=True)
-        except OSError as error:
-            raise InfraError(f"Cannot create the report directory {directory}: {error.strerror}; "
-                             "set report_dir to a writable path.") from None
-        stamp = utc_timestamp().replace(":", "").replace("-", "")
-        return os.path.join(directory, f"verify-{short_id(image_id)}-{stamp}-{uuid.uuid4().hex[:6]}.xml")
+        return report_path(self.params["report_dir"], ledger.path, self.context.basedir, short_id(image_id))
 
     def _last_durations(self, ledger: Ledger, files: list[str]) -> list[float] | None:
         if len(files) < 2 or self.params["parallel"] != "auto":

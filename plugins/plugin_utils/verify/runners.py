@@ -12,13 +12,14 @@ from __future__ import annotations
 import os
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.bake import builder
 from ansible_collections.immutable.infra.plugins.plugin_utils.bake.play_runner import PlaySpec, run_play
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError, short_id
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError, short_id, utc_timestamp
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.interrupts import Guard
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.processes import run_streaming
@@ -268,3 +269,16 @@ class MoleculeRunner(Runner):
     def _show_molecule_line(self, line: str) -> None:
         if "➜" in line or "Executing" in line or "Running" in line:
             self.progress("verify: molecule: " + line.strip()[:200])
+
+
+def report_path(report_dir: str | None, ledger_path: str, basedir: str, what: str) -> str:
+    """A new JUnit report file for one verify of `what`, in report_dir (default: reports/ beside the ledger)."""
+    directory = report_dir or os.path.join(os.path.dirname(ledger_path), "reports")
+    directory = os.path.normpath(os.path.join(basedir, os.path.expanduser(directory)))
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as error:
+        raise InfraError(f"Cannot create the report directory {directory}: {error.strerror}; "
+                         "set report_dir to a writable path.") from None
+    stamp = utc_timestamp().replace(":", "").replace("-", "")
+    return os.path.join(directory, f"verify-{what}-{stamp}-{uuid.uuid4().hex[:6]}.xml")
