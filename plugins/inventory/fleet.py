@@ -9,9 +9,11 @@ short_description: The hosts of immutable.infra services, from their Docker labe
 version_added: 0.1.0
 description:
   - Lists the hosts that M(immutable.infra.rollout) runs (containers labelled
-    C(immutable.infra.service)) and groups them by service, liveness and generation.
+    C(immutable.infra.service)) on every engine of the fleet, and groups them by service, liveness,
+    generation and engine.
   - Groups are C(<service>) (every listed host of the service), C(<service>_live) (its running
-    hosts), C(<service>_gen_<n>) (the hosts of generation n) and, with O(drift), C(<service>_drifted).
+    hosts), C(<service>_gen_<n>) (the hosts of generation n), C(engine_<engine>) (the hosts on that
+    engine, with C(-) and C(.) in its name as C(_)) and, with O(drift), C(<service>_drifted).
   - A group name cannot hold C(-), so C(<service>) in group names is the service name with every C(-)
     replaced by C(_), as Ansible's own inventory plugins sanitise group names. The hosts of service
     C(web-api) are in C(web_api), C(web_api_live), C(web_api_gen_<n>) and C(web_api_drifted); host names
@@ -19,9 +21,17 @@ description:
     whose names differ only in C(-) against C(_) share their groups, so do not name services that way.
   - Each host gets C(ansible_connection=community.docker.docker), C(ansible_host) set to its
     container name and C(ansible_user=root), so plays reach hosts with no SSH (override with
-    O(compose)), and a C(immutable_infra) variable with its service, generation, image ID, state,
-    address and the provenance labels of its image.
-  - The source of truth is the Docker engine, so every controller using it sees the same fleet.
+    O(compose)), and a C(immutable_infra) variable with its service, engine, generation, image ID,
+    state, address and the provenance labels of its image.
+  - A host on an engine other than the controller's default one also gets C(ansible_docker_extra_args)
+    naming that engine and its TLS files (C(--host tcp://... --tlsverify --tlscacert=...)): the
+    C(community.docker.docker) connection reads C(ansible_docker_host) as the container's name, and the
+    C(community.docker.docker_api) connection does not work over TCP+TLS engines.
+  - Every engine is listed in parallel; an engine that does not answer fails the inventory with a
+    sentence naming it (a listing without its hosts would look like a smaller fleet). Rollouts name
+    hosts uniquely across engines; a name found on a second engine is listed as C(<name>@<engine>),
+    with a warning.
+  - The source of truth is the Docker engines, so every controller using them sees the same fleet.
     After a rollout, C(ansible.builtin.meta) V(refresh_inventory) makes later plays of the same run see
     the new membership (the C(immutable.infra.rollout) role does this).
   - The configuration file name must end in C(.fleet.yml) or C(.fleet.yaml).
@@ -38,7 +48,59 @@ options:
     required: true
     choices: [immutable.infra.fleet]
   docker_host:
-    description: The Docker engine; E(DOCKER_HOST) or the default local socket when not set.
+    description:
+      - The Docker engine of a fleet of one; E(DOCKER_HOST) or the default local socket when neither this
+        nor O(engines) nor O(engines_group) is set.
+    type: str
+  engines:
+    description:
+      - The engines of the fleet, as M(immutable.infra.rollout) takes them. Not together with
+        O(docker_host) or O(engines_group).
+    type: list
+    elements: dict
+    suboptions:
+      name:
+        description: The engine's name (lower-case letters, digits, C(.), C(_), C(-)).
+        type: str
+        required: true
+      docker_host:
+        description: How the engine is reached, V(unix://...), V(tcp://...) (with O(engines[].tls)) or V(ssh://...).
+        type: str
+        required: true
+      tls:
+        description: TLS files for a V(tcp://) engine.
+        type: dict
+        suboptions:
+          ca_cert:
+            description: The CA that signed the engine's certificate.
+            type: path
+          client_cert:
+            description: The controller's client certificate.
+            type: path
+          client_key:
+            description: The key of O(engines[].tls.client_cert).
+            type: path
+          verify:
+            description: Check the engine's certificate against O(engines[].tls.ca_cert).
+            type: bool
+            default: true
+      weight:
+        description: Placement weight (not used by the inventory; accepted so one engines list serves every task).
+        type: int
+        default: 1
+      max_hosts:
+        description: Placement limit (not used by the inventory; accepted so one engines list serves every task).
+        type: int
+      allow_insecure:
+        description: Allow plain V(tcp://) to an address that is not loopback.
+        type: bool
+        default: false
+  engines_group:
+    description:
+      - An inventory group of engine hosts, from an inventory source listed B(before) this one; each host
+        is an engine named after it, described by its variables C(docker_host), C(docker_tls),
+        C(engine_weight), C(engine_max_hosts) and C(engine_allow_insecure) (host and group variables of
+        that source). Not together with O(docker_host) or O(engines).
     type: str
   services:
     description: Only list hosts of these services. All services when empty.
@@ -98,6 +160,24 @@ services: [web]
 #   |--@web_api_live:
 #   |  |--web-api-1-1
 
+# One service over three engines: ansible-inventory -i engines.ini -i web.fleet.yml --graph
+# engines.ini:
+#   [docker_engines]
+#   rig1 docker_host=tcp://10.0.0.5:2376
+#   rig2 docker_host=tcp://10.0.0.6:2376
+#   [docker_engines:vars]
+#   docker_tls={"ca_cert": "/etc/ii/ca.pem", "client_cert": "/etc/ii/cert.pem", "client_key": "/etc/ii/key.pem"}
+# inventory/web.fleet.yml
+---
+plugin: immutable.infra.fleet
+engines_group: docker_engines
+services: [web]
+# @all:
+#   |--@web:  web-4-1, web-4-2
+#   |--@engine_rig1:  web-4-1
+#   |--@engine_rig2:  web-4-2
+#   ...
+
 # A group per image revision, from the provenance labels of each host's image:
 # inventory/by-revision.fleet.yml
 ---
@@ -108,10 +188,16 @@ keyed_groups:
 """
 
 from ansible.errors import AnsibleParserError
+from ansible.inventory.helpers import get_group_vars
 from ansible.plugins.inventory import BaseInventoryPlugin, Constructable
+from ansible.utils.display import Display
+from ansible.utils.vars import combine_vars
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
+from ansible_collections.immutable.infra.plugins.plugin_utils.engines.declaration import engines_from_group, parse_engines
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.fleet import list_fleet
+
+display = Display()
 
 
 class InventoryModule(BaseInventoryPlugin, Constructable):
@@ -124,11 +210,13 @@ class InventoryModule(BaseInventoryPlugin, Constructable):
         super().parse(inventory, loader, path, cache)
         self._read_config_data(path)
         try:
-            hosts = list_fleet(self.get_option("docker_host"), self.get_option("services"),
-                               self.get_option("include_stopped"), self.get_option("drift"),
-                               self.get_option("writable_paths"), self.get_option("ledger"))
+            hosts, warnings = list_fleet(self._engines(), self.get_option("services"),
+                                         self.get_option("include_stopped"), self.get_option("drift"),
+                                         self.get_option("writable_paths"), self.get_option("ledger"))
         except InfraError as error:
             raise AnsibleParserError(f"immutable.infra.fleet: {error.message}") from None
+        for warning in warnings:
+            display.warning(f"immutable.infra.fleet: {warning}")
         strict = self.get_option("strict")
         for host in hosts:
             name = self.inventory.add_host(host.name)
@@ -141,3 +229,21 @@ class InventoryModule(BaseInventoryPlugin, Constructable):
             self._set_composite_vars(self.get_option("compose"), variables, name, strict=strict)
             self._add_host_to_composed_groups(self.get_option("groups"), variables, name, strict=strict)
             self._add_host_to_keyed_groups(self.get_option("keyed_groups"), variables, name, strict=strict)
+
+    def _engines(self):
+        engines, group = self.get_option("engines"), self.get_option("engines_group")
+        if engines is not None and group:
+            raise InfraError("Set either engines or engines_group, not both.")
+        if group:
+            engines = engines_from_group(group, self._groups(), self._engine_host_vars(group))
+        return parse_engines(engines, self.get_option("docker_host"))
+
+    def _groups(self):
+        return {name: [host.name for host in group.get_hosts()] for name, group in self.inventory.groups.items()}
+
+    def _engine_host_vars(self, group):
+        """Each engine host's variables as the inventory sources before this one gave them (its groups'
+        variables, then its own)."""
+        found = self.inventory.groups.get(group)
+        hosts = found.get_hosts() if found else []
+        return {host.name: combine_vars(get_group_vars(host.get_groups()), host.get_vars()) for host in hosts}

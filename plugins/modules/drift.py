@@ -9,7 +9,8 @@ module: drift
 short_description: Find hosts that someone changed in place, and replace them with fresh ones
 version_added: 0.1.0
 description:
-  - Compares every running host of O(service) with what was rolled out.
+  - Compares every running host of O(service) with what was rolled out, on every engine of the fleet
+    (O(engines), O(engines_group), or the single O(docker_host)).
   - The B(filesystem) is compared with the image (C(docker diff)), ignoring paths any process may
     write (C(/tmp), C(/var/tmp), C(/run), C(/var/run), C(/var/log), C(/var/cache)) and the paths in
     O(writable_paths).
@@ -32,6 +33,7 @@ extends_documentation_fragment:
   - ansible.builtin.action_common_attributes.flow
   - immutable.infra.action
   - immutable.infra.balancer
+  - immutable.infra.engines
 attributes:
   check_mode:
     support: full
@@ -97,7 +99,8 @@ drifted:
   returned: always
   type: list
   elements: dict
-  sample: [{"host": "web-3-2", "reasons": ["filesystem: added /etc/cron.d/hotfix", "env DEBUG added"], "recorded": true}]
+  sample: [{"host": "web-3-2", "engine": "web1", "reasons": ["filesystem: added /etc/cron.d/hotfix", "env DEBUG added"],
+            "recorded": true}]
 healed:
   description: Drifted hosts and the fresh hosts that replaced them.
   returned: always

@@ -18,8 +18,11 @@ description:
     and the ledger's newest verdict record), who rolled it out from which controller and git commit,
     when it started and finished, its result (V(succeeded), V(rolled back) or V(failed)) and what kind
     of change it was.
-  - Every host a revision names is checked against the Docker engine, which says whether it still
-    exists and in what state (V(running), V(exited), ... or V(gone)). The newest successful revision whose
+  - Every host a revision names is checked against the Docker engines of the fleet (O(engines),
+    O(engines_group), or the single O(docker_host)), which say whether it still exists, on which engine
+    and in what state (V(running), V(exited), ... or V(gone)). Over several engines the table has an
+    C(ENGINES) column (how many hosts of each revision are on each engine), each revision lists the
+    engines that hold its image, and its verdict is the newest any engine holds. The newest successful revision whose
     live hosts all run now is marked live.
   - The revisions are also rendered as a fixed-width text table, shown in the play output and returned
     in RV(table) and RV(msg).
@@ -31,6 +34,7 @@ extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - ansible.builtin.action_common_attributes.flow
   - immutable.infra.action
+  - immutable.infra.engines
 attributes:
   check_mode:
     support: full
@@ -91,8 +95,13 @@ revisions:
       type: str
       sample: 384e687b06ab
     image_exists:
-      description: Whether the image is still in the engine.
+      description: Whether the image is still on an engine of the fleet.
       type: bool
+    image_engines:
+      description: The engines of the fleet that hold the image, in declaration order.
+      type: list
+      elements: str
+      sample: [rig1, rig2, rig3]
     inputs_hash:
       description: Inputs hash of the image's bake.
       type: str
@@ -150,12 +159,12 @@ revisions:
       elements: str
     added:
       description:
-        - The hosts the revision brought in, each with C(host), C(exists) and C(state) (Docker's state, or
-          V(gone)). For a rollout that did not succeed they are derived from its generation and replicas
+        - The hosts the revision brought in, each with C(host), C(exists), C(state) (Docker's state, or
+          V(gone)) and C(engine) (where it is; V(null) when gone). For a rollout that did not succeed they are derived from its generation and replicas
           (RV(revisions[].hosts_derived)).
       type: list
       elements: dict
-      sample: [{"host": "web-3-1", "exists": true, "state": "running"}]
+      sample: [{"host": "web-3-1", "exists": true, "state": "running", "engine": "rig1"}]
     hosts_derived:
       description:
         - True when the revision's hosts are not in its ledger record but derived from its generation and
@@ -169,6 +178,10 @@ revisions:
       description: Summary of the states of RV(revisions[].added).
       type: str
       sample: 3 running
+    engines:
+      description: How many of RV(revisions[].added) still exist on each engine.
+      type: dict
+      sample: {"rig1": 1, "rig2": 1, "rig3": 1}
     hosts_gone:
       description: True when none of the revision's hosts exists any more.
       type: bool

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.balancer.adapter import BALANCER_OPTIONS, make_balancer
@@ -17,7 +18,9 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.interrupts import interruptible
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import LABEL_SERVICE, HostLabels, image_labels
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.task import Manager, TaskContext
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.task import TaskContext
+from ansible_collections.immutable.infra.plugins.plugin_utils.engines.declaration import ENGINES_ARGUMENT_SPEC
+from ansible_collections.immutable.infra.plugins.plugin_utils.engines.task import FleetManager
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout import plan as rp
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.drift_plan import (
     host_drift,
@@ -38,10 +41,11 @@ DRIFT_ARGUMENT_SPEC: dict[str, Any] = {
     "drain_timeout": {"type": "float", "default": 30},
     "stop_timeout": {"type": "int", "default": 10},
     "lock_timeout": {"type": "int", "default": 60},
+    **ENGINES_ARGUMENT_SPEC,
 }
 
 
-class Drift(Manager):
+class Drift(FleetManager):
     def __init__(self, params: dict[str, Any], context: TaskContext) -> None:
         super().__init__(params, context)
         self.service = validate_service(params["service"])
@@ -55,8 +59,16 @@ class Drift(Manager):
         if params["heal"] and not context.check_mode and not params["balancer"]:
             self.progress(f"{self.service}: no balancer given; hosts are replaced without balancer changes")
 
-    def detect(self, client: DockerClient) -> list[dict[str, Any]]:
+    def detect(self) -> list[dict[str, Any]]:
+        """The drifted hosts of every engine (each engine looked at in parallel), by engine then name."""
         recorded = recorded_hosts(self.ledger().records(service=self.service))
+        clients = self.clients()
+        with ThreadPoolExecutor(max_workers=len(clients)) as pool:
+            found = pool.map(lambda name: self.detect_on(name, clients[name], recorded), clients)
+        return [entry for entries in found for entry in entries]
+
+    def detect_on(self, engine: str, client: DockerClient, recorded: dict[str, list[str]] | None
+                  ) -> list[dict[str, Any]]:
         images: dict[str, dict[str, Any] | None] = {}
         drifted = []
         for container in client.containers_with_labels({LABEL_SERVICE: self.service}, include_stopped=False):
@@ -67,9 +79,9 @@ class Drift(Manager):
             reasons = host_drift(container, images[image_id], client.changes(container["Id"]),
                                  self.params["writable_paths"], recorded)
             if reasons:
-                drifted.append({"host": container["Name"].lstrip("/"), "reasons": reasons,
+                drifted.append({"host": container["Name"].lstrip("/"), "engine": engine, "reasons": reasons,
                                 "recorded": HostSpec.from_labels(labels) is not None})
-        return drifted
+        return sorted(drifted, key=lambda entry: entry["host"])
 
     def _service_hosts(self, client: DockerClient, balancer: Any) -> ServiceHosts | None:
         """The service's hosts as rollouts see them, made with the spec of any of its hosts."""
@@ -101,12 +113,13 @@ class Drift(Manager):
         client = self.client()
         if self.params["heal"] and self.params["balancer"]:
             make_balancer(self.params["balancer"]).check()  # a wrong balancer is said before anything else
-        drifted = self.detect(client)
+        drifted = self.detect()
         mismatch = self.balancer_mismatch(client)
         result: dict[str, Any] = {"changed": False, "service": self.service, "drifted": drifted, "healed": [],
                                   "removed": [], "balancer_mismatch": mismatch}
         for entry in drifted:
-            self.progress(f"{self.service}: {entry['host']} drifted: {'; '.join(entry['reasons'])}")
+            where = f" on {entry['engine']}" if self.several else ""
+            self.progress(f"{self.service}: {entry['host']}{where} drifted: {'; '.join(entry['reasons'])}")
         for problem in mismatch:
             self.progress(f"{self.service}: the balancer does not match the hosts: {problem}")
         if not (drifted or mismatch) or not self.params["heal"]:

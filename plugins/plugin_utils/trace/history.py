@@ -7,12 +7,16 @@ History only observes; it never changes anything.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import LABEL_SERVICE, HostLabels, image_labels
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.task import Manager, TaskContext
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.task import TaskContext
+from ansible_collections.immutable.infra.plugins.plugin_utils.engines.declaration import ENGINES_ARGUMENT_SPEC
+from ansible_collections.immutable.infra.plugins.plugin_utils.engines.task import FleetManager
+from ansible_collections.immutable.infra.plugins.plugin_utils.engines.verdicts import newest
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.hosts import validate_service
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.revisions import service_revisions
 from ansible_collections.immutable.infra.plugins.plugin_utils.trace.history_builder import (
@@ -25,10 +29,35 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.verify.verdicts im
 HISTORY_ARGUMENT_SPEC: dict[str, Any] = {
     "service": {"type": "str", "required": True},
     "limit": {"type": "int"},
+    **ENGINES_ARGUMENT_SPEC,
 }
 
 
-class History(Manager):
+def merge_observations(observed: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """One observation of the fleet from each engine's (engine name -> observation, in declaration
+    order): containers tagged with their engine (the first engine's wins a name found twice), each
+    image's labels and the engines holding it, and each image's newest verdict of any engine."""
+    containers: dict[str, dict[str, Any]] = {}
+    images: dict[str, dict[str, str]] = {}
+    image_engines: dict[str, list[str]] = {}
+    verdicts: dict[str, dict[str, dict[str, str] | None]] = {}
+    for engine, seen in observed.items():
+        for name, container in seen["containers"].items():
+            containers.setdefault(name, dict(container, engine=engine))
+        for image_id, labels in seen["images"].items():
+            images.setdefault(image_id, labels)
+            image_engines.setdefault(image_id, []).append(engine)
+        for image_id, labels in seen["verdicts"].items():
+            verdicts.setdefault(image_id, {})[engine] = labels
+    newest_verdicts = {}
+    for image_id, records in verdicts.items():
+        found = newest(records)
+        if found:
+            newest_verdicts[image_id] = found[1]
+    return {"containers": containers, "images": images, "image_engines": image_engines, "verdicts": newest_verdicts}
+
+
+class History(FleetManager):
     def __init__(self, params: dict[str, Any], context: TaskContext) -> None:
         super().__init__(params, context)
         self.service = validate_service(params["service"])
@@ -55,12 +84,15 @@ class History(Manager):
     def run(self) -> dict[str, Any]:
         ledger = self.ledger()
         records = list(ledger.records())
-        client = self.client()
+        clients = self.clients()
         image_ids = {record["image_id"] for record in service_revisions(records, self.service) if record.get("image_id")}
-        history = build_history(records, self.service, self.observe(client, image_ids), self.params.get("limit"))
+        with ThreadPoolExecutor(max_workers=len(clients)) as pool:
+            observed = dict(zip(clients, pool.map(lambda client: self.observe(client, image_ids), clients.values()),
+                                strict=True))
+        history = build_history(records, self.service, merge_observations(observed), self.params.get("limit"))
         table = [summary_line(self.service, history, len(history["revisions"]))]
         if history["revisions"]:
-            table += render_table(history["revisions"])
+            table += render_table(history["revisions"], engines=self.several)
         return {"changed": False, "service": self.service, "ledger": ledger.path, "revisions": history["revisions"],
                 "live_revision": history["live_revision"], "running": history["running"],
                 "unrecorded": history["unrecorded"], "table": table, "msg": table, "warnings": ledger.warnings}

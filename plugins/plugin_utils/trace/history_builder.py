@@ -114,8 +114,18 @@ def host_states(names: Iterable[str], containers: dict[str, dict[str, Any]]) -> 
     for name in names:
         container = containers.get(name)
         states.append({"host": name, "exists": container is not None,
-                       "state": (container.get("state") or "unknown") if container else GONE})
+                       "state": (container.get("state") or "unknown") if container else GONE,
+                       "engine": container.get("engine") if container else None})
     return states
+
+
+def engine_counts(states: list[dict[str, Any]]) -> dict[str, int]:
+    """How many of a revision's hosts still exist on each engine, in the order first seen."""
+    counts: dict[str, int] = {}
+    for entry in states:
+        if entry.get("engine"):
+            counts[entry["engine"]] = counts.get(entry["engine"], 0) + 1
+    return counts
 
 
 def summarize_states(states: list[dict[str, Any]]) -> str:
@@ -142,12 +152,14 @@ def build_history(records: list[dict[str, Any]], service: str, observed: dict[st
                   limit: int | None = None) -> dict[str, Any]:
     """Revisions of service, newest first, from ledger records and what the engine holds.
 
-    observed: {"containers": {name: {"state", "image_id", "generation"}}, "images": {image_id: labels}
-    for the images that exist, "verdicts": {image_id: verdict volume labels}}.
+    observed: {"containers": {name: {"state", "image_id", "generation", "engine"}}, "images": {image_id:
+    labels} for the images that exist, "image_engines": {image_id: [engines that hold it]}, "verdicts":
+    {image_id: verdict volume labels (the newest of any engine)}}.
     """
     containers = observed.get("containers") or {}
     images = observed.get("images") or {}
     volumes = observed.get("verdicts") or {}
+    image_engines = observed.get("image_engines") or {}
     bakes = _latest_by_image(records, "bake", result=SUCCEEDED)
     verdict_records = _latest_by_image(records, "verdict")
     revisions = service_revisions(records, service)
@@ -163,6 +175,7 @@ def build_history(records: list[dict[str, Any]], service: str, observed: dict[st
         entries.append({
             "revision": record["revision"], "generation": record.get("generation"), "image_id": image_id,
             "image": short_id(image_id) if image_id else None, "image_exists": image_id in images,
+            "image_engines": list(image_engines.get(image_id) or []),
             "inputs_hash": record.get("inputs_hash") or ImageProvenance.from_labels(images.get(image_id)).inputs_hash,
             "provenance": provenance(images.get(image_id), bakes.get(image_id)),
             "verdict": verdict(volumes.get(image_id), verdict_records.get(image_id)),
@@ -175,7 +188,7 @@ def build_history(records: list[dict[str, Any]], service: str, observed: dict[st
             "added": added_states, "hosts_derived": derived, "removed": removed_states,
             "live_hosts": list(record.get("live") or []), "live_before": list(record.get("live_before") or []),
             "stopping": list(record.get("stopping") or []),
-            "hosts": summarize_states(added_states),
+            "hosts": summarize_states(added_states), "engines": engine_counts(added_states),
             "hosts_gone": bool(added_states) and all(entry["state"] == GONE for entry in added_states),
             "live": record["revision"] == live_number,
         })
@@ -213,10 +226,17 @@ def table_row(entry: dict[str, Any]) -> tuple[str, ...]:
             (entry.get("git_commit") or "-")[:10], entry["hosts"])
 
 
-def render_table(revisions: list[dict[str, Any]]) -> list[str]:
-    """Fixed-width lines: a header and one row per revision; '*' marks the live revision."""
-    rows = [TABLE_COLUMNS] + [table_row(entry) for entry in revisions]
-    widths = [max(len(row[column]) for row in rows) for column in range(len(TABLE_COLUMNS))]
+def engines_text(entry: dict[str, Any]) -> str:
+    """'rig1 2, rig2 1': where a revision's hosts that still exist are; '-' when none do."""
+    return ", ".join(f"{engine} {count}" for engine, count in (entry.get("engines") or {}).items()) or "-"
+
+
+def render_table(revisions: list[dict[str, Any]], engines: bool = False) -> list[str]:
+    """Fixed-width lines: a header and one row per revision; '*' marks the live revision. With engines
+    (a fleet of several), an ENGINES column says how many hosts of each revision are on each engine."""
+    header = TABLE_COLUMNS + (("ENGINES",) if engines else ())
+    rows = [header] + [table_row(entry) + ((engines_text(entry),) if engines else ()) for entry in revisions]
+    widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
     return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)).rstrip() for row in rows]
 
 

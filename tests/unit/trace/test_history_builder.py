@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 
+from ansible_collections.immutable.infra.plugins.plugin_utils.trace.history import merge_observations
 from ansible_collections.immutable.infra.plugins.plugin_utils.trace.history_builder import build_history, render_table
 
 IMAGE_A = "sha256:" + "a" * 64
@@ -81,9 +82,9 @@ def test_revisions_are_the_service_rollouts_newest_first():
 def test_hosts_are_cross_checked_and_the_running_revision_is_live():
     history = by_number(build_history(RECORDS, "web", OBSERVED))
     assert history[2]["live"] and not history[1]["live"] and not history[3]["live"]
-    assert history[2]["added"] == [{"host": "web-2-1", "exists": True, "state": "running"},
-                                   {"host": "web-2-2", "exists": True, "state": "running"}]
-    assert history[2]["removed"][0] == {"host": "web-1-1", "exists": True, "state": "exited"}
+    assert history[2]["added"] == [{"host": "web-2-1", "exists": True, "state": "running", "engine": None},
+                                   {"host": "web-2-2", "exists": True, "state": "running", "engine": None}]
+    assert history[2]["removed"][0] == {"host": "web-1-1", "exists": True, "state": "exited", "engine": None}
     assert history[1]["hosts"] == "2 exited" and not history[1]["hosts_gone"]
     # A rolled-back rollout records no host list: its hosts follow from generation and replicas, and are gone.
     assert history[3]["hosts_derived"] and history[3]["hosts_gone"] and history[3]["hosts"] == "2 gone"
@@ -152,3 +153,41 @@ def test_a_rollback_names_the_revision_it_put_back():
 def test_a_service_without_rollouts_has_no_revisions():
     history = build_history(RECORDS, "db", OBSERVED)
     assert history["revisions"] == [] and history["live_revision"] is None
+
+
+def test_over_several_engines_each_host_names_its_engine_and_each_revision_where_its_hosts_are():
+    observed = merge_observations({
+        "rig1": {"containers": {"web-2-1": {"state": "running"}, "web-1-1": {"state": "exited"}},
+                 "images": {IMAGE_B: OBSERVED["images"][IMAGE_B]}, "verdicts": {}},
+        "rig2": {"containers": {"web-2-2": {"state": "running"}, "web-1-2": {"state": "exited"}},
+                 "images": {IMAGE_B: OBSERVED["images"][IMAGE_B], IMAGE_C: OBSERVED["images"][IMAGE_C]},
+                 "verdicts": {IMAGE_B: OBSERVED["verdicts"][IMAGE_B]}},
+    })
+    history = build_history(RECORDS, "web", observed)
+    revisions = by_number(history)
+    assert history["live_revision"] == 2
+    assert [(entry["host"], entry["engine"]) for entry in revisions[2]["added"]] == [("web-2-1", "rig1"),
+                                                                                      ("web-2-2", "rig2")]
+    assert revisions[2]["engines"] == {"rig1": 1, "rig2": 1} and revisions[3]["engines"] == {}
+    assert revisions[2]["image_engines"] == ["rig1", "rig2"] and revisions[3]["image_engines"] == ["rig2"]
+    assert revisions[1]["image_engines"] == [] and not revisions[1]["image_exists"]
+    assert revisions[2]["verdict"]["result"] == "passed"  # the record is on rig2 only; it holds fleet-wide
+    table = render_table(history["revisions"], engines=True)
+    assert table[0].split()[-1] == "ENGINES"
+    assert table[2].endswith("rig1 1, rig2 1") and table[1].endswith("-")
+    assert "ENGINES" not in render_table(history["revisions"])[0]
+
+
+def test_the_newest_verdict_of_any_engine_is_the_fleet_verdict():
+    older = {"immutable.infra.verdict": "passed", "immutable.infra.time": "2026-01-01T00:04:00Z"}
+    newer = {"immutable.infra.verdict": "failed", "immutable.infra.time": "2026-01-01T00:10:00Z"}
+    empty = {"containers": {}, "images": {}, "verdicts": {}}
+    merged = merge_observations({"rig1": dict(empty, verdicts={IMAGE_B: older}),
+                                 "rig2": dict(empty, verdicts={IMAGE_B: newer}), "rig3": empty})
+    assert merged["verdicts"] == {IMAGE_B: newer}
+
+
+def test_a_host_name_on_two_engines_is_taken_from_the_first_declared():
+    merged = merge_observations({"rig1": {"containers": {"web-2-1": {"state": "running"}}, "images": {}, "verdicts": {}},
+                                 "rig2": {"containers": {"web-2-1": {"state": "exited"}}, "images": {}, "verdicts": {}}})
+    assert merged["containers"] == {"web-2-1": {"state": "running", "engine": "rig1"}}

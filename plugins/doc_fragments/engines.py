@@ -1,0 +1,68 @@
+# Copyright: immutable.infra contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+
+class ModuleDocFragment:
+    # The engines of a fleet (plugin_utils/engines/declaration.py ENGINES_ARGUMENT_SPEC), taken by every
+    # module that works over several Docker engines. docs/fleet.md describes each form.
+    DOCUMENTATION = r"""
+options:
+  engines:
+    description:
+      - The Docker engines of the fleet, in declaration order (which breaks placement ties; the first is
+        the coordinator, where a service's lock lives).
+      - Not together with O(docker_host) (the one-engine form of this option) or O(engines_group).
+      - A plain V(tcp://) engine on an address that is not loopback is refused unless it sets
+        O(engines[].allow_insecure).
+    type: list
+    elements: dict
+    suboptions:
+      name:
+        description: The engine's name, in labels, results and inventory groups (lower-case letters, digits, C(.), C(_), C(-)).
+        type: str
+        required: true
+      docker_host:
+        description:
+          - How the controller reaches the engine, V(unix:///var/run/docker.sock),
+            V(tcp://10.0.0.5:2376) (with O(engines[].tls)) or V(ssh://deploy@10.0.0.5) (the Docker CLI
+            must be installed on the far side).
+        type: str
+        required: true
+      tls:
+        description: TLS for a V(tcp://) engine that runs with C(--tlsverify).
+        type: dict
+        suboptions:
+          ca_cert:
+            description: The CA that signed the engine's certificate.
+            type: path
+          client_cert:
+            description: The controller's client certificate (with O(engines[].tls.client_key)).
+            type: path
+          client_key:
+            description: The key of O(engines[].tls.client_cert).
+            type: path
+          verify:
+            description: Check the engine's certificate against O(engines[].tls.ca_cert).
+            type: bool
+            default: true
+      weight:
+        description: The engine's share of a service's hosts, relative to the other engines (V(0) takes none).
+        type: int
+        default: 1
+      max_hosts:
+        description: At most this many hosts of a service on the engine.
+        type: int
+      allow_insecure:
+        description: Allow plain V(tcp://) (no TLS) to an address that is not loopback.
+        type: bool
+        default: false
+  engines_group:
+    description:
+      - An inventory group of engine hosts, as the task's inventory holds it; each host is an engine named
+        after it (lower-cased), described by its variables C(docker_host), C(docker_tls) (the
+        O(engines[].tls) dictionary), C(engine_weight), C(engine_max_hosts) and C(engine_allow_insecure).
+      - Not together with O(docker_host) or O(engines).
+    type: str
+"""

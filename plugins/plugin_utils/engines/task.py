@@ -1,0 +1,73 @@
+# Copyright: immutable.infra contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Modules that work over a fleet of engines: the engines option (or engines_group, or the single
+docker_host) resolved once per task, and one client per engine.
+
+EnginesAction reads engines_group from the inventory the task sees (only the action has the task's
+variables) and hands the manager an `engines` list, so a FleetManager never needs the inventory.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.action import InfraAction
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.task import Manager, TaskContext
+from ansible_collections.immutable.infra.plugins.plugin_utils.engines.clients import connect_engines
+from ansible_collections.immutable.infra.plugins.plugin_utils.engines.declaration import (
+    Engine,
+    engines_from_group,
+    parse_engines,
+)
+
+
+def group_resolved(params: dict[str, Any], task_vars: dict[str, Any]) -> dict[str, Any]:
+    """The params with engines_group replaced by the engines it declares."""
+    group = params.get("engines_group")
+    if not group:
+        return params
+    if params.get("engines") is not None:
+        raise InfraError("Set either engines or engines_group, not both.")
+    engines = engines_from_group(group, task_vars.get("groups") or {}, task_vars.get("hostvars") or {})
+    return dict(params, engines=engines, engines_group=None)
+
+
+class EnginesAction(InfraAction):
+    """The action of a module whose argument spec includes ENGINES_ARGUMENT_SPEC."""
+
+    _task_vars: dict[str, Any] = {}
+
+    def run(self, tmp=None, task_vars=None):
+        self._task_vars = task_vars or {}
+        return super().run(tmp, task_vars)
+
+    def manage(self, params: dict[str, Any], context: TaskContext) -> dict[str, Any]:
+        return super().manage(group_resolved(params, self._task_vars), context)
+
+
+class FleetManager(Manager):
+    """A manager over every engine of the fleet. client() is the first declared engine's client: the
+    coordinator, where a service's lock lives (for a fleet of one, the docker_host engine)."""
+
+    def __init__(self, params: dict[str, Any], context: TaskContext) -> None:
+        super().__init__(params, context)
+        self.engines: list[Engine] = parse_engines(params.get("engines"), params.get("docker_host"))
+        self._clients: dict[str, DockerClient] | None = None
+
+    @property
+    def several(self) -> bool:
+        return len(self.engines) > 1
+
+    def clients(self) -> dict[str, DockerClient]:
+        """One client per engine, in declaration order; an engine that is down is named in one sentence."""
+        if self._clients is None:
+            if not self.several:
+                self._clients = {self.engines[0].name: DockerClient(self.engines[0].docker_host, tls=self.engines[0].tls)}
+            else:
+                self._clients = connect_engines(self.engines).require_all()
+        return self._clients
+
+    def client(self) -> DockerClient:
+        return next(iter(self.clients().values()))
