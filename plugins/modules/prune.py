@@ -35,6 +35,14 @@ description:
     never touched.
   - Images are removed by their tags and never forced, so Docker refuses an image that a container
     started meanwhile uses. Such an image is reported in RV(skipped).
+  - B(Several engines) (O(engines) or O(engines_group)). Every engine is observed. Hosts are decided
+    over the whole fleet, since a generation spans engines. A generation is live while any of its hosts runs on
+    any engine, the kept generations are the fleet's newest stopped ones, and a service whose lock or
+    journal exists on any engine is left alone. Images are pruned per engine. An image stays on an
+    engine while a container there uses it, or it is pinned, or among the newest O(keep_images) of its
+    repository on that engine; its verdict volume goes with it from that engine only. Each item in
+    RV(removed), RV(kept) and RV(skipped) then names its C(engine), and the ledger record lists what
+    went from each engine. The lock is taken on the first declared engine, as rollouts take it.
   - When something was removed, a C(prune) record listing it goes to the ledger.
 author:
   - immutable.infra contributors (@immutable-infra)
@@ -42,6 +50,7 @@ extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - ansible.builtin.action_common_attributes.flow
   - immutable.infra.action
+  - immutable.infra.engines
 attributes:
   check_mode:
     support: full
@@ -119,7 +128,7 @@ removed:
     - What was removed (in check mode, what would be), by kind, V(hosts), V(images), V(builders),
       V(verify_hosts), V(failed_images) and V(verdict_volumes).
     - Each item has C(name), C(id), C(reason) and C(bytes) (what Docker reports it takes, or V(null)); images
-      also have C(tags), hosts C(service) and C(image_id).
+      also have C(tags), hosts C(service) and C(image_id). Over several engines each item also has C(engine).
   returned: always
   type: dict
   sample:

@@ -37,14 +37,12 @@ def group_resolved(params: dict[str, Any], task_vars: dict[str, Any]) -> dict[st
 class EnginesAction(InfraAction):
     """The action of a module whose argument spec includes ENGINES_ARGUMENT_SPEC."""
 
-    _task_vars: dict[str, Any] = {}
-
     def run(self, tmp=None, task_vars=None):
         self._task_vars = task_vars or {}
         return super().run(tmp, task_vars)
 
     def manage(self, params: dict[str, Any], context: TaskContext) -> dict[str, Any]:
-        return super().manage(group_resolved(params, self._task_vars), context)
+        return super().manage(group_resolved(params, getattr(self, "_task_vars", {})), context)
 
 
 class FleetManager(Manager):

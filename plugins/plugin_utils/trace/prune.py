@@ -2,19 +2,23 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Prune: remove what is no longer needed, and nothing that is.
 
-Prune observes the engine, plans with plan_prune() (prune_plan.py) and applies that plan, checking
-each host again under the service's lock.
+Prune observes every engine of the fleet, plans with plan_fleet_prune() (prune_plan.py) and applies
+that plan engine by engine, checking each host again under the service's lock (on the coordinator,
+the first declared engine).
 """
 
 from __future__ import annotations
 
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.task import Manager, TaskContext
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.task import TaskContext
+from ansible_collections.immutable.infra.plugins.plugin_utils.engines.declaration import ENGINES_ARGUMENT_SPEC
+from ansible_collections.immutable.infra.plugins.plugin_utils.engines.task import FleetManager
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.hosts import validate_service
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.lock import ServiceLock
 from ansible_collections.immutable.infra.plugins.plugin_utils.trace.prune_plan import (
@@ -26,7 +30,7 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.trace.prune_plan i
     freed_bytes,
     is_baked,
     observation_from_disk_usage,
-    plan_prune,
+    plan_fleet_prune,
     service_repositories,
     summary,
 )
@@ -39,10 +43,21 @@ PRUNE_ARGUMENT_SPEC: dict[str, Any] = {
     "pinned": {"type": "list", "elements": "str", "default": []},
     "builders": {"type": "bool", "default": True},
     "min_age": {"type": "int", "default": 600},
+    **ENGINES_ARGUMENT_SPEC,
 }
 
 
-class Prune(Manager):
+def merged(plans: dict[str, PrunePlan], part: str, several: bool) -> dict[str, list[dict[str, Any]]]:
+    """The remove or kept part of every engine's plan as one, each entry naming its engine when the
+    fleet has several."""
+    whole: dict[str, list[dict[str, Any]]] = {kind: [] for kind in KINDS}
+    for engine, plan in plans.items():
+        for kind, entries in getattr(plan, part).items():
+            whole[kind] += [dict(entry, engine=engine) if several else entry for entry in entries]
+    return whole
+
+
+class Prune(FleetManager):
     def __init__(self, params: dict[str, Any], context: TaskContext) -> None:
         super().__init__(params, context)
         if params.get("service") is not None:
@@ -58,23 +73,32 @@ class Prune(Manager):
                             pinned=tuple(self.params["pinned"] or ()), builders=self.params["builders"],
                             min_age=self.params["min_age"], now=time.time())
 
-    def run(self) -> dict[str, Any]:
-        started = time.monotonic()
-        client = self.client()
-        ledger = self.ledger()
+    def observe(self, client: DockerClient) -> dict[str, Any]:
         observed = observation_from_disk_usage(client.disk_usage())
         self._precise_creation_times(client, observed["images"])
+        return observed
+
+    def run(self) -> dict[str, Any]:
+        started = time.monotonic()
+        clients = self.clients()
+        ledger = self.ledger()
+        with ThreadPoolExecutor(max_workers=len(clients)) as pool:
+            observed = dict(zip(clients, pool.map(self.observe, clients.values()), strict=True))
         if self.params.get("service"):
-            observed["repositories"] = service_repositories(ledger.records(), self.params["service"],
-                                                            observed["images"], observed["containers"])
-        plan = plan_prune(observed, self.options())
-        removed = plan.remove
-        if not self.context.check_mode and not plan.empty:
-            removed = self.apply(client, plan)
+            # The service's repositories are the fleet's: an engine may hold an image its hosts no longer use.
+            repositories = service_repositories(
+                ledger.records(), self.params["service"], [image for seen in observed.values() for image in seen["images"]],
+                [container for seen in observed.values() for container in seen["containers"]])
+            for seen in observed.values():
+                seen["repositories"] = repositories
+        plans = plan_fleet_prune(observed, self.options())
+        removed = merged(plans, "remove", self.several)
+        if not self.context.check_mode and not all(plan.empty for plan in plans.values()):
+            removed = self.apply(clients, plans)
         changed = any(removed.values())
         result: dict[str, Any] = {"changed": changed, "service": self.params.get("service"), "removed": removed,
-                                  "kept": plan.kept, "skipped": self.skipped, "freed_bytes": freed_bytes(removed),
-                                  "warnings": ledger.warnings}
+                                  "kept": merged(plans, "kept", self.several), "skipped": self.skipped,
+                                  "freed_bytes": freed_bytes(removed), "warnings": ledger.warnings}
         if changed and not self.context.check_mode:
             record = ledger.new_record(
                 "prune", self.context.basedir, service=self.params.get("service"),
@@ -82,6 +106,9 @@ class Prune(Manager):
                 freed_bytes=result["freed_bytes"], keep_previous=self.params["keep_previous"],
                 keep_images=self.params["keep_images"], min_age=self.params["min_age"],
                 duration=round(time.monotonic() - started, 3))
+            if self.several:
+                record["engines"] = {engine: sorted({entry["name"] for entries in removed.values() for entry in entries
+                                                     if entry.get("engine") == engine}) for engine in clients}
             ledger.append(record)
             result.update(ledger=ledger.path, ledger_id=record["id"])
         result["msg"] = summary(removed, self.skipped, result["freed_bytes"], self.context.check_mode)
@@ -96,58 +123,72 @@ class Prune(Manager):
                 image["created"] = epoch_seconds((client.image(image["id"]) or {}).get("Created")) or image["created"]
 
     # apply ---------------------------------------------------------------------------------------
-    def apply(self, client: DockerClient, plan: PrunePlan) -> dict[str, list[dict[str, Any]]]:
+    def apply(self, clients: dict[str, DockerClient], plans: dict[str, PrunePlan]) -> dict[str, list[dict[str, Any]]]:
         done: dict[str, list[dict[str, Any]]] = {kind: [] for kind in KINDS}
+        tag = (lambda entry, engine: dict(entry, engine=engine)) if self.several else (lambda entry, engine: entry)
         by_service: dict[str, list[dict[str, Any]]] = {}
-        for entry in plan.remove["hosts"]:
-            by_service.setdefault(entry["name"].rsplit("-", 2)[0], []).append(entry)
+        for engine, plan in plans.items():
+            for entry in plan.remove["hosts"]:
+                by_service.setdefault(entry["name"].rsplit("-", 2)[0], []).append(dict(entry, engine=engine))
         for service, hosts in sorted(by_service.items()):
-            done["hosts"] += self._remove_hosts(client, service, hosts)
-        for kind in ("builders", "verify_hosts"):
-            for entry in plan.remove[kind]:
-                self.progress(f"prune: removing {entry['name']} ({entry['reason']})")
-                client.remove_container(entry["id"])
-                done[kind].append(entry)
-        gone_images = set()
-        for kind in ("images", "failed_images"):
-            for entry in plan.remove[kind]:
-                if self._remove_image(client, entry):
-                    done[kind].append(entry)
-                    gone_images.add(entry["id"])
-        for entry in plan.remove["verdict_volumes"]:
-            if entry["with_image"] and entry["image_id"] not in gone_images:
-                continue  # its image stayed after all
-            client.remove_volume(entry["name"])
-            done["verdict_volumes"].append(entry)
+            done["hosts"] += [tag({key: value for key, value in entry.items() if key != "engine"}, entry["engine"])
+                              for entry in self._remove_hosts(clients, service, hosts)]
+        for engine, plan in plans.items():
+            client = clients[engine]
+            where = f" on {engine}" if self.several else ""
+            for kind in ("builders", "verify_hosts"):
+                for entry in plan.remove[kind]:
+                    self.progress(f"prune: removing {entry['name']}{where} ({entry['reason']})")
+                    client.remove_container(entry["id"])
+                    done[kind].append(tag(entry, engine))
+            gone_images = set()
+            for kind in ("images", "failed_images"):
+                for entry in plan.remove[kind]:
+                    if self._remove_image(client, entry, where):
+                        done[kind].append(tag(entry, engine))
+                        gone_images.add(entry["id"])
+            for entry in plan.remove["verdict_volumes"]:
+                if entry["with_image"] and entry["image_id"] not in gone_images:
+                    continue  # its image stayed after all
+                client.remove_volume(entry["name"])
+                done["verdict_volumes"].append(tag(entry, engine))
         return done
 
-    def _remove_hosts(self, client: DockerClient, service: str, hosts: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Under the service's lock, so no rollout starts a kept generation while its hosts go."""
-        lock = ServiceLock(client, service, hosts[0]["image_id"] or hosts[0]["id"], f"prune-{uuid.uuid4().hex[:8]}",
-                           600, self.progress)
+    def _remove_hosts(self, clients: dict[str, DockerClient], service: str,
+                      hosts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Under the service's lock (on the coordinator), so no rollout starts a kept generation while its
+        hosts go. Each host is removed through its own engine."""
+        lock = ServiceLock(self.client(), service, hosts[0]["image_id"] or hosts[0]["id"],
+                           f"prune-{uuid.uuid4().hex[:8]}", 600, self.progress)
         try:
             lock.acquire()
         except InfraError as error:
-            self.skipped += [dict(entry, reason=error.message) for entry in hosts]
+            self.skipped += [self._shown(dict(entry, reason=error.message)) for entry in hosts]
             return []
         removed = []
         try:
             for entry in hosts:
+                client = clients[entry["engine"]]
                 state = ((client.container(entry["id"]) or {}).get("State") or {}).get("Status")
                 if state is None:
                     continue
                 if state not in STOPPED_STATES:
-                    self.skipped.append(dict(entry, reason=f"it is {state} now; a running host is never removed"))
+                    self.skipped.append(self._shown(dict(entry, reason=f"it is {state} now; a running host is never "
+                                                                       "removed")))
                     continue
-                self.progress(f"prune: removing host {entry['name']} ({entry['reason']})")
+                where = f" on {entry['engine']}" if self.several else ""
+                self.progress(f"prune: removing host {entry['name']}{where} ({entry['reason']})")
                 client.remove_container(entry["id"])
                 removed.append(entry)
         finally:
             lock.release()
         return removed
 
-    def _remove_image(self, client: DockerClient, entry: dict[str, Any]) -> bool:
-        self.progress(f"prune: removing image {entry['name']} ({entry['reason']})")
+    def _shown(self, entry: dict[str, Any]) -> dict[str, Any]:
+        return entry if self.several else {key: value for key, value in entry.items() if key != "engine"}
+
+    def _remove_image(self, client: DockerClient, entry: dict[str, Any], where: str = "") -> bool:
+        self.progress(f"prune: removing image {entry['name']}{where} ({entry['reason']})")
         try:
             for reference in entry.get("tags") or [entry["id"]]:
                 client.remove_image(reference)

@@ -257,20 +257,51 @@ def service_repositories(records: Iterable[dict[str, Any]], service: str, images
 
 
 def plan_prune(observed: dict[str, Any], options: PruneOptions) -> PrunePlan:
-    """What to remove and keep, with reasons.
+    """What to remove and keep on one engine, with reasons.
 
     observed: {"containers": [{"id", "name", "image_id", "state", "created" (epoch), "labels", "size"}],
     "images": [{"id", "tags", "labels", "created", "size"}], "volumes": [{"name", "labels", "created"}],
     "repositories": repositories in scope for images (None: all)}.
     """
+    return plan_fleet_prune({"": observed}, options)[""]
+
+
+def plan_fleet_prune(observed: dict[str, dict[str, Any]], options: PruneOptions) -> dict[str, PrunePlan]:
+    """One plan per engine (engine name -> its observation as plan_prune takes it).
+
+    Hosts are decided over the whole fleet, since a generation spans engines: it is live while any of its
+    hosts runs on any engine, the kept generations are the fleet's newest stopped ones, and a service
+    whose lock or journal exists on any engine is busy everywhere. Everything else is per engine: an
+    image stays on an engine while a container there uses it (or it is pinned, or among the newest
+    keep_images of its repository there), and a verdict goes with its image from that engine only.
+    """
+    plans = {engine: PrunePlan() for engine in observed}
+    engine_of: dict[str, str] = {}
+    everything: list[dict[str, Any]] = []
+    volumes: list[dict[str, Any]] = []
+    for engine, seen in observed.items():
+        for container in seen.get("containers") or []:
+            engine_of[container["id"]] = engine
+            everything.append(container)
+        volumes += seen.get("volumes") or []
+    fleet = PrunePlan()
+    busy = busy_services(everything, volumes)
+    for service, hosts in sorted(service_hosts(everything).items()):
+        if options.service is None or service == options.service:
+            plan_hosts(fleet, hosts, service, options, busy.get(service))
+    for removing, entries in ((True, fleet.remove["hosts"]), (False, fleet.kept["hosts"])):
+        for entry in entries:
+            (plans[engine_of[entry["id"]]].remove if removing else plans[engine_of[entry["id"]]].kept)["hosts"].append(entry)
+    for engine, seen in observed.items():
+        plan_engine(plans[engine], seen, options)
+    return plans
+
+
+def plan_engine(plan: PrunePlan, observed: dict[str, Any], options: PruneOptions) -> None:
+    """The per-engine part of a plan whose hosts are decided: leftovers, images and verdicts."""
     containers = observed.get("containers") or []
     images = observed.get("images") or []
     volumes = observed.get("volumes") or []
-    plan = PrunePlan()
-    busy = busy_services(containers, volumes)
-    for service, hosts in sorted(service_hosts(containers).items()):
-        if options.service is None or service == options.service:
-            plan_hosts(plan, hosts, service, options, busy.get(service))
     if options.builders:
         plan_leftover_containers(plan, containers, options)
     leaving = {entry["id"] for kind in ("hosts", "builders", "verify_hosts") for entry in plan.remove[kind]}
@@ -285,7 +316,6 @@ def plan_prune(observed: dict[str, Any], options: PruneOptions) -> PrunePlan:
     removed_images = {entry["id"] for kind in ("images", "failed_images") for entry in plan.remove[kind]}
     remaining = {image["id"] for image in images} - removed_images
     plan_verdict_volumes(plan, volumes, remaining, removed_images, options, orphans=options.builders)
-    return plan
 
 
 # observing ---------------------------------------------------------------------------------------

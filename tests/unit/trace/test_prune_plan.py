@@ -3,6 +3,7 @@ from __future__ import annotations
 from ansible_collections.immutable.infra.plugins.plugin_utils.trace.prune_plan import (
     PruneOptions,
     observation_from_disk_usage,
+    plan_fleet_prune,
     plan_prune,
     service_repositories,
 )
@@ -186,3 +187,45 @@ def test_observation_from_docker_disk_usage():
     assert observation_from_disk_usage(usage)["containers"][0]["size"] is None
     usage["Containers"][0]["SizeRootFs"] = 5000
     assert observation_from_disk_usage(usage)["containers"][0]["size"] == 0  # the engine leaves a zero SizeRw out
+
+
+def test_over_engines_generations_are_decided_fleet_wide():
+    # Generation 3 runs on rig1 only; its hosts on rig2 stopped (crashed). Generation 2 is the fleet's newest
+    # stopped one, so it stays on every engine, even where generation 3 looks stopped.
+    rig1 = [host("web", 3, 1, "running"), host("web", 2, 1), host("web", 1, 1)]
+    rig2 = [host("web", 3, 2), host("web", 2, 2), host("web", 1, 2)]
+    plans = plan_fleet_prune({"rig1": {"containers": rig1}, "rig2": {"containers": rig2}},
+                             options(images=False, builders=False))
+    assert names(plans["rig1"], "hosts") == ["web-1-1"] and names(plans["rig2"], "hosts") == ["web-1-2"]
+    assert names(plans["rig2"], "hosts", kept=True) == ["web-2-2", "web-3-2"]
+    assert "generation 3 runs (live)" in plans["rig2"].kept["hosts"][0]["reason"]
+
+
+def test_over_engines_a_lock_on_the_coordinator_makes_the_service_busy_everywhere():
+    lock = container("immutable-infra-lock-web", labels={"immutable.infra.lock": "web"})
+    plans = plan_fleet_prune({"rig1": {"containers": [lock, host("web", 1, 1)]},
+                              "rig2": {"containers": [host("web", 1, 2), host("web", 2, 1, "running")]}},
+                             options(images=False, builders=False, keep_previous=0))
+    assert names(plans["rig2"], "hosts") == [] and "is held" in plans["rig2"].kept["hosts"][0]["reason"]
+
+
+def test_over_engines_an_image_is_pruned_per_engine():
+    # rig1 still runs image b; rig2 runs c and holds b unused: b goes from rig2 only, with its verdict there.
+    images = [baked("a", age=3 * HOUR), baked("b", age=2 * HOUR), baked("c", age=HOUR)]
+    verdict_b = volume("immutable-infra-verdict-" + "b" * 64, labels={"immutable.infra.image_id": image_id("b")})
+    plans = plan_fleet_prune({
+        "rig1": {"containers": [host("web", 2, 1, "running", image=image_id("b"))], "images": images[:2],
+                 "volumes": [verdict_b]},
+        "rig2": {"containers": [host("web", 3, 1, "running", image=image_id("c"))], "images": images,
+                 "volumes": [verdict_b]},
+    }, options(keep_images=0))
+    assert names(plans["rig1"], "images") == ["acme/web:aaaaaaaaaaaa"]
+    assert names(plans["rig2"], "images") == ["acme/web:aaaaaaaaaaaa", "acme/web:bbbbbbbbbbbb"]
+    assert names(plans["rig1"], "verdict_volumes") == [] and names(plans["rig2"], "verdict_volumes") == [verdict_b["name"]]
+
+
+def test_one_engine_plans_as_before():
+    containers = [host("web", 2, 1, "running"), host("web", 1, 1), host("web", 0, 1)]
+    single = plan_prune({"containers": containers}, options(images=False, builders=False))
+    fleet = plan_fleet_prune({"default": {"containers": containers}}, options(images=False, builders=False))
+    assert single.remove == fleet["default"].remove and single.kept == fleet["default"].kept
