@@ -301,7 +301,9 @@ class DockerClient:
             return [{"Id": summary["Id"], "Name": (summary.get("Names") or [""])[0], "Image": summary.get("ImageID"),
                      "Config": {"Labels": summary.get("Labels") or {}},
                      "State": {"Running": summary.get("State") == "running", "Status": summary.get("State")},
-                     "NetworkSettings": summary.get("NetworkSettings") or {}} for summary in summaries]
+                     "NetworkSettings": dict(summary.get("NetworkSettings") or {},
+                                             Ports=_summary_ports(summary.get("Ports") or []))}
+                    for summary in summaries]
         containers = []
         for summary in summaries:
             try:
@@ -363,15 +365,20 @@ class DockerClient:
     def create_container(self, image: str, name: str, labels: dict[str, str],
                          environment: dict[str, str] | None = None, networks: list[str] | None = None,
                          entrypoint: list[str] | None = None, command: list[str] | None = None,
-                         user: str | None = None, **host_options: Any) -> str:
+                         user: str | None = None, publish: tuple[int, str] | None = None,
+                         **host_options: Any) -> str:
         """Create (not start) a container, attached to the given networks (the engine's default when
-        none); nothing is left when it fails."""
+        none); nothing is left when it fails. publish: (container port, host address) to publish that
+        port on a free port of the engine's machine at that address."""
         networks = networks or []
+        if publish:
+            host_options["port_bindings"] = {publish[0]: (publish[1], None)}
         try:
             host_config = self.api.create_host_config(network_mode=networks[0] if networks else None,
                                                       **host_options)
             created = self.api.create_container(image, name=name, labels=labels, environment=environment,
                                                 entrypoint=entrypoint, command=command, user=user,
+                                                ports=[publish[0]] if publish else None,
                                                 host_config=host_config, detach=True)
         except APIError as error:
             if error.status_code == 409:
@@ -498,4 +505,23 @@ def container_address(inspected: dict[str, Any], network: str | None = None) -> 
     for settings in networks.values():
         if settings.get("IPAddress"):
             return settings["IPAddress"]
+    return None
+
+
+def _summary_ports(ports: list[dict[str, Any]]) -> dict[str, list[dict[str, str]]]:
+    """A container list entry's Ports in the shape of inspect's NetworkSettings.Ports."""
+    shaped: dict[str, list[dict[str, str]]] = {}
+    for entry in ports:
+        if entry.get("PublicPort"):
+            shaped.setdefault(f"{entry.get('PrivatePort')}/{entry.get('Type') or 'tcp'}", []).append(
+                {"HostIp": str(entry.get("IP") or ""), "HostPort": str(entry["PublicPort"])})
+    return shaped
+
+
+def published_port(inspected: dict[str, Any], port: int) -> int | None:
+    """The port of the engine's machine that the container's TCP port is published on, if any."""
+    bindings = (((inspected.get("NetworkSettings") or {}).get("Ports")) or {}).get(f"{port}/tcp") or []
+    for binding in bindings:
+        if str(binding.get("HostPort") or "").isdigit():
+            return int(binding["HostPort"])
     return None

@@ -62,6 +62,7 @@ LABEL_SPEC_HASH = LABEL_PREFIX + "spec_hash"
 LABEL_SPEC = LABEL_PREFIX + "spec"
 LABEL_ROLLOUT = LABEL_PREFIX + "rollout"
 LABEL_PORT = LABEL_PREFIX + "port"
+LABEL_ENGINE = LABEL_PREFIX + "engine"  # the engine (by its name in the fleet's engines) a host runs on
 
 # verdict volumes (they also carry LABEL_IMAGE_ID and LABEL_INPUTS_HASH) ---------------------------
 VERDICT_VOLUME_PREFIX = "immutable-infra-verdict-"
@@ -86,6 +87,7 @@ LABEL_STARTED = LABEL_PREFIX + "started"
 LABEL_EXPIRES = LABEL_PREFIX + "expires"
 LABEL_PREVIOUS_LIVE = LABEL_PREFIX + "previous_live"
 LABEL_NEW_HOSTS = LABEL_PREFIX + "new_hosts"
+LABEL_PLACEMENT = LABEL_PREFIX + "placement"          # journal: the engine of each new host, host=engine,...
 LABEL_RESTORED = LABEL_PREFIX + "restored"
 LABEL_STOP_TIMEOUT = LABEL_PREFIX + "stop_timeout"
 # The lock is a lease: each renewal is a volume immutable-infra-lease-<service>-<token>-<epoch>.
@@ -254,10 +256,12 @@ class HostLabels:
     port: int | None = None
     inputs_hash: str | None = None
     spec: dict[str, Any] | None = None  # {"port", "container", "health"}, as given to the rollout
+    engine: str | None = None  # the fleet engine it was started on (None: made before engines existed)
 
     def to_labels(self) -> dict[str, str]:
         return _without_none({
             LABEL_SERVICE: self.service,
+            LABEL_ENGINE: self.engine,
             LABEL_GENERATION: None if self.generation is None else str(self.generation),
             LABEL_INDEX: None if self.index is None else str(self.index),
             LABEL_IMAGE_ID: self.image_id,
@@ -275,7 +279,7 @@ class HostLabels:
                    index=_number(labels.get(LABEL_INDEX)), image_id=labels.get(LABEL_IMAGE_ID),
                    spec_hash=labels.get(LABEL_SPEC_HASH), rollout=labels.get(LABEL_ROLLOUT),
                    port=_number(labels.get(LABEL_PORT)), inputs_hash=labels.get(LABEL_INPUTS_HASH),
-                   spec=_json_object(labels.get(LABEL_SPEC)))
+                   spec=_json_object(labels.get(LABEL_SPEC)), engine=labels.get(LABEL_ENGINE))
 
 
 # verdict volumes ----------------------------------------------------------------------------------
@@ -368,18 +372,33 @@ class JournalLabels:
     image_id: str = ""
     restored: bool = False
     started: str = ""
+    placement: dict[str, str] = field(default_factory=dict)  # new host -> the engine it runs on
 
     def to_labels(self) -> dict[str, str]:
-        return {LABEL_ROLLOUT: self.rollout, LABEL_PREVIOUS_LIVE: ",".join(self.previous_live),
-                LABEL_NEW_HOSTS: ",".join(self.new_hosts), LABEL_IMAGE_ID: self.image_id,
-                LABEL_RESTORED: _text(self.restored), LABEL_STARTED: self.started}
+        labels = {LABEL_ROLLOUT: self.rollout, LABEL_PREVIOUS_LIVE: ",".join(self.previous_live),
+                  LABEL_NEW_HOSTS: ",".join(self.new_hosts), LABEL_IMAGE_ID: self.image_id,
+                  LABEL_RESTORED: _text(self.restored), LABEL_STARTED: self.started}
+        if self.placement:
+            labels[LABEL_PLACEMENT] = placement_text(self.placement)
+        return labels
 
     @classmethod
     def from_labels(cls, labels: dict[str, str] | None) -> JournalLabels:
         labels = labels or {}
         return cls(rollout=labels.get(LABEL_ROLLOUT, ""), previous_live=_names(labels.get(LABEL_PREVIOUS_LIVE)),
                    new_hosts=_names(labels.get(LABEL_NEW_HOSTS)), image_id=labels.get(LABEL_IMAGE_ID, ""),
-                   restored=labels.get(LABEL_RESTORED) == "true", started=labels.get(LABEL_STARTED, ""))
+                   restored=labels.get(LABEL_RESTORED) == "true", started=labels.get(LABEL_STARTED, ""),
+                   placement=parse_placement(labels.get(LABEL_PLACEMENT)))
+
+
+def placement_text(placement: dict[str, str]) -> str:
+    """{host: engine} as a label value: host=engine,host=engine (sorted)."""
+    return ",".join(f"{host}={engine}" for host, engine in sorted(placement.items()))
+
+
+def parse_placement(raw: str | None) -> dict[str, str]:
+    pairs = (entry.partition("=") for entry in _names(raw))
+    return {host: engine for host, _sep, engine in pairs if host and engine}
 
 
 def stopping_name(service: str) -> str:

@@ -70,21 +70,25 @@ class HealthCheck:
             return f"tcp check on port {self.port}"
         return f"http check GET {self.http_path} on port {self.port}"
 
-    def probe(self, client: DockerClient, container_id: str, address: str | None) -> tuple[bool, str]:
-        """One check; returns (passed, what was seen)."""
+    def probe(self, client: DockerClient, container_id: str, address: str | None,
+              port: int | None = None) -> tuple[bool, str]:
+        """One check; returns (passed, what was seen). client: the host's engine (a command runs through
+        it); port: where address answers for the service's port (a published port), the port itself
+        by default."""
         if self.command:
             code, output = client.exec(container_id, list(self.command))
             return code == 0, f"exit code {code}: {output.strip()[-200:]}"
         if not address:
             return False, "the host has no address yet"
         probe_timeout = max(0.2, min(2.0, self.interval * 2))
+        port = port or self.port
         if self.tcp:
             try:
-                with socket.create_connection((address, self.port), timeout=probe_timeout):
+                with socket.create_connection((address, port), timeout=probe_timeout):
                     return True, "port open"
             except OSError as error:
                 return False, f"connect failed: {error.strerror or error}"
-        connection = http.client.HTTPConnection(address, self.port, timeout=probe_timeout)
+        connection = http.client.HTTPConnection(address, port, timeout=probe_timeout)
         try:
             connection.request("GET", self.http_path or "/", headers={"Connection": "close",
                                                                       "User-Agent": "immutable.infra-health"})
@@ -113,7 +117,7 @@ def container_problem(client: DockerClient, container_id: str) -> str | None:
 def wait_healthy(client: DockerClient, check: HealthCheck, host: str, container_id: str,
                  address: str | None, progress: Callable[[str], None], deadline_seconds: float | None = None,
                  on_first_pass: Callable[[], object] = lambda: None,
-                 interrupted: Callable[[], None] = never_interrupted) -> float:
+                 interrupted: Callable[[], None] = never_interrupted, port: int | None = None) -> float:
     """Blocks until the host passes check.healthy_threshold checks in a row; returns the seconds it took.
     interrupted() is called before every check and raises to stop the wait.
 
@@ -126,7 +130,7 @@ def wait_healthy(client: DockerClient, check: HealthCheck, host: str, container_
     streak, last, announced, inspected = 0, "no check ran yet", started, 0.0
     while True:
         interrupted()
-        passed, last = check.probe(client, container_id, address)
+        passed, last = check.probe(client, container_id, address, port)
         streak = streak + 1 if passed else 0
         if streak == 1:
             on_first_pass()

@@ -2,14 +2,18 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """A service's hosts: what they are (labels), what runs now (observe), and carrying out plan steps.
 
-Rollouts, rollbacks and drift healing all observe the same way and apply the same steps.
+Rollouts, rollbacks and drift healing all observe the same way and apply the same steps. A service
+runs on one or more engines (a fleet of one is the engine named "default"): observe lists them all
+at once and every host carries its engine, so each step goes to the engine its host runs on.
+Records that belong to the service rather than to a host (stops still under way) live on the first
+engine, the coordinator.
 """
 
 from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,7 +21,12 @@ from typing import Any
 from ansible_collections.immutable.infra.plugins.plugin_utils.balancer.adapter import HAProxyBalancer, NoBalancer
 from ansible_collections.immutable.infra.plugins.plugin_utils.balancer.haproxy import Server
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError, canonical_json, sha256_hex
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient, container_address
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import (
+    DockerClient,
+    EngineUnreachable,
+    container_address,
+    published_port,
+)
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.interrupts import never_interrupted
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import LABEL_SERVICE, HostLabels, image_labels
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout import plan as rp
@@ -34,6 +43,8 @@ SERVICE_PATTERN = re.compile(r"^[a-z]([a-z0-9_-]{0,61}[a-z0-9])?$")
 SERVICE_MAX_LENGTH = 63
 STOP_ANSWER_WAIT = 1.0  # seconds a stop is waited for before it is left to the engine
 STOP_SLACK = 2.0  # seconds beyond stop_timeout by which the engine will have killed a host
+DEFAULT_ENGINE = "default"  # the engine of a fleet of one (docker_host), as engines/declaration.py names it
+ADDRESSING = ("container", "published")
 
 
 def validate_service(service: object) -> str:
@@ -66,12 +77,13 @@ class HostSpec:
     def network(self) -> str | None:
         return (self.container.get("networks") or [None])[0]
 
-    def labels(self, generation: int, index: int, rollout_id: str) -> dict[str, str]:
+    def labels(self, generation: int, index: int, rollout_id: str, engine: str | None = None) -> dict[str, str]:
         labels = {str(key): str(value) for key, value in (self.container.get("labels") or {}).items()}
         labels.update(HostLabels(
             service=self.service, generation=generation, index=index, image_id=self.image_id,
             spec_hash=self.spec_hash, rollout=rollout_id, port=self.port, inputs_hash=self.inputs_hash,
-            spec={"port": self.port, "container": self.container, "health": self.health}).to_labels())
+            spec={"port": self.port, "container": self.container, "health": self.health},
+            engine=engine).to_labels())
         return labels
 
     @classmethod
@@ -97,6 +109,8 @@ class HostRecord:
     server: str | None = None
     stopping: bool = False  # its stop was sent and the engine is still finishing it (see stopping.py)
     status: str = ""  # the container's state: running, exited, created...
+    engine: str = DEFAULT_ENGINE  # the engine it runs on
+    port: int | None = None  # where the address answers for the service's port (a published port, or it)
 
 
 @dataclass
@@ -137,9 +151,23 @@ ADMIN_PREFERENCE = {"ready": 0, "drain": 1, "maint": 2}
 class ServiceHosts:
     """Observes a service's hosts and balancer membership, and applies plan steps to them."""
 
-    def __init__(self, client: DockerClient, balancer: HAProxyBalancer | NoBalancer, spec: HostSpec,
-                 progress: Callable[[str], None], drain_timeout: float = 30, stop_timeout: int = 10) -> None:
-        self.client = client
+    def __init__(self, clients: DockerClient | Mapping[str, DockerClient], balancer: HAProxyBalancer | NoBalancer,
+                 spec: HostSpec, progress: Callable[[str], None], drain_timeout: float = 30, stop_timeout: int = 10,
+                 addressing: str = "container", addresses: Mapping[str, str | None] | None = None) -> None:
+        """clients: one engine, or engine name -> client in declaration order (the first coordinates).
+        addressing: container (the balancer and the health check use the container's address on its
+        network) or published (the port is published on the engine's machine, whose address is
+        addresses[engine], 127.0.0.1 when it has none)."""
+        self.clients = dict(clients) if isinstance(clients, Mapping) else {DEFAULT_ENGINE: clients}
+        if not self.clients:
+            raise InfraError("a service needs at least one engine.")
+        if addressing not in ADDRESSING:
+            raise InfraError(f"addressing {addressing!r} is not one of {', '.join(ADDRESSING)}.")
+        self.client = next(iter(self.clients.values()))  # the coordinator
+        self.addressing = addressing
+        self.addresses = dict(addresses or {})
+        self.placement: dict[str, str] = {}  # host to create -> its engine (the first engine otherwise)
+        self.down: dict[str, str] = {}  # engines that stopped answering during this run -> why
         self.balancer = balancer
         self.spec = spec
         self.service = spec.service
@@ -151,7 +179,7 @@ class ServiceHosts:
         self.generation = 0
         self.rollout_id = ""
         self.check_interrupted: Callable[[], None] = never_interrupted
-        self.pending_stops = PendingStops(client, self.service)
+        self.pending_stops = PendingStops(self.client, self.service)
         self.still_stopping: dict[str, float] = {}  # hosts this run left for the engine to finish stopping
         self.doing: rp.Step | None = None  # the step under way, for errors that stop the whole run
         self.before_stop: Callable[[list[str]], None] | None = None  # notes a stop before it is sent
@@ -164,38 +192,98 @@ class ServiceHosts:
         self._finish_background_work()
         self._background.shutdown(wait=True)
 
+    # engines ------------------------------------------------------------------------------------
+    @property
+    def multi_engine(self) -> bool:
+        return len(self.clients) > 1
+
+    def engine_client(self, engine: str) -> DockerClient:
+        return self.clients[engine]
+
+    def client_of(self, record: HostRecord) -> DockerClient:
+        return self.clients.get(record.engine) or self.client
+
+    def where(self, name: str, records: Mapping[str, HostRecord] | None = None) -> str:
+        """The engine of a host: where it runs (records), else where it is placed, else the first."""
+        record = (records or {}).get(name)
+        if record is not None:
+            return record.engine
+        return self.placement.get(name) or next(iter(self.clients))
+
+    def mark_unreachable(self, error: EngineUnreachable) -> str | None:
+        """Notes the engine an EngineUnreachable came from, so that observing skips it; its name."""
+        where = error.details.get("engine")
+        for name, client in self.clients.items():
+            if client.where == where:
+                self.down[name] = error.message
+                return name
+        return None
+
+    def _list_containers(self) -> list[tuple[str, dict[str, Any]]]:
+        """(engine, container) of the service on every reachable engine, listed in parallel."""
+        engines = [name for name in self.clients if name not in self.down]
+
+        def listing(engine: str) -> list[dict[str, Any]]:
+            return self.clients[engine].containers_with_labels({LABEL_SERVICE: self.service}, inspect=False)
+        if len(engines) == 1:
+            return [(engines[0], container) for container in listing(engines[0])]
+        with ThreadPoolExecutor(max_workers=len(engines)) as pool:
+            listed = list(pool.map(listing, engines))
+        return [(engine, container) for engine, containers in zip(engines, listed, strict=True)
+                for container in containers]
+
+    def endpoint(self, inspected: dict[str, Any], engine: str, port: int | None = None) -> tuple[str | None, int]:
+        """Where the balancer and the health check reach a host: (address, port), per addressing."""
+        port = port or self.spec.port
+        if self.addressing == "published":
+            published = published_port(inspected, port)
+            return (self.addresses.get(engine) or "127.0.0.1", published) if published else (None, port)
+        return container_address(inspected, self.spec.network), port
+
+    def publish_address(self, engine: str) -> str:
+        """The address of the engine's machine a published port is bound to (all of them for a name)."""
+        address = self.addresses.get(engine) or "127.0.0.1"
+        return address if re.fullmatch(r"[0-9.]+|[0-9a-fA-F:]+", address) else "0.0.0.0"
+
     # observe ------------------------------------------------------------------------------------
     def observe(self) -> Observation:
-        containers = self.client.containers_with_labels({LABEL_SERVICE: self.service}, inspect=False)
+        containers = self._list_containers()
         servers = self.balancer.members(lambda name: bool(self.host_pattern.match(name)))
         pending = self.pending_stops.read()
         observation = Observation()
         endpoints: dict[str, tuple[str, int]] = {}
-        found: list[tuple[dict[str, Any], HostLabels, bool, bool]] = []
-        for inspected in containers:
+        found: list[tuple[str, dict[str, Any], HostLabels, bool, bool]] = []
+        for engine, inspected in containers:
             host = HostLabels.from_labels(image_labels(inspected))
             name = inspected["Name"].lstrip("/")
             if not self.host_pattern.match(name) or host.generation is None:
                 continue
+            if any(name == seen[1]["Name"].lstrip("/") for seen in found):
+                self.progress(f"{self.service}: a second container named {name} runs on engine {engine}; "
+                              "it is left alone")
+                continue
             # A host whose stop the engine is still finishing counts as stopped: it left the balancer.
             stopping = name in pending and bool((inspected.get("State") or {}).get("Running"))
             running = bool((inspected.get("State") or {}).get("Running")) and not stopping
-            address = container_address(inspected, self.spec.network) if running else None
-            if address:
-                endpoints[name] = (address, host.port or self.spec.port)
-            found.append((inspected, host, running, stopping))
+            if running:
+                address, port = self.endpoint(inspected, engine, host.port)
+                if address:
+                    endpoints[name] = (address, port)
+            found.append((engine, inspected, host, running, stopping))
         matched, observation.stale_servers = match_servers(endpoints, servers)
-        for inspected, host, running, stopping in found:
+        for engine, inspected, host, running, stopping in found:
             name = inspected["Name"].lstrip("/")
             server = matched.get(name)
             balancer_state = server.admin_state if server else None
             if isinstance(self.balancer, NoBalancer) and running:
                 balancer_state = "ready"
             observation.hosts.append(rp.Host(name, host.generation or 0, host.index or 0, host.spec_hash or "",
-                                             running, balancer_state))
-            observation.records[name] = HostRecord(name, inspected["Id"], endpoints.get(name, (None, 0))[0],
+                                             running, balancer_state, engine))
+            endpoint = endpoints.get(name)
+            observation.records[name] = HostRecord(name, inspected["Id"], endpoint[0] if endpoint else None,
                                                    server.name if server else None, stopping,
-                                                   str((inspected.get("State") or {}).get("Status") or ""))
+                                                   str((inspected.get("State") or {}).get("Status") or ""),
+                                                   engine=engine, port=endpoint[1] if endpoint else None)
         return observation
 
     def settle_stops(self, observation: Observation) -> None:
@@ -243,7 +331,7 @@ class ServiceHosts:
         try:
             for position, step in enumerate(steps):
                 self.check_interrupted()
-                self.progress(f"{self.service} {what}: {step.describe()}")
+                self.progress(f"{self.service} {what}: {self.describe(step, records)}")
                 self.doing = step
                 getattr(self, f"_step_{step.action}")(list(step.hosts), records, step)
                 if step.action == rp.START:
@@ -251,6 +339,13 @@ class ServiceHosts:
         finally:
             self.check_interrupted = never_interrupted
             self._finish_background_work()
+
+    def describe(self, step: rp.Step, records: Mapping[str, HostRecord] | None = None) -> str:
+        """The step as progress lines say it: with each host's engine when there is more than one."""
+        if not self.multi_engine:
+            return step.describe()
+        return rp.Step(step.action, tuple(f"{name} on {self.where(name, records)}" for name in step.hosts),
+                       step.batch, step.seconds).describe()
 
     def _create_ahead(self, steps: list[rp.Step]) -> None:
         """Creates (not starts) the next batch's hosts while this batch is gated and swapped: a created
@@ -268,16 +363,20 @@ class ServiceHosts:
         if container.get("memory"):
             options["mem_limit"] = container["memory"]
         environment = {str(key): str(value) for key, value in (container.get("env") or {}).items()}
-        return self.client.create_container(self.spec.image_id, name, self.spec.labels(generation, index, self.rollout_id),
-                                            environment, container.get("networks") or [], **options)
+        engine = self.where(name)
+        if self.addressing == "published":
+            options["publish"] = (self.spec.port, self.publish_address(engine))
+        labels = self.spec.labels(generation, index, self.rollout_id, engine if self.multi_engine else None)
+        return self.clients[engine].create_container(self.spec.image_id, name, labels, environment,
+                                                     container.get("networks") or [], **options)
 
     def _step_start(self, names: list[str], records: dict[str, HostRecord], step: rp.Step) -> None:
         for name in names:
             creating = self._creating.pop(name, None)
             container_id = creating.result() if creating else self._create(name)
-            records[name] = HostRecord(name, container_id)
+            records[name] = HostRecord(name, container_id, engine=self.where(name))
             try:
-                self.client.start(container_id)
+                self.client_of(records[name]).start(container_id)
             finally:
                 self._refresh_address(records[name])
 
@@ -290,7 +389,7 @@ class ServiceHosts:
             run_for_each(finishing, lambda name: self._finish_stop(records[name]))
         self._forget_stops(names)  # running again, these hosts are no longer stopping, whoever sent the stop
         for name in names:
-            self.client.start(records[name].container_id)
+            self.client_of(records[name]).start(records[name].container_id)
             records[name].stopping = False
             self._refresh_address(records[name])
 
@@ -298,23 +397,23 @@ class ServiceHosts:
         return any(stopping_name == name and not future.done() for stopping_name, future in self._stopping)
 
     def _finish_stop(self, record: HostRecord) -> None:
-        self.client.kill(record.container_id)
-        if not self.client.wait_exited(record.container_id, max(5.0, float(self.stop_timeout))):
+        self.client_of(record).kill(record.container_id)
+        if not self.client_of(record).wait_exited(record.container_id, max(5.0, float(self.stop_timeout))):
             raise InfraError(f"host {record.name} did not exit after SIGKILL, so it cannot be started again.",
                              host=record.name)
 
     def _refresh_address(self, record: HostRecord) -> None:
-        inspected = self.client.container(record.container_id) or {}
-        record.address = container_address(inspected, self.spec.network)
+        inspected = self.client_of(record).container(record.container_id) or {}
+        record.address, record.port = self.endpoint(inspected, record.engine)
 
     def _step_wait_healthy(self, names: list[str], records: dict[str, HostRecord], step: rp.Step) -> None:
         def gate(name: str) -> None:
             record = records[name]
             # After the first passing check the host is registered with the balancer (no traffic yet),
             # so HAProxy's own check runs while the gate waits for the remaining passes.
-            seconds = wait_healthy(self.client, self.health, name, record.container_id, record.address, self.progress,
-                                   on_first_pass=lambda: self._register_ahead(record),
-                                   interrupted=self.check_interrupted)
+            seconds = wait_healthy(self.client_of(record), self.health, name, record.container_id, record.address,
+                                   self.progress, on_first_pass=lambda: self._register_ahead(record),
+                                   interrupted=self.check_interrupted, port=record.port)
             self.progress(f"{self.service}: {name} is healthy after {seconds:.1f} s ({self.health.describe()})")
         try:
             run_for_each(names, gate)
@@ -324,7 +423,7 @@ class ServiceHosts:
     def _register_ahead(self, record: HostRecord) -> None:
         if record.address and record.name not in self._registering:
             self._registering[record.name] = self._background.submit(
-                self.balancer.register, record.name, record.address, self.spec.port)
+                self.balancer.register, record.name, record.address, record.port or self.spec.port)
 
     def _finish_registrations(self, records: dict[str, HostRecord]) -> None:
         """Notes the server of each host registered ahead; a failed registration is retried by the add step."""
@@ -337,9 +436,11 @@ class ServiceHosts:
         def add(name: str) -> None:
             record = records[name]
             if not record.address:
-                raise InfraError(f"host {name} has no address on network {self.spec.network or 'bridge'}.", host=name)
+                where = ("no published port" if self.addressing == "published"
+                         else f"no address on network {self.spec.network or 'bridge'}")
+                raise InfraError(f"host {name} has {where}.", host=name)
             if not record.server:
-                record.server = self.balancer.register(name, record.address, self.spec.port)
+                record.server = self.balancer.register(name, record.address, record.port or self.spec.port)
             try:
                 self.balancer.activate(record.server)
             except InfraError:
@@ -353,9 +454,10 @@ class ServiceHosts:
             self.check_interrupted()
             for name in names:
                 record = records[name]
-                problem = container_problem(self.client, record.container_id)
-                passed, seen = (False, problem) if problem else self.health.probe(self.client, record.container_id,
-                                                                                  record.address)
+                client = self.client_of(record)
+                problem = container_problem(client, record.container_id)
+                passed, seen = (False, problem) if problem else self.health.probe(client, record.container_id,
+                                                                                  record.address, record.port)
                 if not passed:
                     raise InfraError(f"canary {name} failed its {self.health.describe()} while observed: {seen}.",
                                      host=name)
@@ -399,7 +501,8 @@ class ServiceHosts:
         self.pending_stops.write(dict(self.pending_stops.read(), **{name: deadline for name in names}))
         for name in names:
             self._stopping.append((name, self._background.submit(
-                self.client.request_stop, records[name].container_id, self.stop_timeout, STOP_ANSWER_WAIT)))
+                self.client_of(records[name]).request_stop, records[name].container_id, self.stop_timeout,
+                STOP_ANSWER_WAIT)))
 
     def _finish_background_work(self) -> None:
         """Collects the stops and creations still under way. A stop that the engine has not finished after
@@ -434,5 +537,5 @@ class ServiceHosts:
 
     def _step_remove(self, names: list[str], records: dict[str, HostRecord], step: rp.Step) -> None:
         run_for_each([name for name in names if name in records],
-                     lambda name: self.client.remove_container(records[name].container_id))
+                     lambda name: self.client_of(records[name]).remove_container(records[name].container_id))
         self._forget_stops(names)

@@ -340,8 +340,8 @@ def finish_stale_stops(hosts: ServiceHosts, unfinished: dict[str, Any]) -> None:
         server = observation.records[name].server
         if server:
             hosts.balancer.detach(server)
-    run_for_each(suspects, lambda name: hosts.client.stop(observation.records[name].container_id,
-                                                          unfinished["stop_timeout"]))
+    run_for_each(suspects, lambda name: hosts.client_of(observation.records[name]).stop(
+        observation.records[name].container_id, unfinished["stop_timeout"]))
 
 
 def retire_old_generations(hosts: ServiceHosts, plan: rp.Plan) -> None:

@@ -44,6 +44,7 @@ class Host:
     spec_hash: str
     running: bool
     balancer_state: str | None = None   # ready / drain / maint, None when not in the balancer
+    engine: str = "default"             # the engine it runs on
 
     @property
     def live(self) -> bool:

@@ -239,3 +239,20 @@ def test_builders_and_verify_hosts_are_known_by_name_and_label():
     assert verify_host_labels(IMAGE_ID) == {"immutable.infra.verifying": IMAGE_ID}
     assert is_verify_host(verify_host_labels(IMAGE_ID))
     assert not is_verify_host({}) and not is_verify_host(None) and not is_verify_host(HOST_LABELS)
+
+
+def test_a_host_names_its_engine_and_one_made_before_engines_reads_as_none():
+    labels = HostLabels(service="web", generation=2, index=1, engine="rig2").to_labels()
+    assert labels["immutable.infra.engine"] == "rig2"
+    assert HostLabels.from_labels(labels).engine == "rig2"
+    assert "immutable.infra.engine" not in HostLabels(service="web", generation=2, index=1).to_labels()
+    assert HostLabels.from_labels({"immutable.infra.service": "web"}).engine is None
+
+
+def test_the_journal_lists_the_engine_of_each_new_host():
+    journal = JournalLabels(rollout="r3", new_hosts=["web-3-1", "web-3-2"], image_id=IMAGE_ID, started="t",
+                            placement={"web-3-2": "rig2", "web-3-1": "rig1"})
+    labels = journal.to_labels()
+    assert labels["immutable.infra.placement"] == "web-3-1=rig1,web-3-2=rig2"
+    assert JournalLabels.from_labels(labels) == journal
+    assert JournalLabels.from_labels(dict(labels, **{"immutable.infra.placement": "web-3-1=,=rig2,junk"})).placement == {}
