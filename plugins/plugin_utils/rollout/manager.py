@@ -159,7 +159,9 @@ class Rollout(Manager):
                                     placed=placed, placement=placement, shipping=shipping, observation=observation)
             # Before the lock, which is a container made from the image on the coordinator: an image on an
             # engine changes nothing that runs, and a registry that is down stops the run before any change.
-            self.shipped = ship(fleet, shipping, self.progress)
+            self.shipped = ship(fleet, shipping if plan.changed else plan_ship(fleet, spec.image_id,
+                                                                               [fleet.coordinator_name]),
+                                self.progress)
             lock = ServiceLock(coordinator, self.service, spec.image_id, self.rollout_id, self.params["lock_timeout"],
                                self.progress)
             lock.acquire()
@@ -293,6 +295,8 @@ class Rollout(Manager):
                 except EngineUnreachable as again:
                     if hosts.mark_unreachable(again) in (None, self.fleet.coordinator_name):
                         raise
+            else:
+                raise InfraError(f"engines {', '.join(sorted(hosts.down))} stopped answering one after the other")
         except InfraError as revert_error:
             ledger.append(dict(record, result="failed", error=error.message, revert_error=revert_error.message,
                                engines_down=sorted(hosts.down), finished=utc_timestamp(), duration=duration))
