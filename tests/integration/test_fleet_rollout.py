@@ -130,9 +130,10 @@ def test_rolling_over_three_engines_ships_the_image_and_drops_nothing(project, r
     assert all(rig[2][engine].image(hello["2.0"]) is None for engine in engines)  # and shipped nothing
 
     with SteadyLoad(proxy.url(), rate=100, max_seconds=90) as load:
-        second = project.run([fleet_task(rig, fleet_service, hello["2.0"], proxy)])["rollout"]
+        run = project.run([fleet_task(rig, fleet_service, hello["2.0"], proxy)])
         time.sleep(0.5)
-    summary = load.summary()
+    second, summary = run["rollout"], load.summary()
+    assert f"gen 2: batch 2: start {fleet_service}-2-2 on rig2" in run.output  # progress names each host's engine
     assert second["changed"] and second["generation"] == 2, second.get("msg")
     new_hosts = {f"{fleet_service}-2-{index}": engine for index, engine in enumerate(engines, start=1)}
     assert second["hosts"] == new_hosts and where(rig, fleet_service) == new_hosts  # each slot kept its engine
@@ -147,8 +148,8 @@ def test_rolling_over_three_engines_ships_the_image_and_drops_nothing(project, r
     assert (record["result"], record["placement"], record["engines"]) == ("succeeded", new_hosts, engines)
 
 
-def test_blue_green_with_published_ports_streams_a_missing_image_and_drops_nothing(project, rig, hello, fleet_service,
-                                                                                   proxy):
+def test_blue_green_with_published_ports_streams_a_missing_image_and_drops_nothing(
+        project, rig, hello, fleet_service, proxy):
     engines = [engine["name"] for engine in rig[0]["engines"]]
     first = project.run([fleet_task(rig, fleet_service, hello["1.0"], proxy, addressing="published")])["rollout"]
     assert first["changed"] and first["addressing"] == "published", first.get("msg")
@@ -208,8 +209,8 @@ def _start_rig() -> None:
     subprocess.run([sys.executable, os.path.join(SCRIPTS, "engines.py"), "up"], check=True, capture_output=True)
 
 
-def test_an_engine_killed_mid_rollout_reverts_the_others_and_the_next_run_converges(project, rig, hello,
-                                                                                     fleet_service, proxy):
+def test_an_engine_killed_mid_rollout_reverts_the_others_and_the_next_run_converges(
+        project, rig, hello, fleet_service, proxy):
     live = project.run([fleet_task(rig, fleet_service, hello["1.0"], proxy)])["rollout"]
     assert live["changed"], live.get("msg")
     slow_health = {"http_path": "/healthz", "timeout": 20, "interval": 0.5, "healthy_threshold": 6}
