@@ -280,3 +280,22 @@ def test_rollback_starts_the_kept_hosts_on_their_engines(project, rig, hello, fl
     assert back["hosts"] == first["hosts"] and where(rig, fleet_service) == first["hosts"]
     assert load.summary()["failed"] == 0, load.summary()
     assert_balancer_matches(rig, proxy, first["hosts"])
+
+
+def test_an_engine_down_at_the_start_is_named_unless_its_share_goes_to_the_others(
+        project, rig, hello, fleet_service, proxy):
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]  # closed again: no engine answers there
+    task = fleet_task(rig, fleet_service, hello["1.0"], proxy)
+    task["immutable.infra.rollout"]["engines"].append({"name": "rig9", "docker_host": f"tcp://127.0.0.1:{port}"})
+    refused = project.run([task])["rollout"]
+    assert refused.get("failed") and refused["msg"].startswith("Engine(s) rig9 cannot be reached"), refused
+    assert refused["msg"].endswith("Nothing was changed.") and refused["engines_down"] == ["rig9"]
+    assert where(rig, fleet_service, running=None) == {}
+
+    task["immutable.infra.rollout"]["place_down_share"] = True
+    placed = project.run([task])["rollout"]
+    assert placed["changed"] and sorted(placed["hosts"].values()) == ["rig1", "rig2", "rig3"], placed.get("msg")
+    assert placed["placement"]["counts"]["rig9"] == 0 and placed["placement"]["notes"]
+    assert_balancer_matches(rig, proxy, placed["hosts"])
