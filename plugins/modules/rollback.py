@@ -19,6 +19,9 @@ description:
     the lock all apply, and the rollback is recorded in the ledger as a rollout with
     C(rollback_to_revision).
   - Rolling back to a revision whose image no longer exists in the engine is a clear error.
+  - Over several engines (O(engines) or O(engines_group)), the hosts of every engine are read, the kept
+    hosts are started again on the engines their labels name, and the image is shipped to any engine
+    that needs it and lacks it, as M(immutable.infra.rollout) does.
 author:
   - immutable.infra contributors (@immutable-infra)
 extends_documentation_fragment:
@@ -26,6 +29,8 @@ extends_documentation_fragment:
   - ansible.builtin.action_common_attributes.flow
   - immutable.infra.action
   - immutable.infra.balancer
+  - immutable.infra.engines
+  - immutable.infra.fleet_rollout
   - immutable.infra.balancer.health
 attributes:
   check_mode:
@@ -105,6 +110,40 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+engines:
+  description: The fleet's engines (C(name), C(docker_host), C(tls), C(weight), C(max_hosts), C(up), C(coordinator)).
+  returned: over several engines
+  type: list
+  elements: dict
+  sample: [{"name": "rig1", "docker_host": "tcp://10.0.0.5:2376", "tls": true, "weight": 1, "max_hosts": null,
+            "up": true, "coordinator": true}]
+addressing:
+  description: How the balancer and the health check reach the hosts, V(container) or V(published) (see O(addressing)).
+  returned: over several engines
+  type: str
+hosts:
+  description: The engine each live host runs on after the task .
+  returned: over several engines
+  type: dict
+  sample: {"web-3-1": "rig1", "web-3-2": "rig2", "web-3-3": "rig3"}
+placement:
+  description:
+    - How the new hosts were placed (C(assignments) slot to engine, C(counts) per engine, C(moved) slots
+      whose engine changed, C(notes)); null when no new host is made.
+  returned: over several engines
+  type: dict
+shipping:
+  description:
+    - How the image reached (or, in check mode, would reach) the engines that lacked it before any host
+      started. C(method) is V(none), V(registry) or V(stream); C(source), C(targets), C(present), and after
+      shipping C(seconds), C(digest) and C(per_engine) timings.
+  returned: over several engines
+  type: dict
+engines_down:
+  description: Engines that could not be reached (at the start, or when one stopped answering mid-way).
+  returned: on failure, when an engine is down
+  type: list
+  elements: str
 revision:
   description: The revision that is live after the task.
   returned: success

@@ -35,6 +35,15 @@ description:
     out again.
   - Before planning, the balancer is reconciled with the hosts (see RV(reconciled)).
   - Every rollout is recorded in the ledger with its result (succeeded, rolled back, failed).
+  - B(Over several engines) (O(engines) or O(engines_group)), the hosts are spread across them (evenly by
+    default, by O(engines[].weight) and O(engines[].max_hosts)); a host keeps the engine of the host
+    it replaces. The image is shipped to every engine that needs it (through O(registry), or streamed)
+    before any host starts, and the gate takes the newest verdict recorded on any engine. The lock and
+    the journal live on the first declared engine, the coordinator, so every controller sees them. A
+    host failing on any engine reverts every engine. An engine that stops answering mid-way fails the
+    task; every other engine is reverted at once and the journal stays, so the next run undoes the
+    rollout on that engine too once it answers. An engine that is down at the start is an error naming
+    it (see O(place_down_share)). The plan, check mode, progress lines and the ledger name each host's engine.
 author:
   - immutable.infra contributors (@immutable-infra)
 extends_documentation_fragment:
@@ -42,6 +51,8 @@ extends_documentation_fragment:
   - ansible.builtin.action_common_attributes.flow
   - immutable.infra.action
   - immutable.infra.balancer
+  - immutable.infra.engines
+  - immutable.infra.fleet_rollout
   - immutable.infra.balancer.health
 attributes:
   check_mode:
@@ -283,7 +294,9 @@ reason:
   returned: always
   type: str
 plan:
-  description: The ordered steps, each with C(action), C(hosts), C(batch) and a readable C(text).
+  description:
+    - The ordered steps, each with C(action), C(hosts), C(batch) and a readable C(text); over several
+      engines also C(engines), the engine of each host in C(hosts).
   returned: always
   type: list
   elements: dict
@@ -309,6 +322,40 @@ reconciled:
   returned: when something needed repair
   type: dict
   sample: {"detached": ["slot2"], "registered": ["web-3-1"], "removed": ["web-3-2"]}
+engines:
+  description: The fleet's engines (C(name), C(docker_host), C(tls), C(weight), C(max_hosts), C(up), C(coordinator)).
+  returned: over several engines
+  type: list
+  elements: dict
+  sample: [{"name": "rig1", "docker_host": "tcp://10.0.0.5:2376", "tls": true, "weight": 1, "max_hosts": null,
+            "up": true, "coordinator": true}]
+addressing:
+  description: How the balancer and the health check reach the hosts, V(container) or V(published) (see O(addressing)).
+  returned: over several engines
+  type: str
+hosts:
+  description: The engine each live host runs on after the task (or would, in check mode).
+  returned: over several engines
+  type: dict
+  sample: {"web-3-1": "rig1", "web-3-2": "rig2", "web-3-3": "rig3"}
+placement:
+  description:
+    - How the new hosts were placed (C(assignments) slot to engine, C(counts) per engine, C(moved) slots
+      whose engine changed, C(notes)); null when no new host is made.
+  returned: over several engines
+  type: dict
+shipping:
+  description:
+    - How the image reached (or, in check mode, would reach) the engines that lacked it before any host
+      started. C(method) is V(none), V(registry) or V(stream); C(source), C(targets), C(present), and after
+      shipping C(seconds), C(digest) and C(per_engine) timings.
+  returned: over several engines
+  type: dict
+engines_down:
+  description: Engines that could not be reached (at the start, or when one stopped answering mid-way).
+  returned: on failure, when an engine is down
+  type: list
+  elements: str
 rolled_back:
   description: True when the rollout failed and the previous hosts are live again.
   returned: on failure

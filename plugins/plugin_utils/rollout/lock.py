@@ -54,6 +54,7 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import
     LABEL_OWNER,
     LABEL_PID,
     LABEL_PID_START,
+    LABEL_PLACEMENT,
     LABEL_PREVIOUS_LIVE,
     LABEL_RESTORED,
     LABEL_ROLLOUT,
@@ -63,6 +64,8 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import
     LEASE_PREFIX,
     LOCK_PREFIX,
     STOP_NOTE_PREFIX,
+    parse_placement,
+    placement_text,
 )
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.provenance import controller_user
 
@@ -295,15 +298,19 @@ class Journal:
         self._stops = 0
 
     def write(self, rollout_id: str, previous_live: list[str], new_hosts: list[str], image_id: str,
-              restored: bool = False, stop_timeout: int = 10) -> None:
-        """restored: the new hosts belong to a kept generation, so undoing stops them instead of removing them."""
+              restored: bool = False, stop_timeout: int = 10, placement: dict[str, str] | None = None) -> None:
+        """restored: the new hosts belong to a kept generation, so undoing stops them instead of removing them.
+        placement: the engine of each new host, over several engines (the journal is on the coordinator)."""
         self.clear()
-        self.client.create_volume(self.name, {
+        labels = {
             LABEL_JOURNAL: self.service,
             LABEL_ROLLOUT: rollout_id, LABEL_PREVIOUS_LIVE: ",".join(previous_live),
             LABEL_NEW_HOSTS: ",".join(new_hosts), LABEL_IMAGE_ID: image_id,
             LABEL_RESTORED: "true" if restored else "false", LABEL_STARTED: utc_timestamp(),
-            LABEL_STOP_TIMEOUT: str(stop_timeout)})
+            LABEL_STOP_TIMEOUT: str(stop_timeout)}
+        if placement:
+            labels[LABEL_PLACEMENT] = placement_text(placement)
+        self.client.create_volume(self.name, labels)
 
     def note_stopping(self, hosts: list[str]) -> None:
         """Records, before the stop is sent, hosts whose stop the engine may still be carrying out if this
@@ -325,7 +332,8 @@ class Journal:
                 "image_id": labels.get(LABEL_IMAGE_ID, ""),
                 "restored": labels.get(LABEL_RESTORED) == "true",
                 "started": labels.get(LABEL_STARTED, ""),
-                "stopping": stopping, "stop_timeout": int(timeout) if timeout.isdigit() else 10}
+                "stopping": stopping, "stop_timeout": int(timeout) if timeout.isdigit() else 10,
+                "placement": parse_placement(labels.get(LABEL_PLACEMENT))}
 
     def clear(self) -> None:
         """The journal first, its stop notes after: a journal is never read without the notes written for it

@@ -16,7 +16,19 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.core.interrupts im
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import ImageProvenance, image_labels
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import Ledger
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.task import Manager, TaskContext
+from ansible_collections.immutable.infra.plugins.plugin_utils.engines.placement import Placement
+from ansible_collections.immutable.infra.plugins.plugin_utils.engines.shipping import ShipPlan
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout import plan as rp
+from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.fleet_engines import (
+    FLEET_ARGUMENT_SPEC,
+    Fleet,
+    find_image,
+    open_fleet,
+    place_hosts,
+    plan_ship,
+    require_fleet_verified,
+    ship,
+)
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.health import HEALTH_OPTIONS, HealthCheck, run_for_each
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.hosts import (
     HostSpec,
@@ -61,6 +73,7 @@ ROLLOUT_ARGUMENT_SPEC: dict[str, Any] = {
     "keep_previous": {"type": "int", "default": 1},
     "container": {"type": "dict", "default": {}, "options": CONTAINER_OPTIONS},
     "lock_timeout": {"type": "int", "default": 60},
+    **FLEET_ARGUMENT_SPEC,
 }
 
 
@@ -108,33 +121,46 @@ class Rollout(Manager):
         self.rollout_id = uuid.uuid4().hex[:12]
         self.balancer = make_balancer(params["balancer"])
         self.record_fields: dict[str, Any] = {}
+        self.fleet = Fleet([], {})
+        self.shipped: dict[str, Any] | None = None
 
     # run ----------------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         started = time.monotonic()
-        client = self.client()
-        image = require_verified(client, self.params["image"], self.params["require_verified"])
+        fleet = self.fleet = open_fleet(self.params, self.client)
+        image = self._gated_image(fleet)
         for network in self.params["container"]["networks"]:
-            if not client.network_exists(network):
-                raise InfraError(f"The Docker network {network} (container.networks) does not exist; create it "
-                                 "first, or leave it out to use the engine's default bridge.")
+            for name, client in fleet.clients.items():
+                if not client.network_exists(network):
+                    where = f" on engine {name}" if not fleet.single else ""
+                    raise InfraError(f"The Docker network {network} (container.networks) does not exist{where}; "
+                                     "create it first, or leave it out to use the engine's default bridge.")
         provenance = ImageProvenance.from_labels(image_labels(image))
         self.balancer.check()
         spec = HostSpec(self.service, image["Id"], self.params["port"], self.params["container"],
                         self.params["health"], provenance.inputs_hash or "")
-        hosts = ServiceHosts(client, self.balancer, spec, self.progress, self.params["drain_timeout"],
-                             self.params["stop_timeout"])
+        coordinator = fleet.coordinator
+        hosts = ServiceHosts(fleet.clients, self.balancer, spec, self.progress, self.params["drain_timeout"],
+                             self.params["stop_timeout"], fleet.addressing, fleet.addresses())
+        hosts.down.update(fleet.down)
         hosts.rollout_id = self.rollout_id
         desired = rp.Desired(spec_hash=spec.spec_hash, **self.desired_settings)
-        journal = Journal(client, self.service)
+        journal = Journal(coordinator, self.service)
         try:
             observation = hosts.observe()
             plan = rp.plan_rollout(observation.hosts, desired)
+            placed, placement = place_hosts(fleet, plan, observation)
+            shipping = plan_ship(fleet, spec.image_id, [*placed.values(), fleet.coordinator_name]
+                                 if plan.changed else [])
             repair = plan_repair(observation.hosts, exited_hosts(observation))
             if self.context.check_mode or not (plan.changed or observation.stale_servers or repair.steps
                                                or journal.read()):
-                return self._result(plan, spec, started, changed=plan.changed or bool(observation.stale_servers))
-            lock = ServiceLock(client, self.service, spec.image_id, self.rollout_id, self.params["lock_timeout"],
+                return self._result(plan, spec, started, changed=plan.changed or bool(observation.stale_servers),
+                                    placed=placed, placement=placement, shipping=shipping, observation=observation)
+            # Before the lock, which is a container made from the image on the coordinator: an image on an
+            # engine changes nothing that runs, and a registry that is down stops the run before any change.
+            self.shipped = ship(fleet, shipping, self.progress)
+            lock = ServiceLock(coordinator, self.service, spec.image_id, self.rollout_id, self.params["lock_timeout"],
                                self.progress)
             lock.acquire()
             try:
@@ -143,6 +169,15 @@ class Rollout(Manager):
                 lock.release()
         finally:
             hosts.close()
+
+    def _gated_image(self, fleet: Fleet) -> dict[str, Any]:
+        """The image's inspect data, refused unless its verdict passes (on its engine, or on the fleet's)."""
+        if fleet.single:
+            return require_verified(fleet.coordinator, self.params["image"], self.params["require_verified"])
+        image = find_image(fleet, self.params["image"])
+        if self.params["require_verified"]:
+            require_fleet_verified(fleet, self.params["image"], image["Id"])
+        return image
 
     def _locked_run(self, hosts: ServiceHosts, desired: rp.Desired, journal: Journal, started: float,
                     lock: ServiceLock) -> dict[str, Any]:
@@ -157,18 +192,28 @@ class Rollout(Manager):
         if not plan.changed:
             return self._result(plan, hosts.spec, started,
                                 changed=bool(recovered or reconciled or observation.stale_servers),
-                                recovered=recovered, reconciled=reconciled)
+                                recovered=recovered, reconciled=reconciled, observation=observation)
+        fleet = self.fleet
+        placed, placement = place_hosts(fleet, plan, observation)
+        hosts.placement = dict(placed)
+        shipped = ship(fleet, plan_ship(fleet, hosts.spec.image_id, list(placed.values())), self.progress)
+        self.shipped = self.shipped if shipped is None or shipped["method"] == "none" else shipped
         hosts.generation = plan.generation
+        where = (f" on {', '.join(f'{name} {count}' for name, count in placement.counts.items())}"
+                 if placement and not fleet.single else "")
         self.progress(f"{self.service}: {plan.kind} to generation {plan.generation} from "
                       f"{short_id(hosts.spec.image_id)} ({self.params['strategy']}; {plan.reason}); "
-                      f"{len(plan.steps)} steps")
+                      f"{len(plan.steps)} steps{where}")
+        engine_fields = {} if fleet.single else {"engines": [engine.name for engine in fleet.engines],
+                                                 "placement": placed}
         record = ledger.new_record(
             "rollout", self.context.basedir, rollout=self.rollout_id, service=self.service,
             image_id=hosts.spec.image_id, inputs_hash=hosts.spec.inputs_hash, generation=plan.generation,
             kind_of_change=plan.kind, strategy=self.params["strategy"], replicas=self.params["replicas"],
-            port=hosts.spec.port, live_before=plan.live_before, **self.record_fields)
+            port=hosts.spec.port, live_before=plan.live_before, **engine_fields, **self.record_fields)
         journal.write(self.rollout_id, plan.live_before, plan.new_hosts, hosts.spec.image_id,
-                      restored=plan.kind == "restore", stop_timeout=hosts.stop_timeout)
+                      restored=plan.kind == "restore", stop_timeout=hosts.stop_timeout,
+                      placement=None if fleet.single else placed)
         # Ctrl-C (or SIGTERM) reaches this action through ansible-playbook, which exits without waiting
         # for it. It stops the rollout at the next step or health check, and the fleet is reverted like
         # after any failure; once the last batch is in, the rollout finishes instead.
@@ -191,10 +236,15 @@ class Rollout(Manager):
                                live=plan.live_after, finished=utc_timestamp(),
                                duration=round(time.monotonic() - started, 3), **stopping_fields(hosts)))
         return self._result(plan, hosts.spec, started, changed=True, recovered=recovered, reconciled=reconciled,
-                            stopping=sorted(hosts.still_stopping))
+                            stopping=sorted(hosts.still_stopping), placed=placed, placement=placement,
+                            observation=observation)
 
     def _fail(self, hosts: ServiceHosts, error: InfraError, plan: rp.Plan, journal: Journal, ledger: Ledger,
               record: dict[str, Any], started: float) -> None:
+        if isinstance(error, EngineUnreachable) and hosts.multi_engine:
+            lost = hosts.mark_unreachable(error)
+            if lost and lost != self.fleet.coordinator_name:
+                self._revert_the_others(hosts, error, lost, plan, ledger, record, started)
         if isinstance(error, (LockLost, EngineUnreachable)):
             self._abandon(hosts, error, plan, ledger, record, started)
         self.progress(f"{self.service}: {error.message} Reverting to {', '.join(plan.live_before) or 'nothing'}.")
@@ -215,6 +265,35 @@ class Rollout(Manager):
                          f"{error.message} Live again: {kept}; the new hosts were "
                          f"{'stopped' if plan.kind == 'restore' else 'removed'}.",
                          host=error.details.get("host"), rolled_back=True, live=plan.live_before,
+                         generation=plan.generation, duration=round(time.monotonic() - started, 3)) from None
+
+    def _revert_the_others(self, hosts: ServiceHosts, error: InfraError, lost: str, plan: rp.Plan, ledger: Ledger,
+                           record: dict[str, Any], started: float) -> None:
+        """An engine other than the coordinator stopped answering: every other engine is put back on the
+        previous generation now (the lost engine's servers leave the balancer: nothing answers there), and
+        the journal stays on the coordinator, so the next run undoes the rollout on the lost engine too."""
+        where = f"during batch {hosts.doing.batch}" if hosts.doing and hosts.doing.batch else "mid-way"
+        self.progress(f"{self.service}: engine {lost} stopped answering {where}; reverting every other engine to "
+                      f"{', '.join(plan.live_before) or 'nothing'}")
+        duration = round(time.monotonic() - started, 3)
+        try:
+            revert(hosts, plan.live_before, plan.new_hosts, keep_new=plan.kind == "restore")
+        except InfraError as revert_error:
+            ledger.append(dict(record, result="failed", error=error.message, revert_error=revert_error.message,
+                               engines_down=sorted(hosts.down), finished=utc_timestamp(), duration=duration))
+            raise InfraError(f"Rollout of {self.service} to generation {plan.generation} failed: engine {lost} stopped "
+                             f"answering {where} ({error.message}). Reverting the other engines also failed: "
+                             f"{revert_error.message} The next run of this rollout puts the previous hosts back first.",
+                             engines_down=sorted(hosts.down), rolled_back=False, journal_left=True) from None
+        live = [name for name in plan.live_before if hosts.where(name) != lost]
+        ledger.append(dict(record, result="rolled back", error=error.message, live=live, engines_down=sorted(hosts.down),
+                           finished=utc_timestamp(), duration=round(time.monotonic() - started, 3),
+                           **stopping_fields(hosts)))
+        raise InfraError(f"Rollout of {self.service} to generation {plan.generation} failed: engine {lost} stopped "
+                         f"answering {where} ({error.message}). Every other engine is back on the previous generation "
+                         f"(live: {', '.join(live) or 'nothing'}); the journal stays on {self.fleet.coordinator_name}, "
+                         f"so the next run, once {lost} answers again, puts its hosts back first.",
+                         rolled_back=True, engines_down=sorted(hosts.down), live=live, journal_left=True,
                          generation=plan.generation, duration=round(time.monotonic() - started, 3)) from None
 
     def _abandon(self, hosts: ServiceHosts, error: InfraError, plan: rp.Plan, ledger: Ledger, record: dict[str, Any],
@@ -242,7 +321,9 @@ class Rollout(Manager):
     # result -------------------------------------------------------------------------------------
     def _result(self, plan: rp.Plan, spec: HostSpec, started: float, changed: bool,
                 recovered: str | None = None, stopping: list[str] | None = None,
-                reconciled: dict[str, list[str]] | None = None) -> dict[str, Any]:
+                reconciled: dict[str, list[str]] | None = None, placed: dict[str, str] | None = None,
+                placement: Placement | None = None, shipping: ShipPlan | None = None,
+                observation: Observation | None = None) -> dict[str, Any]:
         result: dict[str, Any] = {
             "changed": changed, "service": self.service, "generation": plan.generation, "image_id": spec.image_id,
             "kind": plan.kind, "reason": plan.reason, "added": plan.new_hosts, "removed": plan.retired,
@@ -254,6 +335,8 @@ class Rollout(Manager):
             result["recovered"] = recovered
         if reconciled:
             result["reconciled"] = reconciled
+        if not self.fleet.single:
+            result.update(self._engine_result(plan, placed or {}, placement, shipping, observation))
         if self.context.diff_mode:
             result["diff"] = {"before": "".join(f"{name}\n" for name in plan.live_before),
                               "after": "".join(f"{name}\n" for name in plan.live_after),
@@ -263,6 +346,18 @@ class Rollout(Manager):
                          f"({len(plan.new_hosts)} added, {len(plan.retired)} removed)" if plan.changed
                          else f"{self.service}: generation {plan.generation} is live and up to date")
         return result
+
+    def _engine_result(self, plan: rp.Plan, placed: dict[str, str], placement: Placement | None,
+                       shipping: ShipPlan | None, observation: Observation | None) -> dict[str, Any]:
+        """Where each host runs (or will), per engine, and how the image got (or gets) there."""
+        engine_of = {host.name: host.engine for host in observation.hosts} if observation else {}
+        engine_of.update(placed)
+        hosts = {name: engine_of.get(name) for name in plan.live_after}
+        steps = [dict(step, engines=[engine_of.get(name) for name in step["hosts"]])
+                 for step in (step.as_dict() for step in plan.steps)]
+        return {"engines": self.fleet.describe(), "addressing": self.fleet.addressing, "hosts": hosts,
+                "placement": placement.as_dict() if placement else None, "plan": steps,
+                "shipping": self.shipped or (shipping.as_dict() if shipping else None)}
 
 
 def stopping_fields(hosts: ServiceHosts) -> dict[str, Any]:
@@ -316,6 +411,13 @@ def recover_interrupted(hosts: ServiceHosts, journal: Journal) -> str | None:
     unfinished = journal.read()
     if not unfinished:
         return None
+    unreachable = sorted({engine for engine in unfinished.get("placement", {}).values()
+                          if engine in hosts.down or engine not in hosts.clients})
+    if unreachable:
+        raise InfraError(f"Rollout {unfinished['rollout']} of {hosts.service} did not finish and started hosts on "
+                         f"engine(s) {', '.join(unreachable)}, which cannot be reached now; bring them back (or "
+                         "declare them again in engines) so that this run can undo it there first. Nothing was changed.",
+                         engines_down=unreachable)
     hosts.progress(f"{hosts.service}: rollout {unfinished['rollout']} (started {unfinished['started']}) did not "
                    f"finish; putting {', '.join(unfinished['previous_live']) or 'nothing'} back first")
     finish_stale_stops(hosts, unfinished)

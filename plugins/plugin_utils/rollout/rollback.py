@@ -10,12 +10,18 @@ started again, gated and swapped in, which takes seconds. Otherwise the image is
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from typing import Any
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError, short_id
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import LABEL_SERVICE, image_labels
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.task import Manager, TaskContext
+from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.fleet_engines import (
+    FLEET_ARGUMENT_SPEC,
+    FLEET_OPTION_NAMES,
+    open_fleet,
+)
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.health import HEALTH_OPTIONS
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.hosts import HostSpec, validate_service
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.manager import (
@@ -35,19 +41,21 @@ ROLLBACK_ARGUMENT_SPEC: dict[str, Any] = {
     **{key: ROLLOUT_ARGUMENT_SPEC[key] for key in ("balancer", "strategy", "batch_size", "drain_timeout",
                                                    "stop_timeout", "require_verified", "keep_previous",
                                                    "lock_timeout")},
+    **FLEET_ARGUMENT_SPEC,
 }
 
 
-def host_specs(client: DockerClient, service: str) -> tuple[dict[str, HostSpec], str | None]:
-    """(a spec per image ID, from the service's hosts; the image ID most running hosts use)."""
+def host_specs(clients: DockerClient | Iterable[DockerClient], service: str) -> tuple[dict[str, HostSpec], str | None]:
+    """(a spec per image ID, from the service's hosts on every engine; the image ID most running hosts use)."""
     specs: dict[str, HostSpec] = {}
     running: Counter = Counter()
-    for inspected in client.containers_with_labels({LABEL_SERVICE: service}):
-        spec = HostSpec.from_labels(image_labels(inspected))
-        if spec:
-            specs.setdefault(spec.image_id, spec)
-            if (inspected.get("State") or {}).get("Running"):
-                running[spec.image_id] += 1
+    for client in [clients] if isinstance(clients, DockerClient) else clients:
+        for inspected in client.containers_with_labels({LABEL_SERVICE: service}):
+            spec = HostSpec.from_labels(image_labels(inspected))
+            if spec:
+                specs.setdefault(spec.image_id, spec)
+                if (inspected.get("State") or {}).get("Running"):
+                    running[spec.image_id] += 1
     return specs, (running.most_common(1)[0][0] if running else None)
 
 
@@ -60,13 +68,14 @@ class Rollback(Manager):
     def run(self) -> dict[str, Any]:
         ledger = self.ledger()
         revisions = service_revisions(ledger.records(kind="rollout", service=self.service), self.service)
-        client = self.client()
-        specs, live_image = host_specs(client, self.service)
+        fleet = open_fleet(self.params, self.client)
+        specs, live_image = host_specs(fleet.clients.values(), self.service)
         target = rollback_target(revisions, live_image, self.params["revision"])
         image_id = target["image_id"]
-        if client.image(image_id) is None:
+        if all(client.image(image_id) is None for client in fleet.sources().values()):
+            engines = "the engine" if fleet.single else f"any of the engines ({', '.join(fleet.sources())})"
             raise InfraError(f"The image of revision {target['revision']} ({short_id(image_id)}) no longer exists "
-                             "in the engine, so it cannot be rolled back to; bake it again from git commit "
+                             f"in {engines}, so it cannot be rolled back to; bake it again from git commit "
                              f"{target.get('git_commit') or 'of that release'} and roll it out, or pick another "
                              "revision.", revision=target["revision"])
         spec = specs.get(image_id) or next(iter(specs.values()), None)
@@ -87,7 +96,8 @@ class Rollback(Manager):
     def _rollout_params(self, target: dict[str, Any], spec: HostSpec) -> dict[str, Any]:
         params = {key: self.params[key] for key in ("service", "balancer", "strategy", "batch_size", "drain_timeout",
                                                     "stop_timeout", "require_verified", "keep_previous",
-                                                    "lock_timeout", "docker_host", "ledger")}
+                                                    "lock_timeout", "docker_host", "ledger",
+                                                    *FLEET_OPTION_NAMES)}
         params.update(image=target["image_id"], replicas=int(target.get("replicas") or 1), port=spec.port,
                       container=spec.container, health=self.params["health"] or spec.health, max_surge=None,
                       max_unavailable=0, canary={"replicas": 1, "seconds": 10})
