@@ -28,7 +28,13 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.drift_plan
     plan_stray_removals,
     recorded_hosts,
 )
-from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.hosts import HostSpec, ServiceHosts, validate_service
+from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.fleet_engines import is_local
+from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.hosts import (
+    ADDRESSING,
+    HostSpec,
+    ServiceHosts,
+    validate_service,
+)
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.lock import LockLost, ServiceLock
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.manager import LIMITS, exited_hosts, reconcile, revert
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.reconcile import plan_repair, problems
@@ -42,6 +48,7 @@ DRIFT_ARGUMENT_SPEC: dict[str, Any] = {
     "stop_timeout": {"type": "int", "default": 10},
     "lock_timeout": {"type": "int", "default": 60},
     **ENGINES_ARGUMENT_SPEC,
+    "addressing": {"type": "str", "choices": list(ADDRESSING)},
 }
 
 
@@ -93,8 +100,12 @@ class Drift(FleetManager):
         return None
 
     def _hosts_of(self, balancer: Any, spec: HostSpec) -> ServiceHosts:
+        """The service's hosts, reached as its rollouts reach them (addressing, with the same default)."""
+        addressing = self.params.get("addressing") or (
+            "container" if all(is_local(engine) for engine in self.engines) else "published")
         return ServiceHosts(self.clients(), balancer, spec, self.progress, self.params["drain_timeout"],
-                            self.params["stop_timeout"])
+                            self.params["stop_timeout"], addressing,
+                            {engine.name: engine.address for engine in self.engines})
 
     def balancer_mismatch(self) -> list[str]:
         """How the balancer differs from the hosts (servers at no running host, running hosts it lost,
