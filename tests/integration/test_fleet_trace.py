@@ -131,6 +131,20 @@ def test_the_inventory_lists_every_engine_with_a_group_each_and_plays_reach_the_
     assert reached.stdout.count("CHANGED") + reached.stdout.count("SUCCESS") == 3, reached.stdout
 
 
+def test_history_names_each_hosts_engine_and_where_each_image_is(fleet):
+    history = fleet.module("history", service=fleet.service)
+    assert not history.get("failed"), history.get("msg")
+    latest = history["revisions"][0]
+    assert latest["live"] and latest["image_id"] == fleet.images["2.0"]
+    assert latest["image_engines"] == ["rig1", "rig2", "rig3"]
+    assert latest["verdict"]["result"] == "passed"  # recorded on the local engine, copied by the rollout's shipping
+    assert {entry["engine"] for entry in latest["added"]} == {"rig1", "rig2", "rig3"}
+    assert sum(latest["engines"].values()) == 3
+    assert history["table"][1].split()[-1] == "ENGINES"
+    first = history["revisions"][-1]
+    assert {entry["state"] for entry in first["added"]} == {"exited"}  # kept stopped for rollback, per engine
+
+
 def test_drift_is_found_on_its_engine_and_healed_there_under_load(fleet):
     name, engine = live(fleet)[1]
     client = fleet.clients[engine]
@@ -150,20 +164,6 @@ def test_drift_is_found_on_its_engine_and_healed_there_under_load(fleet):
     assert (replacement, engine) in live(fleet) and (name, engine) not in live(fleet)
     assert load.summary()["failed"] == 0, load.summary()
     assert fleet.module("drift", service=fleet.service)["drifted"] == []
-
-
-def test_history_names_each_hosts_engine_and_where_each_image_is(fleet):
-    history = fleet.module("history", service=fleet.service)
-    assert not history.get("failed"), history.get("msg")
-    latest = history["revisions"][0]
-    assert latest["live"] and latest["image_id"] == fleet.images["2.0"]
-    assert latest["image_engines"] == ["rig1", "rig2", "rig3"]
-    assert latest["verdict"]["result"] == "passed"  # recorded on the local engine, copied by the rollout's shipping
-    assert {entry["engine"] for entry in latest["added"]} == {"rig1", "rig2", "rig3"}
-    assert sum(latest["engines"].values()) == 3
-    assert history["table"][1].split()[-1] == "ENGINES"
-    first = history["revisions"][-1]
-    assert {entry["state"] for entry in first["added"]} == {"exited"}  # kept stopped for rollback, per engine
 
 
 def test_prune_decides_generations_fleet_wide_and_removes_images_per_engine(fleet):
