@@ -19,7 +19,7 @@ export ANSIBLE_NOCOLOR := 1
 	vm-packages setup-vm demo-vm test-vm bench-vm
 
 help:
-	@echo "make demo   bake, verify and roll out the example service on the local Docker engine"
+	@echo "make demo   bake, verify, ship and roll out the example service over three Docker engines"
 	@echo "make test   unit, integration, Molecule, ansible-test sanity and ansible-lint"
 	@echo "make faults the long fault suite: 20 simultaneous-controller pairs, 20 controller kills (docs/reliability.md)"
 	@echo "make bench  benchmarks against the anchors (see bench/README.md)"
@@ -73,7 +73,7 @@ test-vm: setup-vm
 bench-vm: setup-vm
 	@$(PYTHON) bench/disk.py
 
-demo: setup
+demo: setup engines
 	@$(PYTHON) -m ansible.cli.playbook examples/demo/demo.yml
 
 # The rig starts in under a second once its package is installed, so make test brings it up.

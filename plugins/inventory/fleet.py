@@ -24,7 +24,7 @@ description:
     O(compose)), and a C(immutable_infra) variable with its service, engine, generation, image ID,
     state, address and the provenance labels of its image.
   - A host on an engine other than the controller's default one also gets C(ansible_docker_extra_args)
-    naming that engine and its TLS files (C(--host tcp://... --tlsverify --tlscacert=...)): the
+    naming that engine and its TLS files (C(--host tcp://... --tlsverify --tlscacert=...)), because the
     C(community.docker.docker) connection reads C(ansible_docker_host) as the container's name, and the
     C(community.docker.docker_api) connection does not work over TCP+TLS engines.
   - Every engine is listed in parallel; an engine that does not answer fails the inventory with a

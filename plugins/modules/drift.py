@@ -63,6 +63,13 @@ options:
     description: Seconds a host gets to exit after SIGTERM before the engine kills it; nothing waits for that (see M(immutable.infra.rollout)).
     type: int
     default: 10
+  addressing:
+    description:
+      - How the service's rollouts reach its hosts (see M(immutable.infra.rollout)'s O(addressing)), so that
+        the balancer check and the replacements match them. V(container) when every engine is on this
+        machine, V(published) otherwise, when not set; the port a V(published) rollout binds is not drift.
+    type: str
+    choices: [container, published]
   lock_timeout:
     description:
       - Length in seconds of the lock's lease. The run holding the lock renews it every O(lock_timeout)/6

@@ -28,7 +28,13 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.drift_plan
     plan_stray_removals,
     recorded_hosts,
 )
-from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.hosts import HostSpec, ServiceHosts, validate_service
+from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.fleet_engines import is_local
+from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.hosts import (
+    ADDRESSING,
+    HostSpec,
+    ServiceHosts,
+    validate_service,
+)
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.lock import LockLost, ServiceLock
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.manager import LIMITS, exited_hosts, reconcile, revert
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.reconcile import plan_repair, problems
@@ -42,6 +48,7 @@ DRIFT_ARGUMENT_SPEC: dict[str, Any] = {
     "stop_timeout": {"type": "int", "default": 10},
     "lock_timeout": {"type": "int", "default": 60},
     **ENGINES_ARGUMENT_SPEC,
+    "addressing": {"type": "str", "choices": list(ADDRESSING)},
 }
 
 
@@ -83,23 +90,31 @@ class Drift(FleetManager):
                                 "recorded": HostSpec.from_labels(labels) is not None})
         return sorted(drifted, key=lambda entry: entry["host"])
 
-    def _service_hosts(self, client: DockerClient, balancer: Any) -> ServiceHosts | None:
-        """The service's hosts as rollouts see them, made with the spec of any of its hosts."""
-        for container in client.containers_with_labels({LABEL_SERVICE: self.service}, inspect=False):
-            spec = HostSpec.from_labels(container["Config"].get("Labels") or {})
-            if spec:
-                return ServiceHosts(client, balancer, spec, self.progress, self.params["drain_timeout"],
-                                    self.params["stop_timeout"])
+    def _service_hosts(self, balancer: Any) -> ServiceHosts | None:
+        """The service's hosts on every engine as rollouts see them, made with the spec of any of its hosts."""
+        for client in self.clients().values():
+            for container in client.containers_with_labels({LABEL_SERVICE: self.service}, inspect=False):
+                spec = HostSpec.from_labels(container["Config"].get("Labels") or {})
+                if spec:
+                    return self._hosts_of(balancer, spec)
         return None
 
-    def balancer_mismatch(self, client: DockerClient) -> list[str]:
+    def _hosts_of(self, balancer: Any, spec: HostSpec) -> ServiceHosts:
+        """The service's hosts, reached as its rollouts reach them (addressing, with the same default)."""
+        addressing = self.params.get("addressing") or (
+            "container" if all(is_local(engine) for engine in self.engines) else "published")
+        return ServiceHosts(self.clients(), balancer, spec, self.progress, self.params["drain_timeout"],
+                            self.params["stop_timeout"], addressing,
+                            {engine.name: engine.address for engine in self.engines})
+
+    def balancer_mismatch(self) -> list[str]:
         """How the balancer differs from the hosts (servers at no running host, running hosts it lost,
         live hosts that exited); empty without a balancer."""
         if not self.params["balancer"]:
             return []
         balancer = make_balancer(self.params["balancer"])
         balancer.check()
-        hosts = self._service_hosts(client, balancer)
+        hosts = self._service_hosts(balancer)
         if hosts is None:
             return []
         try:
@@ -114,7 +129,7 @@ class Drift(FleetManager):
         if self.params["heal"] and self.params["balancer"]:
             make_balancer(self.params["balancer"]).check()  # a wrong balancer is said before anything else
         drifted = self.detect()
-        mismatch = self.balancer_mismatch(client)
+        mismatch = self.balancer_mismatch()
         result: dict[str, Any] = {"changed": False, "service": self.service, "drifted": drifted, "healed": [],
                                   "removed": [], "balancer_mismatch": mismatch}
         for entry in drifted:
@@ -144,7 +159,7 @@ class Drift(FleetManager):
         balancer.check()
         reconciled = None
         if not drifted:
-            hosts = self._service_hosts(client, balancer)
+            hosts = self._service_hosts(balancer)
             if hosts is None:
                 return [], [], None
             lock = ServiceLock(client, self.service, hosts.spec.image_id, uuid.uuid4().hex[:12],
@@ -156,10 +171,14 @@ class Drift(FleetManager):
                 lock.release()
                 hosts.close()
             return [], [], reconciled
-        names = {entry["host"] for entry in drifted}
-        inspected = {container["Name"].lstrip("/"): container
-                     for container in client.containers_with_labels({LABEL_SERVICE: self.service})}
-        specs = {name: HostSpec.from_labels(inspected[name]["Config"].get("Labels") or {}) for name in names}
+        engine_of = {entry["host"]: entry["engine"] for entry in drifted}
+        inspected = {}
+        for engine in sorted(set(engine_of.values())):
+            for container in self.clients()[engine].containers_with_labels({LABEL_SERVICE: self.service}):
+                name = container["Name"].lstrip("/")
+                if engine_of.get(name) == engine:
+                    inspected[name] = container
+        specs = {name: HostSpec.from_labels(inspected[name]["Config"].get("Labels") or {}) for name in engine_of}
         any_spec = next((spec for spec in specs.values() if spec), None)
         if any_spec is None:
             raise InfraError(f"None of the drifted hosts of {self.service} was made by a rollout, so none can be "
@@ -170,18 +189,17 @@ class Drift(FleetManager):
         lock.acquire()
         self.lock = lock
         try:
-            hosts = ServiceHosts(client, balancer, any_spec, self.progress, self.params["drain_timeout"],
-                                 self.params["stop_timeout"])
+            hosts = self._hosts_of(balancer, any_spec)
             try:
                 reconciled = reconcile(hosts, self.ledger(), self.context.basedir)
             finally:
                 hosts.close()
-            healed, removed = self._replace(client, balancer, specs, rollout_id)
+            healed, removed = self._replace(engine_of, balancer, specs, rollout_id)
             return healed, removed, reconciled
         finally:
             lock.release()
 
-    def _replace(self, client: DockerClient, balancer, specs: dict[str, HostSpec | None],
+    def _replace(self, engine_of: dict[str, str], balancer, specs: dict[str, HostSpec | None],
                  rollout_id: str) -> tuple[list[dict[str, str]], list[str]]:
         ledger = self.ledger()
         record = ledger.new_record("heal", self.context.basedir, rollout=rollout_id, service=self.service)
@@ -194,7 +212,7 @@ class Drift(FleetManager):
         removed: list[str] = []
         try:
             for spec, names in groups.values():
-                self._replace_group(client, balancer, spec, names, strays, rollout_id, healed)
+                self._replace_group(engine_of, balancer, spec, names, strays, rollout_id, healed)
                 removed, strays = removed + strays, []
         except InfraError as error:
             ledger.append(dict(record, result="failed", error=error.message, replaced=healed, removed=removed,
@@ -204,13 +222,12 @@ class Drift(FleetManager):
                            replaced=healed, removed=removed, finished=utc_timestamp()))
         return healed, removed
 
-    def _replace_group(self, client: DockerClient, balancer, spec: HostSpec, names: list[str], strays: list[str],
-                       rollout_id: str, healed: list[dict[str, str]]) -> None:
-        """Replaces the drifted hosts made from one spec one at a time, adding each to healed, then removes
-        the strays. A replacement that fails (or is interrupted) is undone: the drifted host stays in service
-        and its fresh host is removed."""
-        hosts = ServiceHosts(client, balancer, spec, self.progress, self.params["drain_timeout"],
-                             self.params["stop_timeout"])
+    def _replace_group(self, engine_of: dict[str, str], balancer, spec: HostSpec, names: list[str],
+                       strays: list[str], rollout_id: str, healed: list[dict[str, str]]) -> None:
+        """Replaces the drifted hosts made from one spec one at a time, each on the engine it ran on, adding
+        each to healed, then removes the strays. A replacement that fails (or is interrupted) is undone: the
+        drifted host stays in service and its fresh host is removed."""
+        hosts = self._hosts_of(balancer, spec)
         hosts.rollout_id = rollout_id
         try:
             observation = hosts.observe()
@@ -226,6 +243,7 @@ class Drift(FleetManager):
                     index = max(index for gen, index in taken if gen == generation) + 1
                     taken.add((generation, index))
                     new = rp.host_name(self.service, generation, index)
+                    hosts.placement[new] = engine_of[old]
                     try:
                         hosts.apply(plan_replacement(old, new, number), observation.records, "heal",
                                     interrupted=interrupted)
@@ -242,7 +260,7 @@ class Drift(FleetManager):
             hosts.apply(plan_stray_removals(observed_strays), observation.records, "heal")
             for name in strays:
                 if name not in observation.records:  # named unlike the service's hosts, so never in the balancer
-                    client.remove_container(name)
+                    self.clients()[engine_of[name]].remove_container(name)
             # The replacements are members like any other: each has its server, the hosts it replaced none.
             replaced = {entry["host"]: entry["replacement"] for entry in healed}
             live = [replaced.get(name, name) for name in observation.live() if name not in strays]

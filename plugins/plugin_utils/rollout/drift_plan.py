@@ -43,6 +43,13 @@ def filesystem_changes(changes: list[dict[str, Any]], writable_paths: list[str])
     return phrases
 
 
+def is_rollout_publishing(port: str, bindings: list[dict[str, Any]] | None, service_port: int) -> bool:
+    """The binding a rollout with addressing: published makes: the service's port on a port the engine
+    picks (HostPort empty or 0). Any other published port was added by someone."""
+    return port == f"{service_port}/tcp" and all(str(binding.get("HostPort") or "0") == "0"
+                                                 for binding in bindings or [{}])
+
+
 def config_differences(container: dict[str, Any], image: dict[str, Any], spec: HostSpec) -> list[str]:
     """How the container's config differs from what its image and rollout spec give."""
     config = container.get("Config") or {}
@@ -61,7 +68,8 @@ def config_differences(container: dict[str, Any], image: dict[str, Any], spec: H
     for field, label in (("Cmd", "command"), ("Entrypoint", "entrypoint"), ("User", "user")):
         if (config.get(field) or None) != (image_config.get(field) or None):
             reasons.append(f"{label} changed from {image_config.get(field)!r} to {config.get(field)!r}")
-    published = (container.get("HostConfig") or {}).get("PortBindings") or {}
+    published = {port: bindings for port, bindings in ((container.get("HostConfig") or {}).get("PortBindings") or {}).items()
+                 if not is_rollout_publishing(port, bindings, spec.port)}
     if published:
         reasons.append(f"publishes ports {', '.join(sorted(published))} on the Docker host")
     mounts = [mount.get("Destination") for mount in container.get("Mounts") or []]

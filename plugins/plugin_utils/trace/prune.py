@@ -197,7 +197,17 @@ class Prune(FleetManager):
                 raise
             self.skipped.append(dict(entry, reason=error.message))
             return False
-        if client.image(entry["id"]) is not None:
+        remaining = client.image(entry["id"])
+        if remaining is not None and not remaining.get("RepoTags"):
+            # An image pulled by digest (shipped through a registry) keeps that reference after its tags go.
+            try:
+                for reference in remaining.get("RepoDigests") or []:
+                    client.remove_image(reference)
+            except InfraError as error:
+                if not error.details.get("conflict"):
+                    raise
+            remaining = client.image(entry["id"])
+        if remaining is not None:
             self.skipped.append(dict(entry, reason="Docker kept the image after its tags were removed (another "
                                                    "image is built on it)"))
             return False

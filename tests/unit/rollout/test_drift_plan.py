@@ -73,3 +73,12 @@ def test_replacements_go_one_host_at_a_time_new_before_old():
     assert plan_stray_removals([("intruder", False)]) == [rp.Step(rp.REMOVE, ("intruder",))]
     assert [step.action for step in plan_stray_removals([("web-9-9", True)])] == [
         rp.DRAIN, rp.WAIT_DRAINED, rp.DETACH, rp.REMOVE]
+
+
+def test_the_port_a_published_rollout_binds_is_not_drift_but_any_other_binding_is():
+    rollout_made = container(HostConfig={"PortBindings": {"8000/tcp": [{"HostIp": "127.0.0.1", "HostPort": ""}]}})
+    assert config_differences(rollout_made, IMAGE, SPEC) == []
+    fixed = container(HostConfig={"PortBindings": {"8000/tcp": [{"HostIp": "127.0.0.1", "HostPort": "8000"}]}})
+    other = container(HostConfig={"PortBindings": {"8000/tcp": [{"HostPort": ""}], "22/tcp": [{"HostPort": ""}]}})
+    assert config_differences(fixed, IMAGE, SPEC) == ["publishes ports 8000/tcp on the Docker host"]
+    assert config_differences(other, IMAGE, SPEC) == ["publishes ports 22/tcp on the Docker host"]

@@ -166,8 +166,8 @@ def test_over_several_engines_each_host_names_its_engine_and_each_revision_where
     history = build_history(RECORDS, "web", observed)
     revisions = by_number(history)
     assert history["live_revision"] == 2
-    assert [(entry["host"], entry["engine"]) for entry in revisions[2]["added"]] == [("web-2-1", "rig1"),
-                                                                                      ("web-2-2", "rig2")]
+    placed = [(entry["host"], entry["engine"]) for entry in revisions[2]["added"]]
+    assert placed == [("web-2-1", "rig1"), ("web-2-2", "rig2")]
     assert revisions[2]["engines"] == {"rig1": 1, "rig2": 1} and revisions[3]["engines"] == {}
     assert revisions[2]["image_engines"] == ["rig1", "rig2"] and revisions[3]["image_engines"] == ["rig2"]
     assert revisions[1]["image_engines"] == [] and not revisions[1]["image_exists"]

@@ -1,0 +1,584 @@
+"""The fleet scale benchmark: one service of 10, 50 and 100 hosts over 1, 2 and 4 engines of the rig,
+replaced under steady load, three ways in the same run.
+
+Two versions of the example hello service are baked and verified on the local engine
+(bench/rollout-release.yml) and shipped to every rig engine (and their verdicts with them) before any
+cell is measured, so the cells measure the rollout, not the transfer (bench/ship.py measures that).
+Each rig engine gets a network of its own for the run (10.232.16*j.0/20; dynamic addresses in the
+lower half, fixed ones in the upper). For every cell (hosts H, engines K = the first K rig engines), a
+fresh HAProxy on 127.0.0.1 fronts two backends, both checked with GET /healthz every 100 ms:
+
+ours   immutable.infra.rollout over the K engines (rolling, batch_size H/10, placement even), one
+       ansible-playbook run: a first rollout of version A (not under load, timed as "first"), then the
+       measured rollout to version B while scripts/steady_load.py sends LOAD_RATE requests per second
+       through HAProxy; the backend has 2H+8 server-template slots
+plain  a plain Ansible play over H inventory hosts, each assigned to an engine in turn, serial H/10,
+       connection local, community.docker.docker_container (the engine's docker_host and TLS files
+       from host variables) at a fixed address, then wait_for the port; HAProxy has H static servers.
+       Version A first (not measured), then B under load; the time runs until HAProxy reports all H up
+floor  the same H hosts of version B started with the Docker SDK, one thread per engine, each host
+       until its first /healthz 200; no balancer, no load
+
+Controller memory is the peak resident memory of the ansible-playbook process and all its children
+(the forks), sampled every 0.2 s from /proc. Cells run smallest first; after each cell the results so
+far are written to bench/results/fleet-partial.json. Every container and network made here carries
+the label immutable-infra.bench=<run id> and is removed at the end, however the benchmark ends.
+The 4-engine cells need the rig's fourth engine: the benchmark starts it (IMMUTABLE_INFRA_RIG_ENGINES=4
+scripts/engines.py up) and writes the three-engine rig.json back at the end.
+
+Environment: IMMUTABLE_INFRA_BENCH_FLEET_HOSTS (default 10,50,100), IMMUTABLE_INFRA_BENCH_FLEET_ENGINES
+(default 1,2,4), IMMUTABLE_INFRA_BENCH_FLEET_ROUNDS (default 1; --runs is not used: one round of the
+full matrix takes long enough on two cores).
+
+Usage: .venv/bin/python bench/run.py fleet [--base IMAGE]   (or bench/fleet.py)
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import http.client
+import ipaddress
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import docker
+from docker.errors import APIError, NotFound
+
+from measure import (
+    BENCH_DIR, COLLECTIONS_PATH, LABEL_KEY, REPO_ROOT, VENV_BIN, BenchError, Timed, bench_env,
+    ensure_base_image, ensure_collection_link, machine_facts, run_checked, say,
+)
+
+sys.path.insert(0, os.path.join(REPO_ROOT, "scripts"))
+sys.path.insert(0, os.path.join(REPO_ROOT, "tests", "integration"))
+sys.path.insert(0, COLLECTIONS_PATH)
+
+from steady_load import SteadyLoad  # noqa: E402  pylint: disable=wrong-import-position
+
+ANSIBLE_PLAYBOOK = os.path.join(VENV_BIN, "ansible-playbook")
+DEMO = os.path.join(REPO_ROOT, "examples", "demo")
+HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
+RESULTS_DIR = os.path.join(BENCH_DIR, "results")
+
+PORT = 8000
+VERSIONS = ("1.0", "2.0")
+LOAD_RATE = 100.0
+LOAD_LEAD_IN = 1.0
+LOAD_TAIL = 0.5
+UP_TIMEOUT = 300.0
+SERVER_CHECK = "inter 100ms rise 1 fall 2"
+SAMPLE_EVERY = 0.2
+
+
+def _numbers(variable: str, default: str) -> list[int]:
+    return [int(part) for part in os.environ.get(variable, default).split(",") if part.strip()]
+
+
+@dataclass
+class Bench:
+    run_id: str
+    base: str
+    workdir: str
+    engines: list[dict[str, Any]] = field(default_factory=list)  # the rig's engines, from rig.json
+    clients: dict[str, docker.DockerClient] = field(default_factory=dict)
+    images: dict[str, str] = field(default_factory=dict)  # version -> image ID
+    haproxy: subprocess.Popen | None = None
+    ports: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def network(self) -> str:
+        return f"bench-fleet-{self.run_id}"
+
+    @property
+    def runtime_api(self) -> str:
+        return os.path.join(self.workdir, "admin.sock")
+
+    def subnet(self, position: int) -> ipaddress.IPv4Network:
+        return ipaddress.ip_network(f"10.232.{16 * position}.0/20")
+
+    def fixed_ip(self, position: int, index: int) -> str:
+        return str(self.subnet(position)[8 * 256 + 10 + index])
+
+    def shipped_tag(self, version: str) -> str:
+        return "immutable-infra/shipped:sha256-" + self.images[version].split(":", 1)[1]
+
+    def url(self, backend: str) -> str:
+        return f"http://127.0.0.1:{self.ports[backend]}/"
+
+    def ansible_env(self) -> dict[str, str]:
+        collections = os.environ.get("ANSIBLE_COLLECTIONS_PATH") or COLLECTIONS_PATH
+        return bench_env({"ANSIBLE_COLLECTIONS_PATH": collections, "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
+                          "IMMUTABLE_INFRA_LEDGER": os.path.join(self.workdir, "ledger.jsonl"),
+                          "ANSIBLE_FORKS": "10", "ANSIBLE_HOST_KEY_CHECKING": "False"})
+
+
+# the rig ------------------------------------------------------------------------------------------
+def rig_up(count: int) -> dict[str, Any]:
+    env = dict(os.environ, IMMUTABLE_INFRA_RIG_ENGINES=str(count))
+    run_checked([sys.executable, os.path.join(REPO_ROOT, "scripts", "engines.py"), "up"], env=env)
+    from engines_support import rig_description  # pylint: disable=import-outside-toplevel
+    description = rig_description()
+    if description is None or len(description["engines"]) < count:
+        raise BenchError(f"the rig did not come up with {count} engines")
+    return description
+
+
+def sdk_client(engine: dict[str, Any]) -> docker.DockerClient:
+    tls = engine.get("tls")
+    config = docker.tls.TLSConfig(client_cert=(tls["client_cert"], tls["client_key"]), ca_cert=tls["ca_cert"],
+                                  verify=True) if tls else None
+    return docker.DockerClient(base_url=engine["docker_host"].replace("tcp://", "https://" if tls else "http://"),
+                               tls=config, timeout=120)
+
+
+def create_networks(bench: Bench) -> None:
+    for position, engine in enumerate(bench.engines):
+        subnet = bench.subnet(position)
+        pool = docker.types.IPAMPool(subnet=str(subnet), iprange=str(list(subnet.subnets(1))[0]),
+                                     gateway=str(subnet[1]))
+        bench.clients[engine["name"]].networks.create(bench.network, driver="bridge", labels={LABEL_KEY: bench.run_id},
+                                                      ipam=docker.types.IPAMConfig(pool_configs=[pool]))
+
+
+def ship_images(bench: Bench, description: dict[str, Any]) -> None:
+    """Both versions to every rig engine (stream), with their verdicts; not part of any cell's time."""
+    from engines_support import rig_engines  # pylint: disable=import-outside-toplevel
+
+    from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
+    from ansible_collections.immutable.infra.plugins.plugin_utils.engines.clients import connect_engines, image_presence
+    from ansible_collections.immutable.infra.plugins.plugin_utils.engines.shipping import plan_shipping, ship_image
+    from ansible_collections.immutable.infra.plugins.plugin_utils.engines.verdicts import copy_verdict
+
+    reached = connect_engines(rig_engines(description)).require_all()
+    clients = {"local": DockerClient(None), **reached}
+    for version, image_id in bench.images.items():
+        plan = plan_shipping(image_id, image_presence(clients, image_id), list(reached), None, "stream")
+        shipped = ship_image(plan, clients, None)
+        copy_verdict(clients, image_id, list(reached))
+        say(f"shipped hello {version} to {', '.join(reached)} in {shipped.seconds:.1f} s")
+
+
+def release(bench: Bench) -> None:
+    extra_vars = {"bench_image": f"bench-fleet-{bench.run_id}/hello", "bench_base": bench.base,
+                  "bench_label": bench.run_id, "bench_roles_dir": os.path.join(DEMO, "roles"),
+                  "bench_versions": list(VERSIONS), "bench_tests": os.path.join(DEMO, "tests", "test_hello.py"),
+                  "bench_report_dir": os.path.join(bench.workdir, "reports")}
+    timed = playbook(bench, os.path.join(BENCH_DIR, "rollout-release.yml"), ["-e", json.dumps(extra_vars)])
+    results = play_results(timed)
+    if timed.returncode != 0 or any(result.get("failed") for result in results):
+        raise BenchError(f"baking or verifying hello failed:\n{timed.tail()}")
+    for baked in results[0]["results"]:
+        bench.images[baked["item"]] = baked["image_id"]
+
+
+# running plays, with the controller's memory -------------------------------------------------------
+def tree_rss(root: int) -> int:
+    """Resident memory in bytes of a process and all its descendants, from /proc."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", encoding="utf-8") as handle:
+                    parents[int(entry)] = int(handle.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    tree, frontier = {root}, [root]
+    while frontier:
+        parent = frontier.pop()
+        for pid, ppid in parents.items():
+            if ppid == parent and pid not in tree:
+                tree.add(pid)
+                frontier.append(pid)
+    total = 0
+    for pid in tree:
+        try:
+            with open(f"/proc/{pid}/statm", encoding="utf-8") as handle:
+                total += int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
+def playbook(bench: Bench, path: str, arguments: list[str]) -> Timed:
+    """ansible-playbook to its end, with its output lines and the peak memory of its process tree."""
+    lines: list[tuple[float, str]] = []
+    peak = [0]
+    command = [ANSIBLE_PLAYBOOK, path, *arguments]
+    with tempfile.TemporaryFile("w+", encoding="utf-8") as stderr:
+        started = time.monotonic()
+        with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, stdin=subprocess.DEVNULL,
+                              env=bench.ansible_env(), cwd=bench.workdir, text=True, bufsize=1) as process:
+            done = threading.Event()
+
+            def sample() -> None:
+                while not done.wait(SAMPLE_EVERY):
+                    peak[0] = max(peak[0], tree_rss(process.pid))
+            sampler = threading.Thread(target=sample, daemon=True)
+            sampler.start()
+            for line in process.stdout or []:
+                lines.append((time.monotonic() - started, line))
+            returncode = process.wait()
+            done.set()
+            sampler.join()
+        stderr.seek(0)
+        timed = Timed(command, returncode, time.monotonic() - started, lines, stderr.read())
+    timed.peak_rss = peak[0]  # type: ignore[attr-defined]
+    return timed
+
+
+def play_results(timed: Timed) -> list[dict[str, Any]]:
+    lines = [line for _offset, line in timed.lines]
+    try:
+        report = json.loads("".join(lines[lines.index("{\n"):]))
+        return [task["hosts"]["localhost"] for task in report["plays"][0]["tasks"]]
+    except (ValueError, KeyError, IndexError):
+        raise BenchError(f"no task results in the output of ansible-playbook:\n{timed.tail()}") from None
+
+
+def write_yaml(bench: Bench, name: str, data: Any) -> str:
+    path = os.path.join(bench.workdir, name)
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=1)  # JSON is YAML
+    return path
+
+
+# HAProxy ------------------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def runtime_command(bench: Bench, text: str) -> str:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
+        connection.settimeout(5)
+        connection.connect(bench.runtime_api)
+        connection.sendall(text.encode() + b"\n")
+        chunks = []
+        while chunk := connection.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks).decode()
+
+
+def start_haproxy(bench: Bench, hosts: int, plain: list[str]) -> None:
+    stop_haproxy(bench)
+    bench.ports = {"ours": free_port(), "plain": free_port()}
+    lines = ["global", f"    stats socket {bench.runtime_api} mode 600 level admin", "    stats timeout 10s",
+             "    maxconn 4000", "", "defaults", "    mode http", "    timeout connect 1s", "    timeout client 10s",
+             "    timeout server 10s", "    timeout check 1s", "    option redispatch", "    retries 3", ""]
+    for backend in ("ours", "plain"):
+        lines += [f"frontend fe_{backend}", f"    bind 127.0.0.1:{bench.ports[backend]}",
+                  f"    default_backend {backend}", "", f"backend {backend}", "    balance roundrobin",
+                  "    option httpchk GET /healthz", "    http-check expect status 200",
+                  f"    default-server {SERVER_CHECK}"]
+        if backend == "ours":
+            lines.append(f"    server-template slot 1-{2 * hosts + 8} parked.invalid:80 check disabled "
+                         "init-addr last,0.0.0.0")
+        else:
+            lines += [f"    server plain{index} {address}:{PORT} check" for index, address in enumerate(plain, 1)]
+        lines.append("")
+    config = os.path.join(bench.workdir, "haproxy.cfg")
+    with open(config, "w", encoding="utf-8") as handle:
+        handle.write("\n".join(lines))
+    with open(os.path.join(bench.workdir, "haproxy.log"), "ab") as log:
+        bench.haproxy = subprocess.Popen([HAPROXY, "-db", "-f", config], stdout=log, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if bench.haproxy.poll() is not None:
+            raise BenchError(f"haproxy exited with code {bench.haproxy.returncode}; see {config}")
+        try:
+            if "Name: HAProxy" in runtime_command(bench, "show info"):
+                return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise BenchError("haproxy did not open its runtime API within 10 s")
+
+
+def stop_haproxy(bench: Bench) -> None:
+    if bench.haproxy is None or bench.haproxy.poll() is not None:
+        return
+    bench.haproxy.terminate()
+    try:
+        bench.haproxy.wait(5)
+    except subprocess.TimeoutExpired:
+        bench.haproxy.kill()
+        bench.haproxy.wait(5)
+
+
+def servers_up(bench: Bench, backend: str) -> int:
+    text = runtime_command(bench, f"show stat {backend} 4 -1")
+    lines = [line for line in text.splitlines() if line.strip()]
+    rows = csv.DictReader([lines[0][2:]] + lines[1:])
+    return sum(1 for row in rows if row.get("status") == "UP" and row.get("addr") and not row["addr"].startswith("0.0.0.0"))
+
+
+def wait_all_up(bench: Bench, backend: str, hosts: int) -> None:
+    started = time.monotonic()
+    while servers_up(bench, backend) < hosts:
+        if time.monotonic() - started > UP_TIMEOUT:
+            raise BenchError(f"HAProxy did not report {hosts} servers of {backend} up within {UP_TIMEOUT:g} s")
+        time.sleep(0.05)
+
+
+def under_load(bench: Bench, backend: str, action: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    with SteadyLoad(bench.url(backend), rate=LOAD_RATE, max_seconds=1800, max_requests=200000) as load:
+        time.sleep(LOAD_LEAD_IN)
+        measured = action()
+        time.sleep(LOAD_TAIL)
+    counted = load.summary()
+    return dict(measured, sent=counted["sent"], failed=counted["failed"], errors=counted["errors"])
+
+
+# the approaches -------------------------------------------------------------------------------------
+def batch(hosts: int) -> int:
+    return max(1, hosts // 10)
+
+
+def engines_option(bench: Bench, count: int) -> list[dict[str, Any]]:
+    return [{"name": engine["name"], "docker_host": engine["docker_host"], "tls": engine["tls"]}
+            for engine in bench.engines[:count]]
+
+
+def ours(bench: Bench, hosts: int, count: int, version: str, service: str) -> dict[str, Any]:
+    task = {"name": "Rollout", "immutable.infra.rollout": {
+        "service": service, "image": bench.images[version], "replicas": hosts, "strategy": "rolling",
+        "batch_size": batch(hosts), "port": PORT, "health": {"http_path": "/healthz", "interval": 0.1},
+        "container": {"networks": [bench.network], "labels": {LABEL_KEY: bench.run_id}},
+        "balancer": {"runtime_api": bench.runtime_api, "backend": "ours"},
+        "engines": engines_option(bench, count), "lock_timeout": 600}}
+    path = write_yaml(bench, "ours.yml", [{"name": "ours", "hosts": "localhost", "gather_facts": False, "tasks": [task]}])
+    timed = playbook(bench, path, [])
+    result = play_results(timed)[0]
+    if timed.returncode != 0 or result.get("failed") or not result.get("changed"):
+        raise BenchError(f"the rollout of {hosts} hosts over {count} engines to {version} failed: "
+                         f"{result.get('msg')}\n{timed.tail()}")
+    return {"wall": round(timed.wall, 2), "task": result.get("duration"), "peak_mb": round(timed.peak_rss / 1e6),
+            "engines": placement_counts(result)}
+
+
+def placement_counts(result: dict[str, Any]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for engine in (result.get("placement") or {}).get("assignments", {}).values():
+        counts[engine] = counts.get(engine, 0) + 1
+    return counts
+
+
+def plain_inventory(bench: Bench, hosts: int, count: int) -> tuple[str, list[str]]:
+    members, addresses = {}, []
+    for index in range(1, hosts + 1):
+        position = (index - 1) % count
+        engine = bench.engines[position]
+        address = bench.fixed_ip(position, index)
+        addresses.append(address)
+        members[f"plain-{bench.run_id}-{index}"] = {
+            "engine_host": engine["docker_host"], "engine_ca": engine["tls"]["ca_cert"],
+            "engine_cert": engine["tls"]["client_cert"], "engine_key": engine["tls"]["client_key"],
+            "fixed_ip": address}
+    inventory = {"fleet": {"hosts": members, "vars": {"ansible_connection": "local",
+                                                      "ansible_python_interpreter": sys.executable}}}
+    return write_yaml(bench, "plain-inventory.yml", inventory), addresses
+
+
+def plain(bench: Bench, hosts: int, inventory: str, version: str) -> dict[str, Any]:
+    play = [{"name": "plain", "hosts": "fleet", "gather_facts": False, "serial": batch(hosts), "tasks": [
+        {"name": "Recreate the container", "community.docker.docker_container": {
+            "docker_host": "{{ engine_host }}", "tls": True, "validate_certs": True, "ca_path": "{{ engine_ca }}",
+            "client_cert": "{{ engine_cert }}", "client_key": "{{ engine_key }}", "name": "{{ inventory_hostname }}",
+            "image": bench.shipped_tag(version), "state": "started", "restart_policy": "unless-stopped",
+            "labels": {LABEL_KEY: bench.run_id}, "networks_cli_compatible": True, "network_mode": bench.network,
+            "networks": [{"name": bench.network, "ipv4_address": "{{ fixed_ip }}"}], "comparisons": {"image": "strict"},
+            "pull": "never"}},
+        {"name": "Wait until the port answers", "ansible.builtin.wait_for": {
+            "host": "{{ fixed_ip }}", "port": PORT, "timeout": 60}}]}]
+    path = write_yaml(bench, "plain.yml", play)
+    timed = playbook(bench, path, ["-i", inventory])
+    if timed.returncode != 0:
+        raise BenchError(f"the plain play to {version} failed:\n{timed.tail()}")
+    wait_all_up(bench, "plain", hosts)
+    return {"wall": round(timed.wall, 2), "peak_mb": round(timed.peak_rss / 1e6)}
+
+
+def first_200(address: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            connection = http.client.HTTPConnection(address, PORT, timeout=1)
+            connection.request("GET", "/healthz")
+            if connection.getresponse().status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.02)
+    raise BenchError(f"floor host at {address} did not answer /healthz within {timeout:g} s")
+
+
+def floor(bench: Bench, hosts: int, count: int, version: str) -> dict[str, Any]:
+    by_engine: dict[str, list[str]] = {}
+    for index in range(1, hosts + 1):
+        by_engine.setdefault(bench.engines[(index - 1) % count]["name"], []).append(
+            f"floor-{bench.run_id}-{hosts}-{count}-{index}")
+    errors: list[str] = []
+
+    def start_all(engine: str) -> None:
+        client = bench.clients[engine]
+        try:
+            for name in by_engine[engine]:
+                container = client.containers.run(bench.shipped_tag(version), detach=True, name=name,
+                                                  labels={LABEL_KEY: bench.run_id}, network=bench.network)
+                container.reload()
+                first_200(container.attrs["NetworkSettings"]["Networks"][bench.network]["IPAddress"])
+        except (APIError, BenchError) as error:
+            errors.append(f"{engine}: {error}")
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=start_all, args=(engine,)) for engine in by_engine]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.monotonic() - started
+    if errors:
+        raise BenchError("the floor failed: " + "; ".join(errors))
+    return {"wall": round(wall, 2)}
+
+
+# cells ------------------------------------------------------------------------------------------
+def remove_containers(bench: Bench) -> None:
+    for client in bench.clients.values():
+        for container in client.containers.list(all=True, filters={"label": f"{LABEL_KEY}={bench.run_id}"}):
+            try:
+                container.remove(force=True)
+            except (NotFound, APIError):
+                pass
+
+
+def measure_cell(bench: Bench, hosts: int, count: int, round_number: int) -> dict[str, Any]:
+    service = f"bf{bench.run_id[:6]}-{hosts}-{count}-{round_number}"
+    inventory, addresses = plain_inventory(bench, hosts, count)
+    start_haproxy(bench, hosts, addresses)
+    cell: dict[str, Any] = {"hosts": hosts, "engines": count, "round": round_number}
+    try:
+        first = ours(bench, hosts, count, VERSIONS[0], service)
+        say(f"  ours first rollout: {first['wall']} s, placement {first['engines']}")
+        cell["ours"] = under_load(bench, "ours", lambda: ours(bench, hosts, count, VERSIONS[1], service))
+        cell["ours"]["first"] = first["wall"]
+        say(f"  ours under load: {cell['ours']['wall']} s, {cell['ours']['failed']} of {cell['ours']['sent']} failed, "
+            f"{cell['ours']['peak_mb']} MB")
+        remove_containers(bench)
+        plain_first = plain(bench, hosts, inventory, VERSIONS[0])
+        cell["plain"] = under_load(bench, "plain", lambda: plain(bench, hosts, inventory, VERSIONS[1]))
+        cell["plain"]["first"] = plain_first["wall"]
+        say(f"  plain under load: {cell['plain']['wall']} s, {cell['plain']['failed']} of {cell['plain']['sent']} "
+            f"failed, {cell['plain']['peak_mb']} MB")
+        remove_containers(bench)
+        cell["floor"] = floor(bench, hosts, count, VERSIONS[1])
+        say(f"  floor: {cell['floor']['wall']} s")
+    finally:
+        remove_containers(bench)
+    return cell
+
+
+def cleanup(bench: Bench) -> None:
+    stop_haproxy(bench)
+    remove_containers(bench)
+    for client in bench.clients.values():
+        for network in client.networks.list(filters={"label": f"{LABEL_KEY}={bench.run_id}"}):
+            try:
+                network.remove()
+            except (NotFound, APIError):
+                pass
+
+
+# tables -------------------------------------------------------------------------------------------
+def result_table(cells: list[dict[str, Any]]) -> dict[str, Any]:
+    rows = []
+    for cell in cells:
+        ours_cell, plain_cell = cell.get("ours") or {}, cell.get("plain") or {}
+        rows.append([cell["hosts"], cell["engines"], ours_cell.get("wall", "-"), ours_cell.get("failed", "-"),
+                     ours_cell.get("sent", "-"), ours_cell.get("peak_mb", "-"), plain_cell.get("wall", "-"),
+                     plain_cell.get("failed", "-"), plain_cell.get("peak_mb", "-"),
+                     (cell.get("floor") or {}).get("wall", "-")])
+    return {"title": f"fleet rollout under load ({LOAD_RATE:g} requests/s through HAProxy), one round per cell",
+            "header": ["hosts", "engines", "ours s", "ours failed", "ours sent", "ours MB", "plain s", "plain failed",
+                       "plain MB", "floor s"], "rows": rows}
+
+
+def growth_table(cells: list[dict[str, Any]]) -> dict[str, Any]:
+    rows = []
+    for count in sorted({cell["engines"] for cell in cells}):
+        mine = sorted((cell for cell in cells if cell["engines"] == count and cell.get("ours")), key=lambda c: c["hosts"])
+        if not mine:
+            continue
+        smallest = mine[0]
+        for cell in mine:
+            scale = cell["hosts"] / smallest["hosts"]
+            rows.append([count, cell["hosts"], f"{cell['ours']['wall'] / cell['hosts']:.2f}",
+                         f"{cell['ours']['wall'] / smallest['ours']['wall']:.1f}x for {scale:g}x hosts",
+                         f"{cell['ours']['peak_mb'] / max(1, smallest['ours']['peak_mb']):.2f}x",
+                         f"{cell['plain']['wall'] / cell['hosts']:.2f}" if cell.get("plain") else "-",
+                         f"{cell['floor']['wall'] / cell['hosts']:.2f}" if cell.get("floor") else "-"])
+    return {"title": "growth against the smallest fleet of the same engines",
+            "header": ["engines", "hosts", "ours s/host", "ours time", "ours memory", "plain s/host", "floor s/host"],
+            "rows": rows}
+
+
+def save_partial(result: dict[str, Any]) -> None:
+    os.makedirs(RESULTS_DIR, exist_ok=True)
+    with open(os.path.join(RESULTS_DIR, "fleet-partial.json"), "w", encoding="utf-8") as handle:
+        json.dump(result, handle, indent=2)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    ensure_collection_link()
+    ensure_base_image(args.base)
+    hosts_list = _numbers("IMMUTABLE_INFRA_BENCH_FLEET_HOSTS", "10,50,100")
+    counts = _numbers("IMMUTABLE_INFRA_BENCH_FLEET_ENGINES", "1,2,4")
+    rounds = int(os.environ.get("IMMUTABLE_INFRA_BENCH_FLEET_ROUNDS", "1"))
+    needed = max(counts)
+    bench = Bench(uuid.uuid4().hex[:8], args.base, tempfile.mkdtemp(prefix="bench-fleet-"))
+    description = rig_up(max(3, needed))
+    result: dict[str, Any] = {"machine": machine_facts(), "hosts": hosts_list, "engines": counts, "cells": []}
+    try:
+        bench.engines = description["engines"][:needed]
+        bench.clients = {engine["name"]: sdk_client(engine) for engine in bench.engines}
+        say(f"fleet benchmark {bench.run_id}: hosts {hosts_list} over engines {counts}, "
+            f"{', '.join(engine['name'] for engine in bench.engines)}; work in {bench.workdir}")
+        release(bench)
+        ship_images(bench, dict(description, engines=bench.engines))
+        create_networks(bench)
+        for round_number in range(1, rounds + 1):
+            for hosts in hosts_list:
+                for count in counts:
+                    say(f"cell: {hosts} hosts over {count} engine(s), round {round_number}")
+                    try:
+                        result["cells"].append(measure_cell(bench, hosts, count, round_number))
+                    except BenchError as error:
+                        say(f"  cell failed: {error}"[:2000])
+                        result["cells"].append({"hosts": hosts, "engines": count, "round": round_number,
+                                                "error": str(error)[:2000]})
+                    save_partial(result)
+    finally:
+        cleanup(bench)
+        if needed > 3:
+            rig_up(3)  # rig.json back to the three engines the tests and the demo use
+    measured = [cell for cell in result["cells"] if "error" not in cell]
+    result["tables"] = [result_table(measured), growth_table(measured)]
+    return result
+
+
+if __name__ == "__main__":
+    from run import main
+    sys.exit(main(["fleet", *sys.argv[1:]]))
