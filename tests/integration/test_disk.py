@@ -143,7 +143,7 @@ def test_ctrl_c_while_the_vm_boots_stops_it_and_removes_its_overlay(built):
             time.sleep(0.2)
         time.sleep(2)  # booting, well before SSH answers
         process.send_signal(signal.SIGINT)  # what Ctrl-C sends ansible-playbook
-        output, _ = process.communicate(timeout=60)
+        output = process.communicate(timeout=60)[0]
     finally:
         if process.poll() is None:
             process.kill()
