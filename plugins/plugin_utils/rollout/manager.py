@@ -159,7 +159,9 @@ class Rollout(Manager):
                                     placed=placed, placement=placement, shipping=shipping, observation=observation)
             # Before the lock, which is a container made from the image on the coordinator: an image on an
             # engine changes nothing that runs, and a registry that is down stops the run before any change.
-            self.shipped = ship(fleet, shipping, self.progress)
+            self.shipped = ship(fleet, shipping if plan.changed else plan_ship(fleet, spec.image_id,
+                                                                               [fleet.coordinator_name]),
+                                self.progress)
             lock = ServiceLock(coordinator, self.service, spec.image_id, self.rollout_id, self.params["lock_timeout"],
                                self.progress)
             lock.acquire()
@@ -250,12 +252,13 @@ class Rollout(Manager):
         self.progress(f"{self.service}: {error.message} Reverting to {', '.join(plan.live_before) or 'nothing'}.")
         try:
             revert(hosts, plan.live_before, plan.new_hosts, keep_new=plan.kind == "restore")
+        except EngineUnreachable as lost_error:
+            lost = hosts.mark_unreachable(lost_error) if hosts.multi_engine else None
+            if not lost or lost == self.fleet.coordinator_name:
+                raise self._revert_failed(error, lost_error, plan, ledger, record, started) from None
+            self._revert_the_others(hosts, lost_error, lost, plan, ledger, record, started)
         except InfraError as revert_error:
-            ledger.append(dict(record, result="failed", error=error.message, revert_error=revert_error.message,
-                               finished=utc_timestamp(), duration=round(time.monotonic() - started, 3)))
-            raise InfraError(f"Rollout of {self.service} to generation {plan.generation} failed: {error.message} "
-                             f"Reverting also failed: {revert_error.message} The next run of this rollout puts "
-                             "the previous hosts back first.", host=error.details.get("host")) from None
+            raise self._revert_failed(error, revert_error, plan, ledger, record, started) from None
         journal.clear()
         ledger.append(dict(record, result="rolled back", error=error.message, live=plan.live_before,
                            finished=utc_timestamp(), duration=round(time.monotonic() - started, 3),
@@ -267,6 +270,14 @@ class Rollout(Manager):
                          host=error.details.get("host"), rolled_back=True, live=plan.live_before,
                          generation=plan.generation, duration=round(time.monotonic() - started, 3)) from None
 
+    def _revert_failed(self, error: InfraError, revert_error: InfraError, plan: rp.Plan, ledger: Ledger,
+                       record: dict[str, Any], started: float) -> InfraError:
+        ledger.append(dict(record, result="failed", error=error.message, revert_error=revert_error.message,
+                           finished=utc_timestamp(), duration=round(time.monotonic() - started, 3)))
+        return InfraError(f"Rollout of {self.service} to generation {plan.generation} failed: {error.message} "
+                          f"Reverting also failed: {revert_error.message} The next run of this rollout puts "
+                          "the previous hosts back first.", host=error.details.get("host"))
+
     def _revert_the_others(self, hosts: ServiceHosts, error: InfraError, lost: str, plan: rp.Plan, ledger: Ledger,
                            record: dict[str, Any], started: float) -> None:
         """An engine other than the coordinator stopped answering: every other engine is put back on the
@@ -277,7 +288,15 @@ class Rollout(Manager):
                       f"{', '.join(plan.live_before) or 'nothing'}")
         duration = round(time.monotonic() - started, 3)
         try:
-            revert(hosts, plan.live_before, plan.new_hosts, keep_new=plan.kind == "restore")
+            for _attempt in hosts.clients:  # another engine lost during the revert: revert the rest again
+                try:
+                    revert(hosts, plan.live_before, plan.new_hosts, keep_new=plan.kind == "restore")
+                    break
+                except EngineUnreachable as again:
+                    if hosts.mark_unreachable(again) in (None, self.fleet.coordinator_name):
+                        raise
+            else:
+                raise InfraError(f"engines {', '.join(sorted(hosts.down))} stopped answering one after the other")
         except InfraError as revert_error:
             ledger.append(dict(record, result="failed", error=error.message, revert_error=revert_error.message,
                                engines_down=sorted(hosts.down), finished=utc_timestamp(), duration=duration))
