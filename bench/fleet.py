@@ -136,11 +136,15 @@ def rig_up(count: int) -> dict[str, Any]:
 
 
 def sdk_client(engine: dict[str, Any]) -> docker.DockerClient:
+    """The Docker SDK client of a rig engine, made by the collection's client (which keeps
+    REQUESTS_CA_BUNDLE from replacing the engine's CA)."""
+    from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import (  # pylint: disable=import-outside-toplevel
+        DockerClient,
+        TLSConfig,
+    )
     tls = engine.get("tls")
-    config = docker.tls.TLSConfig(client_cert=(tls["client_cert"], tls["client_key"]), ca_cert=tls["ca_cert"],
-                                  verify=True) if tls else None
-    return docker.DockerClient(base_url=engine["docker_host"].replace("tcp://", "https://" if tls else "http://"),
-                               tls=config, timeout=120)
+    return DockerClient(engine["docker_host"], tls=TLSConfig(tls["ca_cert"], tls["client_cert"], tls["client_key"])
+                        if tls else None).sdk
 
 
 def create_networks(bench: Bench) -> None:
