@@ -96,6 +96,7 @@ class Baker(Manager):
         # Roles resolve from project_dir when it is given, as they would for a playbook there.
         self.resolver = RoleResolver(self.context.basedir, context.roles_path, self.collections,
                                      context.play_collections)
+        self.absent_units: list[str] = []  # services the roles started that the image does not have
 
     # observe -------------------------------------------------------------------------------------
     def _base_image(self, client: DockerClient) -> dict[str, Any]:
@@ -173,6 +174,8 @@ class Baker(Manager):
                                duration=round(time.monotonic() - started, 3)))
             raise
         duration = round(time.monotonic() - started, 3)
+        if self.absent_units:
+            result["warnings"] = [*result.get("warnings", []), builder.absent_units_warning(self.absent_units)]
         ledger.append(dict(record, result="succeeded", image_id=image_id, duration=duration))
         image = client.image(image_id) or {}
         return dict(result, changed=True, cache_hit=False, image_id=image_id, reasons=reasons,
@@ -222,7 +225,7 @@ class Baker(Manager):
                              + (f"\nThe builder was kept as image {kept} for debugging." if kept else ""),
                              failed_task=(play.failure or {}).get("task"), kept_image=kept)
         self.progress(f"committing {self.name}:{tag}")
-        builder.finish(client, container_id, self.params["cleanup_paths"])
+        self.absent_units = builder.finish(client, container_id, self.params["cleanup_paths"])
         config = bake_plan.commit_config(base_image.get("Config") or {}, self.config, labels)
         image_id = client.commit(container_id, self.name, tag, config,
                                  message=f"immutable.infra bake, inputs hash {digest}")
