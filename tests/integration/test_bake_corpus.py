@@ -252,8 +252,8 @@ class _ChunkReader:
 @pytest.mark.parametrize("role, made_by_role", [("geerlingguy.nginx", "usr/sbin/nginx"),
                                                 ("geerlingguy.mysql", "usr/sbin/mariadbd"),
                                                 ("geerlingguy.php", "usr/bin/php8.2")])
-def test_nothing_of_the_builder_or_the_started_server_is_left_in_the_image(corpus_bakes, docker_client, base_image,
-                                                                          role, made_by_role):
+def test_nothing_of_the_builder_or_the_started_server_is_left_in_the_image(
+        corpus_bakes, docker_client, base_image, role, made_by_role):
     result = baked(corpus_bakes, role)
     entries, contents = top_layer_members(docker_client, result["image_id"], base_image.id, read=SYSTEMCTLS)
     names = [entry.name.rstrip("/") for entry in entries]
