@@ -10,7 +10,7 @@ import uuid
 from dataclasses import replace
 from typing import Any
 
-from ansible_collections.immutable.infra.plugins.plugin_utils.bake import builder
+from ansible_collections.immutable.infra.plugins.plugin_utils.bake import builder, facts_cache
 from ansible_collections.immutable.infra.plugins.plugin_utils.bake import plan as bake_plan
 from ansible_collections.immutable.infra.plugins.plugin_utils.bake.play_runner import PlaySpec, run_play
 from ansible_collections.immutable.infra.plugins.plugin_utils.bake.roles import CollectionIndex, Role, RoleResolver
@@ -217,7 +217,13 @@ class Baker(Manager):
                               requested: list[Role], digest: str, labels: dict[str, str]):
         tag = bake_plan.image_tag(digest)
         builder.prepare(client, container_id, self.params["python_interpreter"])
-        play = run_play(self._play_spec(container_id, requested), self._show_event)
+        spec = self._play_spec(container_id, requested)
+        key = self._facts_key(client, base_image) if facts_cache.applies(self.params["gather_subset"]) else None
+        spec.cached_facts = facts_cache.load(key) if key else None
+        spec.capture_facts = bool(key) and spec.cached_facts is None
+        play = run_play(spec, self._show_event)
+        if key and play.facts:
+            facts_cache.save(key, play.facts)
         if not play.succeeded:
             kept = self._keep_failed(client, container_id, base_image, digest)
             raise InfraError(f"Bake of {self.name} failed: {play.failure_message()}"
@@ -230,6 +236,15 @@ class Baker(Manager):
         image_id = client.commit(container_id, self.name, tag, config,
                                  message=f"immutable.infra bake, inputs hash {digest}")
         return image_id, play
+
+    def _facts_key(self, client: DockerClient, base_image: dict[str, Any]) -> str:
+        """What decides the facts a builder gathers: its image, the engine's machine, the builder's settings."""
+        engine = client.api.info()
+        return facts_cache.cache_key({
+            "base_image_id": base_image["Id"], "engine_id": engine.get("ID"), "docker_host": client.where,
+            "engine_version": engine.get("ServerVersion"), "privileged": self.params["privileged"],
+            "network": self.params["network"], "python_interpreter": self.params["python_interpreter"],
+            "ansible_core": self.context.ansible_core_version, "gather_subset": self.params["gather_subset"]})
 
     def _keep_failed(self, client: DockerClient, container_id: str, base_image: dict[str, Any], digest: str) -> str | None:
         if not self.params["keep_failed"]:
