@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ansible.plugins.loader import cache_loader
+
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.processes import lines_of
 
@@ -126,6 +128,13 @@ def play_environment(spec: PlaySpec, facts_dir: str) -> dict[str, str]:
     return env
 
 
+def write_fact_cache(directory: str, host: str, facts: dict[str, Any]) -> None:
+    """Puts facts where the child's jsonfile fact cache reads them, written by that plugin itself (the same
+    ansible-core as the child's), so its file format is its own."""
+    cache = cache_loader.get("jsonfile", _uri=directory, _prefix="", _timeout=0)
+    cache.set(host, facts)
+
+
 def run_play(spec: PlaySpec, on_event: Callable[[dict[str, Any]], None]) -> PlayOutcome:
     """Runs the roles against the container; on_event sees every event as it happens."""
     with tempfile.TemporaryDirectory(prefix="immutable-infra-play-") as workdir:
@@ -136,8 +145,7 @@ def run_play(spec: PlaySpec, on_event: Callable[[dict[str, Any]], None]) -> Play
         facts_dir = os.path.join(workdir, "facts")
         if spec.cached_facts:
             os.mkdir(facts_dir)
-            with open(os.path.join(facts_dir, spec.host_name), "w", encoding="utf-8") as handle:
-                json.dump(spec.cached_facts, handle, default=str)
+            write_fact_cache(facts_dir, spec.host_name, spec.cached_facts)
         command = [sys.executable, "-m", "ansible.cli.playbook", "-i", os.path.join(workdir, "inventory.json"),
                    os.path.join(workdir, "playbook.json")]
         if spec.tags:

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+from ansible.plugins.loader import cache_loader
+
 from ansible_collections.immutable.infra.plugins.plugin_utils.bake import facts_cache
-from ansible_collections.immutable.infra.plugins.plugin_utils.bake.play_runner import PlaySpec, play_document, play_environment
+from ansible_collections.immutable.infra.plugins.plugin_utils.bake.play_runner import (
+    PlaySpec,
+    play_document,
+    play_environment,
+    write_fact_cache,
+)
 
 SETTINGS = {"base_image_id": "sha256:aa", "engine_id": "E1", "privileged": False, "network": None,
             "python_interpreter": "/usr/bin/python3", "ansible_core": "2.19.14", "gather_subset": ["all"]}
@@ -55,3 +62,9 @@ def test_a_play_with_cached_facts_gathers_only_the_live_subset_on_top_of_them(tm
     assert cold_env["ANSIBLE_CACHE_PLUGIN"] == "memory" and cold_env["IMMUTABLE_INFRA_EMIT_FACTS"] == "1"
     assert warm_env["ANSIBLE_CACHE_PLUGIN"] == "jsonfile" and warm_env["ANSIBLE_CACHE_PLUGIN_CONNECTION"] == str(tmp_path)
     assert warm_env["ANSIBLE_CACHE_PLUGIN_TIMEOUT"] == "0" and warm_env["IMMUTABLE_INFRA_EMIT_FACTS"] == "0"
+
+
+def test_cached_facts_are_written_in_the_format_of_ansibles_jsonfile_fact_cache(tmp_path):
+    write_fact_cache(str(tmp_path), "builder", {"ansible_processor_count": 2, "ansible_virtualization_type": "docker"})
+    reader = cache_loader.get("jsonfile", _uri=str(tmp_path), _prefix="", _timeout=0)
+    assert reader.get("builder") == {"ansible_processor_count": 2, "ansible_virtualization_type": "docker"}
