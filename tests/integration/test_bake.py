@@ -229,8 +229,8 @@ def test_interrupted_bake_removes_its_builder(roles_project, docker_client, base
     assert not docker_client.images.list(name=image_name("slow"))
 
 
-def test_a_second_bake_from_the_same_base_takes_its_facts_from_the_cache(roles_project, docker_client, base_image,
-                                                                          tmp_path):
+def test_a_second_bake_from_the_same_base_takes_its_facts_from_the_cache(
+        roles_project, docker_client, base_image, tmp_path):
     cache = tmp_path / "facts-cache"
     env = {"IMMUTABLE_INFRA_FACTS_CACHE": str(cache)}
 
