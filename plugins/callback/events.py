@@ -11,18 +11,21 @@ description:
   - A machine-readable stdout callback. M(immutable.infra.bake) and M(immutable.infra.verify) run
     roles in a builder or throwaway host through a child C(ansible-playbook) with this callback, so they
     can show progress while the play runs and report the failing task with its message and output.
-  - Each line is a JSON object with an C(event) key (C(task_start), C(result), C(stats)).
+  - Each line is a JSON object with an C(event) key (C(task_start), C(result), C(stats)); with
+    E(IMMUTABLE_INFRA_EMIT_FACTS=1) also one C(facts) event with the facts the play gathered first.
   - Results of tasks with C(no_log) are reduced to their status.
 author:
   - immutable.infra contributors (@immutable-infra)
 """
 
 import json
+import os
 import sys
 
 from ansible.plugins.callback import CallbackBase
 
 OUTPUT_LIMIT = 4000
+GATHER_ACTIONS = ("gather_facts", "ansible.builtin.gather_facts", "setup", "ansible.builtin.setup")
 RESULT_FIELDS = ("msg", "stdout", "stderr", "rc", "module_stdout", "module_stderr", "exception")
 
 
@@ -40,6 +43,11 @@ class CallbackModule(CallbackBase):
     CALLBACK_VERSION = 2.0
     CALLBACK_TYPE = "stdout"
     CALLBACK_NAME = "immutable.infra.events"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Set by the bake when it keeps the builder's facts for the next bake from the same base.
+        self._emit_facts = os.environ.get("IMMUTABLE_INFRA_EMIT_FACTS") == "1"
 
     def _emit(self, event, **fields):
         sys.stdout.write(json.dumps(dict(event=event, **fields), default=str) + "\n")
@@ -73,6 +81,10 @@ class CallbackModule(CallbackBase):
             if data.get("warnings"):
                 fields["warnings"] = [str(warning) for warning in data["warnings"]]
         self._emit("result", **fields)
+        if (status == "ok" and self._emit_facts and result._task.action in GATHER_ACTIONS
+                and isinstance(data.get("ansible_facts"), dict)):
+            self._emit_facts = False  # the play's own gathering comes first; later setup calls are the role's
+            self._emit("facts", facts=data["ansible_facts"])
 
     def v2_runner_on_ok(self, result):
         self._emit_result(result, "changed" if _task_result(result).get("changed") else "ok")

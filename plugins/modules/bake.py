@@ -168,8 +168,11 @@ options:
   gather_subset:
     description:
       - Facts gathered in the builder before the roles run. The default is Ansible's own, so roles
-        see what a plain C(ansible-playbook) run gives them; V([min]) saves about half a second for
-        roles that need few facts.
+        see what a plain C(ansible-playbook) run gives them.
+      - With the default, the facts of the first builder from a base image are kept on the controller
+        (E(IMMUTABLE_INFRA_FACTS_CACHE), default C(~/.cache/immutable-infra/facts); V(off) turns it off),
+        and later bakes from the same base, engine and builder settings gather only the V(min) subset
+        live and take the rest from there. See C(docs/bake.md).
     type: list
     elements: str
     default: [all]

@@ -227,3 +227,23 @@ def test_interrupted_bake_removes_its_builder(roles_project, docker_client, base
         assert time.monotonic() < deadline, f"the builder was left behind:\n{output[-2000:]}"
         time.sleep(0.2)
     assert not docker_client.images.list(name=image_name("slow"))
+
+
+def test_a_second_bake_from_the_same_base_takes_its_facts_from_the_cache(
+        roles_project, docker_client, base_image, tmp_path):
+    cache = tmp_path / "facts-cache"
+    env = {"IMMUTABLE_INFRA_FACTS_CACHE": str(cache)}
+
+    def facts_seen(result):
+        assert result["changed"] and not result["cache_hit"], result
+        return json.loads(docker_client.containers.run(result["image_id"], ["cat", "/etc/builder-facts.json"],
+                                                       remove=True))
+    first = facts_seen(roles_project.run([bake(image_name("facts"), ["facts"])], env=env)["bake"])
+    assert first["gather_subset"] == ["all"] and first["virtualization_type"] == "docker"
+    assert len(list(cache.iterdir())) == 1  # one base, one set of builder settings
+    second = facts_seen(roles_project.run([bake(image_name("facts"), ["facts"])], env=env)["bake"])
+    # Only Ansible's min subset was gathered; the rest (here the processor count) came from the cache, and
+    # the facts of the one container (its host name) are its own.
+    assert second["gather_subset"] == ["min"]
+    assert (second["processor_count"], second["virtualization_type"]) == (first["processor_count"], "docker")
+    assert second["hostname"] != first["hostname"]

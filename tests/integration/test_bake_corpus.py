@@ -52,9 +52,12 @@ IMAGE_CONFIG = {
 # The role's documented variables for a database and a user of it (README of geerlingguy.mysql).
 MYSQL_VARS = {"mysql_databases": [{"name": "shop"}],
               "mysql_users": [{"name": "shop", "host": "%", "password": "shop-secret", "priv": "shop.*:ALL"}]}
-STAND_INS = ("usr/bin/systemctl", "usr/bin/systemctl.immutable-infra-bake", "usr/sbin/policy-rc.d",
-             "etc/dpkg/dpkg.cfg.d/zz-immutable-infra-bake", "etc/apt/apt.conf.d/zz-immutable-infra-bake",
-             "run/immutable-infra-bake", "run/systemd", "var/lib/dpkg/diversions-old", "root/.ansible")
+STAND_INS = ("usr/local/sbin/systemctl", "usr/sbin/policy-rc.d", "etc/dpkg/dpkg.cfg.d/zz-immutable-infra-bake",
+             "etc/apt/apt.conf.d/zz-immutable-infra-bake", "run/immutable-infra-bake", "run/systemd",
+             "var/lib/dpkg/diversions-old", "root/.ansible")
+# Where a systemctl may be: the stand-in's places (bookworm's systemd ships /bin/systemctl, which is
+# /usr/bin/systemctl on a merged-/usr base).
+SYSTEMCTLS = ("usr/local/sbin/systemctl", "usr/bin/systemctl", "bin/systemctl")
 
 
 def short(role: str) -> str:
@@ -171,31 +174,33 @@ def test_mysql_role_configured_a_server_that_accepts_its_user(corpus_bakes, star
     assert docker_client.images.get(result["image_id"]).attrs["Config"]["Volumes"] == {"/var/lib/mysql": {}}
 
 
-PHP_KNOWN_FAILURE = pytest.mark.xfail(strict=True, reason=(
-    "geerlingguy.php's packages pull in systemd, whose systemctl replaces the bake's stand-in, so the "
-    "role's 'restart webserver' handler fails (docs/bake.md, known limitation)"))
-
-
-@PHP_KNOWN_FAILURE
 def test_php_role_runs_php(corpus_bakes, docker_client):
     result = baked(corpus_bakes, "geerlingguy.php")
+    # Its packages pulled in systemd, whose systemctl did not displace the bake's; its handler's restart of
+    # apache2 (php_enable_webserver defaults to true), which the image does not have, had nothing to do.
+    assert "geerlingguy.php : restart webserver" in result["changed_tasks"], result["changed_tasks"]
+    assert "apache2.service, which the image does not have" in " ".join(result["output"].split())
     output = docker_client.containers.run(result["image_id"], ["php", "-r", "echo 6 * 7, PHP_EOL;"], remove=True)
     assert output.decode().strip() == "42"
 
 
-@pytest.mark.parametrize("role", [*ROLES[:-1], pytest.param(ROLES[-1], marks=PHP_KNOWN_FAILURE)])
+@pytest.mark.parametrize("role", ROLES)
 def test_second_bake_is_a_cache_hit(corpus_bakes, role, record_property):
     first, second = baked(corpus_bakes, role), corpus_bakes.warm(role)
     assert (second["changed"], second["cache_hit"], second["image_id"]) == (False, True, first["image_id"])
+    # The issue's bound for a cache hit (it takes tens of milliseconds; the bound leaves room for a busy machine).
+    assert second["duration"] <= 1.0, second["duration"]
     record_property("cold_bake_seconds", first["duration"])
     record_property("warm_bake_seconds", second["duration"])
     print(f"{role}: cold bake {first['duration']:.1f} s, second bake {second['duration']:.3f} s")
 
 
-def top_layer_members(docker_client, image_id, base_id):
-    """Paths in the layers an image has on top of its base (what `docker diff` showed before the commit)."""
+def top_layer_members(docker_client, image_id, base_id, read=()):
+    """Paths in the layers an image has on top of its base (what `docker diff` showed before the commit),
+    and the content of the files among them whose path is in `read`."""
     base_layers = set(docker_client.images.get(base_id).attrs["RootFS"]["Layers"])
     members: dict[str, list[tarfile.TarInfo]] = {}
+    contents: dict[str, dict[str, bytes]] = {}
 
     class Hashing:
         def __init__(self, raw):
@@ -212,12 +217,19 @@ def top_layer_members(docker_client, image_id, base_id):
             if not member.name.endswith("layer.tar"):
                 continue
             reader = Hashing(outer.extractfile(member))
+            entries, read_here = [], {}
             with tarfile.open(fileobj=reader, mode="r|") as layer:
-                entries = list(layer)
+                for entry in layer:
+                    entries.append(entry)
+                    if entry.name in read and entry.isfile():
+                        read_here[entry.name] = layer.extractfile(entry).read()
             while reader.read(1 << 20):
                 pass
-            members["sha256:" + reader.digest.hexdigest()] = entries
-    return [entry for digest, entries in members.items() if digest not in base_layers for entry in entries]
+            digest = "sha256:" + reader.digest.hexdigest()
+            members[digest], contents[digest] = entries, read_here
+    top = [digest for digest in members if digest not in base_layers]
+    return ([entry for digest in top for entry in members[digest]],
+            {name: data for digest in top for name, data in contents[digest].items()})
 
 
 class _ChunkReader:
@@ -237,14 +249,24 @@ class _ChunkReader:
         return data
 
 
-def test_nothing_of_the_builder_or_the_started_server_is_left_in_the_image(corpus_bakes, docker_client, base_image):
-    result = baked(corpus_bakes, "geerlingguy.mysql")
-    entries = top_layer_members(docker_client, result["image_id"], base_image.id)
+# nginx (a forking server with a pid file), mysql (a server with data and a socket), php (whose packages
+# install systemd's own systemctl during the bake).
+@pytest.mark.parametrize("role, made_by_role", [("geerlingguy.nginx", "usr/sbin/nginx"),
+                                                ("geerlingguy.mysql", "usr/sbin/mariadbd"),
+                                                ("geerlingguy.php", "usr/bin/php8.2")])
+def test_nothing_of_the_builder_or_the_started_server_is_left_in_the_image(
+        corpus_bakes, docker_client, base_image, role, made_by_role):
+    result = baked(corpus_bakes, role)
+    entries, contents = top_layer_members(docker_client, result["image_id"], base_image.id, read=SYSTEMCTLS)
     names = [entry.name.rstrip("/") for entry in entries]
-    assert "usr/sbin/mariadbd" in names  # the layer is the role's work
+    assert made_by_role in names  # the layer is the role's work
     left = [name for name in names if any(name == path or name.startswith(path + "/") or
                                           name.endswith("/.wh." + path.rsplit("/", 1)[-1]) for path in STAND_INS)]
     assert not left, left
+    # A systemctl in the layer is one a package installed (php's systemd), never the stand-in.
+    assert not [name for name, data in contents.items() if b"IMMUTABLE_INFRA_UNIT" in data], sorted(contents)
+    if role == "geerlingguy.php":
+        assert "usr/bin/systemctl" in contents
     # Sockets never reach a layer (Docker's archiver skips them); pid files and Ansible's temp files would.
     runtime = [name for name in names if name.endswith((".pid", ".sock")) or "tmp/ansible" in name]
     assert not runtime, runtime

@@ -31,9 +31,15 @@ DPKG_CONF = b"force-unsafe-io\n"
 APT_CONF = b'Acquire::Languages "none";\n'
 
 SYSTEMCTL_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "systemctl_standin.py")
-SYSTEMCTL_PATH = "/usr/bin/systemctl"
-DIVERTED_SYSTEMCTL = "/usr/bin/systemctl.immutable-infra-bake"
+# The stand-in goes first on PATH, in a directory no Debian package ships files in, so a package that
+# installs systemd during the bake cannot replace it. On a merged-/usr base dpkg unpacks bookworm's
+# /bin/systemctl through the /bin symlink onto /usr/bin/systemctl, which a diversion of
+# /usr/bin/systemctl does not catch (dpkg matches diversions by the package's path).
+SYSTEMCTL_PATH = "/usr/local/sbin/systemctl"
+# Also where scripts that name it by its absolute path look, when the base has no systemctl there.
+SYSTEMCTL_FALLBACK_PATH = "/usr/bin/systemctl"
 STANDIN_MARKER = "IMMUTABLE_INFRA_UNIT"
+ABSENT_PREFIX = "absent unit: "
 
 
 def systemctl_standin(python_interpreter: str) -> bytes:
@@ -51,19 +57,15 @@ place() {{
   fi
 }}
 place policy-rc.d /usr/sbin/policy-rc.d 0755
-# Maintainer scripts set their own PATH, so systemctl goes where every PATH has it. A real one in
-# the base is diverted aside and put back at the end; on bases without one (most), nothing else
-# is touched, so the image's layer holds no trace of it.
-if [ -e {SYSTEMCTL_PATH} ] || [ -L {SYSTEMCTL_PATH} ]; then
-  if command -v dpkg-divert >/dev/null 2>&1; then
-    [ -e /var/lib/dpkg/diversions-old ] || echo /var/lib/dpkg/diversions-old >> "$stage/created"
-    dpkg-divert --quiet --local --rename --divert {DIVERTED_SYSTEMCTL} --add {SYSTEMCTL_PATH}
-    echo divert >> "$stage/restore"
-  else
-    mv {SYSTEMCTL_PATH} {DIVERTED_SYSTEMCTL}; echo move >> "$stage/restore"
-  fi
-fi
-cp "$stage/systemctl" {SYSTEMCTL_PATH}; chmod 0755 {SYSTEMCTL_PATH}
+# Maintainer scripts, Ansible's modules and Debian's default PATH all look in /usr/local/sbin before
+# /usr/bin and /bin. Neither copy is listed in "created": each is removed at the end only while it is
+# still the stand-in, so a systemctl a package installs during the bake stays.
+for dir in /usr/local /usr/local/sbin; do
+  if [ ! -d "$dir" ]; then mkdir "$dir"; echo "$dir" >> "$stage/created"; fi
+done
+for path in {SYSTEMCTL_PATH} {SYSTEMCTL_FALLBACK_PATH}; do
+  if [ ! -e "$path" ] && [ ! -L "$path" ]; then cp "$stage/systemctl" "$path"; chmod 0755 "$path"; fi
+done
 place dpkg.cfg /etc/dpkg/dpkg.cfg.d/zz-immutable-infra-bake 0644
 place apt.conf /etc/apt/apt.conf.d/zz-immutable-infra-bake 0644
 for dir in /run/systemd /run/systemd/system; do
@@ -80,16 +82,15 @@ for proc in /proc/[0-9]*; do
   [ "$pid" = 1 ] || [ "$pid" = $$ ] || [ "$(cat $proc/comm 2>/dev/null)" = sleep ] || strays=yes
 done
 if [ -n "$strays" ] || ls "$stage"/services/*.json >/dev/null 2>&1; then
-  {SYSTEMCTL_PATH} stop-all || exit 1
+  "$stage/systemctl" stop-all || exit 1
   find /run /var/run /tmp -xdev -type s -newer "$stage/created" -delete 2>/dev/null
 fi
+# Services the roles started or restarted that the image does not have (nothing ran for them).
+if [ -s "$stage/absent" ]; then sort -u "$stage/absent" | sed 's/^/{ABSENT_PREFIX}/'; fi
 # Removed only while it is the stand-in: a package that installed a real systemctl keeps it.
-if grep -q {STANDIN_MARKER} {SYSTEMCTL_PATH} 2>/dev/null; then rm -f {SYSTEMCTL_PATH}; fi
-if grep -qx divert "$stage/restore" 2>/dev/null; then
-  dpkg-divert --quiet --local --rename --divert {DIVERTED_SYSTEMCTL} --remove {SYSTEMCTL_PATH}
-elif grep -qx move "$stage/restore" 2>/dev/null; then
-  mv {DIVERTED_SYSTEMCTL} {SYSTEMCTL_PATH}
-fi
+for path in {SYSTEMCTL_PATH} {SYSTEMCTL_FALLBACK_PATH}; do
+  if grep -q {STANDIN_MARKER} "$path" 2>/dev/null; then rm -f "$path"; fi
+done
 if [ -f "$stage/created" ]; then
   tac "$stage/created" | while read -r path; do rm -rf "$path"; done
 fi
@@ -113,11 +114,24 @@ def prepare(client: DockerClient, container_id: str, python_interpreter: str = "
         raise InfraError(f"Could not prepare the builder container: {output.strip()[-500:]}")
 
 
-def finish(client: DockerClient, container_id: str, cleanup_paths: list[str]) -> None:
-    """Removes the stand-ins and the residue of the run, leaving only what the roles made."""
+def finish(client: DockerClient, container_id: str, cleanup_paths: list[str]) -> list[str]:
+    """Removes the stand-ins and the residue of the run, leaving only what the roles made.
+
+    Returns the services the roles started or restarted that the image does not have."""
     code, output = client.exec(container_id, ["/bin/sh", "-c", FINISH, "finish", *cleanup_paths])
     if code != 0:
         raise InfraError(f"Could not clean the builder container: {output.strip()[-500:]}")
+    return absent_units(output)
+
+
+def absent_units(output: str) -> list[str]:
+    return [line[len(ABSENT_PREFIX):].strip() for line in output.splitlines() if line.startswith(ABSENT_PREFIX)]
+
+
+def absent_units_warning(units: list[str]) -> str:
+    return (f"The roles started or restarted {', '.join(units)}, which the image does not have; nothing ran for "
+            f"{'them' if len(units) > 1 else 'it'}. Install the service in the bake, or set the role's variable "
+            "that names it, if the image needs it.")
 
 
 # Modules that change the kernel or the machine rather than files, and what such a change says when

@@ -10,7 +10,7 @@ import uuid
 from dataclasses import replace
 from typing import Any
 
-from ansible_collections.immutable.infra.plugins.plugin_utils.bake import builder
+from ansible_collections.immutable.infra.plugins.plugin_utils.bake import builder, facts_cache
 from ansible_collections.immutable.infra.plugins.plugin_utils.bake import plan as bake_plan
 from ansible_collections.immutable.infra.plugins.plugin_utils.bake.play_runner import PlaySpec, run_play
 from ansible_collections.immutable.infra.plugins.plugin_utils.bake.roles import CollectionIndex, Role, RoleResolver
@@ -96,6 +96,7 @@ class Baker(Manager):
         # Roles resolve from project_dir when it is given, as they would for a playbook there.
         self.resolver = RoleResolver(self.context.basedir, context.roles_path, self.collections,
                                      context.play_collections)
+        self.absent_units: list[str] = []  # services the roles started that the image does not have
 
     # observe -------------------------------------------------------------------------------------
     def _base_image(self, client: DockerClient) -> dict[str, Any]:
@@ -173,6 +174,8 @@ class Baker(Manager):
                                duration=round(time.monotonic() - started, 3)))
             raise
         duration = round(time.monotonic() - started, 3)
+        if self.absent_units:
+            result["warnings"] = [*result.get("warnings", []), builder.absent_units_warning(self.absent_units)]
         ledger.append(dict(record, result="succeeded", image_id=image_id, duration=duration))
         image = client.image(image_id) or {}
         return dict(result, changed=True, cache_hit=False, image_id=image_id, reasons=reasons,
@@ -214,7 +217,13 @@ class Baker(Manager):
                               requested: list[Role], digest: str, labels: dict[str, str]):
         tag = bake_plan.image_tag(digest)
         builder.prepare(client, container_id, self.params["python_interpreter"])
-        play = run_play(self._play_spec(container_id, requested), self._show_event)
+        spec = self._play_spec(container_id, requested)
+        key = self._facts_key(client, base_image) if facts_cache.applies(self.params["gather_subset"]) else None
+        spec.cached_facts = facts_cache.load(key) if key else None
+        spec.capture_facts = bool(key) and spec.cached_facts is None
+        play = run_play(spec, self._show_event)
+        if key and play.facts:
+            facts_cache.save(key, play.facts)
         if not play.succeeded:
             kept = self._keep_failed(client, container_id, base_image, digest)
             raise InfraError(f"Bake of {self.name} failed: {play.failure_message()}"
@@ -222,11 +231,20 @@ class Baker(Manager):
                              + (f"\nThe builder was kept as image {kept} for debugging." if kept else ""),
                              failed_task=(play.failure or {}).get("task"), kept_image=kept)
         self.progress(f"committing {self.name}:{tag}")
-        builder.finish(client, container_id, self.params["cleanup_paths"])
+        self.absent_units = builder.finish(client, container_id, self.params["cleanup_paths"])
         config = bake_plan.commit_config(base_image.get("Config") or {}, self.config, labels)
         image_id = client.commit(container_id, self.name, tag, config,
                                  message=f"immutable.infra bake, inputs hash {digest}")
         return image_id, play
+
+    def _facts_key(self, client: DockerClient, base_image: dict[str, Any]) -> str:
+        """What decides the facts a builder gathers: its image, the engine's machine, the builder's settings."""
+        engine = client.api.info()
+        return facts_cache.cache_key({
+            "base_image_id": base_image["Id"], "engine_id": engine.get("ID"), "docker_host": client.where,
+            "engine_version": engine.get("ServerVersion"), "privileged": self.params["privileged"],
+            "network": self.params["network"], "python_interpreter": self.params["python_interpreter"],
+            "ansible_core": self.context.ansible_core_version, "gather_subset": self.params["gather_subset"]})
 
     def _keep_failed(self, client: DockerClient, container_id: str, base_image: dict[str, Any], digest: str) -> str | None:
         if not self.params["keep_failed"]:

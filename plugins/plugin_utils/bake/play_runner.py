@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ansible.plugins.loader import cache_loader
+
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.processes import lines_of
 
@@ -36,6 +38,7 @@ class PlayOutcome:
     warnings: list[str] = field(default_factory=list)
     stderr: str = ""
     stats: dict[str, Any] = field(default_factory=dict)
+    facts: dict[str, Any] | None = None  # the play's first gathered facts, when spec.capture_facts
 
     def failure_message(self) -> str:
         """The failing task's name, message and host output in a few lines."""
@@ -69,14 +72,19 @@ class PlaySpec:
     skip_tags: list[str] = field(default_factory=list)
     docker_host: str | None = None
     timeout: int = 3600
+    # Facts of an earlier builder of the same base and settings: the play then gathers only live_subset
+    # (the facts of this container and this moment) on top of them.
+    cached_facts: dict[str, Any] | None = None
+    live_subset: list[str] = field(default_factory=lambda: ["min"])
+    capture_facts: bool = False
 
 
-def _playbook(spec: PlaySpec) -> list[dict[str, Any]]:
+def play_document(spec: PlaySpec) -> list[dict[str, Any]]:
     return [{
         "name": f"Apply roles to {spec.host_name}",
         "hosts": spec.host_name,
         "gather_facts": True,
-        "gather_subset": spec.gather_subset,
+        "gather_subset": spec.live_subset if spec.cached_facts else spec.gather_subset,
         "vars_files": ["vars.json"],
         "roles": spec.roles,
     }]
@@ -94,7 +102,7 @@ def _inventory(spec: PlaySpec) -> dict[str, Any]:
     return {"all": {"hosts": {spec.host_name: host}}}
 
 
-def _environment(spec: PlaySpec) -> dict[str, str]:
+def play_environment(spec: PlaySpec, facts_dir: str) -> dict[str, str]:
     env = dict(os.environ)
     env.pop("ANSIBLE_CALLBACKS_ENABLED", None)  # the caller's extra callbacks would only add noise
     collections_path = [OWN_COLLECTIONS_PATH] + [path for path in spec.collections_path if path != OWN_COLLECTIONS_PATH]
@@ -111,16 +119,33 @@ def _environment(spec: PlaySpec) -> dict[str, str]:
     })
     if spec.docker_host:
         env["DOCKER_HOST"] = spec.docker_host
+    # The builder's facts come from this run (and the cached ones given), never from a fact cache the
+    # caller configured for its own hosts.
+    env.update({"ANSIBLE_CACHE_PLUGIN": "jsonfile", "ANSIBLE_CACHE_PLUGIN_CONNECTION": facts_dir,
+                "ANSIBLE_CACHE_PLUGIN_PREFIX": "", "ANSIBLE_CACHE_PLUGIN_TIMEOUT": "0"}
+               if spec.cached_facts else {"ANSIBLE_CACHE_PLUGIN": "memory"})
+    env["IMMUTABLE_INFRA_EMIT_FACTS"] = "1" if spec.capture_facts else "0"
     return env
+
+
+def write_fact_cache(directory: str, host: str, facts: dict[str, Any]) -> None:
+    """Puts facts where the child's jsonfile fact cache reads them, written by that plugin itself (the same
+    ansible-core as the child's), so its file format is its own."""
+    cache = cache_loader.get("jsonfile", _uri=directory, _prefix="", _timeout=0)
+    cache.set(host, facts)
 
 
 def run_play(spec: PlaySpec, on_event: Callable[[dict[str, Any]], None]) -> PlayOutcome:
     """Runs the roles against the container; on_event sees every event as it happens."""
     with tempfile.TemporaryDirectory(prefix="immutable-infra-play-") as workdir:
-        for name, content in (("playbook.json", _playbook(spec)), ("inventory.json", _inventory(spec)),
+        for name, content in (("playbook.json", play_document(spec)), ("inventory.json", _inventory(spec)),
                               ("vars.json", spec.variables)):
             with open(os.path.join(workdir, name), "w", encoding="utf-8") as handle:
                 json.dump(content, handle, default=str)
+        facts_dir = os.path.join(workdir, "facts")
+        if spec.cached_facts:
+            os.mkdir(facts_dir)
+            write_fact_cache(facts_dir, spec.host_name, spec.cached_facts)
         command = [sys.executable, "-m", "ansible.cli.playbook", "-i", os.path.join(workdir, "inventory.json"),
                    os.path.join(workdir, "playbook.json")]
         if spec.tags:
@@ -130,7 +155,7 @@ def run_play(spec: PlaySpec, on_event: Callable[[dict[str, Any]], None]) -> Play
         with open(os.path.join(workdir, "stderr.log"), "w+", encoding="utf-8") as stderr:
             try:
                 process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, stdin=subprocess.DEVNULL,
-                                           env=_environment(spec), text=True, bufsize=1)
+                                           env=play_environment(spec, facts_dir), text=True, bufsize=1)
             except OSError as error:
                 raise InfraError(f"Could not start ansible-playbook with {sys.executable}: {error}") from None
             timed_out = threading.Event()
@@ -178,6 +203,8 @@ def _follow(process: subprocess.Popen, on_event: Callable[[dict[str, Any]], None
             outcome.warnings.extend(event.get("warnings") or [])
         elif event["event"] == "stats":
             outcome.stats = event.get("hosts") or {}
+        elif event["event"] == "facts":
+            outcome.facts = outcome.facts or event.get("facts")
         on_event(event)
     if other_output:
         outcome.stderr = "".join(other_output)[-4000:]

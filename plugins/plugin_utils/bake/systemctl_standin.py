@@ -31,6 +31,8 @@ STATE = "/run/immutable-infra-bake/services"
 # A unit named here runs outside this stand-in (a verify host whose command started it): it counts
 # as active and start, restart and reload leave it alone.
 EXTERNAL = "/run/immutable-infra-bake/active"
+# Units a role asked to start that the image does not have, one a line.
+ABSENT = "/run/immutable-infra-bake/absent"
 UNIT_DIRS = ("/etc/systemd/system", "/run/systemd/system", "/usr/local/lib/systemd/system",
              "/lib/systemd/system", "/usr/lib/systemd/system")
 MARKER = "IMMUTABLE_INFRA_UNIT"
@@ -378,6 +380,12 @@ def make_runtime_directories(unit, entry, gid):
 
 
 # verbs ---------------------------------------------------------------------------------------------
+def record_absent(name):
+    os.makedirs(os.path.dirname(ABSENT), exist_ok=True)
+    with open(ABSENT, "a", encoding="utf-8") as record:
+        record.write(name + "\n")
+
+
 def start(name):
     if is_active(name):
         return
@@ -385,7 +393,12 @@ def start(name):
     if masked(name):
         raise Failed(f"Unit {unit.name} is masked.")
     if not unit.path and not unit.script:
-        raise Failed(f"Unit {unit.name} not found.")
+        # Ansible's systemd module turns a handler's restart of a stopped service into a start, so a
+        # start of a service the image does not have (php's handler restarts apache2) has nothing to
+        # do either. It is recorded, and the bake names it in a warning.
+        sys.stderr.write(f"{unit.name} is not installed; nothing to start\n")
+        record_absent(unit.name)
+        return
     os.makedirs(STATE, exist_ok=True)
     log = open(state_path(name, ".log"), "ab")
     if unit.path:
@@ -748,6 +761,7 @@ def main(argv):
                 if verb in RESTART_VERBS and not unit_file(name) and not init_script(name):
                     # A handler restarting a service this image does not have: nothing runs, nothing to do.
                     sys.stderr.write(f"{unit_name(name)} is not installed; nothing to {verb}\n")
+                    record_absent(unit_name(name))
                     continue
                 if verb == "start":
                     start(name)

@@ -29,6 +29,7 @@ def units(tmp_path, monkeypatch):
     monkeypatch.setattr(standin, "UNIT_DIRS", (str(tmp_path),))
     monkeypatch.setattr(standin, "STATE", str(tmp_path / "state"))
     monkeypatch.setattr(standin, "EXTERNAL", str(tmp_path / "active"))
+    monkeypatch.setattr(standin, "ABSENT", str(tmp_path / "absent"))
     (tmp_path / "mariadb.service").write_text(MARIADB)
     (tmp_path / "mariadb.service.d").mkdir()
     (tmp_path / "mariadb.service.d" / "override.conf").write_text("[Service]\nLimitNOFILE=1024\nTimeoutStopSec=\n")
@@ -68,10 +69,14 @@ def test_arguments_and_options_are_told_apart(units, capsys):
     shown = dict(line.split("=", 1) for line in capsys.readouterr().out.splitlines())
     assert shown["LoadState"] == "loaded" and shown["ActiveState"] == "inactive"
     assert shown["UnitFileState"] == "disabled" and shown["Type"] == "notify"
-    # A service the image does not have: a handler's restart has nothing to do; a start fails.
+    # A service the image does not have: a handler's restart (which Ansible's systemd module turns into a
+    # start when the service is stopped) has nothing to do and is recorded; enabling it fails.
     assert standin.main(["restart", "nosuch"]) == 0 and standin.main(["try-restart", "nosuch"]) == 0
-    assert standin.main(["start", "nosuch"]) == 1
-    assert "Unit nosuch.service not found" in capsys.readouterr().err
+    assert standin.main(["start", "other"]) == 0
+    assert "other.service is not installed; nothing to start" in capsys.readouterr().err
+    assert (units / "absent").read_text().split() == ["nosuch.service", "nosuch.service", "other.service"]
+    assert standin.main(["enable", "nosuch"]) == 1
+    assert "Unit file nosuch.service does not exist" in capsys.readouterr().err
     assert standin.main(["daemon-reload"]) == 0 and standin.main(["--version"]) == 0
 
 
@@ -94,3 +99,11 @@ def test_host_level_failures_name_both_ways_out(failure, hinted):
 def test_privileged_builder_hint_does_not_offer_privileged_again():
     hint = builder.host_level_hint({"action": "sysctl", "task": "s"}, privileged=True)
     assert "skip_tags" in hint and "privileged: true" not in hint
+
+
+def test_finish_output_names_the_services_the_image_does_not_have():
+    output = "stopping\nabsent unit: apache2.service\nabsent unit: php8.2-fpm.service\n"
+    assert builder.absent_units(output) == ["apache2.service", "php8.2-fpm.service"]
+    assert builder.absent_units("") == []
+    assert "apache2.service, which the image does not have; nothing ran for it" in \
+        builder.absent_units_warning(["apache2.service"])
