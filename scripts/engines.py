@@ -221,6 +221,11 @@ def _read(path: str) -> bytes | None:
         return None
 
 
+def stop_engine(engine: RigEngine) -> None:
+    """SIGTERM, as `systemctl restart docker` sends; with live-restore its containers keep running."""
+    _stop(engine.pidfile, f"rig engine {engine.name}")
+
+
 def start_engine(engine: RigEngine) -> float:
     """Starts the engine unless it answers already; returns the seconds it took (0 when it was up)."""
     # Its own config, so /etc/docker/daemon.json does not apply. live-restore: containers keep running, with
