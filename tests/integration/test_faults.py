@@ -363,7 +363,7 @@ def test_a_controller_killed_mid_heal_leaves_nothing_behind(docker_client, hello
             rerun = project.run([heal])
             report = rerun["drift"]
             assert not report.get("failed"), report.get("msg")
-            recovered += "did not finish" in rerun.stdout
+            recovered += "did not finish" in rerun.output
             running = sorted(c.name for c in service_hosts(docker_client, service) if c.status == "running")
             assert len(running) == 3, running
             assert_consistent(docker_client, proxy, service, running)
@@ -402,6 +402,7 @@ def test_haproxy_restarted_without_its_servers_mid_rollout_is_reconciled(docker_
           f"{first_ended - restarted:.1f} s after the restart; repaired {repaired_after:.1f} s after it "
           f"(reconciled: {repaired.get('reconciled')}, recovered: {repaired.get('recovered')}); "
           f"load during {during.summary()}, after {after.summary()}")
+    print("\n".join(line for line in output.splitlines() if service in line and ("fail" in line or "revert" in line)))
     assert after.summary()["failed"] == 0, after.summary()
     assert sorted(repaired["live"]) == [f"{service}-2-{index}" for index in (1, 2, 3)], repaired
 
