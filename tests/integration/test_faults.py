@@ -79,10 +79,15 @@ def assert_consistent(docker_client, proxy, service, live):
     assert {address for address, _state in members.values()} == addresses, members
     assert all(state == "ready" for _address, state in members.values()), members
     assert len(members) == len(live), members
-    assert not docker_client.containers.list(all=True, filters={"name": f"immutable-infra-lock-{service}"})
+    assert not lock_of(docker_client, service)
     # (immutable-infra-stopping-<service> may remain: hosts the engine is still stopping, which is not a fault)
     for prefix in ("immutable-infra-rollout-", "immutable-infra-lease-", "immutable-infra-stopnote-"):
         assert not docker_client.volumes.list(filters={"name": f"{prefix}{service}"}), f"{prefix}{service}* left"
+
+
+def lock_of(client, service):
+    """The service's lock container(s), listed without inspecting (a lock may go between list and inspect)."""
+    return client.api.containers(all=True, filters={"name": f"immutable-infra-lock-{service}"})
 
 
 def playbook_with_gate(directory, task, ready, go, result_path):
@@ -186,8 +191,7 @@ def test_a_controller_killed_mid_rollout_leaves_nothing_a_rerun_cannot_undo(dock
                 wait_until(lambda: docker_client.volumes.list(filters={"name": f"immutable-infra-stopnote-{service}"}),
                            120, "the first stop")
             else:
-                wait_until(lambda: docker_client.containers.list(
-                    all=True, filters={"name": f"immutable-infra-lock-{service}"}), 120, "the lock")
+                wait_until(lambda: lock_of(docker_client, service), 120, "the lock")
                 time.sleep(chooser.uniform(0, 8))
             kill_controller(process.pid)
             process.wait()
@@ -278,13 +282,12 @@ def test_a_cancelled_job_stops_its_worker_which_reverts_instead_of_finishing(doc
     slow = {"http_path": "/healthz", "timeout": 30, "interval": 0.3, "healthy_threshold": 6}
     live = project.run([rollout_task(service, hello["1.0"], proxy)])["rollout"]["live"]
     process = background(str(tmp_path), rollout_task(service, hello["2.0"], proxy, health=slow))
-    wait_until(lambda: docker_client.containers.list(filters={"name": f"^{service}-2-1$", "status": "running"}), 120,
+    wait_until(lambda: docker_client.api.containers(filters={"name": f"^{service}-2-1$", "status": "running"}), 120,
                "the first new host")
     with SteadyLoad(proxy.url(), rate=40, max_seconds=60) as load:
         os.killpg(process.pid, 9)
         process.wait()
-        wait_until(lambda: not docker_client.containers.list(all=True, filters={
-            "name": f"immutable-infra-lock-{service}"}), 30, "the orphaned worker's revert")
+        wait_until(lambda: not lock_of(docker_client, service), 30, "the orphaned worker's revert")
     assert_consistent(docker_client, proxy, service, live)
     assert not [name for name in (c.name for c in docker_client.containers.list(
         all=True, filters={"label": f"immutable.infra.service={service}"})) if name.startswith(f"{service}-2-")]
@@ -320,8 +323,7 @@ def test_a_controller_killed_mid_rollback_leaves_nothing_a_rerun_cannot_undo(doc
             revision = 1 + trial % 2  # revision 1 rolled out 1.0, revision 2 rolled out 2.0
             task = rollback_task(service, proxy, revision=revision)
             process = background(str(tmp_path), task)
-            wait_until(lambda: docker_client.containers.list(
-                all=True, filters={"name": f"immutable-infra-lock-{service}"}), 120, "the lock")
+            wait_until(lambda: lock_of(docker_client, service), 120, "the lock")
             time.sleep(chooser.uniform(0, 4))
             kill_controller(process.pid)
             process.wait()
@@ -355,8 +357,7 @@ def test_a_controller_killed_mid_heal_leaves_nothing_behind(docker_client, hello
         for trial in range(HEAL_KILLS):
             drift_into(docker_client, live[trial % len(live)])
             process = background(str(tmp_path), heal)
-            wait_until(lambda: docker_client.containers.list(
-                all=True, filters={"name": f"immutable-infra-lock-{service}"}), 120, "the lock")
+            wait_until(lambda: lock_of(docker_client, service), 120, "the lock")
             time.sleep(chooser.uniform(0, 4))
             kill_controller(process.pid)
             process.wait()
@@ -386,7 +387,7 @@ def test_haproxy_restarted_without_its_servers_mid_rollout_is_reconciled(docker_
     task = rollout_task(service, hello["2.0"], proxy, health=slow)
     with SteadyLoad(proxy.url(), rate=40, max_seconds=120, max_requests=MANY) as during:
         process = background(str(tmp_path), task)
-        wait_until(lambda: docker_client.containers.list(filters={"name": f"^{service}-2-1$", "status": "running"}),
+        wait_until(lambda: docker_client.api.containers(filters={"name": f"^{service}-2-1$", "status": "running"}),
                    120, "the first new host")
         restarted = time.monotonic()
         restart_forgetting_servers(proxy)
@@ -418,7 +419,7 @@ def test_an_interrupted_rollout_shows_its_revert_and_returns_only_when_it_is_don
     live = project.run([rollout_task(service, hello["1.0"], proxy)])["rollout"]["live"]
     with SteadyLoad(proxy.url(), rate=40, max_seconds=120, max_requests=MANY) as load:
         process = background(str(tmp_path), rollout_task(service, hello["2.0"], proxy, health=slow))
-        wait_until(lambda: docker_client.containers.list(filters={"name": f"^{service}-2-1$", "status": "running"}),
+        wait_until(lambda: docker_client.api.containers(filters={"name": f"^{service}-2-1$", "status": "running"}),
                    120, "the first new host")
         if signum == signal.SIGINT:
             os.killpg(process.pid, signum)
@@ -429,7 +430,7 @@ def test_an_interrupted_rollout_shows_its_revert_and_returns_only_when_it_is_don
         returned = time.monotonic() - signalled
         # at the moment the command returned, the revert is over: nothing left to finish
         leftovers = [c.name for c in service_hosts(docker_client, service) if c.name.startswith(f"{service}-2-")]
-        lock = docker_client.containers.list(all=True, filters={"name": f"immutable-infra-lock-{service}"})
+        lock = lock_of(docker_client, service)
     assert "waiting while it puts things back" in output, output[-3000:]
     assert "Reverting to" in output, output[-3000:]
     assert not leftovers and not lock, (leftovers, lock, output[-3000:])
@@ -572,7 +573,7 @@ def test_an_engine_restart_mid_rollout_with_live_restore_drops_nothing_and_the_n
     task = rig_task(rollout_task(rig_service, rig_hello["2.0"], proxy, health=slow), engine)
     with SteadyLoad(proxy.url(), rate=40, max_seconds=180, max_requests=MANY) as load:
         process = background(str(tmp_path), task)
-        wait_until(lambda: client.containers.list(filters={"name": f"^{rig_service}-2-1$", "status": "running"}),
+        wait_until(lambda: client.api.containers(filters={"name": f"^{rig_service}-2-1$", "status": "running"}),
                    120, "the first new host")
         down = restart_engine(script, engine)
         output = process.communicate(timeout=300)[0]
