@@ -184,6 +184,9 @@ class Rollout(Manager):
             hosts.before_stop = journal.note_stopping
             try:
                 hosts.apply(plan.steps, observation.records, f"gen {plan.generation}", interrupted=interrupted)
+                # What the world changed meanwhile (an HAProxy reloaded without its servers) is repaired,
+                # not taken for a failed rollout.
+                reconcile(hosts, ledger, self.context.basedir)
                 hosts.ensure_membership(plan.live_after, f"rollout of {self.service}")
             except InfraError as error:
                 self._fail(hosts, error, plan, journal, ledger, record, started)
