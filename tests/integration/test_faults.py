@@ -27,9 +27,11 @@ pytestmark = pytest.mark.faults
 LONG = os.environ.get("IMMUTABLE_INFRA_FAULTS") == "long"
 PAIRS = 20 if LONG else 10
 KILLS = 20 if LONG else 3
-ROLLBACK_KILLS = 20 if LONG else 1
+ROLLBACK_KILLS = 20
 HEAL_KILLS = 20 if LONG else 1
 MANY = 10 ** 6  # requests: the load is bounded by time in these trials
+# make test has a time budget: these trials run in the long form only
+long_only = pytest.mark.skipif(not LONG, reason="in the long fault suite only (make faults)")
 # PID 1 is a shell that ignores SIGTERM, so every stop takes the whole stop_timeout and is still under way
 # in the engine when a controller dies right after sending it.
 STUBBORN_CONFIG = dict(HELLO_CONFIG, cmd=[
@@ -308,6 +310,7 @@ def service_hosts(client, service):
     return client.containers.list(all=True, filters={"label": f"immutable.infra.service={service}"})
 
 
+@long_only
 def test_a_controller_killed_mid_rollback_leaves_nothing_a_rerun_cannot_undo(docker_client, stubborn, service, proxy,
                                                                              tmp_path, project):
     """Whole-controller SIGKILLs at random points of a rollback (a restore of the kept generation, to revision 1
@@ -377,6 +380,7 @@ def test_a_controller_killed_mid_heal_leaves_nothing_behind(docker_client, hello
     assert summary["failed"] == 0, summary
 
 
+@long_only
 def test_haproxy_restarted_without_its_servers_mid_rollout_is_reconciled(docker_client, hello, service, proxy,
                                                                        tmp_path, project):
     """HAProxy started afresh from its config (no server state) while a rollout runs: every server the
@@ -537,6 +541,7 @@ def test_an_idle_engine_restart_with_live_restore_drops_nothing(rig, rig_hello, 
     assert_consistent(client, proxy, rig_service, live["live"])
 
 
+@long_only
 def test_an_idle_engine_restart_without_live_restore_is_repaired_by_the_next_run(rig, rig_hello, rig_service, proxy,
                                                                                   project):
     """Without live-restore the engine stops every host and starts them again at startup (restart policy),
@@ -568,6 +573,7 @@ def test_an_idle_engine_restart_without_live_restore_is_repaired_by_the_next_run
     assert after.summary()["failed"] == 0, after.summary()
 
 
+@long_only
 def test_an_engine_restart_mid_rollout_with_live_restore_drops_nothing_and_the_next_run_recovers(
         rig, rig_hello, rig_service, proxy, tmp_path, project):
     script, engine, client = rig
