@@ -119,12 +119,12 @@ def interruptible(what: str, deferred: bool = False) -> Iterator[Guard]:
 _NOTE: dict[str, str] = {}   # "path": the note of the block running in this worker
 
 
-def _in_ansible_worker() -> bool:
+def in_ansible_worker() -> bool:
     return multiprocessing.parent_process() is not None
 
 
 def _leave_note(what: str) -> str | None:
-    if not _in_ansible_worker() or _NOTE:
+    if not in_ansible_worker() or _NOTE:
         return None
     directory = os.path.join(NOTES_DIR, str(os.getppid()))
     try:
@@ -168,7 +168,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _notes(controller: int) -> dict[int, tuple[str, str]]:
+def worker_notes(controller: int) -> dict[int, tuple[str, str]]:
     """{worker PID: (what it runs, path of its note)} of this controller's workers inside a block."""
     directory = os.path.join(NOTES_DIR, str(controller))
     notes = {}
@@ -188,7 +188,7 @@ def _notes(controller: int) -> dict[int, tuple[str, str]]:
     return notes
 
 
-def _waiting_handler(original: Callable, say: Callable[[str], None]) -> Callable:
+def waiting_handler(original: Callable, say: Callable[[str], None]) -> Callable:
     waiting: list[dict[int, tuple[str, str]]] = []
 
     def handler(signum: int, frame: object) -> None:
@@ -199,7 +199,7 @@ def _waiting_handler(original: Callable, say: Callable[[str], None]) -> Callable
                         f"follow it with: tail --pid={pid} -f {path}")
             original(signum, frame)
             return
-        notes = _notes(os.getpid())
+        notes = worker_notes(os.getpid())
         if notes:
             waiting.append(notes)
             name = signal.Signals(signum).name
@@ -225,10 +225,10 @@ def _waiting_handler(original: Callable, say: Callable[[str], None]) -> Callable
 def hold_signals_for_workers(say: Callable[[str], None]) -> None:
     """In ansible-playbook's own process: its SIGINT and SIGTERM handlers (ansible-core's task queue
     manager's, which pass the signal on and exit at once) first wait for the workers inside a block."""
-    if _in_ansible_worker() or threading.current_thread() is not threading.main_thread():
+    if in_ansible_worker() or threading.current_thread() is not threading.main_thread():
         return
     for number in (signal.SIGINT, signal.SIGTERM):
         current = signal.getsignal(number)
         owner = getattr(current, "__self__", None)
         if callable(current) and type(owner).__name__ == "TaskQueueManager":
-            signal.signal(number, _waiting_handler(current, say))
+            signal.signal(number, waiting_handler(current, say))

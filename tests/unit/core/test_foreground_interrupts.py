@@ -29,9 +29,9 @@ def test_the_handler_passes_the_signal_on_and_returns_once_the_worker_has_put_th
     worker = subprocess.Popen([sys.executable, "-c", WORKER, str(note)])
     while not (tmp_path / "note.ready").exists():
         time.sleep(0.01)
-    monkeypatch.setattr(interrupts, "_notes", lambda controller: {worker.pid: ("rollout of web", str(note))})
+    monkeypatch.setattr(interrupts, "worker_notes", lambda controller: {worker.pid: ("rollout of web", str(note))})
     calls, said = [], []
-    handler = interrupts._waiting_handler(lambda signum, frame: calls.append(signum), said.append)
+    handler = interrupts.waiting_handler(lambda signum, frame: calls.append(signum), said.append)
     handler(signal.SIGINT, None)
     assert not note.exists() and calls == [signal.SIGINT]  # ansible's own handler ran after the revert
     assert worker.wait(5) == 0
@@ -42,11 +42,11 @@ def test_a_worker_leaves_a_note_only_inside_an_ansible_worker(tmp_path, monkeypa
     monkeypatch.setattr(interrupts, "NOTES_DIR", str(tmp_path))
     with interrupts.interruptible("rollout of web", deferred=True):
         assert not os.listdir(tmp_path)  # pytest is no Ansible worker
-    monkeypatch.setattr(interrupts, "_in_ansible_worker", lambda: True)
+    monkeypatch.setattr(interrupts, "in_ansible_worker", lambda: True)
     with interrupts.interruptible("rollout of web", deferred=True):
         note = tmp_path / str(os.getppid()) / str(os.getpid())
         interrupts.note_progress("revert: add web-1-1")
-        assert interrupts._notes(os.getppid()) == {os.getpid(): ("rollout of web", str(note))}
+        assert interrupts.worker_notes(os.getppid()) == {os.getpid(): ("rollout of web", str(note))}
         assert note.read_text(encoding="utf-8").splitlines()[0] == "rollout of web"
         assert note.read_text(encoding="utf-8").endswith("revert: add web-1-1\n")
     assert not note.exists() and not note.parent.exists()
@@ -55,7 +55,7 @@ def test_a_worker_leaves_a_note_only_inside_an_ansible_worker(tmp_path, monkeypa
 def test_without_workers_in_a_block_the_signal_is_handled_at_once(tmp_path, monkeypatch):
     monkeypatch.setattr(interrupts, "NOTES_DIR", str(tmp_path))
     calls, said = [], []
-    interrupts._waiting_handler(lambda signum, frame: calls.append(signum), said.append)(signal.SIGTERM, None)
+    interrupts.waiting_handler(lambda signum, frame: calls.append(signum), said.append)(signal.SIGTERM, None)
     assert calls == [signal.SIGTERM] and said == []
 
 
