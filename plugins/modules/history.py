@@ -23,6 +23,10 @@ description:
     live hosts all run now is marked live.
   - The revisions are also rendered as a fixed-width text table, shown in the play output and returned
     in RV(table) and RV(msg).
+  - "The VM disks built with the service's name (the O(immutable.infra.disk#module:name) of
+    M(immutable.infra.disk)) are listed too, newest first, in RV(disks) and in a second table: each build's
+    result, image, inputs hash, disk digest, path and kernel, and the newest verdict bound to that disk
+    digest (M(immutable.infra.verify) with O(immutable.infra.verify#module:disk))."
   - Damaged ledger lines (a write cut short) are skipped and reported as warnings.
   - This module only reads; it never changes anything.
 author:
@@ -43,7 +47,7 @@ options:
     type: str
     required: true
   limit:
-    description: Return only the newest O(limit) revisions. All of them when not set.
+    description: Return only the newest O(limit) revisions, and the newest O(limit) disk builds. All of them when not set.
     type: int
 seealso:
   - module: immutable.infra.rollout
@@ -175,8 +179,70 @@ revisions:
     live:
       description: True for the revision whose live hosts are the ones running now.
       type: bool
+disks:
+  description: The VM disk builds of the service (M(immutable.infra.disk) with O(service) as its name), newest first.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    built:
+      description: When the build started (UTC).
+      type: str
+    result:
+      description: V(succeeded) or V(failed).
+      type: str
+    error:
+      description: Why a build that did not succeed failed.
+      type: str
+    disk:
+      description: Path of the disk file.
+      type: str
+      sample: /srv/disks/hello-df401c6c941c.qcow2
+    exists:
+      description: Whether the disk file is still there.
+      type: bool
+    disk_digest:
+      description: SHA-256 digest of the disk file the build wrote.
+      type: str
+    inputs_hash:
+      description: Inputs hash of the disk (the image's inputs hash, kernel, packages and boot settings).
+      type: str
+    image_id:
+      description: ID of the image the disk was made from.
+      type: str
+    image:
+      description: Short form of RV(disks[].image_id).
+      type: str
+    image_inputs_hash:
+      description: Inputs hash of the image's bake.
+      type: str
+    kernel_release:
+      description: Release of the kernel in the disk.
+      type: str
+      sample: 6.1.0-50-cloud-amd64
+    duration:
+      description: Seconds the build took.
+      type: float
+    built_by:
+      description: Who built the disk, as user@controller.
+      type: str
+    git_commit:
+      description: Git commit of the playbook checkout the build ran from.
+      type: str
+    ledger_id:
+      description: ID of the build's ledger record.
+      type: str
+    verdict:
+      description:
+        - The newest verdict bound to RV(disks[].disk_digest). C(result) is V(passed), V(failed) or V(null) when
+          the disk was never booted; C(time), C(tests), C(by) (user@controller), C(failures) (number of failing
+          tests), C(accel) (V(kvm) or V(tcg)), C(boot_to_ssh) (seconds), C(broken) (why the VM did not come up,
+          or V(null)) and C(ledger_id).
+      type: dict
 table:
-  description: The revisions as a fixed-width text table, after a summary line; C(*) marks the live revision.
+  description:
+    - The revisions as a fixed-width text table, after a summary line; C(*) marks the live revision.
+    - When the service has VM disks, a summary line and a table of them follow.
   returned: always
   type: list
   elements: str

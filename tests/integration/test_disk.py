@@ -10,7 +10,10 @@ import glob
 import json
 import os
 import shutil
+import signal
 import subprocess
+import sys
+import tempfile
 import time
 
 import pytest
@@ -94,6 +97,16 @@ def test_the_disk_boots_and_the_image_tests_pass_against_the_vm(built):
     [record] = records(built["ledger"], "disk_verdict")[-1:]
     assert record["id"] == verdict["ledger_id"] and record["result"] == "passed"
     assert not qemu_processes() and not glob.glob("/tmp/immutable-infra-vm-*")
+    # The build and its verdict show in the service's history.
+    history = Playbooks(built["project"]).run([{"name": "history", "immutable.infra.history": {
+        "service": "hello", "ledger": built["ledger"]}}])["history"]
+    [entry] = history["disks"]
+    assert (entry["disk"], entry["exists"], entry["disk_digest"]) == (built["disk"]["disk"], True, result["disk_digest"])
+    assert entry["image_id"] == built["image_id"] and entry["inputs_hash"] == built["disk"]["inputs_hash"]
+    assert entry["kernel_release"] == built["disk"]["kernel_release"] and entry["result"] == "succeeded"
+    assert entry["verdict"]["result"] == "passed" and entry["verdict"]["ledger_id"] == record["id"]
+    assert any(os.path.basename(entry["disk"]) in line and "passed" in line for line in history["table"]), \
+        history["table"]
 
 
 def test_a_failing_test_fails_the_verdict(built, tmp_path):
@@ -105,6 +118,43 @@ def test_a_failing_test_fails_the_verdict(built, tmp_path):
     with open(built["disk"]["manifest"], encoding="utf-8") as handle:
         assert json.load(handle)["verdict"]["result"] == "failed"
     assert not qemu_processes() and not glob.glob("/tmp/immutable-infra-vm-*")
+
+
+def vm_workdirs() -> set[str]:
+    return set(glob.glob(os.path.join(tempfile.gettempdir(), "immutable-infra-vm-*")))
+
+
+def test_ctrl_c_while_the_vm_boots_stops_it_and_removes_its_overlay(built):
+    before, verdicts = vm_workdirs(), len(records(built["ledger"], "disk_verdict"))
+    playbook = os.path.join(built["project"], "interrupted.yml")
+    with open(playbook, "w", encoding="utf-8") as handle:
+        json.dump([{"hosts": "localhost", "gather_facts": False, "tasks": [{"immutable.infra.verify": {
+            "disk": built["disk"]["disk"], "tests": [os.path.join(DEMO, "tests")], "ledger": built["ledger"]}}]}],
+            handle)
+    process = subprocess.Popen([sys.executable, "-m", "ansible.cli.playbook", playbook], cwd=built["project"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:  # this run's VM: a new work directory with an overlay, and a qemu booting from it
+            started = [path for path in vm_workdirs() - before if os.path.exists(os.path.join(path, "overlay.qcow2"))]
+            if started and any(started[0] in line for line in qemu_processes()):
+                break
+            assert time.monotonic() < deadline and process.poll() is None, "the VM never started"
+            time.sleep(0.2)
+        time.sleep(2)  # booting, well before SSH answers
+        process.send_signal(signal.SIGINT)  # what Ctrl-C sends ansible-playbook
+        output = process.communicate(timeout=60)[0]
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode != 0, output[-2000:]
+    assert "the VM answers on SSH" not in output
+    deadline = time.monotonic() + 20
+    while any(started[0] in line for line in qemu_processes()) or os.path.exists(started[0]):
+        assert time.monotonic() < deadline, f"left behind: {qemu_processes()}, {glob.glob(started[0] + '/*')}"
+        time.sleep(0.2)
+    assert not glob.glob("/tmp/immutable-infra-kvm-probe-*")
+    assert len(records(built["ledger"], "disk_verdict")) == verdicts  # an interrupted verify is no verdict
 
 
 @pytest.mark.parametrize("options, message", [

@@ -112,6 +112,8 @@ class DiskBuilder(Manager):
         found = read_manifest(manifest_path)
         disk_bytes = os.path.getsize(disk) if os.path.isfile(disk) else None
         if found is not None and disk_plan.cache_matches(found, digest, disk_bytes) and not self.params["force"]:
+            self.progress(f"disk: {os.path.basename(disk)} has these inputs already (inputs hash {digest[:12]}), "
+                          "reused")
             return dict(result, changed=False, cache_hit=True, disk_digest=found["disk_digest"],
                         kernel_release=found.get("kernel_release"), packages=found.get("packages") or {},
                         verdict=found.get("verdict"), duration=round(time.monotonic() - started, 3),

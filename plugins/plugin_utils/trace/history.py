@@ -7,6 +7,7 @@ History only observes; it never changes anything.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
@@ -15,6 +16,12 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.task import Manager, TaskContext
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.hosts import validate_service
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.revisions import service_revisions
+from ansible_collections.immutable.infra.plugins.plugin_utils.trace.disk_history import (
+    build_disks,
+    disk_records,
+    disk_summary_line,
+    render_disk_table,
+)
 from ansible_collections.immutable.infra.plugins.plugin_utils.trace.history_builder import (
     build_history,
     render_table,
@@ -61,6 +68,12 @@ class History(Manager):
         table = [summary_line(self.service, history, len(history["revisions"]))]
         if history["revisions"]:
             table += render_table(history["revisions"])
+        built = disk_records(records, self.service)
+        existing = {record["disk"] for record in built if record.get("disk") and os.path.isfile(record["disk"])}
+        disks = build_disks(records, self.service, existing, self.params.get("limit"))
+        if disks:
+            table += [disk_summary_line(self.service, disks, len(built))] + render_disk_table(disks)
         return {"changed": False, "service": self.service, "ledger": ledger.path, "revisions": history["revisions"],
+                "disks": disks,
                 "live_revision": history["live_revision"], "running": history["running"],
                 "unrecorded": history["unrecorded"], "table": table, "msg": table, "warnings": ledger.warnings}
