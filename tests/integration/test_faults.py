@@ -382,7 +382,7 @@ def test_a_controller_killed_mid_heal_leaves_nothing_behind(docker_client, hello
 
 @long_only
 def test_haproxy_restarted_without_its_servers_mid_rollout_is_reconciled(docker_client, hello, service, proxy,
-                                                                       tmp_path, project):
+                                                                         tmp_path, project):
     """HAProxy started afresh from its config (no server state) while a rollout runs: every server the
     rollout and the ones before it registered is gone. The rollout, or the next run, registers the live hosts
     again; requests fail only until then."""
@@ -415,7 +415,7 @@ def test_haproxy_restarted_without_its_servers_mid_rollout_is_reconciled(docker_
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM] if LONG else [signal.SIGINT],
                          ids=lambda number: signal.Signals(number).name)
 def test_an_interrupted_rollout_shows_its_revert_and_returns_only_when_it_is_done(docker_client, hello, service, proxy,
-                                                                                   tmp_path, project, signum):
+                                                                                  tmp_path, project, signum):
     """Ctrl-C (SIGINT to ansible-playbook's process group, as a terminal sends it) or SIGTERM (to
     ansible-playbook alone, as `kill` or a CI runner sends it) mid-rollout: the command prints the revert and
     returns only once it is done; nothing of the rollout goes on after that."""
@@ -459,7 +459,9 @@ def rig():
     description = rig_description()
     if description is None:
         pytest.skip("the engine rig is not up; run 'make engines'")
-    engine = next(engine for engine in rig_script.engines() if engine.name == RIG_ENGINE)
+    engine = next((engine for engine in rig_script.engines() if engine.name == RIG_ENGINE), None)
+    if engine is None:
+        pytest.skip(f"the rig has no engine {RIG_ENGINE}")
     rig_script.start_engine(engine)
     client = docker.DockerClient(base_url=f"unix://{engine.socket}", timeout=120)
     yield rig_script, engine, client
@@ -543,7 +545,7 @@ def test_an_idle_engine_restart_with_live_restore_drops_nothing(rig, rig_hello, 
 
 @long_only
 def test_an_idle_engine_restart_without_live_restore_is_repaired_by_the_next_run(rig, rig_hello, rig_service, proxy,
-                                                                                  project):
+                                                                                 project):
     """Without live-restore the engine stops every host and starts them again at startup (restart policy),
     perhaps at new addresses: requests fail from the stop until the next run, which re-registers the healthy
     hosts it finds instead of replacing them, and keeps the kept generation."""
