@@ -210,17 +210,40 @@ def ensure_bridge(engine: RigEngine) -> None:
     subprocess.run(["ip", "link", "set", engine.bridge, "up"], check=True)
 
 
+ENGINE_CONFIG = b'{"live-restore": true}\n'
+
+
+def _read(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError:
+        return None
+
+
+def stop_engine(engine: RigEngine) -> None:
+    """SIGTERM, as `systemctl restart docker` sends; with live-restore its containers keep running."""
+    _stop(engine.pidfile, f"rig engine {engine.name}")
+
+
 def start_engine(engine: RigEngine) -> float:
     """Starts the engine unless it answers already; returns the seconds it took (0 when it was up)."""
-    if _pid(engine.pidfile) and engine_answers(engine):
+    # Its own config, so /etc/docker/daemon.json does not apply. live-restore: containers keep running, with
+    # their addresses, while the engine restarts (in the config file, not a flag, so a reload can change it).
+    config = os.path.join(engine.home, "daemon.json")
+    pid = _pid(engine.pidfile)
+    if pid and engine_answers(engine):
+        if _read(config) != ENGINE_CONFIG:
+            _write(config, ENGINE_CONFIG)
+            os.kill(pid, signal.SIGHUP)  # dockerd reloads live-restore without a restart
+            say(f"rig engine {engine.name}: config reloaded (live-restore on)")
         return 0.0
     started = time.monotonic()
     _stop(engine.pidfile, f"{engine.name} (not answering)")
     ensure_bridge(engine)
     os.makedirs(engine.home, exist_ok=True)
     os.makedirs(RUN_DIR, exist_ok=True)
-    config = os.path.join(engine.home, "daemon.json")  # its own, so /etc/docker/daemon.json does not apply
-    _write(config, b"{}\n")
+    _write(config, ENGINE_CONFIG)
     if os.path.exists(engine.socket):
         os.unlink(engine.socket)
     command = ["dockerd", "--config-file", config, "--data-root", os.path.join(engine.home, "data"),

@@ -162,6 +162,10 @@ class HAProxyProcess:
         self.stop()
         self._launch()
 
+    def start_again(self) -> None:
+        """After stop(): the same config and ports."""
+        self._launch()
+
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
             return
@@ -297,3 +301,12 @@ def start_http_backend():
     yield start
     for backend in started:
         backend.stop()
+
+
+def restart_forgetting_servers(proxy: HAProxyProcess) -> None:
+    """Stops and starts HAProxy from its config with no server state: every server the runtime API added or
+    changed is forgotten, as after a reload without a server-state file."""
+    with open(os.path.join(proxy.directory, "server-state"), "w", encoding="utf-8"):
+        pass
+    proxy.stop()
+    proxy.start_again()

@@ -233,7 +233,7 @@ def test_ctrl_c_mid_rollout_reverts_the_fleet_at_once(project, docker_client, he
     with SteadyLoad(proxy.url(), rate=50, max_seconds=120) as load:
         process.send_signal(signal.SIGINT)  # what Ctrl-C sends ansible-playbook
         process.communicate(timeout=120)
-        # ansible-playbook exits at once; its worker, passed the signal, reverts and then lets go of the lock.
+        # ansible-playbook passes the signal to its worker and waits while it reverts and lets go of the lock.
         deadline = time.monotonic() + 60
         while docker_client.containers.list(all=True, filters=lock):
             assert time.monotonic() < deadline, "the interrupted rollout never finished reverting"

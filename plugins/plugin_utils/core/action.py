@@ -16,10 +16,14 @@ from ansible.utils.collection_loader import AnsibleCollectionConfig
 from ansible.utils.display import Display
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.interrupts import hold_signals_for_workers, note_progress
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.options import check_text, one_sentence
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.task import Manager, TaskContext, task_argument_spec
 
 display = Display()
+# ansible-playbook loads action plugins in its own process too (to see what they need): there, Ctrl-C and
+# SIGTERM are made to wait for the workers still putting things back (see core/interrupts.py).
+hold_signals_for_workers(display.warning)
 
 
 class InfraAction(ActionBase):
@@ -57,6 +61,7 @@ class InfraAction(ActionBase):
     @staticmethod
     def progress(message: str) -> None:
         display.display(message)
+        note_progress(message)
 
 
 def validated_params(action: ActionBase, argument_spec: dict[str, Any]) -> dict[str, Any]:

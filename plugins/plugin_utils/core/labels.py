@@ -90,6 +90,7 @@ LABEL_NEW_HOSTS = LABEL_PREFIX + "new_hosts"
 LABEL_PLACEMENT = LABEL_PREFIX + "placement"          # journal: the engine of each new host, host=engine,...
 LABEL_RESTORED = LABEL_PREFIX + "restored"
 LABEL_STOP_TIMEOUT = LABEL_PREFIX + "stop_timeout"
+LABEL_REPLACED = LABEL_PREFIX + "replaced"            # a heal's journal: drifted=replacement,...
 # The lock is a lease: each renewal is a volume immutable-infra-lease-<service>-<token>-<epoch>.
 LEASE_PREFIX = "immutable-infra-lease-"
 LABEL_LOCK_TOKEN = LABEL_PREFIX + "lock_token"        # which taking of a service's lock a lease belongs to

@@ -35,8 +35,19 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.hosts impo
     ServiceHosts,
     validate_service,
 )
-from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.lock import LockLost, ServiceLock
-from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.manager import LIMITS, exited_hosts, reconcile, revert
+from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.lock import (
+    Journal,
+    LockLost,
+    ServiceLock,
+    unfinished_work,
+)
+from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.manager import (
+    LIMITS,
+    exited_hosts,
+    reconcile,
+    recover_interrupted,
+    revert,
+)
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.reconcile import plan_repair, problems
 
 DRIFT_ARGUMENT_SPEC: dict[str, Any] = {
@@ -137,7 +148,9 @@ class Drift(FleetManager):
             self.progress(f"{self.service}: {entry['host']}{where} drifted: {'; '.join(entry['reasons'])}")
         for problem in mismatch:
             self.progress(f"{self.service}: the balancer does not match the hosts: {problem}")
-        if not (drifted or mismatch) or not self.params["heal"]:
+        # An interrupted rollout or heal left its journal or lock: a heal undoes it first, even with no drift.
+        unfinished = self.params["heal"] and unfinished_work(client, self.service)
+        if not (drifted or mismatch or unfinished) or not self.params["heal"]:
             result["msg"] = (f"{self.service}: {len(drifted)} drifted host(s): "
                              + ", ".join(entry["host"] for entry in drifted) if drifted
                              else f"{self.service}: no host has drifted")
@@ -166,6 +179,7 @@ class Drift(FleetManager):
                                self.params["lock_timeout"], self.progress)
             lock.acquire()
             try:
+                recover_interrupted(hosts, Journal(client, self.service))
                 reconciled = reconcile(hosts, self.ledger(), self.context.basedir)
             finally:
                 lock.release()
@@ -191,9 +205,12 @@ class Drift(FleetManager):
         try:
             hosts = self._hosts_of(balancer, any_spec)
             try:
+                if recover_interrupted(hosts, Journal(client, self.service)):
+                    drifted = [entry for entry in self.detect() if entry["host"] in engine_of]
                 reconciled = reconcile(hosts, self.ledger(), self.context.basedir)
             finally:
                 hosts.close()
+            specs = {name: spec for name, spec in specs.items() if any(entry["host"] == name for entry in drifted)}
             healed, removed = self._replace(engine_of, balancer, specs, rollout_id)
             return healed, removed, reconciled
         finally:
@@ -226,11 +243,14 @@ class Drift(FleetManager):
                        strays: list[str], rollout_id: str, healed: list[dict[str, str]]) -> None:
         """Replaces the drifted hosts made from one spec one at a time, each on the engine it ran on, adding
         each to healed, then removes the strays. A replacement that fails (or is interrupted) is undone: the
-        drifted host stays in service and its fresh host is removed."""
+        drifted host stays in service and its fresh host is removed. Each replacement is journaled first (on
+        the coordinator), so the next run undoes (or keeps) one a SIGKILL cut short."""
         hosts = self._hosts_of(balancer, spec)
         hosts.rollout_id = rollout_id
+        journal = Journal(self.client(), self.service)
         try:
             observation = hosts.observe()
+            live_now = observation.live()
             taken = {(host.generation, host.index) for host in observation.hosts}
             with interruptible(f"heal of {self.service}", deferred=True) as guard:
                 def interrupted() -> None:
@@ -244,6 +264,8 @@ class Drift(FleetManager):
                     taken.add((generation, index))
                     new = rp.host_name(self.service, generation, index)
                     hosts.placement[new] = engine_of[old]
+                    journal.write(rollout_id, live_now, [new], spec.image_id, stop_timeout=hosts.stop_timeout,
+                                  placement={new: engine_of[old]} if self.several else None, replaced={old: new})
                     try:
                         hosts.apply(plan_replacement(old, new, number), observation.records, "heal",
                                     interrupted=interrupted)
@@ -251,10 +273,12 @@ class Drift(FleetManager):
                         raise
                     except InfraError as error:
                         self.progress(f"{self.service}: {error.message} Putting {old} back.")
-                        revert(hosts, [old], [new])
+                        revert(hosts, live_now, [new])
+                        journal.clear()
                         raise InfraError(f"Replacing drifted host {old} failed: {error.message} {old} is in service "
                                          f"again and {new} was removed.", host=error.details.get("host")) from None
                     healed.append({"host": old, "replacement": new})
+                    live_now = [new if name == old else name for name in live_now]
             observed_strays = [(name, observation.records[name].server is not None)
                                for name in strays if name in observation.records]
             hosts.apply(plan_stray_removals(observed_strays), observation.records, "heal")
@@ -265,5 +289,6 @@ class Drift(FleetManager):
             replaced = {entry["host"]: entry["replacement"] for entry in healed}
             live = [replaced.get(name, name) for name in observation.live() if name not in strays]
             hosts.ensure_membership(live + [new for new in replaced.values() if new not in live], "heal")
+            journal.clear()
         finally:
             hosts.close()

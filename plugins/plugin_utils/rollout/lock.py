@@ -56,6 +56,7 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import
     LABEL_PID_START,
     LABEL_PLACEMENT,
     LABEL_PREVIOUS_LIVE,
+    LABEL_REPLACED,
     LABEL_RESTORED,
     LABEL_ROLLOUT,
     LABEL_STARTED,
@@ -288,6 +289,12 @@ class ServiceLock:
         self.container_id = None
 
 
+def unfinished_work(client: DockerClient, service: str) -> bool:
+    """A journal or a lock is left: a run must take the lock (over) and undo or finish it, even with
+    nothing else to do."""
+    return Journal(client, service).read() is not None or client.container(LOCK_PREFIX + service) is not None
+
+
 class Journal:
     """What an unfinished rollout changed, so that a later run can put the service back first."""
 
@@ -298,11 +305,15 @@ class Journal:
         self._stops = 0
 
     def write(self, rollout_id: str, previous_live: list[str], new_hosts: list[str], image_id: str,
-              restored: bool = False, stop_timeout: int = 10, placement: dict[str, str] | None = None) -> None:
+              restored: bool = False, stop_timeout: int = 10, placement: dict[str, str] | None = None,
+              replaced: dict[str, str] | None = None) -> None:
         """restored: the new hosts belong to a kept generation, so undoing stops them instead of removing them.
-        placement: the engine of each new host, over several engines (the journal is on the coordinator)."""
+        placement: the engine of each new host, over several engines (the journal is on the coordinator).
+        replaced (a heal): drifted host -> its replacement; once the drifted host is gone, undoing keeps the
+        replacement instead."""
         self.clear()
         labels = {
+            LABEL_REPLACED: ",".join(f"{old}={new}" for old, new in (replaced or {}).items()),
             LABEL_JOURNAL: self.service,
             LABEL_ROLLOUT: rollout_id, LABEL_PREVIOUS_LIVE: ",".join(previous_live),
             LABEL_NEW_HOSTS: ",".join(new_hosts), LABEL_IMAGE_ID: image_id,
@@ -333,7 +344,9 @@ class Journal:
                 "restored": labels.get(LABEL_RESTORED) == "true",
                 "started": labels.get(LABEL_STARTED, ""),
                 "stopping": stopping, "stop_timeout": int(timeout) if timeout.isdigit() else 10,
-                "placement": parse_placement(labels.get(LABEL_PLACEMENT))}
+                "placement": parse_placement(labels.get(LABEL_PLACEMENT)),
+                "replaced": dict(pair.split("=", 1) for pair in (labels.get(LABEL_REPLACED) or "").split(",")
+                                 if "=" in pair)}
 
     def clear(self) -> None:
         """The journal first, its stop notes after: a journal is never read without the notes written for it

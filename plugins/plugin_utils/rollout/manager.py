@@ -36,7 +36,12 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.hosts impo
     ServiceHosts,
     validate_service,
 )
-from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.lock import Journal, LockLost, ServiceLock
+from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.lock import (
+    Journal,
+    LockLost,
+    ServiceLock,
+    unfinished_work,
+)
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.reconcile import plan_repair
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.revisions import recently_live_generations
 from ansible_collections.immutable.infra.plugins.plugin_utils.verify.verdicts import require_verified
@@ -154,7 +159,7 @@ class Rollout(Manager):
                                  if plan.changed else [])
             repair = plan_repair(observation.hosts, exited_hosts(observation))
             if self.context.check_mode or not (plan.changed or observation.stale_servers or repair.steps
-                                               or journal.read()):
+                                               or unfinished_work(coordinator, self.service)):
                 return self._result(plan, spec, started, changed=plan.changed or bool(observation.stale_servers),
                                     placed=placed, placement=placement, shipping=shipping, observation=observation)
             # Before the lock, which is a container made from the image on the coordinator: an image on an
@@ -226,6 +231,9 @@ class Rollout(Manager):
             hosts.before_stop = journal.note_stopping
             try:
                 hosts.apply(plan.steps, observation.records, f"gen {plan.generation}", interrupted=interrupted)
+                # What the world changed meanwhile (an HAProxy reloaded without its servers) is repaired,
+                # not taken for a failed rollout.
+                reconcile(hosts, ledger, self.context.basedir)
                 hosts.ensure_membership(plan.live_after, f"rollout of {self.service}")
             except InfraError as error:
                 self._fail(hosts, error, plan, journal, ledger, record, started)
@@ -437,12 +445,25 @@ def recover_interrupted(hosts: ServiceHosts, journal: Journal) -> str | None:
                          f"engine(s) {', '.join(unreachable)}, which cannot be reached now; bring them back (or "
                          "declare them again in engines) so that this run can undo it there first. Nothing was changed.",
                          engines_down=unreachable)
-    hosts.progress(f"{hosts.service}: rollout {unfinished['rollout']} (started {unfinished['started']}) did not "
-                   f"finish; putting {', '.join(unfinished['previous_live']) or 'nothing'} back first")
+    previous, new = kept_replacements(unfinished, set(hosts.observe().records))
+    what = "heal" if unfinished["replaced"] else "rollout"
+    hosts.progress(f"{hosts.service}: {what} {unfinished['rollout']} (started {unfinished['started']}) did not "
+                   f"finish; putting {', '.join(previous) or 'nothing'} back first")
     finish_stale_stops(hosts, unfinished)
-    revert(hosts, unfinished["previous_live"], unfinished["new_hosts"], unfinished["restored"])
+    revert(hosts, previous, new, unfinished["restored"])
     journal.clear()
     return unfinished["rollout"]
+
+
+def kept_replacements(unfinished: dict[str, Any], present: set[str]) -> tuple[list[str], list[str]]:
+    """(hosts to put back, hosts to take away) of an unfinished journal. A heal that got as far as removing
+    the drifted host keeps its replacement: it is live in the drifted host's place."""
+    previous, new = list(unfinished["previous_live"]), list(unfinished["new_hosts"])
+    for old, fresh in unfinished["replaced"].items():
+        if old not in present and fresh in present:
+            previous = [fresh if name == old else name for name in previous]
+            new = [name for name in new if name != fresh]
+    return previous, new
 
 
 def finish_stale_stops(hosts: ServiceHosts, unfinished: dict[str, Any]) -> None:

@@ -24,6 +24,7 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.fleet_engi
 )
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.health import HEALTH_OPTIONS
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.hosts import HostSpec, validate_service
+from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.lock import Journal
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.manager import (
     ROLLOUT_ARGUMENT_SPEC,
     Rollout,
@@ -45,8 +46,11 @@ ROLLBACK_ARGUMENT_SPEC: dict[str, Any] = {
 }
 
 
-def host_specs(clients: DockerClient | Iterable[DockerClient], service: str) -> tuple[dict[str, HostSpec], str | None]:
-    """(a spec per image ID, from the service's hosts on every engine; the image ID most running hosts use)."""
+def host_specs(clients: DockerClient | Iterable[DockerClient], service: str, live: set[str] | None = None
+               ) -> tuple[dict[str, HostSpec], str | None]:
+    """(a spec per image ID, from the service's hosts on every engine; the image ID most running hosts use).
+    live: the hosts that were live before an interrupted run (its journal), whose image counts instead,
+    running or not."""
     specs: dict[str, HostSpec] = {}
     running: Counter = Counter()
     for client in [clients] if isinstance(clients, DockerClient) else clients:
@@ -54,7 +58,8 @@ def host_specs(clients: DockerClient | Iterable[DockerClient], service: str) -> 
             spec = HostSpec.from_labels(image_labels(inspected))
             if spec:
                 specs.setdefault(spec.image_id, spec)
-                if (inspected.get("State") or {}).get("Running"):
+                if (inspected["Name"].lstrip("/") in live) if live is not None \
+                        else (inspected.get("State") or {}).get("Running"):
                     running[spec.image_id] += 1
     return specs, (running.most_common(1)[0][0] if running else None)
 
@@ -69,7 +74,11 @@ class Rollback(Manager):
         ledger = self.ledger()
         revisions = service_revisions(ledger.records(kind="rollout", service=self.service), self.service)
         fleet = open_fleet(self.params, self.client)
-        specs, live_image = host_specs(fleet.clients.values(), self.service)
+        # After an interrupted rollout or rollback, what was live before it decides what "back" means: the
+        # hosts running now may be half of each.
+        unfinished = Journal(fleet.coordinator, self.service).read()
+        specs, live_image = host_specs(fleet.clients.values(), self.service,
+                                       set(unfinished["previous_live"]) if unfinished else None)
         target = rollback_target(revisions, live_image, self.params["revision"])
         image_id = target["image_id"]
         if all(client.image(image_id) is None for client in fleet.sources().values()):

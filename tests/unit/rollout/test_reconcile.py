@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout import plan as rp
+from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.manager import kept_replacements
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.reconcile import live_generations, plan_repair
 
 
@@ -35,3 +36,14 @@ def test_a_created_container_is_not_taken_for_a_dead_one_and_nothing_at_all_is_f
     assert plan_repair([], exited=set()).steps == []
     assert "had exited and were removed" in plan_repair([host(2, 1), host(2, 2, False, None)],
                                                         exited={"web-2-2"}).describe([])[0]
+
+
+def test_an_interrupted_heal_is_undone_until_its_drifted_host_is_gone_and_kept_after():
+    journal = {"previous_live": ["web-1-1", "web-1-2"], "new_hosts": ["web-1-3"], "replaced": {"web-1-1": "web-1-3"}}
+    # killed before the drifted host was removed: the drifted host comes back, its replacement goes
+    assert kept_replacements(journal, {"web-1-1", "web-1-2", "web-1-3"}) == (["web-1-1", "web-1-2"], ["web-1-3"])
+    # killed after: the replacement is live in its place and stays
+    assert kept_replacements(journal, {"web-1-2", "web-1-3"}) == (["web-1-3", "web-1-2"], [])
+    # a rollout's journal has no replacements: undone as it is
+    rollout = dict(journal, replaced={})
+    assert kept_replacements(rollout, {"web-1-2", "web-1-3"}) == (["web-1-1", "web-1-2"], ["web-1-3"])
