@@ -77,7 +77,8 @@ def test_history_lists_every_rollout_newest_first_with_verdict_and_provenance(re
         assert entry["inputs_hash"] and entry["kind_of_change"] == "rollout"
 
     rolled_back, live, first = revisions
-    assert live["added"] == [{"host": f"{service}-2-{index}", "exists": True, "state": "running"} for index in (1, 2)]
+    assert live["added"] == [{"host": f"{service}-2-{index}", "exists": True, "state": "running", "engine": "default"}
+                             for index in (1, 2)]
     assert [(entry["host"], entry["state"]) for entry in live["removed"]] == \
         [(f"{service}-1-{index}", "exited") for index in (1, 2)]
     assert first["hosts"] == "2 exited" and not first["hosts_gone"]
