@@ -43,6 +43,7 @@ import ipaddress
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -563,6 +564,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     bench = Bench(uuid.uuid4().hex[:8], args.base, tempfile.mkdtemp(prefix="bench-fleet-"))
     description = rig_up(max(3, needed))
     result: dict[str, Any] = {"machine": machine_facts(), "hosts": hosts_list, "engines": counts, "cells": []}
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))  # a timeout or kill still cleans up
     try:
         bench.engines = description["engines"][:needed]
         bench.clients = {engine["name"]: sdk_client(engine) for engine in bench.engines}
