@@ -51,8 +51,8 @@ def test_ledger_and_docker_host_set_once_for_the_group_reach_the_modules(tmp_pat
     assert not history.get("failed"), history.get("msg")
     assert history["ledger"] == ledger_path
     assert [entry["revision"] for entry in history["revisions"]] == [1]
-    assert history["revisions"][0]["added"] == [{"host": f"{service}-1-1", "exists": False, "state": "gone",
-                                                  "engine": None}]
+    gone = {"host": f"{service}-1-1", "exists": False, "state": "gone", "engine": None}
+    assert history["revisions"][0]["added"] == [gone]
 
     prune = json.loads((results / "prune.json").read_text())
     assert prune["failed"] and not prune["changed"]
