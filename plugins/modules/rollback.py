@@ -122,7 +122,7 @@ addressing:
   returned: over several engines
   type: str
 hosts:
-  description: The engine each live host runs on after the task .
+  description: The engine each live host runs on after the task.
   returned: over several engines
   type: dict
   sample: {"web-3-1": "rig1", "web-3-2": "rig2", "web-3-3": "rig3"}
