@@ -9,7 +9,7 @@ running host counts as live and the membership steps do nothing.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.balancer.haproxy import HAProxyRuntime, Server
@@ -50,6 +50,14 @@ class HAProxyBalancer:
         Servers declared for other purposes are left alone."""
         return [server for server in self.runtime.servers(self.backend)
                 if not server.free_slot and (server.template_slot or is_ours(server.name))]
+
+    def lost(self, expected: Mapping[str, tuple[str, int]]) -> list[str]:
+        """Of the servers expected to take traffic at their endpoints, those the backend no longer has
+        there ready (gone, moved or in maintenance)."""
+        servers = {server.name: server for server in self.runtime.servers(self.backend)}
+        return [name for name, (address, port) in expected.items()
+                if not (name in servers and (servers[name].address, servers[name].port) == (address, port)
+                        and servers[name].admin_state == "ready")]
 
     def register(self, host: str, address: str, port: int) -> str:
         """Puts the host into the backend taking no traffic (drain, held down until HAProxy's own check
@@ -100,6 +108,9 @@ class NoBalancer:
         return None
 
     def members(self, is_ours: Callable[[str], bool]) -> list[Server]:
+        return []
+
+    def lost(self, expected: Mapping[str, tuple[str, int]]) -> list[str]:
         return []
 
     def register(self, host: str, address: str, port: int) -> str:

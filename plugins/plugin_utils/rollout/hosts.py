@@ -187,6 +187,7 @@ class ServiceHosts:
         self._stopping: list[tuple[str, Future]] = []
         self._creating: dict[str, Future] = {}
         self._registering: dict[str, Future] = {}
+        self._draining: set[str] = set()
 
     def close(self) -> None:
         self._finish_background_work()
@@ -331,6 +332,8 @@ class ServiceHosts:
         try:
             for position, step in enumerate(steps):
                 self.check_interrupted()
+                if step.batch > 1 and steps[position - 1].batch != step.batch:
+                    self._keep_serving(records)
                 self.progress(f"{self.service} {what}: {self.describe(step, records)}")
                 self.doing = step
                 getattr(self, f"_step_{step.action}")(list(step.hosts), records, step)
@@ -470,10 +473,28 @@ class ServiceHosts:
                 self.balancer.set_state(server, state)
 
     def _step_drain(self, names: list[str], records: dict[str, HostRecord], step: rp.Step) -> None:
+        self._draining.update(names)
         self._set_state(names, records, "drain")
 
     def _step_ready(self, names: list[str], records: dict[str, HostRecord], step: rp.Step) -> None:
+        self._draining.difference_update(names)
         self._set_state(names, records, "ready")
+
+    def _keep_serving(self, records: dict[str, HostRecord]) -> None:
+        """Before each batch after the first: the hosts this run counts as taking traffic whose server the
+        balancer lost (an HAProxy restarted without its server state) are registered and let in again, so
+        such a balancer is repaired within a batch rather than after the last one."""
+        serving = {record.server: record for name, record in records.items()
+                   if record.server and record.address and name not in self._draining}
+        if isinstance(self.balancer, NoBalancer) or not serving:
+            return
+        lost = self.balancer.lost({server: (record.address or "", record.port or self.spec.port)
+                                   for server, record in serving.items()})
+        names = [serving[server].name for server in lost]
+        for name in names:
+            self.progress(f"{self.service}: {name} lost its server in {self.balancer.name}; registering it again")
+            records[name].server = None
+        self._step_add(names, records, rp.Step(rp.ADD, tuple(names)))
 
     def _step_wait_drained(self, names: list[str], records: dict[str, HostRecord], step: rp.Step) -> None:
         def drained(name: str) -> None:

@@ -44,3 +44,15 @@ def test_only_taken_slots_are_members_so_a_stock_backend_has_no_stale_server():
                                 "up_timeout": 5, "trust_gate": True})
     balancer.runtime = FakeRuntime(stock_servers())  # type: ignore[assignment]
     assert [server.name for server in balancer.members(lambda name: False)] == ["slot2"]
+
+
+def test_lost_servers_are_those_gone_moved_or_out_of_ready():
+    balancer = HAProxyBalancer({"runtime_api": "/nonexistent.sock", "backend": "web", "server_options": [],
+                                "up_timeout": 5, "trust_gate": True})
+    balancer.runtime = FakeRuntime(stock_servers())  # type: ignore[assignment]
+    expected = {"slot2": ("172.17.0.5", 8000),   # still there, ready
+                "slot4": ("172.17.0.9", 8000),   # there, but in maintenance (as after a restart)
+                "slot1": ("172.17.0.7", 8000),   # its slot back at the placeholder
+                "slot9": ("172.17.0.8", 8000)}   # no such server any more
+    assert balancer.lost(expected) == ["slot4", "slot1", "slot9"]
+    assert balancer.lost({"slot2": ("172.17.0.5", 8001)}) == ["slot2"]  # another port is another endpoint
