@@ -233,8 +233,10 @@ def playbook(bench: Bench, path: str, arguments: list[str], limit: float | None 
                               env=bench.ansible_env(), cwd=bench.workdir, text=True, bufsize=1,
                               start_new_session=True) as process:
             done = threading.Event()
+            killer = threading.Timer(limit or 0, lambda: done.is_set() or os.killpg(process.pid, signal.SIGKILL))
+            killer.daemon = True
             if limit:
-                threading.Timer(limit, lambda: done.is_set() or os.killpg(process.pid, signal.SIGKILL)).start()
+                killer.start()
 
             def sample() -> None:
                 while not done.wait(SAMPLE_EVERY):
@@ -245,6 +247,7 @@ def playbook(bench: Bench, path: str, arguments: list[str], limit: float | None 
                 lines.append((time.monotonic() - started, line))
             returncode = process.wait()
             done.set()
+            killer.cancel()
             sampler.join()
         stderr.seek(0)
         timed = Timed(command, returncode, time.monotonic() - started, lines, stderr.read())
@@ -608,7 +611,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 say(f"cell: {hosts} hosts over {count} engine(s), round {round_number}")
                 try:
                     result["cells"].append(measure_cell(bench, hosts, count, round_number))
-                except BenchError as error:
+                except (BenchError, docker.errors.DockerException, OSError) as error:  # an engine lost mid-cell
                     say(f"  cell failed: {error}"[:2000])
                     result["cells"].append({"hosts": hosts, "engines": count, "round": round_number,
                                             "error": str(error)[:2000]})

@@ -78,7 +78,7 @@ def render_config(backends: Sequence[BackendConfig], frontend_ports: dict[str, i
                   tcp_api_port: int | None = None) -> str:
     lines = [
         "global",
-        f"    stats socket {directory}/admin.sock mode 600 level admin",
+        f"    stats socket {directory}/admin.sock mode 600 level admin expose-fd listeners",
         *([f"    stats socket 127.0.0.1:{tcp_api_port} level admin"] if tcp_api_port else []),
         "    stats timeout 10s",
         f"    server-state-file {directory}/server-state",
@@ -161,6 +161,25 @@ class HAProxyProcess:
             handle.write(self.command("show servers state"))
         self.stop()
         self._launch()
+
+    def reload_in_place(self) -> None:
+        """A reload as a service manager does it: the servers are saved to the server-state file, then a
+        new HAProxy takes the listening sockets over from the running one (-x) and tells it to finish
+        its connections and exit (-sf). No connection is refused meanwhile."""
+        with open(os.path.join(self.directory, "server-state"), "w", encoding="utf-8") as handle:
+            handle.write(self.command("show servers state"))
+        old = self.process
+        assert old is not None and old.poll() is None, "HAProxy is not running"
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen([HAPROXY, "-db", "-f", self.config_path, "-x", self.runtime_api,
+                                             "-sf", str(old.pid)], stdout=log, stderr=subprocess.STDOUT,
+                                            stdin=subprocess.DEVNULL)
+        try:
+            old.wait(START_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the old HAProxy did not exit within {START_TIMEOUT:g}s of the reload:\n{self._log()}")
+        if self.process.poll() is not None:
+            pytest.fail(f"the reloaded haproxy exited with {self.process.returncode}:\n{self._log()}")
 
     def start_again(self) -> None:
         """After stop(): the same config and ports."""

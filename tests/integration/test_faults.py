@@ -381,6 +381,33 @@ def test_a_controller_killed_mid_heal_leaves_nothing_behind(docker_client, hello
 
 
 @long_only
+def test_haproxy_reloaded_mid_rollout_drops_nothing_and_the_rollout_finishes(docker_client, hello, service, proxy,
+                                                                           tmp_path, project):
+    """HAProxy reloaded the way a service manager does it (servers saved to its server-state file, the new
+    process takes the sockets over) once in each batch of a rollout. A change the rollout made between the
+    save and the new process starting is lost with the old process: the rollout registers such a host again
+    before its next batch and checks every live host's server at the end, so it finishes by itself."""
+    slow = {"http_path": "/healthz", "timeout": 30, "interval": 0.3, "healthy_threshold": 4}
+    project.run([rollout_task(service, hello["1.0"], proxy)])
+    with SteadyLoad(proxy.url(), rate=40, max_seconds=120, max_requests=MANY) as during:
+        process = background(str(tmp_path), rollout_task(service, hello["2.0"], proxy, health=slow))
+        reloads = []
+        for index in (1, 2, 3):
+            wait_until(lambda: docker_client.api.containers(
+                filters={"name": f"^{service}-2-{index}$", "status": "running"}), 120, f"new host {index}")
+            proxy.reload_in_place()
+            reloads.append(time.monotonic())
+        output = process.communicate(timeout=300)[0]
+        finished = time.monotonic()
+    print(f"haproxy reloaded {len(reloads)} times mid-rollout; the rollout finished {finished - reloads[-1]:.1f} s "
+          f"after the last reload; load {during.summary()}")
+    print("\n".join(line for line in output.splitlines() if "lost its server" in line or "reconcile" in line))
+    assert process.returncode == 0, output[-3000:]
+    assert_consistent(docker_client, proxy, service, [f"{service}-2-{index}" for index in (1, 2, 3)])
+    assert during.summary()["failed"] == 0, during.summary()
+
+
+@long_only
 def test_haproxy_restarted_without_its_servers_mid_rollout_is_reconciled(docker_client, hello, service, proxy,
                                                                          tmp_path, project):
     """HAProxy started afresh from its config (no server state) while a rollout runs: every server the

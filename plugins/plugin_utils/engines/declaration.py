@@ -229,15 +229,3 @@ def engines_from_group(group: str, groups: Mapping[str, Sequence[str]],
                 engine[option] = variables[variable]
         engines.append(engine)
     return engines
-
-
-def resolve_engines(params: Mapping[str, Any], task_vars: Mapping[str, Any] | None = None) -> list[Engine]:
-    """The engines of a task: its engines option, its engines_group (read from the inventory the
-    task sees), or its docker_host; at most one of them."""
-    engines, group = params.get("engines"), params.get("engines_group")
-    if engines is not None and group:
-        raise InfraError("Set either engines or engines_group, not both.")
-    if group:
-        task_vars = task_vars or {}
-        engines = engines_from_group(group, task_vars.get("groups") or {}, task_vars.get("hostvars") or {})
-    return parse_engines(engines, params.get("docker_host"))

@@ -15,7 +15,7 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.core.action import
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.task import Manager, TaskContext
-from ansible_collections.immutable.infra.plugins.plugin_utils.engines.clients import connect_engines
+from ansible_collections.immutable.infra.plugins.plugin_utils.engines.clients import EngineClients, connect_engines
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.declaration import (
     Engine,
     engines_from_group,
@@ -52,20 +52,26 @@ class FleetManager(Manager):
     def __init__(self, params: dict[str, Any], context: TaskContext) -> None:
         super().__init__(params, context)
         self.engines: list[Engine] = parse_engines(params.get("engines"), params.get("docker_host"))
-        self._clients: dict[str, DockerClient] | None = None
+        self._reached: EngineClients | None = None
 
     @property
     def several(self) -> bool:
         return len(self.engines) > 1
 
+    def reach(self) -> EngineClients:
+        """Every engine, reached once per task: the single docker_host directly (its errors read as
+        they always did), declared engines all at once, noting those that do not answer."""
+        if self._reached is None:
+            if self.params.get("engines") is None:
+                engine = self.engines[0]
+                self._reached = EngineClients({engine.name: DockerClient(engine.docker_host, tls=engine.tls)})
+            else:
+                self._reached = connect_engines(self.engines)
+        return self._reached
+
     def clients(self) -> dict[str, DockerClient]:
         """One client per engine, in declaration order; an engine that is down is named in one sentence."""
-        if self._clients is None:
-            if not self.several:
-                self._clients = {self.engines[0].name: DockerClient(self.engines[0].docker_host, tls=self.engines[0].tls)}
-            else:
-                self._clients = connect_engines(self.engines).require_all()
-        return self._clients
+        return self.reach().require_all()
 
     def client(self) -> DockerClient:
         return next(iter(self.clients().values()))

@@ -19,12 +19,11 @@ from typing import Any
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError, short_id
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import VerdictLabels
-from ansible_collections.immutable.infra.plugins.plugin_utils.engines.clients import connect_engines, image_presence
+from ansible_collections.immutable.infra.plugins.plugin_utils.engines.clients import EngineClients, image_presence
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.declaration import (
     ENGINES_ARGUMENT_SPEC,
     Engine,
     is_loopback,
-    resolve_engines,
 )
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.placement import Placement, plan_placement
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.shipping import (
@@ -104,23 +103,20 @@ class Fleet:
                 for engine in self.engines]
 
 
-def open_fleet(params: Mapping[str, Any], single: Callable[[], DockerClient]) -> Fleet:
-    """Reaches the task's engines. single: the client of a fleet of one (the manager's, so its errors
-    read as before). An engine that does not answer is an error naming it, unless place_down_share."""
+def open_fleet(params: Mapping[str, Any], engines: list[Engine], reached: EngineClients) -> Fleet:
+    """The task's fleet from its engines as FleetManager reached them. An engine that does not answer is
+    an error naming it, unless place_down_share."""
     registry = parse_registry(params.get("registry"))
     transfer = params.get("image_transfer") or "auto"
     if transfer == "registry" and registry is None:
         raise InfraError("image_transfer is registry but no registry is set; give registry.address (host:port) "
                          "or use image_transfer: stream.")
-    engines = resolve_engines(params)
     addressing = params.get("addressing") or ("container" if all(is_local(engine) for engine in engines)
                                               else "published")
-    if len(engines) == 1 and params.get("engines") is None:
-        return Fleet(engines, {engines[0].name: single()}, addressing=addressing, registry=registry,
-                     transfer=transfer)
-    reached = connect_engines(engines)
     fleet = Fleet(engines, reached.clients, reached.down, addressing, registry, transfer,
                   bool(params.get("place_down_share")))
+    if params.get("engines") is None:
+        return fleet
     if reached.down and not fleet.place_down_share:
         reached.require_all()
     fleet.require_coordinator()

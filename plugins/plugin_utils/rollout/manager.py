@@ -15,9 +15,10 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.interrupts import interruptible
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import ImageProvenance, image_labels
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import Ledger
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.task import Manager, TaskContext
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.task import TaskContext
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.placement import Placement
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.shipping import ShipPlan
+from ansible_collections.immutable.infra.plugins.plugin_utils.engines.task import FleetManager
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout import plan as rp
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.fleet_engines import (
     FLEET_ARGUMENT_SPEC,
@@ -107,7 +108,7 @@ def check_limits(params: dict[str, Any]) -> None:
             raise InfraError(f"container.networks entry {network!r} is not a Docker network name.")
 
 
-class Rollout(Manager):
+class Rollout(FleetManager):
     def __init__(self, params: dict[str, Any], context: TaskContext) -> None:
         super().__init__(params, context)
         self.service = validate_service(params["service"])
@@ -132,7 +133,7 @@ class Rollout(Manager):
     # run ----------------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         started = time.monotonic()
-        fleet = self.fleet = open_fleet(self.params, self.client)
+        fleet = self.fleet = open_fleet(self.params, self.engines, self.reach())
         image = self._gated_image(fleet)
         for network in self.params["container"]["networks"]:
             for name, client in fleet.clients.items():

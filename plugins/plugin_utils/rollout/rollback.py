@@ -16,7 +16,8 @@ from typing import Any
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError, short_id
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import LABEL_SERVICE, image_labels
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.task import Manager, TaskContext
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.task import TaskContext
+from ansible_collections.immutable.infra.plugins.plugin_utils.engines.task import FleetManager
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.fleet_engines import (
     FLEET_ARGUMENT_SPEC,
     FLEET_OPTION_NAMES,
@@ -64,7 +65,7 @@ def host_specs(clients: DockerClient | Iterable[DockerClient], service: str, liv
     return specs, (running.most_common(1)[0][0] if running else None)
 
 
-class Rollback(Manager):
+class Rollback(FleetManager):
     def __init__(self, params: dict[str, Any], context: TaskContext) -> None:
         super().__init__(params, context)
         self.service = validate_service(params["service"])
@@ -73,7 +74,7 @@ class Rollback(Manager):
     def run(self) -> dict[str, Any]:
         ledger = self.ledger()
         revisions = service_revisions(ledger.records(kind="rollout", service=self.service), self.service)
-        fleet = open_fleet(self.params, self.client)
+        fleet = open_fleet(self.params, self.engines, self.reach())
         # After an interrupted rollout or rollback, what was live before it decides what "back" means: the
         # hosts running now may be half of each.
         unfinished = Journal(fleet.coordinator, self.service).read()

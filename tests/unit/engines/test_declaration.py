@@ -11,8 +11,8 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.engines.declaratio
     is_loopback,
     parse_engine,
     parse_engines,
-    resolve_engines,
 )
+from ansible_collections.immutable.infra.plugins.plugin_utils.engines.task import group_resolved
 
 TLS = {"ca_cert": "/etc/ii/ca.pem", "client_cert": "/etc/ii/cert.pem", "client_key": "/etc/ii/key.pem"}
 
@@ -134,10 +134,14 @@ def test_loopback(host, loopback):
 
 def test_a_task_names_its_engines_one_way():
     task_vars = {"groups": {"engines": ["e1"]}, "hostvars": {"e1": {"docker_host": "unix:///e1.sock"}}}
-    assert [engine.name for engine in resolve_engines({"engines_group": "engines"}, task_vars)] == ["e1"]
-    assert resolve_engines({"docker_host": "unix:///x.sock"})[0].docker_host == "unix:///x.sock"
-    assert resolve_engines({})[0].name == DEFAULT_ENGINE
+
+    def engines_of(params):
+        resolved = group_resolved(params, task_vars)
+        return parse_engines(resolved.get("engines"), resolved.get("docker_host"))
+    assert [engine.name for engine in engines_of({"engines_group": "engines"})] == ["e1"]
+    assert engines_of({"docker_host": "unix:///x.sock"})[0].docker_host == "unix:///x.sock"
+    assert engines_of({})[0].name == DEFAULT_ENGINE
     with pytest.raises(InfraError, match="either engines or engines_group"):
-        resolve_engines({"engines": [], "engines_group": "engines"}, task_vars)
+        engines_of({"engines": [], "engines_group": "engines"})
     with pytest.raises(InfraError, match="either engines or docker_host"):
-        resolve_engines({"engines_group": "engines", "docker_host": "unix:///x.sock"}, task_vars)
+        engines_of({"engines_group": "engines", "docker_host": "unix:///x.sock"})
