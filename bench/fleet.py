@@ -135,7 +135,7 @@ def rig_up(count: int) -> dict[str, Any]:
     env = dict(os.environ, IMMUTABLE_INFRA_RIG_ENGINES=str(count))
     run_checked([sys.executable, os.path.join(REPO_ROOT, "scripts", "engines.py"), "up"], env=env)
     from engines_support import rig_description  # pylint: disable=import-outside-toplevel
-    description = rig_description()
+    description = rig_description(engines=None)
     if description is None or len(description["engines"]) < count:
         raise BenchError(f"the rig did not come up with {count} engines")
     return description
