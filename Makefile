@@ -81,7 +81,7 @@ test: setup vm-packages engines
 	@$(PYTHON) -m pytest
 
 # The short form of the fault suite runs in make test; this is the long one.
-faults: setup
+faults: setup engines
 	@IMMUTABLE_INFRA_FAULTS=long $(PYTHON) -m pytest tests/integration/test_faults.py -s
 
 bench: setup
