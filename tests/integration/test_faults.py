@@ -381,7 +381,7 @@ def test_a_controller_killed_mid_heal_leaves_nothing_behind(docker_client, hello
 
 
 def test_haproxy_reloaded_mid_rollout_drops_nothing_and_the_rollout_finishes(docker_client, hello, service, proxy,
-                                                                            tmp_path, project):
+                                                                             tmp_path, project):
     """HAProxy reloaded the way a service manager does it (servers saved to its server-state file, the new
     process takes the sockets over) once in each batch of a rollout. A change the rollout made between the
     save and the new process starting is lost with the old process: the rollout registers such a host again
