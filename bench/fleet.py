@@ -6,7 +6,7 @@ Two versions of the example hello service are baked and verified on the local en
 cell is measured, so the cells measure the rollout, not the transfer (bench/ship.py measures that).
 Each rig engine gets a network of its own for the run (10.232.16*j.0/20; dynamic addresses in the
 lower half, fixed ones in the upper). For every cell (hosts H, engines K = the first K rig engines), a
-fresh HAProxy on 127.0.0.1 fronts two backends, both checked with GET /healthz every 100 ms:
+fresh HAProxy on 127.0.0.1 fronts two backends, both checked with GET /healthz once a second:
 
 ours   immutable.infra.rollout over the K engines (rolling, batch_size H/10, placement even), one
        ansible-playbook run: a first rollout of version A (not under load, timed as "first"), then the
@@ -15,7 +15,9 @@ ours   immutable.infra.rollout over the K engines (rolling, batch_size H/10, pla
 plain  a plain Ansible play over H inventory hosts, each assigned to an engine in turn, serial H/10,
        connection local, community.docker.docker_container (the engine's docker_host and TLS files
        from host variables) at a fixed address, then wait_for the port; HAProxy has H static servers.
-       Version A first (not measured), then B under load; the time runs until HAProxy reports all H up
+       The hosts of version A are started with the SDK first (not measured), then the play replaces them
+       with B under load; the time runs until HAProxy reports all H up (a play still running after
+       PLAIN_LIMIT seconds is stopped and reported as not finished)
 floor  the same H hosts of version B started with the Docker SDK, one thread per engine, each host
        until its first /healthz 200; no balancer, no load
 
