@@ -157,8 +157,7 @@ class HAProxyProcess:
     def reload(self) -> None:
         """Starts HAProxy afresh from the same config, carrying servers over the way a reload does:
         their state is saved to the server-state file first, as a reload script would."""
-        with open(os.path.join(self.directory, "server-state"), "w", encoding="utf-8") as handle:
-            handle.write(self.command("show servers state"))
+        self._save_server_state()
         self.stop()
         self._launch()
 
@@ -166,8 +165,7 @@ class HAProxyProcess:
         """A reload as a service manager does it: the servers are saved to the server-state file, then a
         new HAProxy takes the listening sockets over from the running one (-x) and tells it to finish
         its connections and exit (-sf). No connection is refused meanwhile."""
-        with open(os.path.join(self.directory, "server-state"), "w", encoding="utf-8") as handle:
-            handle.write(self.command("show servers state"))
+        self._save_server_state()
         old = self.process
         assert old is not None and old.poll() is None, "HAProxy is not running"
         with open(self.log_path, "ab") as log:
@@ -180,6 +178,11 @@ class HAProxyProcess:
             pytest.fail(f"the old HAProxy did not exit within {START_TIMEOUT:g}s of the reload:\n{self._log()}")
         if self.process.poll() is not None:
             pytest.fail(f"the reloaded haproxy exited with {self.process.returncode}:\n{self._log()}")
+
+    def _save_server_state(self) -> None:
+        """What a reload script does first: the running servers, to the config's server-state-file."""
+        with open(os.path.join(self.directory, "server-state"), "w", encoding="utf-8") as handle:
+            handle.write(self.command("show servers state"))
 
     def start_again(self) -> None:
         """After stop(): the same config and ports."""

@@ -380,6 +380,7 @@ def test_a_controller_killed_mid_heal_leaves_nothing_behind(docker_client, hello
     assert summary["failed"] == 0, summary
 
 
+@long_only
 def test_haproxy_reloaded_mid_rollout_drops_nothing_and_the_rollout_finishes(docker_client, hello, service, proxy,
                                                                              tmp_path, project):
     """HAProxy reloaded the way a service manager does it (servers saved to its server-state file, the new

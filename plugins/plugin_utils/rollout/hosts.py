@@ -486,11 +486,11 @@ class ServiceHosts:
         such a balancer is repaired within a batch rather than after the last one."""
         serving = {record.server: record for name, record in records.items()
                    if record.server and record.address and name not in self._draining}
-        if isinstance(self.balancer, NoBalancer) or not serving:
-            return
         lost = self.balancer.lost({server: (record.address or "", record.port or self.spec.port)
-                                   for server, record in serving.items()})
+                                   for server, record in serving.items()}) if serving else []
         names = [serving[server].name for server in lost]
+        if not names:
+            return
         for name in names:
             self.progress(f"{self.service}: {name} lost its server in {self.balancer.name}; registering it again")
             records[name].server = None
