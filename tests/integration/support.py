@@ -98,3 +98,18 @@ def containers_created(client, since: float, name_prefixes: tuple[str, ...]) -> 
                            filters={"type": "container", "event": "create"})
     names = [event.get("Actor", {}).get("Attributes", {}).get("name", "") for event in events]
     return [name for name in names if name.startswith(name_prefixes)]
+
+
+def output_of(client, image: str, command: list[str]) -> bytes:
+    """What `command` prints in a throwaway container of `image` (it must exit 0).
+
+    Runs it with exec in an idle container rather than reading a finished container's logs: the logs
+    of a container that exits at once can come back empty on a busy engine.
+    """
+    container = client.containers.run(image, ["sleep", "600"], entrypoint=[], detach=True)
+    try:
+        exit_code, output = container.exec_run(command)
+        assert exit_code == 0, f"{command} exited {exit_code} in {image}: {output[-2000:]!r}"
+        return output
+    finally:
+        container.remove(force=True)

@@ -13,7 +13,7 @@ import uuid
 
 import pytest
 import requests
-from support import BASE_IMAGE, containers_created, image_name, init_git
+from support import BASE_IMAGE, containers_created, image_name, init_git, output_of
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "bake_project")
 
@@ -80,10 +80,9 @@ def test_server_role_bakes_unmodified_into_a_working_image(roles_project, docker
     assert labels["org.opencontainers.image.created"].endswith("Z")
 
     # The image holds what the roles made, and nothing of the bake itself.
-    listing = docker_client.containers.run(result["image_id"], [
+    listing = output_of(docker_client, result["image_id"], [
         "sh", "-c", "id app; cat /etc/nginx/sites-enabled/default; ls /etc/systemd/system/multi-user.target.wants;"
-        " ls -A /var/lib/apt/lists /root /usr/local/sbin; ls /usr/sbin/policy-rc.d /run/systemd 2>&1; true"],
-        remove=True, entrypoint=[]).decode()
+        " ls -A /var/lib/apt/lists /root /usr/local/sbin; ls /usr/sbin/policy-rc.d /run/systemd 2>&1; true"]).decode()
     assert "uid=" in listing and "listen 8080 default_server;" in listing
     assert "nginx.service" in listing  # enabled as systemctl enable would on a server
     assert ".ansible" not in listing and "systemctl" not in listing
@@ -140,7 +139,7 @@ def test_unchanged_bake_is_a_cache_hit_and_starts_no_container(roles_project, do
     rebaked = roles_project.run([task])["bake"]
     assert rebaked["changed"] and not rebaked["cache_hit"]
     assert rebaked["image_id"] != first["image_id"] and rebaked["inputs_hash"] != first["inputs_hash"]
-    motd = docker_client.containers.run(rebaked["image_id"], ["cat", "/etc/motd"], remove=True).decode()
+    motd = output_of(docker_client, rebaked["image_id"], ["cat", "/etc/motd"]).decode()
     assert motd == "Welcome, ops.\n"
 
 
@@ -169,7 +168,7 @@ def test_failing_role_fails_cleanly(roles_project, docker_client, base_image, ne
     again = roles_project.run([bake(name, ["broken"], keep_failed=True)])["bake"]
     assert again["failed"] and again["kept_image"].startswith(f"{name}:failed-")
     kept = docker_client.images.get(again["kept_image"])
-    assert docker_client.containers.run(kept.id, ["cat", "/tmp/migration.log"], remove=True) == b"step 1\n"
+    assert output_of(docker_client, kept.id, ["cat", "/tmp/migration.log"]) == b"step 1\n"
     assert not new_builders()
 
 
@@ -236,8 +235,7 @@ def test_a_second_bake_from_the_same_base_takes_its_facts_from_the_cache(
 
     def facts_seen(result):
         assert result["changed"] and not result["cache_hit"], result
-        return json.loads(docker_client.containers.run(result["image_id"], ["cat", "/etc/builder-facts.json"],
-                                                       remove=True))
+        return json.loads(output_of(docker_client, result["image_id"], ["cat", "/etc/builder-facts.json"]))
     first = facts_seen(roles_project.run([bake(image_name("facts"), ["facts"])], env=env)["bake"])
     assert first["gather_subset"] == ["all"] and first["virtualization_type"] == "docker"
     assert len(list(cache.iterdir())) == 1  # one base, one set of builder settings

@@ -16,7 +16,7 @@ import uuid
 
 import pytest
 import requests
-from support import BASE_IMAGE, REPO_ROOT, Playbooks, image_name
+from support import BASE_IMAGE, REPO_ROOT, Playbooks, image_name, output_of
 
 
 def corpus_dir() -> str:
@@ -180,7 +180,7 @@ def test_php_role_runs_php(corpus_bakes, docker_client):
     # apache2 (php_enable_webserver defaults to true), which the image does not have, had nothing to do.
     assert "geerlingguy.php : restart webserver" in result["changed_tasks"], result["changed_tasks"]
     assert "apache2.service, which the image does not have" in " ".join(result["output"].split())
-    output = docker_client.containers.run(result["image_id"], ["php", "-r", "echo 6 * 7, PHP_EOL;"], remove=True)
+    output = output_of(docker_client, result["image_id"], ["php", "-r", "echo 6 * 7, PHP_EOL;"])
     assert output.decode().strip() == "42"
 
 
