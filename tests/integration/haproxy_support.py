@@ -157,15 +157,18 @@ class HAProxyProcess:
     def reload(self) -> None:
         """Starts HAProxy afresh from the same config, carrying servers over the way a reload does:
         their state is saved to the server-state file first, as a reload script would."""
-        self._save_server_state()
+        self.save_server_state()
         self.stop()
         self._launch()
 
-    def reload_in_place(self) -> None:
+    def reload_in_place(self, save_state: bool = True) -> None:
         """A reload as a service manager does it: the servers are saved to the server-state file, then a
         new HAProxy takes the listening sockets over from the running one (-x) and tells it to finish
-        its connections and exit (-sf). No connection is refused meanwhile."""
-        self._save_server_state()
+        its connections and exit (-sf). No connection is refused meanwhile. With save_state=False the
+        new process loads the state saved last (save_server_state), as when a change lands between a
+        reload's save and its new process."""
+        if save_state:
+            self.save_server_state()
         old = self.process
         assert old is not None and old.poll() is None, "HAProxy is not running"
         with open(self.log_path, "ab") as log:
@@ -179,7 +182,7 @@ class HAProxyProcess:
         if self.process.poll() is not None:
             pytest.fail(f"the reloaded haproxy exited with {self.process.returncode}:\n{self._log()}")
 
-    def _save_server_state(self) -> None:
+    def save_server_state(self) -> None:
         """What a reload script does first: the running servers, to the config's server-state-file."""
         with open(os.path.join(self.directory, "server-state"), "w", encoding="utf-8") as handle:
             handle.write(self.command("show servers state"))

@@ -12,6 +12,7 @@ import requests
 from haproxy_support import BackendConfig, free_port, start_haproxy, start_http_backend  # pylint: disable=unused-import
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
+from ansible_collections.immutable.infra.plugins.plugin_utils.balancer.adapter import HAProxyBalancer
 from ansible_collections.immutable.infra.plugins.plugin_utils.balancer.haproxy import HAProxyRuntime
 
 # HAProxy applies no default-server line to servers added at runtime; these match the fixture's.
@@ -364,3 +365,35 @@ def test_a_reused_slot_is_not_up_until_its_new_address_passes_a_check(start_hapr
     assert again == slot
     with pytest.raises(InfraError, match="did not become healthy"):
         runtime.wait_until_up("web", again, timeout=1)
+
+
+@pytest.mark.parametrize("backend", [BackendConfig("web", slots=2), BackendConfig("api")], ids=["slot", "dynamic"])
+def test_activation_registers_the_host_again_when_a_reload_lost_its_server(start_haproxy, start_http_backend,
+                                                                           backend):
+    app = start_http_backend("app-1")
+    proxy = start_haproxy(backend)
+    balancer = HAProxyBalancer({"runtime_api": proxy.runtime_api, "backend": backend.name,
+                                "server_options": list(FAST_CHECKS), "up_timeout": 10})
+    proxy.save_server_state()
+    server = balancer.register("app-1", app.address, app.port)
+    proxy.reload_in_place(save_state=False)  # the new process loads a state saved before the registration
+    assert (app.address, app.port) not in [(record.address, record.port) for record in balancer.runtime.servers(backend.name)]
+
+    activated = balancer.activate(server, "app-1", app.address, app.port)
+
+    record = balancer.runtime.server(backend.name, activated)
+    assert ((record.address, record.port), record.admin_state, record.operational_state) == \
+        ((app.address, app.port), "ready", "up")
+    assert answers(proxy.url(backend.name)) == {"app-1"}
+
+
+def test_activation_that_times_out_takes_the_server_out_again(start_haproxy, start_http_backend):
+    broken = start_http_backend("broken", healthy=False)
+    proxy = start_haproxy(BackendConfig("web", slots=1))
+    balancer = HAProxyBalancer({"runtime_api": proxy.runtime_api, "backend": "web", "up_timeout": 1,
+                                "server_options": list(FAST_CHECKS), "trust_gate": False})
+    server = balancer.register("broken", broken.address, broken.port)
+
+    with pytest.raises(InfraError, match=r"server web/slot1 did not come up within 1s; last seen: 127\.0\.0\.1:"):
+        balancer.activate(server, "broken", broken.address, broken.port)
+    assert balancer.runtime.server("web", "slot1").free_slot

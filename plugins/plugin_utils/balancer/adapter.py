@@ -9,6 +9,7 @@ running host counts as live and the membership steps do nothing.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -66,24 +67,52 @@ class HAProxyBalancer:
             return self.runtime.add_server(self.backend, host, address, port, check=True, state="drain",
                                            server_options=self.server_options)
 
-    def activate(self, server: str) -> None:
-        """Lets traffic in once the server is up; takes it out on failure.
+    def activate(self, server: str, host: str, address: str, port: int) -> str:
+        """Lets traffic in once the server is up; takes it out on failure. Returns the server's name,
+        which changes when HAProxy lost the registration meanwhile (a reload from a server state saved
+        before it) and the host had to be registered again.
 
         With trust_gate (the default) the rollout's own health gate has just passed at this address, so
         the server is set up at once (`set server ... health up`) instead of waiting for HAProxy's own
         checks to pass `rise` times at their own pace; those checks keep running and take the server
         down after `fall` failures. Without it, this waits for HAProxy's checks to call it up."""
+        deadline = time.monotonic() + self.up_timeout
+        forced_up = False
         try:
-            if self.trust_gate:
-                self.runtime.set_health(self.backend, server, "up")
-                self.runtime.wait_until(self.backend, server, lambda record: record.operational_state == "up",
-                                        self.up_timeout, POLL_INTERVAL, "come up")
-            else:
-                self.runtime.wait_until_up(self.backend, server, self.up_timeout, interval=POLL_INTERVAL)
+            while True:
+                record = self._registered(server, address, port)
+                if record is None:
+                    if time.monotonic() >= deadline:
+                        raise InfraError(f"HAProxy backend {self.backend} kept losing the server of {host} for "
+                                         f"{self.up_timeout:g}s (is HAProxy reloading over and over?).",
+                                         backend=self.backend, server=server)
+                    server, forced_up = self.register(host, address, port), False
+                    continue
+                if (record.operational_state == "up") if self.trust_gate else record.healthy:
+                    break
+                if self.trust_gate and not forced_up:
+                    self.runtime.set_health(self.backend, server, "up")
+                    forced_up = True
+                    continue
+                if time.monotonic() >= deadline:
+                    raise InfraError(f"HAProxy server {self.backend}/{server} did not come up within "
+                                     f"{self.up_timeout:g}s; last seen: {record.summary()}.",
+                                     backend=self.backend, server=server, last_state=record.status)
+                time.sleep(POLL_INTERVAL)
         except InfraError:
-            self.runtime.remove_server(self.backend, server)
+            if self._registered(server, address, port):
+                self.runtime.remove_server(self.backend, server)
             raise
         self.runtime.set_state(self.backend, server, "ready")
+        return server
+
+    def _registered(self, server: str, address: str, port: int) -> Server | None:
+        """The server, while it is still this host's registration: at its endpoint and not in maintenance."""
+        for record in self.runtime.servers(self.backend):
+            if record.name == server:
+                held = (record.address, record.port) == (address, port) and record.admin_state != "maint"
+                return record if held else None
+        return None
 
     def set_state(self, server: str, state: str) -> None:
         self.runtime.set_state(self.backend, server, state)
@@ -116,8 +145,8 @@ class NoBalancer:
     def register(self, host: str, address: str, port: int) -> str:
         return host
 
-    def activate(self, server: str) -> None:
-        return None
+    def activate(self, server: str, host: str, address: str, port: int) -> str:
+        return server
 
     def set_state(self, server: str, state: str) -> None:
         return None

@@ -442,10 +442,11 @@ class ServiceHosts:
                 where = ("no published port" if self.addressing == "published"
                          else f"no address on network {self.spec.network or 'bridge'}")
                 raise InfraError(f"host {name} has {where}.", host=name)
+            port = record.port or self.spec.port
             if not record.server:
-                record.server = self.balancer.register(name, record.address, record.port or self.spec.port)
+                record.server = self.balancer.register(name, record.address, port)
             try:
-                self.balancer.activate(record.server)
+                record.server = self.balancer.activate(record.server, name, record.address, port)
             except InfraError:
                 record.server = None  # activate took it out of the balancer again
                 raise
