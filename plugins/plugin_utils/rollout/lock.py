@@ -73,6 +73,7 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.core.provenance im
 UNREADABLE_RETRY_SECONDS = 5.0   # how long a lock that exists but cannot be read yet is read again
 RENEWALS_PER_LEASE = 6           # a lease of 60 s is renewed every 10 s
 CLOCK_MARGIN = 1.0               # volume creation times have whole seconds
+LEASE_MARGIN = 5.0               # seconds of lease a step needs left to start while the lock cannot be renewed
 
 
 def process_start(pid: int) -> str | None:
@@ -156,6 +157,7 @@ class ServiceLock:
         self.container_id: str | None = None
         self.lost: str | None = None
         self._epoch = 0
+        self._renewed_at = 0.0  # monotonic time the last renewal that succeeded began
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
 
@@ -192,9 +194,10 @@ class ServiceLock:
         readable_by = time.monotonic() + UNREADABLE_RETRY_SECONDS
         took_over = False
         while True:
+            attempted_at = time.monotonic()
             created = self.client.create_marker(self.name, self.image_id, self._labels())
             if created:
-                self.container_id = created
+                self.container_id, self._renewed_at = created, attempted_at
                 for lease in self._leases():  # left by a holder whose lock was removed by hand
                     if (lease.get("Labels") or {}).get(LABEL_LOCK_TOKEN) != self.token:
                         self.client.remove_volume(lease["Name"])
@@ -251,9 +254,11 @@ class ServiceLock:
                            + (f"taken over by {holder.describe()}" if holder else "removed") + " while this run worked")
         previous = f"{LEASE_PREFIX}{self.service}-{self.token}-{self._epoch}"
         self._epoch += 1
+        attempted_at = time.monotonic()
         self.client.create_volume(f"{LEASE_PREFIX}{self.service}-{self.token}-{self._epoch}",
                                   {LABEL_LEASE: self.service, LABEL_LOCK_TOKEN: self.token,
                                    LABEL_EPOCH: str(self._epoch)})
+        self._renewed_at = attempted_at
         if self._epoch > 1:
             self.client.remove_volume(previous)
 
@@ -261,6 +266,21 @@ class ServiceLock:
         """Raises LockLost once the lease could not be kept: the caller must stop changing the fleet."""
         if self.lost:
             raise LockLost(f"{self.lost}; this run stopped here and left the rest to the next run.")
+
+    def lease_left(self) -> float:
+        """Seconds before another controller could take the lock over, whatever happens to the engine that
+        holds it: the engine dates the last renewal no earlier than the moment this run began it."""
+        return self._renewed_at + self.lease_seconds - time.monotonic()
+
+    def check_lease(self) -> None:
+        """While the lock cannot be renewed (its engine is down): LockLost once too little of the lease is
+        left to start another step, so no step of this run overlaps a new holder's."""
+        self.check()
+        left = self.lease_left()
+        if left < LEASE_MARGIN:
+            raise LockLost(f"the lease of the lock of service {self.service} runs out in {max(left, 0):.0f} s and "
+                           "cannot be renewed while its engine is down; this run stopped here and left the rest "
+                           "to the next run.")
 
     @contextmanager
     def holding(self) -> Iterator[None]:

@@ -7,12 +7,13 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.balancer.adapter import BALANCER_OPTIONS, make_balancer
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError, short_id, utc_timestamp
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import EngineUnreachable
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.interrupts import interruptible
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.interrupts import interruptible, never_interrupted
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import ImageProvenance, image_labels
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import Ledger
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.task import TaskContext
@@ -237,7 +238,7 @@ class Rollout(FleetManager):
                 reconcile(hosts, ledger, self.context.basedir)
                 hosts.ensure_membership(plan.live_after, f"rollout of {self.service}")
             except InfraError as error:
-                self._fail(hosts, error, plan, journal, ledger, record, started)
+                self._fail(hosts, error, plan, journal, ledger, record, started, lock)
             finally:
                 hosts.before_stop = None
             lock.check()
@@ -251,11 +252,11 @@ class Rollout(FleetManager):
                             observation=observation)
 
     def _fail(self, hosts: ServiceHosts, error: InfraError, plan: rp.Plan, journal: Journal, ledger: Ledger,
-              record: dict[str, Any], started: float) -> None:
+              record: dict[str, Any], started: float, lock: ServiceLock) -> None:
         if isinstance(error, EngineUnreachable) and hosts.multi_engine:
             lost = hosts.mark_unreachable(error)
-            if lost and lost != self.fleet.coordinator_name:
-                self._revert_the_others(hosts, error, lost, plan, ledger, record, started)
+            if lost:
+                self._revert_the_others(hosts, error, lost, plan, ledger, record, started, lock)
         if isinstance(error, (LockLost, EngineUnreachable)):
             self._abandon(hosts, error, plan, ledger, record, started)
         self.progress(f"{self.service}: {error.message} Reverting to {', '.join(plan.live_before) or 'nothing'}.")
@@ -263,9 +264,9 @@ class Rollout(FleetManager):
             revert(hosts, plan.live_before, plan.new_hosts, keep_new=plan.kind == "restore")
         except EngineUnreachable as lost_error:
             lost = hosts.mark_unreachable(lost_error) if hosts.multi_engine else None
-            if not lost or lost == self.fleet.coordinator_name:
+            if not lost:
                 raise self._revert_failed(error, lost_error, plan, ledger, record, started) from None
-            self._revert_the_others(hosts, lost_error, lost, plan, ledger, record, started)
+            self._revert_the_others(hosts, lost_error, lost, plan, ledger, record, started, lock)
         except InfraError as revert_error:
             raise self._revert_failed(error, revert_error, plan, ledger, record, started) from None
         journal.clear()
@@ -288,21 +289,37 @@ class Rollout(FleetManager):
                           "the previous hosts back first.", host=error.details.get("host"))
 
     def _revert_the_others(self, hosts: ServiceHosts, error: InfraError, lost: str, plan: rp.Plan, ledger: Ledger,
-                           record: dict[str, Any], started: float) -> None:
-        """An engine other than the coordinator stopped answering: every other engine is put back on the
-        previous generation now (the lost engine's servers leave the balancer: nothing answers there), and
-        the journal stays on the coordinator, so the next run undoes the rollout on the lost engine too."""
+                           record: dict[str, Any], started: float, lock: ServiceLock) -> None:
+        """An engine stopped answering: every other engine is put back on the previous generation now (the
+        lost engine's servers leave the balancer: nothing answers there), and the journal stays on the
+        coordinator, so the next run undoes the rollout on the lost engine too.
+
+        When the lost engine is the coordinator, the lock can no longer be renewed, but no other
+        controller can take it over before its lease lapses: the revert goes on while the lease has time
+        left (lock.check_lease before each step), with the stops it sends kept in memory only."""
+        coordinator = self.fleet.coordinator_name
         where = f"during batch {hosts.doing.batch}" if hosts.doing and hosts.doing.batch else "mid-way"
-        self.progress(f"{self.service}: engine {lost} stopped answering {where}; reverting every other engine to "
-                      f"{', '.join(plan.live_before) or 'nothing'}")
+        if lost == coordinator:
+            self.progress(f"{self.service}: engine {lost}, which holds the lock and journal, stopped answering {where}; "
+                          f"reverting every other engine to {', '.join(plan.live_before) or 'nothing'} within the "
+                          f"{max(lock.lease_left(), 0):.0f} s its lease keeps other controllers out")
+        else:
+            self.progress(f"{self.service}: engine {lost} stopped answering {where}; reverting every other engine to "
+                          f"{', '.join(plan.live_before) or 'nothing'}")
         duration = round(time.monotonic() - started, 3)
         try:
             for _attempt in hosts.clients:  # another engine lost during the revert: revert the rest again
+                interrupted = never_interrupted
+                if coordinator in hosts.down:
+                    hosts.before_stop = None  # the journal cannot take notes; it already names the new hosts
+                    hosts.pending_stops.offline = True
+                    interrupted = lock.check_lease
                 try:
-                    revert(hosts, plan.live_before, plan.new_hosts, keep_new=plan.kind == "restore")
+                    revert(hosts, plan.live_before, plan.new_hosts, keep_new=plan.kind == "restore",
+                           interrupted=interrupted)
                     break
                 except EngineUnreachable as again:
-                    if hosts.mark_unreachable(again) in (None, self.fleet.coordinator_name):
+                    if hosts.mark_unreachable(again) is None:
                         raise
             else:
                 raise InfraError(f"engines {', '.join(sorted(hosts.down))} stopped answering one after the other")
@@ -313,14 +330,19 @@ class Rollout(FleetManager):
                              f"answering {where} ({error.message}). Reverting the other engines also failed: "
                              f"{revert_error.message} The next run of this rollout puts the previous hosts back first.",
                              engines_down=sorted(hosts.down), rolled_back=False, journal_left=True) from None
-        live = [name for name in plan.live_before if hosts.where(name) != lost]
+        live = [name for name in plan.live_before if hosts.where(name) not in hosts.down]
         ledger.append(dict(record, result="rolled back", error=error.message, live=live, engines_down=sorted(hosts.down),
                            finished=utc_timestamp(), duration=round(time.monotonic() - started, 3),
                            **stopping_fields(hosts)))
+        down = ", ".join(sorted(hosts.down))
+        left = (f"the lock and journal stay on {coordinator}, so the next run, once {down} answer(s) again, takes "
+                "the lock over (another controller waits for its lease to lapse) and puts their hosts back first"
+                if coordinator in hosts.down else
+                f"the journal stays on {coordinator}, so the next run, once {down} answer(s) again, puts their "
+                "hosts back first")
         raise InfraError(f"Rollout of {self.service} to generation {plan.generation} failed: engine {lost} stopped "
                          f"answering {where} ({error.message}). Every other engine is back on the previous generation "
-                         f"(live: {', '.join(live) or 'nothing'}); the journal stays on {self.fleet.coordinator_name}, "
-                         f"so the next run, once {lost} answers again, puts its hosts back first.",
+                         f"(live: {', '.join(live) or 'nothing'}); {left}.",
                          rolled_back=True, engines_down=sorted(hosts.down), live=live, journal_left=True,
                          generation=plan.generation, duration=round(time.monotonic() - started, 3)) from None
 
@@ -396,12 +418,14 @@ def stopping_fields(hosts: ServiceHosts) -> dict[str, Any]:
             "stopped_by": utc_timestamp(max(hosts.still_stopping.values()))}
 
 
-def revert(hosts: ServiceHosts, previous_live: list[str], new_hosts: list[str], keep_new: bool = False) -> None:
+def revert(hosts: ServiceHosts, previous_live: list[str], new_hosts: list[str], keep_new: bool = False,
+           interrupted: Callable[[], None] = never_interrupted) -> None:
     """Puts previous_live back and takes new_hosts away, from what runs now; the balancer then holds
-    exactly the previous hosts that still exist."""
+    exactly the previous hosts that still exist. interrupted() is called before each step."""
     observation = hosts.observe()
     hosts.detach_stale(observation)  # e.g. the server of a new host that crashed after it was registered
-    hosts.apply(rp.plan_revert(observation.hosts, previous_live, new_hosts, keep_new), observation.records, "revert")
+    hosts.apply(rp.plan_revert(observation.hosts, previous_live, new_hosts, keep_new), observation.records, "revert",
+                interrupted)
     hosts.ensure_membership([name for name in previous_live if name in observation.records], "revert")
 
 

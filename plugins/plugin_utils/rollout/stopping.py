@@ -27,18 +27,24 @@ class PendingStops:
         self.client = client
         self.service = service
         self.name = stopping_name(service)
+        self.known: dict[str, float] = {}  # as last read or written
+        self.offline = False  # the engine holding the record is down: keep it in memory only
 
     def read(self) -> dict[str, float]:
         """Host name -> epoch by which the engine will have killed it."""
-        return stopping_hosts(self.client.volume_labels(self.name))
+        if not self.offline:
+            self.known = stopping_hosts(self.client.volume_labels(self.name))
+        return dict(self.known)
 
     def write(self, pending: dict[str, float]) -> None:
         """Records exactly these hosts; no volume at all when there is none."""
-        if not pending:
-            if self.client.volume_labels(self.name) is not None:
-                self.client.remove_volume(self.name)
-            return
-        self.client.replace_volume(self.name, stopping_labels(self.service, pending))
+        if not self.offline:
+            if not pending:
+                if self.client.volume_labels(self.name) is not None:
+                    self.client.remove_volume(self.name)
+            else:
+                self.client.replace_volume(self.name, stopping_labels(self.service, pending))
+        self.known = dict(pending)
 
 
 def deadline_text(deadline: float) -> str:
