@@ -58,11 +58,20 @@ options:
         description: Allow plain V(tcp://) (no TLS) to an address that is not loopback.
         type: bool
         default: false
+      advertise_address:
+        description:
+          - The IP address at which the balancer and the health check reach the published ports of this
+            engine's hosts (O(addressing=published)), when it is not the machine in O(engines[].docker_host)
+            (a NAT, or a management network of its own). The ports are then bound to every address of the
+            machine.
+          - Without it, a host name in O(engines[].docker_host) is looked up when the task starts, and a
+            name that does not resolve is an error naming the engine.
+        type: str
   engines_group:
     description:
       - An inventory group of engine hosts, as the task's inventory holds it; each host is an engine named
         after it (lower-cased), described by its variables C(docker_host), C(docker_tls) (the
-        O(engines[].tls) dictionary), C(engine_weight), C(engine_max_hosts) and C(engine_allow_insecure).
+        O(engines[].tls) dictionary), C(engine_weight), C(engine_max_hosts), C(engine_allow_insecure) and C(engine_advertise_address).
       - Not together with O(docker_host) or O(engines).
     type: str
 """

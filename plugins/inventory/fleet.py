@@ -95,12 +95,16 @@ options:
         description: Allow plain V(tcp://) to an address that is not loopback.
         type: bool
         default: false
+      advertise_address:
+        description: Where the balancer reaches the engine's published host ports (not used by the inventory;
+          accepted so one engines list serves every task).
+        type: str
   engines_group:
     description:
       - An inventory group of engine hosts, from an inventory source listed B(before) this one; each host
         is an engine named after it, described by its variables C(docker_host), C(docker_tls),
-        C(engine_weight), C(engine_max_hosts) and C(engine_allow_insecure) (host and group variables of
-        that source). Not together with O(docker_host) or O(engines).
+        C(engine_weight), C(engine_max_hosts), C(engine_allow_insecure) and C(engine_advertise_address)
+        (host and group variables of that source). Not together with O(docker_host) or O(engines).
     type: str
   services:
     description: Only list hosts of these services. All services when empty.

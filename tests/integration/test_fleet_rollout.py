@@ -60,8 +60,8 @@ def engines_option(description: dict) -> list[dict]:
 
 def fleet_task(rig, service: str, image: str, proxy, **options) -> dict:
     options.setdefault("health", FAST_HEALTH)
-    return rollout_task(service, image, proxy, engines=engines_option(rig[0]),
-                        registry={"address": rig[0]["registry"]}, **options)
+    options.setdefault("engines", engines_option(rig[0]))
+    return rollout_task(service, image, proxy, registry={"address": rig[0]["registry"]}, **options)
 
 
 def where(rig, service: str, running: bool | None = True) -> dict[str, str]:
@@ -151,14 +151,20 @@ def test_rolling_over_three_engines_ships_the_image_and_drops_nothing(project, r
 def test_blue_green_with_published_ports_streams_a_missing_image_and_drops_nothing(
         project, rig, hello, fleet_service, proxy):
     engines = [engine["name"] for engine in rig[0]["engines"]]
-    first = project.run([fleet_task(rig, fleet_service, hello["1.0"], proxy, addressing="published")])["rollout"]
+    # The second engine's hosts are reached at an advertised address (loopback here too), and their ports
+    # bound to every address of the machine.
+    declared = engines_option(rig[0])
+    declared[1]["advertise_address"] = "127.0.0.1"
+    first = project.run([fleet_task(rig, fleet_service, hello["1.0"], proxy, addressing="published",
+                                    engines=declared)])["rollout"]
     assert first["changed"] and first["addressing"] == "published", first.get("msg")
     assert_balancer_matches(rig, proxy, first["hosts"], "published")
     drop_image(rig, engines[1], hello["2.0"])
 
     with SteadyLoad(proxy.url(), rate=100, max_seconds=90) as load:
         result = project.run([fleet_task(rig, fleet_service, hello["2.0"], proxy, addressing="published",
-                                         strategy="blue_green", image_transfer="stream")])["rollout"]
+                                         engines=declared, strategy="blue_green",
+                                         image_transfer="stream")])["rollout"]
         time.sleep(0.5)
     assert result["changed"] and result["generation"] == 2, result.get("msg")
     assert load.summary()["failed"] == 0, load.summary()
@@ -168,6 +174,9 @@ def test_blue_green_with_published_ports_streams_a_missing_image_and_drops_nothi
                                                            "detach", "stop"]
     assert sorted(result["hosts"].values()) == engines
     assert_balancer_matches(rig, proxy, result["hosts"], "published")
+    bound = {engine: rig[2][engine].sdk.containers.get(name).attrs["NetworkSettings"]["Ports"]["8000/tcp"][0]["HostIp"]
+             for name, engine in result["hosts"].items()}
+    assert bound == {engines[0]: "127.0.0.1", engines[1]: "0.0.0.0", engines[2]: "127.0.0.1"}
 
 
 def test_a_host_failing_its_check_on_one_engine_reverts_every_engine(project, rig, hello, fleet_service, proxy):
@@ -241,6 +250,7 @@ def test_an_engine_killed_mid_rollout_reverts_the_others_and_the_next_run_conver
         _start_rig()
     assert outcome.get("failed") and f"engine {lost} stopped answering" in outcome["msg"], outcome
     assert outcome["engines_down"] == [lost] and outcome["journal_left"]
+    assert ("the lock and journal stay on rig1" if lost == "rig1" else "the journal stays on rig1") in outcome["msg"]
     # The other engines are back on generation 1 (the lost one was down until just now), and so is the balancer.
     back = {name: engine for name, engine in live["hosts"].items() if engine != lost}
     assert {name: engine for name, engine in where(rig, fleet_service).items() if engine != lost} == back

@@ -38,6 +38,7 @@ ENGINE_OPTIONS: dict[str, Any] = {
     "weight": {"type": "int", "default": 1},
     "max_hosts": {"type": "int"},
     "allow_insecure": {"type": "bool", "default": False},
+    "advertise_address": {"type": "str"},
 }
 # The argument spec entries a module that runs over several engines adds to its own.
 ENGINES_ARGUMENT_SPEC: dict[str, Any] = {
@@ -52,6 +53,7 @@ GROUP_VARIABLES = {
     "engine_weight": "weight",
     "engine_max_hosts": "max_hosts",
     "engine_allow_insecure": "allow_insecure",
+    "engine_advertise_address": "advertise_address",
 }
 
 
@@ -63,18 +65,33 @@ class Engine:
     weight: int = 1
     max_hosts: int | None = None
     allow_insecure: bool = False
+    advertise_address: str | None = None  # where the balancer reaches its hosts' published ports, if not `machine`
 
     @property
     def scheme(self) -> str:
         return urlsplit(self.docker_host).scheme if self.docker_host else "unix"
 
     @property
-    def address(self) -> str | None:
-        """The engine's machine as seen from the controller: where its published ports answer
-        (None for a unix socket: this machine)."""
+    def machine(self) -> str | None:
+        """The host part of docker_host: the engine's machine as the controller reaches it (None for a
+        unix socket: this machine)."""
         if not self.docker_host or self.scheme == "unix":
             return None
         return urlsplit(self.docker_host).hostname
+
+    @property
+    def address(self) -> str | None:
+        """Where the hosts' published ports answer: advertise_address, else the engine's machine."""
+        return self.advertise_address or self.machine
+
+    @property
+    def bind_address(self) -> str:
+        """The address of its machine a published port is bound to: the one in docker_host when that is an
+        IP address and nothing else is advertised, else every address of the machine (a name, or an
+        advertised address that may be another network's or a NAT's)."""
+        if self.advertise_address or (self.machine and not is_ip_address(self.machine)):
+            return "0.0.0.0"
+        return self.machine or "127.0.0.1"
 
     def describe(self) -> str:
         where = self.docker_host or "the default engine"
@@ -82,7 +99,7 @@ class Engine:
 
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "docker_host": self.docker_host, "tls": bool(self.tls), "weight": self.weight,
-                "max_hosts": self.max_hosts}
+                "max_hosts": self.max_hosts, "advertise_address": self.advertise_address}
 
     def connection_variables(self) -> dict[str, Any]:
         """Host variables that let community.docker's CLI connection (community.docker.docker) reach a
@@ -99,6 +116,14 @@ class Engine:
                 if path:
                     arguments.append(f"{flag}={path}")
         return {"ansible_docker_extra_args": shlex.join(arguments)}
+
+
+def is_ip_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        return False
 
 
 def is_loopback(hostname: str | None) -> bool:
@@ -172,7 +197,11 @@ def parse_engine(raw: Mapping[str, Any]) -> Engine:
         raise InfraError(f"Engine {name}: {docker_host} is plain TCP to another machine, so anyone on the network can "
                          "run containers as root there; give it tls (ca_cert, client_cert, client_key), use ssh://, "
                          "or set allow_insecure: true if that network is yours alone.")
-    return Engine(name=name, docker_host=docker_host, tls=tls,
+    advertise_address = raw.get("advertise_address")
+    if advertise_address is not None and not (isinstance(advertise_address, str) and is_ip_address(advertise_address)):
+        raise InfraError(f"Engine {name}: advertise_address {advertise_address!r} is not an IP address; give the "
+                         "address at which the balancer and the health check reach this engine's machine.")
+    return Engine(name=name, docker_host=docker_host, tls=tls, advertise_address=advertise_address,
                   weight=_count(name, "weight", raw.get("weight", 1), allow_none=False) or 0,
                   max_hosts=_count(name, "max_hosts", raw.get("max_hosts"), allow_none=True),
                   allow_insecure=allow_insecure)

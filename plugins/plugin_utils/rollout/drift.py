@@ -28,7 +28,7 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.drift_plan
     plan_stray_removals,
     recorded_hosts,
 )
-from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.fleet_engines import is_local
+from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.fleet_engines import default_addressing, host_endpoints
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.hosts import (
     ADDRESSING,
     HostSpec,
@@ -112,11 +112,9 @@ class Drift(FleetManager):
 
     def _hosts_of(self, balancer: Any, spec: HostSpec) -> ServiceHosts:
         """The service's hosts, reached as its rollouts reach them (addressing, with the same default)."""
-        addressing = self.params.get("addressing") or (
-            "container" if all(is_local(engine) for engine in self.engines) else "published")
+        addressing = self.params.get("addressing") or default_addressing(self.engines)
         return ServiceHosts(self.clients(), balancer, spec, self.progress, self.params["drain_timeout"],
-                            self.params["stop_timeout"], addressing,
-                            {engine.name: engine.address for engine in self.engines})
+                            self.params["stop_timeout"], **host_endpoints(self.engines, addressing))
 
     def balancer_mismatch(self) -> list[str]:
         """How the balancer differs from the hosts (servers at no running host, running hosts it lost,

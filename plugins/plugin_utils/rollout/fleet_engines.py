@@ -12,6 +12,7 @@ one lock per service whichever engines it reaches.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +24,7 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.engines.clients im
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.declaration import (
     ENGINES_ARGUMENT_SPEC,
     Engine,
+    is_ip_address,
     is_loopback,
 )
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.placement import Placement, plan_placement
@@ -56,7 +58,35 @@ FLEET_OPTION_NAMES = tuple(FLEET_ARGUMENT_SPEC)
 
 
 def is_local(engine: Engine) -> bool:
-    return engine.scheme == "unix" or is_loopback(engine.address)
+    return engine.scheme == "unix" or is_loopback(engine.machine)
+
+
+def default_addressing(engines: Sequence[Engine]) -> str:
+    return "container" if all(is_local(engine) for engine in engines) else "published"
+
+
+def resolved_address(engine: Engine) -> str | None:
+    """The engine's address as an IP address (HAProxy servers take IP addresses): a host name is looked up
+    here, IPv4 first."""
+    address = engine.address
+    if address is None or is_ip_address(address):
+        return address
+    try:
+        found = socket.getaddrinfo(address, None, type=socket.SOCK_STREAM)
+    except OSError as error:
+        raise InfraError(f"Engine {engine.name}: its machine {address} (from docker_host) does not resolve to an "
+                         f"address ({error.strerror or error}), and the balancer needs one for its hosts; set "
+                         "advertise_address. Nothing was changed.") from None
+    return str(sorted(found, key=lambda entry: entry[0] != socket.AF_INET)[0][4][0])
+
+
+def host_endpoints(engines: Sequence[Engine], addressing: str) -> dict[str, Any]:
+    """How ServiceHosts reaches the hosts of these engines: addressing, and with published ports each
+    engine's address and the address its ports are bound to."""
+    published = addressing == "published"
+    return {"addressing": addressing,
+            "addresses": {engine.name: resolved_address(engine) if published else engine.address for engine in engines},
+            "binds": {engine.name: engine.bind_address for engine in engines}}
 
 
 @dataclass
@@ -91,8 +121,8 @@ class Fleet:
                              "can run without it (place_down_share does not apply to it). Nothing was changed.",
                              engines_down=sorted(self.down))
 
-    def addresses(self) -> dict[str, str | None]:
-        return {engine.name: engine.address for engine in self.engines}
+    def host_endpoints(self) -> dict[str, Any]:
+        return host_endpoints(self.engines, self.addressing)
 
     def sources(self) -> dict[str, DockerClient]:
         """Every engine an image may be found on: the controller's own first (where bakes run), then the fleet."""
@@ -111,8 +141,7 @@ def open_fleet(params: Mapping[str, Any], engines: list[Engine], reached: Engine
     if transfer == "registry" and registry is None:
         raise InfraError("image_transfer is registry but no registry is set; give registry.address (host:port) "
                          "or use image_transfer: stream.")
-    addressing = params.get("addressing") or ("container" if all(is_local(engine) for engine in engines)
-                                              else "published")
+    addressing = params.get("addressing") or default_addressing(engines)
     fleet = Fleet(engines, reached.clients, reached.down, addressing, registry, transfer,
                   bool(params.get("place_down_share")))
     if params.get("engines") is None:

@@ -153,11 +153,12 @@ class ServiceHosts:
 
     def __init__(self, clients: DockerClient | Mapping[str, DockerClient], balancer: HAProxyBalancer | NoBalancer,
                  spec: HostSpec, progress: Callable[[str], None], drain_timeout: float = 30, stop_timeout: int = 10,
-                 addressing: str = "container", addresses: Mapping[str, str | None] | None = None) -> None:
+                 addressing: str = "container", addresses: Mapping[str, str | None] | None = None,
+                 binds: Mapping[str, str] | None = None) -> None:
         """clients: one engine, or engine name -> client in declaration order (the first coordinates).
         addressing: container (the balancer and the health check use the container's address on its
         network) or published (the port is published on the engine's machine, whose address is
-        addresses[engine], 127.0.0.1 when it has none)."""
+        addresses[engine], 127.0.0.1 when it has none, and bound there to binds[engine])."""
         self.clients = dict(clients) if isinstance(clients, Mapping) else {DEFAULT_ENGINE: clients}
         if not self.clients:
             raise InfraError("a service needs at least one engine.")
@@ -166,6 +167,7 @@ class ServiceHosts:
         self.client = next(iter(self.clients.values()))  # the coordinator
         self.addressing = addressing
         self.addresses = dict(addresses or {})
+        self.binds = dict(binds or {})
         self.placement: dict[str, str] = {}  # host to create -> its engine (the first engine otherwise)
         self.down: dict[str, str] = {}  # engines that stopped answering during this run -> why
         self.balancer = balancer
@@ -240,11 +242,6 @@ class ServiceHosts:
             published = published_port(inspected, port)
             return (self.addresses.get(engine) or "127.0.0.1", published) if published else (None, port)
         return container_address(inspected, self.spec.network), port
-
-    def publish_address(self, engine: str) -> str:
-        """The address of the engine's machine a published port is bound to (all of them for a name)."""
-        address = self.addresses.get(engine) or "127.0.0.1"
-        return address if re.fullmatch(r"[0-9.]+|[0-9a-fA-F:]+", address) else "0.0.0.0"
 
     # observe ------------------------------------------------------------------------------------
     def observe(self) -> Observation:
@@ -368,7 +365,7 @@ class ServiceHosts:
         environment = {str(key): str(value) for key, value in (container.get("env") or {}).items()}
         engine = self.where(name)
         if self.addressing == "published":
-            options["publish"] = (self.spec.port, self.publish_address(engine))
+            options["publish"] = (self.spec.port, self.binds.get(engine) or "127.0.0.1")
         labels = self.spec.labels(generation, index, self.rollout_id, engine if self.multi_engine else None)
         return self.clients[engine].create_container(self.spec.image_id, name, labels, environment,
                                                      container.get("networks") or [], **options)

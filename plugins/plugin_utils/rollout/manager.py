@@ -148,7 +148,7 @@ class Rollout(FleetManager):
                         self.params["health"], provenance.inputs_hash or "")
         coordinator = fleet.coordinator
         hosts = ServiceHosts(fleet.clients, self.balancer, spec, self.progress, self.params["drain_timeout"],
-                             self.params["stop_timeout"], fleet.addressing, fleet.addresses())
+                             self.params["stop_timeout"], **fleet.host_endpoints())
         hosts.down.update(fleet.down)
         hosts.rollout_id = self.rollout_id
         desired = rp.Desired(spec_hash=spec.spec_hash, **self.desired_settings)

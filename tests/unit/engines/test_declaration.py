@@ -77,6 +77,7 @@ def test_plain_tcp_is_allowed_on_loopback_or_when_said_explicitly():
     ({"name": "a", "docker_host": "unix:///a", "weight": -1}, "weight must be a whole number"),
     ({"name": "a", "docker_host": "unix:///a", "max_hosts": "3"}, "max_hosts must be a whole number"),
     ({"name": "a", "docker_host": "unix:///a", "zone": "x"}, "unknown option"),
+    ({"name": "a", "docker_host": "ssh://web1", "advertise_address": "web1.lan"}, "advertise_address 'web1.lan' is not an IP"),
 ])
 def test_bad_declarations_say_what_to_change(raw, message):
     with pytest.raises(InfraError, match=message):
@@ -123,6 +124,18 @@ def test_inventory_group_of_engine_hosts_becomes_engines():
         engines_from_group("empty", groups, hostvars)
     with pytest.raises(InfraError, match="Engine host web3 in group engines has no docker_host"):
         engines_from_group("engines", {"engines": ["web3"]}, {"web3": {}})
+
+
+@pytest.mark.parametrize(("raw", "address", "bind"), [
+    ({"docker_host": "unix:///run/docker.sock"}, None, "127.0.0.1"),
+    ({"docker_host": "tcp://10.0.0.5:2376", "tls": TLS}, "10.0.0.5", "10.0.0.5"),
+    ({"docker_host": "ssh://deploy@web1.example.com"}, "web1.example.com", "0.0.0.0"),
+    # Reached for management at one address, by the balancer at another (a NAT, another network).
+    ({"docker_host": "tcp://203.0.113.5:2376", "tls": TLS, "advertise_address": "10.0.0.5"}, "10.0.0.5", "0.0.0.0"),
+])
+def test_an_engine_is_reached_at_its_advertised_address_else_its_machine(raw, address, bind):
+    engine = parse_engine(dict(raw, name="a"))
+    assert (engine.address, engine.bind_address) == (address, bind)
 
 
 @pytest.mark.parametrize(("host", "loopback"), [("127.0.0.1", True), ("127.1.2.3", True), ("::1", True),

@@ -10,6 +10,7 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.engines.declaratio
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout import plan as rp
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.fleet_engines import (
     Fleet,
+    host_endpoints,
     is_local,
     place_hosts,
     require_fleet_verified,
@@ -113,3 +114,21 @@ def test_engines_on_this_machine_are_unix_and_loopback():
                          {"name": "here", "docker_host": "unix:///var/run/docker.sock"},
                          {"name": "loop", "docker_host": "tcp://localhost:2375"}])
     assert [is_local(engine) for engine in far] == [False, True, True]
+    # An advertised address changes where hosts are reached, not where the engine is.
+    advertised = parse_engines([{"name": "here", "docker_host": "tcp://127.0.0.1:2375", "advertise_address": "10.0.0.9"}])
+    assert is_local(advertised[0])
+
+
+def test_published_hosts_are_reached_at_an_ip_address_a_host_name_is_resolved_to():
+    engines = parse_engines([{"name": "named", "docker_host": "ssh://deploy@localhost"},
+                             {"name": "advertised", "docker_host": "ssh://ops@localhost",
+                              "advertise_address": "192.0.2.7"},
+                             {"name": "here", "docker_host": "unix:///var/run/docker.sock"}])
+    assert host_endpoints(engines, "published") == {
+        "addressing": "published", "addresses": {"named": "127.0.0.1", "advertised": "192.0.2.7", "here": None},
+        "binds": {"named": "0.0.0.0", "advertised": "0.0.0.0", "here": "127.0.0.1"}}
+    assert host_endpoints(engines, "container")["addresses"]["named"] == "localhost"  # not looked up: not used
+    unknown = parse_engines([{"name": "gone", "docker_host": "ssh://deploy@no-such-host.invalid"}])
+    with pytest.raises(InfraError, match="Engine gone: its machine no-such-host.invalid .* does not resolve.*"
+                                         "set advertise_address"):
+        host_endpoints(unknown, "published")
