@@ -61,7 +61,7 @@ options:
       advertise_address:
         description:
           - The IP address at which the balancer and the health check reach the published ports of this
-            engine's hosts (O(addressing=published)), when it is not the machine in O(engines[].docker_host)
+            engine's hosts (with published addressing), when it is not the machine in O(engines[].docker_host)
             (a NAT, or a management network of its own). The ports are then bound to every address of the
             machine.
           - Without it, a host name in O(engines[].docker_host) is looked up when the task starts, and a
