@@ -71,7 +71,8 @@ options:
     description:
       - An inventory group of engine hosts, as the task's inventory holds it; each host is an engine named
         after it (lower-cased), described by its variables C(docker_host), C(docker_tls) (the
-        O(engines[].tls) dictionary), C(engine_weight), C(engine_max_hosts), C(engine_allow_insecure) and C(engine_advertise_address).
+        O(engines[].tls) dictionary), C(engine_weight), C(engine_max_hosts), C(engine_allow_insecure) and
+        C(engine_advertise_address).
       - Not together with O(docker_host) or O(engines).
     type: str
 """

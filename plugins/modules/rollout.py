@@ -43,8 +43,9 @@ description:
     host failing on any engine reverts every engine. An engine that stops answering mid-way fails the
     task; every other engine is reverted at once and the journal stays, so the next run undoes the
     rollout on that engine too once it answers. When that engine is the coordinator, the revert runs
-    within the lock's lease (O(lock_timeout)), which no other controller can take over meanwhile. An engine that is down at the start is an error naming
-    it (see O(place_down_share)). The plan, check mode, progress lines and the ledger name each host's engine.
+    within the lock's lease (O(lock_timeout)), which no other controller can take over meanwhile. An
+    engine that is down at the start is an error naming it (see O(place_down_share)). The plan, check
+    mode, progress lines and the ledger name each host's engine.
 author:
   - immutable.infra contributors (@immutable-infra)
 extends_documentation_fragment:

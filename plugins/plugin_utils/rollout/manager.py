@@ -299,13 +299,11 @@ class Rollout(FleetManager):
         left (lock.check_lease before each step), with the stops it sends kept in memory only."""
         coordinator = self.fleet.coordinator_name
         where = f"during batch {hosts.doing.batch}" if hosts.doing and hosts.doing.batch else "mid-way"
-        if lost == coordinator:
-            self.progress(f"{self.service}: engine {lost}, which holds the lock and journal, stopped answering {where}; "
-                          f"reverting every other engine to {', '.join(plan.live_before) or 'nothing'} within the "
-                          f"{max(lock.lease_left(), 0):.0f} s its lease keeps other controllers out")
-        else:
-            self.progress(f"{self.service}: engine {lost} stopped answering {where}; reverting every other engine to "
-                          f"{', '.join(plan.live_before) or 'nothing'}")
+        holder, within = ((", which holds the lock and journal,",
+                           f" within the {max(lock.lease_left(), 0):.0f} s its lease keeps other controllers out")
+                          if lost == coordinator else ("", ""))
+        self.progress(f"{self.service}: engine {lost}{holder} stopped answering {where}; reverting every other engine "
+                      f"to {', '.join(plan.live_before) or 'nothing'}{within}")
         duration = round(time.monotonic() - started, 3)
         try:
             for _attempt in hosts.clients:  # another engine lost during the revert: revert the rest again
