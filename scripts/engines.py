@@ -1,18 +1,20 @@
-"""A multi-engine rig on this one machine: extra Docker engines reached over TLS, and a registry on loopback.
+"""A multi-engine rig on this one machine: extra Docker engines reached over TLS, and registries on loopback.
 
 Each engine is a real `dockerd` beside the machine's own, with its own --data-root, --exec-root,
 --pidfile, unix socket, TLS port on 127.0.0.1 and bridge (its own subnet, --iptables=false so it never
 touches the main engine's rules). The host reaches containers on every engine at their bridge address,
 and ports published on 127.0.0.1 through the engine's userland proxy. The registry is Debian's
-`docker-registry` with a config of its own (no auth, 127.0.0.1 only, storage in the rig directory).
+`docker-registry` with a config of its own (127.0.0.1 only, storage in the rig directory), run twice:
+open on the rig port, and with htpasswd basic auth one port below it (user `rig`, a password made at
+the first `up`, kept in the rig directory).
 
 Every step checks whether it is already done, so a second `up` takes about a second.
-What the rig offers is written to RIG_DIR/rig.json (engines, TLS files, registry) for tests and demos.
+What the rig offers is written to RIG_DIR/rig.json (engines, TLS files, registries) for tests and demos.
 
 Usage: python scripts/engines.py up | down [--purge] | status
 Environment: IMMUTABLE_INFRA_RIG_DIR (default /var/lib/immutable-infra/rig),
              IMMUTABLE_INFRA_RIG_ENGINES (default 3), IMMUTABLE_INFRA_RIG_PORT (default 23750: the
-             registry; engines listen on the next ports).
+             open registry; the authenticated one listens one below, engines on the next ports).
 """
 from __future__ import annotations
 
@@ -20,12 +22,14 @@ import datetime
 import ipaddress
 import json
 import os
+import secrets
 import shutil
 import signal
 import ssl
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -39,7 +43,9 @@ ENGINE_COUNT = int(os.environ.get("IMMUTABLE_INFRA_RIG_ENGINES", "3"))
 PORT = int(os.environ.get("IMMUTABLE_INFRA_RIG_PORT", "23750"))
 TLS_DIR = os.path.join(RIG_DIR, "tls")
 CLIENT_DIR = os.path.join(TLS_DIR, "client")  # ca.pem, cert.pem, key.pem: the names DOCKER_CERT_PATH expects
-REGISTRY_DIR = os.path.join(RIG_DIR, "registry")
+REGISTRY_DIR = os.path.join(RIG_DIR, "registry")  # storage shared by both registries
+AUTH_DIR = os.path.join(REGISTRY_DIR, "auth")
+REGISTRY_USER = "rig"
 REGISTRY_BINARY = "/usr/bin/docker-registry"
 PACKAGED_REGISTRY_CONFIG = "/etc/docker/registry/config.yml"
 START_TIMEOUT = 60
@@ -264,15 +270,69 @@ def start_engine(engine: RigEngine) -> float:
     return 0.0
 
 
-# registry ----------------------------------------------------------------------------------------
+# registries --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RigRegistry:
+    name: str
+    port: int
+    authenticated: bool
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def pidfile(self) -> str:
+        return os.path.join(RUN_DIR, f"{self.name}.pid")
+
+    @property
+    def label(self) -> str:
+        return "rig registry" + (" (basic auth)" if self.authenticated else "")
+
+    def describe(self) -> dict:
+        if not self.authenticated:
+            return {"address": self.address}
+        return {"address": self.address, "username": REGISTRY_USER, "password": registry_password()}
+
+
+OPEN_REGISTRY = RigRegistry("registry", PORT, authenticated=False)
+AUTH_REGISTRY = RigRegistry("registry-auth", PORT - 1, authenticated=True)
+REGISTRIES = (OPEN_REGISTRY, AUTH_REGISTRY)
+
+
 def registry_address() -> str:
-    return f"127.0.0.1:{PORT}"
+    return OPEN_REGISTRY.address
 
 
-def registry_answers() -> bool:
+def registry_password() -> str:
+    path = os.path.join(AUTH_DIR, "password")
+    if not os.path.exists(path):
+        os.makedirs(AUTH_DIR, mode=0o700, exist_ok=True)
+        _write(path, secrets.token_hex(16).encode())
+        os.chmod(path, 0o600)
+    with open(path, encoding="ascii") as handle:
+        return handle.read().strip()
+
+
+def _htpasswd() -> str:
+    """The registry's htpasswd file (bcrypt, the only hash distribution takes), made from the password."""
+    path = os.path.join(AUTH_DIR, "htpasswd")
+    if not os.path.exists(path):
+        ensure_packages({"htpasswd": "apache2-utils"})
+        made = subprocess.run(["htpasswd", "-Bbn", REGISTRY_USER, registry_password()], capture_output=True,
+                              check=True, text=True)
+        _write(path, made.stdout.strip().encode() + b"\n")
+        os.chmod(path, 0o600)
+    return path
+
+
+def registry_answers(registry: RigRegistry) -> bool:
+    """The open registry answers 200; the authenticated one 401 without credentials."""
     try:
-        with urllib.request.urlopen(f"http://{registry_address()}/v2/", timeout=3) as response:
-            return response.status == 200
+        with urllib.request.urlopen(f"http://{registry.address}/v2/", timeout=3) as response:
+            return response.status == 200 and not registry.authenticated
+    except urllib.error.HTTPError as error:
+        return error.code == 401 and registry.authenticated
     except OSError:
         return False
 
@@ -306,39 +366,52 @@ def stop_packaged_registry() -> None:
         say(f"rig registry: stopped the package's own registry on :5000 (pid {pid})")
 
 
-def start_registry() -> float:
-    pidfile = os.path.join(RUN_DIR, "registry.pid")
-    if _pid(pidfile) and registry_answers():
+def _registry_config(registry: RigRegistry) -> str:
+    auth = (f"auth:\n  htpasswd:\n    realm: immutable-infra-rig\n    path: {_htpasswd()}\n"
+            if registry.authenticated else "")
+    config = os.path.join(REGISTRY_DIR, f"{registry.name}.yml")
+    _write(config, (f"version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {REGISTRY_DIR}/storage\n"
+                    f"  delete:\n    enabled: true\nhttp:\n  addr: {registry.address}\n{auth}").encode())
+    return config
+
+
+def start_registry(registry: RigRegistry) -> float:
+    if _pid(registry.pidfile) and registry_answers(registry):
         return 0.0
     started = time.monotonic()
-    if not os.path.exists(REGISTRY_BINARY):
-        ensure_packages({REGISTRY_BINARY: "docker-registry"})
-    stop_packaged_registry()
-    _stop(pidfile, "registry (not answering)")
+    _stop(registry.pidfile, f"{registry.label} (not answering)")
     os.makedirs(os.path.join(REGISTRY_DIR, "storage"), exist_ok=True)
     os.makedirs(RUN_DIR, exist_ok=True)
-    config = os.path.join(REGISTRY_DIR, "config.yml")
-    _write(config, (f"version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {REGISTRY_DIR}/storage\n"
-                    f"  delete:\n    enabled: true\nhttp:\n  addr: {registry_address()}\n").encode())
-    with open(os.path.join(REGISTRY_DIR, "registry.log"), "ab") as log:
+    config = _registry_config(registry)
+    log_path = os.path.join(REGISTRY_DIR, f"{registry.name}.log")
+    with open(log_path, "ab") as log:
         process = subprocess.Popen([REGISTRY_BINARY, "serve", config], stdout=log, stderr=log,
                                    stdin=subprocess.DEVNULL, start_new_session=True)
-    _write(pidfile, f"{process.pid}\n".encode())
+    _write(registry.pidfile, f"{process.pid}\n".encode())
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
-        if registry_answers():
+        if registry_answers(registry):
             return time.monotonic() - started
         if process.poll() is not None:
             break
         time.sleep(0.1)
-    die(f"the registry did not answer on {registry_address()}; see {os.path.join(REGISTRY_DIR, 'registry.log')}")
+    die(f"the {registry.label} did not answer on {registry.address}; see {log_path}")
     return 0.0
+
+
+def start_registries() -> list[float]:
+    if not os.path.exists(REGISTRY_BINARY):
+        ensure_packages({REGISTRY_BINARY: "docker-registry"})
+    stop_packaged_registry()
+    return [start_registry(registry) for registry in REGISTRIES]
 
 
 # steps -------------------------------------------------------------------------------------------
 def write_description() -> None:
     _write(os.path.join(RIG_DIR, "rig.json"), json.dumps(
-        {"engines": [engine.describe() for engine in engines()], "registry": registry_address()}, indent=2).encode())
+        {"engines": [engine.describe() for engine in engines()], "registry": registry_address(),
+         "auth_registry": AUTH_REGISTRY.describe()}, indent=2).encode())
+    os.chmod(os.path.join(RIG_DIR, "rig.json"), 0o600)  # it holds the authenticated registry's password
 
 
 def _started(seconds: float) -> str:
@@ -352,12 +425,13 @@ def up() -> None:
     started = time.monotonic()
     ensure_certificates()
     with ThreadPoolExecutor(max_workers=ENGINE_COUNT + 1) as pool:
-        registry = pool.submit(start_registry)
+        registries = pool.submit(start_registries)
         timings = list(pool.map(start_engine, engines()))
-        registry_seconds = registry.result()
+        registry_timings = registries.result()
     for engine, seconds in zip(engines(), timings, strict=True):
         say(f"rig engine {engine.name}: {_started(seconds)} ({engine.docker_host}, TLS; containers on {engine.subnet})")
-    say(f"rig registry: {_started(registry_seconds)} ({registry_address()})")
+    for registry, seconds in zip(REGISTRIES, registry_timings, strict=True):
+        say(f"{registry.label}: {_started(seconds)} ({registry.address})")
     write_description()
     say(f"rig: ready in {time.monotonic() - started:.1f} s ({os.path.join(RIG_DIR, 'rig.json')})")
 
@@ -367,7 +441,8 @@ def down(purge: bool) -> None:
         _stop(engine.pidfile, f"rig engine {engine.name}")
         if subprocess.run(["ip", "link", "show", engine.bridge], capture_output=True, check=False).returncode == 0:
             subprocess.run(["ip", "link", "delete", engine.bridge], check=False)
-    _stop(os.path.join(RUN_DIR, "registry.pid"), "rig registry")
+    for registry in REGISTRIES:
+        _stop(registry.pidfile, registry.label)
     if os.path.exists(os.path.join(RIG_DIR, "rig.json")):
         os.unlink(os.path.join(RIG_DIR, "rig.json"))
     if purge:
@@ -379,7 +454,8 @@ def down(purge: bool) -> None:
 def status() -> None:
     for engine in engines():
         say(f"rig engine {engine.name}: {'up' if engine_answers(engine) else 'down'} ({engine.docker_host})")
-    say(f"rig registry: {'up' if registry_answers() else 'down'} ({registry_address()})")
+    for registry in REGISTRIES:
+        say(f"{registry.label}: {'up' if registry_answers(registry) else 'down'} ({registry.address})")
 
 
 def main(argv: list[str]) -> None:

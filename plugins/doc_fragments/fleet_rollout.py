@@ -32,6 +32,19 @@ options:
       ca_cert:
         description: The CA of a registry on another machine, when it is not in the system's trust store.
         type: path
+      username:
+        description:
+          - The user to push and pull as, for a registry with authentication (htpasswd basic auth, or a
+            token service). Give it with O(registry.password), or neither.
+          - The credentials go to each engine with its push and pull; no engine needs a C(docker login).
+            A basic-auth registry that refuses them, or one that asks for credentials when none are
+            given, stops the task before anything is tagged, pushed or pulled.
+        type: str
+      password:
+        description:
+          - The password or access token of O(registry.username). Kept out of logs and results; keep it in
+            Ansible Vault or an environment lookup rather than in the playbook.
+        type: str
   image_transfer:
     description:
       - How the image reaches engines that lack it, before any host starts. V(auto) uses O(registry) when

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import docker
 import pytest
+from rollout_support import SharedHello
 from support import BASE_IMAGE, IMAGE_PREFIX, Playbooks
+
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
 
 
 @pytest.fixture(scope="session")
@@ -37,6 +40,12 @@ def base_image(docker_client):
         return docker_client.images.get(BASE_IMAGE)
     except docker.errors.ImageNotFound:
         pytest.fail(f"base image {BASE_IMAGE} is missing; run 'make setup' first")
+
+
+@pytest.fixture(scope="session")
+def shared_hello(docker_client, base_image):
+    """Verified hello images by version, baked once per session for every module that only reads them."""
+    return SharedHello(DockerClient())
 
 
 @pytest.fixture

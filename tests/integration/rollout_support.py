@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import tempfile
@@ -23,8 +24,10 @@ DEMO_DIR = os.path.join(REPO_ROOT, "examples", "demo")
 HELLO_CONFIG = {"cmd": ["/usr/local/bin/hello-server", "/etc/hello/hello.json"], "user": "hello",
                 "exposed_ports": ["8000/tcp"]}
 
-__all__ = ["SteadyLoad", "bake_hello_images", "service_name", "remove_service", "rollout_task", "HELLO_CONFIG",
-           "BACKEND", "service", "proxy"]
+IGNORING_SIGTERM = {"hello_ignore_sigterm": True}  # docker stop waits stop_timeout, then kills
+
+__all__ = ["SteadyLoad", "IGNORING_SIGTERM", "bake_hello_images", "SharedHello", "service_name", "remove_service",
+           "rollout_task", "HELLO_CONFIG", "BACKEND", "service", "proxy"]
 BACKEND = BackendConfig("web", slots=12, health_path="/healthz")
 
 
@@ -50,6 +53,27 @@ def bake_hello_images(versions: dict[str, dict], verified: bool = True, config: 
         if verified:
             record_verdict(client, result["image_id"], True, {"time": "test", "reference": result["image_id"]})
     return images
+
+
+class SharedHello:
+    """Verified hello images shared by every test module of a session: a version with the same vars and
+    config is baked once (its first user bakes it) and read by the others. Modules that need an image
+    nobody else may touch (a failed verdict, none at all, one they delete) bake their own."""
+
+    def __init__(self, client: DockerClient):
+        self._client = client
+        self._baked: dict[str, str] = {}
+
+    def __call__(self, versions: dict[str, dict], config: dict | None = None) -> dict[str, str]:
+        def key(version: str) -> str:
+            return json.dumps([version, versions[version], config or HELLO_CONFIG], sort_keys=True)
+
+        missing = {version: variables for version, variables in versions.items()
+                   if key(version) not in self._baked or self._client.image(self._baked[key(version)]) is None}
+        if missing:
+            for version, image_id in bake_hello_images(missing, config=config).items():
+                self._baked[key(version)] = image_id
+        return {version: self._baked[key(version)] for version in versions}
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import tempfile
 
 import pytest
 from haproxy_support import start_haproxy  # noqa: F401  pylint: disable=unused-import
-from rollout_support import BACKEND, DEMO_DIR, bake_hello_images, remove_service, rollout_task, service_name
+from rollout_support import BACKEND, DEMO_DIR, remove_service, rollout_task, service_name
 from support import BASE_IMAGE, Playbooks, image_name
 
 HUGE = "a" * 5000
@@ -180,8 +180,8 @@ def snapshot(docker_client, proxy, ledger):
 
 
 @pytest.fixture
-def setup(docker_client, base_image, start_haproxy):
-    image = bake_hello_images({"1.0": {}})["1.0"]
+def setup(docker_client, shared_hello, start_haproxy):
+    image = shared_hello({"1.0": {}})["1.0"]
     proxy = start_haproxy(BACKEND)
     project_dir = tempfile.mkdtemp(prefix="bad-input-")
     os.symlink(os.path.join(DEMO_DIR, "roles"), os.path.join(project_dir, "roles"))

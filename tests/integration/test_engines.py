@@ -1,5 +1,6 @@
-"""Several real engines (the rig: make engines): TLS, plain TCP refused, images shipped by registry and
-by save/load with their ID unchanged, a registry that is down, containers reachable across engines."""
+"""Several real engines (the rig: make engines): TLS, plain TCP refused, images shipped by registry (open
+or with basic auth) and by save/load with their ID unchanged, a registry that is down or refuses the
+credentials, containers reachable across engines."""
 
 from __future__ import annotations
 
@@ -103,6 +104,45 @@ def test_ship_through_the_registry_keeps_the_image_id_on_three_engines(rig, ship
     assert clients["local"].image(image_id)["RepoTags"] == local_tags  # the push tag is gone again
     again = plan_shipping(image_id, image_presence(clients, image_id), names, registry)
     assert again.method == "none"
+
+
+def _authenticated(description: dict, **changes) -> Registry:
+    settings = dict(description["auth_registry"], repository=f"itest/{uuid.uuid4().hex[:8]}", **changes)
+    return Registry(settings["address"], settings["repository"], username=settings["username"],
+                    password=settings["password"])
+
+
+def test_ship_through_a_registry_with_basic_auth_passes_the_credentials_to_each_engine(rig, shipped):
+    description, engines = rig[0], rig[1]
+    image_id, clients = shipped
+    names = [engine.name for engine in engines[:2]]
+    registry = _authenticated(description)
+    plan = plan_shipping(image_id, image_presence(clients, image_id), names, registry)
+
+    result = ship_image(plan, clients, registry)
+
+    for name in names:  # no engine has logged in: the credentials came with each pull
+        assert clients[name].image(image_id)["Id"] == image_id
+        assert f"{registry.address}/{registry.repository}@{result.digest}" in clients[name].image(image_id)["RepoDigests"]
+
+
+@pytest.mark.parametrize("credentials, expected", [
+    ({"username": None, "password": None}, "asks for credentials; give registry.username and registry.password"),
+    ({"password": "not-the-password"}, "refused the credentials of user rig"),
+], ids=["none-given", "wrong-password"])
+def test_a_registry_refusing_the_credentials_is_a_clear_error_and_changes_nothing(rig, shipped, credentials, expected):
+    description, engines = rig[0], rig[1]
+    image_id, clients = shipped
+    names = [engine.name for engine in engines]
+    registry = _authenticated(description, **credentials)
+    local_before = clients["local"].image(image_id)
+    plan = plan_shipping(image_id, image_presence(clients, image_id), names, registry)
+
+    with pytest.raises(InfraError, match=rf"The registry {registry.address} {expected}.* Nothing was pushed or pulled"):
+        ship_image(plan, clients, registry)
+
+    assert image_presence(clients, image_id) == {"local": True, **dict.fromkeys(names, False)}
+    assert clients["local"].image(image_id)["RepoTags"] == local_before["RepoTags"]
 
 
 def test_ship_by_save_and_load_streams_to_three_engines(rig, shipped):

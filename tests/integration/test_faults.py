@@ -20,7 +20,7 @@ import docker
 import pytest
 from engines_support import rig_description
 from haproxy_support import restart_forgetting_servers, start_haproxy  # noqa: F401  pylint: disable=unused-import
-from rollout_support import HELLO_CONFIG, SteadyLoad, bake_hello_images, proxy, rollout_task, service  # noqa: F401  pylint: disable=unused-import
+from rollout_support import IGNORING_SIGTERM, SteadyLoad, proxy, rollout_task, service  # noqa: F401  pylint: disable=unused-import
 from test_rollout import in_balancer, kill_controller
 
 pytestmark = pytest.mark.faults
@@ -32,10 +32,6 @@ HEAL_KILLS = 20 if LONG else 1
 MANY = 10 ** 6  # requests: the load is bounded by time in these trials
 # make test has a time budget: these trials run in the long form only
 long_only = pytest.mark.skipif(not LONG, reason="in the long fault suite only (make faults)")
-# PID 1 is a shell that ignores SIGTERM, so every stop takes the whole stop_timeout and is still under way
-# in the engine when a controller dies right after sending it.
-STUBBORN_CONFIG = dict(HELLO_CONFIG, cmd=[
-    "/bin/sh", "-c", "trap '' TERM; /usr/local/bin/hello-server /etc/hello/hello.json & wait"])
 GATE = """
 import os, sys, time
 open(sys.argv[1], "w").close()
@@ -46,13 +42,15 @@ while not os.path.exists(sys.argv[2]) and time.time() < deadline:
 
 
 @pytest.fixture(scope="module")
-def hello(docker_client, base_image):
-    return bake_hello_images({"1.0": {}, "2.0": {}})
+def hello(shared_hello):
+    return shared_hello({"1.0": {}, "2.0": {}})
 
 
 @pytest.fixture(scope="module")
-def stubborn(docker_client, base_image):
-    return bake_hello_images({"1.0": {}, "2.0": {}}, config=STUBBORN_CONFIG)
+def stubborn(shared_hello):
+    """Versions whose server ignores SIGTERM, so every stop takes the whole stop_timeout and is still under
+    way in the engine when a controller dies right after sending it."""
+    return shared_hello(dict.fromkeys(("1.0", "2.0"), IGNORING_SIGTERM))
 
 
 def assert_consistent(docker_client, proxy, service, live):

@@ -16,7 +16,7 @@ import time
 import pytest
 from engines_support import remove_everywhere, rig_or_skip
 from haproxy_support import start_haproxy  # noqa: F401  pylint: disable=unused-import
-from rollout_support import SteadyLoad, bake_hello_images, proxy, remove_service, rollout_task, service_name  # noqa: F401  pylint: disable=unused-import
+from rollout_support import SteadyLoad, proxy, remove_service, rollout_task, service_name  # noqa: F401  pylint: disable=unused-import
 from support import REPO_ROOT
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import verdict_volume_name
@@ -33,10 +33,10 @@ def rig():
 
 
 @pytest.fixture(scope="module")
-def hello(docker_client, base_image, rig):
+def hello(shared_hello, rig):
     """Two verified versions of the example service, baked on the controller's own engine only (so the
     first rollout has to ship them); removed from every rig engine afterwards."""
-    images = bake_hello_images({"1.0": {}, "2.0": {}})
+    images = shared_hello({"1.0": {}, "2.0": {}})
     yield images
     clients = rig[2]
     for image_id in images.values():
@@ -61,7 +61,8 @@ def engines_option(description: dict) -> list[dict]:
 def fleet_task(rig, service: str, image: str, proxy, **options) -> dict:
     options.setdefault("health", FAST_HEALTH)
     options.setdefault("engines", engines_option(rig[0]))
-    return rollout_task(service, image, proxy, registry={"address": rig[0]["registry"]}, **options)
+    options.setdefault("registry", {"address": rig[0]["registry"]})
+    return rollout_task(service, image, proxy, **options)
 
 
 def where(rig, service: str, running: bool | None = True) -> dict[str, str]:
@@ -115,8 +116,11 @@ def test_rolling_over_three_engines_ships_the_image_and_drops_nothing(project, r
     engines = [engine["name"] for engine in rig[0]["engines"]]
     for engine in engines:
         drop_image(rig, engine, hello["1.0"])
-    first = project.run([fleet_task(rig, fleet_service, hello["1.0"], proxy)])["rollout"]
+    authenticated = dict(rig[0]["auth_registry"], repository=f"itest/{fleet_service}")
+    run = project.run([fleet_task(rig, fleet_service, hello["1.0"], proxy, registry=authenticated)], extra_args=["-v"])
+    first = run["rollout"]
     assert first["changed"] and first["generation"] == 1, first.get("msg")
+    assert authenticated["password"] not in run.output + json.dumps(first)  # no_log, in the result too
     hosts = {f"{fleet_service}-1-{index}": engine for index, engine in enumerate(engines, start=1)}
     assert first["hosts"] == hosts and where(rig, fleet_service) == hosts
     assert (first["shipping"]["method"], first["shipping"]["targets"]) == ("registry", engines)

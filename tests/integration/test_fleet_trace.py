@@ -14,7 +14,7 @@ import tempfile
 import pytest
 from engines_support import remove_everywhere, rig_or_skip
 from haproxy_support import HAProxyProcess
-from rollout_support import BACKEND, SteadyLoad, bake_hello_images, remove_service, rollout_task, service_name
+from rollout_support import BACKEND, SteadyLoad, remove_service, rollout_task, service_name
 from support import Playbooks
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import verdict_volume_name
@@ -63,9 +63,9 @@ class Fleet:
 
 
 @pytest.fixture(scope="module")
-def fleet(docker_client, base_image):
+def fleet(docker_client, shared_hello):
     description, engines, clients = rig_or_skip()
-    images = bake_hello_images({"1.0": {}, "2.0": {}})
+    images = shared_hello({"1.0": {}, "2.0": {}})
     service = service_name()
     workdir = tempfile.mkdtemp(prefix="fleet-trace-")
     proxy = HAProxyProcess(tempfile.mkdtemp(prefix="haproxy-"), (BACKEND,)).start()

@@ -16,17 +16,16 @@ import uuid
 
 import pytest
 from haproxy_support import BackendConfig, start_haproxy  # noqa: F401  pylint: disable=unused-import
-from rollout_support import DEMO_DIR, SteadyLoad, bake_hello_images, remove_service, rollout_task
+from rollout_support import DEMO_DIR, IGNORING_SIGTERM, SteadyLoad, remove_service, rollout_task
 from test_rollout import run_in_background, wait_for_container
 
 STOP_TIMEOUT = 30  # long, so that waiting for a host that ignores SIGTERM would show in every duration
 
 
 @pytest.fixture(scope="module")
-def stubborn(docker_client, base_image):
+def stubborn(shared_hello):
     """hello versions that ignore SIGTERM (docker stop waits stop_timeout, then kills them)."""
-    return bake_hello_images({"1.0": {"hello_ignore_sigterm": True}, "2.0": {"hello_ignore_sigterm": True},
-                              "3.0": {"hello_ignore_sigterm": True}})
+    return shared_hello(dict.fromkeys(("1.0", "2.0", "3.0"), IGNORING_SIGTERM))
 
 
 @pytest.fixture

@@ -16,8 +16,8 @@ from test_rollout import in_balancer
 
 
 @pytest.fixture(scope="module")
-def hello(docker_client, base_image):
-    return bake_hello_images({"1.0": {}, "2.0": {}, "2.1": {}})
+def hello(shared_hello):
+    return shared_hello({"1.0": {}, "2.0": {}, "2.1": {}})
 
 
 def balancer(proxy):

@@ -17,9 +17,9 @@ from support import containers_created
 
 
 @pytest.fixture(scope="module")
-def hello(docker_client, base_image):
+def hello(shared_hello):
     """Three verified versions of the example service; 3.0 answers /healthz with 503."""
-    return bake_hello_images({"1.0": {}, "2.0": {}, "3.0": {"hello_healthy": False}})
+    return shared_hello({"1.0": {}, "2.0": {}, "3.0": {"hello_healthy": False}})
 
 
 def hosts(docker_client, service, running=None):

@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 
 from ansible import constants as C
 from ansible.errors import AnsibleActionFail
+from ansible.module_utils.common.parameters import remove_values
 from ansible.plugins.action import ActionBase
 from ansible.release import __version__ as ansible_core_version
 from ansible.utils.collection_loader import AnsibleCollectionConfig
@@ -17,7 +18,7 @@ from ansible.utils.display import Display
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.interrupts import hold_signals_for_workers, note_progress
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.options import check_text, one_sentence
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.options import check_text, one_sentence, secret_values
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.task import Manager, TaskContext, task_argument_spec
 
 display = Display()
@@ -39,12 +40,14 @@ class InfraAction(ActionBase):
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
+        secrets: set[str] = set()
         try:
             params = validated_params(self, self.task_argument_spec())
+            secrets = secret_values(params, self.task_argument_spec())
             result.update(self.manage(params, self.task_context()))
         except InfraError as error:
             result.update(failed=True, msg=error.message, **error.details)
-        return result
+        return remove_values(result, secrets) if secrets else result
 
     def manage(self, params: dict[str, Any], context: TaskContext) -> dict[str, Any]:
         """Does the module's work; returns its result."""

@@ -150,14 +150,14 @@ class DockerClient:
         except APIError as error:
             raise InfraError(f"Docker could not report its disk usage: {error.explanation}") from None
 
-    def pull(self, reference: str) -> dict[str, Any]:
+    def pull(self, reference: str, auth_config: dict[str, str] | None = None) -> dict[str, Any]:
         if "@" in reference:  # repository@sha256:...: the engine takes a digest in place of the tag
             repository, tag = reference.split("@", 1)
         else:
             repository, tag = (reference.rsplit(":", 1) if ":" in reference.rsplit("/", maxsplit=1)[-1]
                                else (reference, "latest"))
         try:
-            self.api.pull(repository, tag=tag)
+            self.api.pull(repository, tag=tag, auth_config=auth_config)
         except DockerException as error:
             raise InfraError(f"Image {reference} is not in the local engine and pulling it failed: {error}.") from None
         image = self.image(reference)
@@ -165,11 +165,11 @@ class DockerClient:
             raise InfraError(f"Image {reference} could not be found after pulling it.")
         return image
 
-    def push(self, repository: str, tag: str) -> str:
+    def push(self, repository: str, tag: str, auth_config: dict[str, str] | None = None) -> str:
         """Push repository:tag to its registry; returns the manifest digest the registry gave it."""
         digest = None
         try:
-            for event in self.api.push(repository, tag=tag, stream=True, decode=True):
+            for event in self.api.push(repository, tag=tag, stream=True, decode=True, auth_config=auth_config):
                 if event.get("error"):
                     raise InfraError(f"Pushing {repository}:{tag} failed: {event['error']}.")
                 digest = ((event.get("aux") or {}).get("Digest")) or digest

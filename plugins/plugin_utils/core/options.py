@@ -49,6 +49,23 @@ def check_text(params: dict[str, Any], argument_spec: dict[str, Any], prefix: st
                     check_text(item, spec["options"], f"{option}.")
 
 
+def secret_values(params: dict[str, Any], argument_spec: dict[str, Any]) -> set[str]:
+    """The values of no_log options (suboptions too): an action plugin's result is not masked by
+    Ansible as a module's is, so the action masks these itself."""
+    found = set()
+    for name, spec in argument_spec.items():
+        value = params.get(name)
+        if value is None:
+            continue
+        if spec.get("no_log") and isinstance(value, str) and value:
+            found.add(value)
+        if spec.get("options"):
+            for item in value if isinstance(value, list) else [value]:
+                if isinstance(item, dict):
+                    found |= secret_values(item, spec["options"])
+    return found
+
+
 def one_sentence(message: str, module: str) -> str:
     """Ansible's argument validation message, as one sentence naming the module."""
     text = " ".join(str(message).split())

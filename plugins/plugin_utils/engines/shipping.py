@@ -8,8 +8,9 @@ Two ways, one identity: the image ID (the digest of the image's config) survives
 - stream: `docker save` on an engine that has it, streamed into `docker load` on every engine that
   lacks it at once (one export, a bounded queue per target: never the whole image in memory).
 
-plan_shipping is pure; ship_image applies a plan. A registry that does not answer is found before
-anything is tagged, pushed or pulled.
+plan_shipping is pure; ship_image applies a plan. A registry that does not answer, or that refuses
+the credentials given (or asks for some when none are), is found before anything is tagged, pushed or
+pulled. Credentials go to each engine with its push or pull (no `docker login` on any engine).
 """
 
 from __future__ import annotations
@@ -41,6 +42,15 @@ class Registry:
     address: str  # host:port, as engines pull from it
     repository: str = DEFAULT_REPOSITORY
     ca_cert: str | None = None  # for a registry on another machine (TLS), when its CA is not the system's
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+    @property
+    def auth_config(self) -> dict[str, str] | None:
+        """What the engine API takes with a push or pull (sent as X-Registry-Auth)."""
+        if self.username is None or self.password is None:
+            return None
+        return {"username": self.username, "password": self.password, "serveraddress": self.address}
 
     @property
     def loopback(self) -> bool:
@@ -72,7 +82,12 @@ def parse_registry(raw: Mapping[str, Any] | str | None) -> Registry | None:
     repository = str(raw.get("repository") or DEFAULT_REPOSITORY)
     if repository != repository.lower() or repository.startswith("/") or " " in repository:
         raise InfraError(f"Registry repository {repository!r} must be a lower-case path such as {DEFAULT_REPOSITORY}.")
-    return Registry(address, repository, raw.get("ca_cert"))
+    username, password = raw.get("username") or None, raw.get("password") or None
+    if (username is None) != (password is None):
+        raise InfraError(f"Registry {address} has a {'username' if username else 'password'} but no "
+                         f"{'password' if username else 'username'}; give both, or neither for a registry "
+                         "without authentication.")
+    return Registry(address, repository, raw.get("ca_cert"), username, password)
 
 
 @dataclass
@@ -129,14 +144,25 @@ class ShipResult:
 
 
 def check_registry(registry: Registry, timeout: float = 5) -> None:
-    """Raises a sentence when the registry does not answer its API base (200, or 401: it answers)."""
+    """Raises a sentence when the registry does not answer its API base, asks for credentials that were
+    not given, or refuses the ones given. Basic auth is checked here; a token registry (a Bearer
+    challenge) hands out tokens to the engines themselves, so its credentials are checked by the push."""
     problem = ""
     try:
-        with open_url(registry.url, timeout=timeout, use_proxy=False, ca_path=registry.ca_cert, use_netrc=False):
+        with open_url(registry.url, timeout=timeout, use_proxy=False, ca_path=registry.ca_cert, use_netrc=False,
+                      url_username=registry.username, url_password=registry.password,
+                      force_basic_auth=registry.auth_config is not None):
             pass
     except urllib.error.HTTPError as error:
+        challenge = (error.headers.get("WWW-Authenticate") or "").split(" ", 1)[0].lower()
         if error.code != 401:
             problem = f"HTTP {error.code}"
+        elif not registry.auth_config:
+            raise InfraError(f"The registry {registry.address} asks for credentials; give registry.username and "
+                             "registry.password (a user allowed to push and pull). Nothing was pushed or pulled.") from None
+        elif challenge == "basic":
+            raise InfraError(f"The registry {registry.address} refused the credentials of user {registry.username}; "
+                             "check registry.username and registry.password. Nothing was pushed or pulled.") from None
     except (OSError, ValueError, UrlConnectionError) as error:
         problem = str(getattr(error, "reason", None) or error)
     if problem:
@@ -182,7 +208,7 @@ def _through_registry(plan: ShipPlan, clients: Mapping[str, DockerClient], regis
     source.tag(plan.image_id, repository, tag)
     pushed = time.monotonic()
     try:
-        digest = source.push(repository, tag)
+        digest = source.push(repository, tag, registry.auth_config)
     finally:
         if had_tags:  # the push tag would be the image's last name otherwise: untagging would delete it
             source.remove_image(f"{repository}:{tag}")
@@ -193,7 +219,7 @@ def _through_registry(plan: ShipPlan, clients: Mapping[str, DockerClient], regis
         client = clients[target]
         reference = f"{repository}@{digest}"
         try:
-            pulled = client.pull(reference)
+            pulled = client.pull(reference, registry.auth_config)
         except InfraError as error:
             raise InfraError(f"Engine {target} could not pull {reference}: {error.message}") from None
         if pulled["Id"] != plan.image_id:

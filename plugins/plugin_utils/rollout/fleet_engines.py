@@ -49,6 +49,8 @@ FLEET_ARGUMENT_SPEC: dict[str, Any] = {
         "address": {"type": "str", "required": True},
         "repository": {"type": "str", "default": DEFAULT_REPOSITORY},
         "ca_cert": {"type": "path"},
+        "username": {"type": "str"},
+        "password": {"type": "str", "no_log": True},
     }},
     "image_transfer": {"type": "str", "default": "auto", "choices": list(METHODS)},
     "place_down_share": {"type": "bool", "default": False},

@@ -62,6 +62,17 @@ def test_registry_settings_are_validated():
         parse_registry({"address": "127.0.0.1:5000", "repository": "Team/Web"})
 
 
+def test_registry_credentials_come_in_pairs_and_stay_out_of_its_repr():
+    registry = parse_registry({"address": "127.0.0.1:5000", "username": "ci", "password": "s3cret"})
+    assert registry.auth_config == {"username": "ci", "password": "s3cret", "serveraddress": "127.0.0.1:5000"}
+    assert "s3cret" not in repr(registry)
+    assert REGISTRY.auth_config is None
+    with pytest.raises(InfraError, match="has a username but no password; give both"):
+        parse_registry({"address": "127.0.0.1:5000", "username": "ci"})
+    with pytest.raises(InfraError, match="has a password but no username; give both"):
+        parse_registry({"address": "127.0.0.1:5000", "password": "s3cret"})
+
+
 def test_the_newest_verdict_wins_whichever_engine_holds_it():
     passed = {"immutable.infra.verdict": "passed", "immutable.infra.time": "2026-01-01T00:00:01Z"}
     failed = {"immutable.infra.verdict": "failed", "immutable.infra.time": "2026-01-02T00:00:01Z"}
