@@ -25,7 +25,7 @@ STOP_TIMEOUT = 30  # long, so that waiting for a host that ignores SIGTERM would
 @pytest.fixture(scope="module")
 def stubborn(shared_hello):
     """hello versions that ignore SIGTERM (docker stop waits stop_timeout, then kills them)."""
-    return shared_hello(dict.fromkeys(("1.0", "2.0", "3.0"), IGNORING_SIGTERM))
+    return shared_hello(dict.fromkeys(("1.0", "2.0"), IGNORING_SIGTERM))
 
 
 @pytest.fixture
