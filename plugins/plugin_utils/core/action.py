@@ -40,10 +40,11 @@ class InfraAction(ActionBase):
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
+        spec = self.task_argument_spec()
         secrets: set[str] = set()
         try:
-            params = validated_params(self, self.task_argument_spec())
-            secrets = secret_values(params, self.task_argument_spec())
+            params = validated_params(self, spec)
+            secrets = secret_values(params, spec)
             result.update(self.manage(params, self.task_context()))
         except InfraError as error:
             result.update(failed=True, msg=error.message, **error.details)
