@@ -25,7 +25,7 @@ help:
 	@echo "make bench  benchmarks against the anchors (see bench/README.md)"
 	@echo "make demo-vm  bake the example service, make a VM disk of it, boot it under qemu and test it"
 	@echo "make test-vm  the VM disk tests (build, boot, verdict, cache, bad input)"
-	@echo "make engines       start the multi-engine rig: 3 more engines over TLS and a registry on loopback"
+	@echo "make engines       start the multi-engine rig: 3 more engines over TLS and two registries on loopback (one with auth)"
 	@echo "make engines-down  stop it (scripts/engines.py down --purge also removes its images and certificates)"
 
 venv:
@@ -34,7 +34,7 @@ venv:
 engine: venv
 	@$(PYTHON) scripts/ensure_host.py engine
 
-# Three more Docker engines (TLS on 127.0.0.1) and a registry, for the multi-engine tests and demo.
+# Three more Docker engines (TLS on 127.0.0.1) and two registries, for the multi-engine tests and demo.
 # About a second when they are up already; see docs/fleet.md.
 engines: venv engine
 	@$(PYTHON) scripts/engines.py up
