@@ -103,6 +103,7 @@ def engines() -> list[RigEngine]:
 def _write(path: str, data: bytes, mode: int = 0o644) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode), "wb") as handle:
+        os.fchmod(handle.fileno(), mode)  # a file that already existed keeps its old mode otherwise
         handle.write(data)
 
 
@@ -300,16 +301,11 @@ AUTH_REGISTRY = RigRegistry("registry-auth", PORT - 1, authenticated=True)
 REGISTRIES = (OPEN_REGISTRY, AUTH_REGISTRY)
 
 
-def registry_address() -> str:
-    return OPEN_REGISTRY.address
-
-
 def registry_password() -> str:
     path = os.path.join(AUTH_DIR, "password")
     if not os.path.exists(path):
         os.makedirs(AUTH_DIR, mode=0o700, exist_ok=True)
-        _write(path, secrets.token_hex(16).encode())
-        os.chmod(path, 0o600)
+        _write(path, secrets.token_hex(16).encode(), 0o600)
     with open(path, encoding="ascii") as handle:
         return handle.read().strip()
 
@@ -321,8 +317,7 @@ def _htpasswd() -> str:
         ensure_packages({"htpasswd": "apache2-utils"})
         made = subprocess.run(["htpasswd", "-Bbn", REGISTRY_USER, registry_password()], capture_output=True,
                               check=True, text=True)
-        _write(path, made.stdout.strip().encode() + b"\n")
-        os.chmod(path, 0o600)
+        _write(path, made.stdout.strip().encode() + b"\n", 0o600)
     return path
 
 
@@ -409,9 +404,8 @@ def start_registries() -> list[float]:
 # steps -------------------------------------------------------------------------------------------
 def write_description() -> None:
     _write(os.path.join(RIG_DIR, "rig.json"), json.dumps(
-        {"engines": [engine.describe() for engine in engines()], "registry": registry_address(),
-         "auth_registry": AUTH_REGISTRY.describe()}, indent=2).encode())
-    os.chmod(os.path.join(RIG_DIR, "rig.json"), 0o600)  # it holds the authenticated registry's password
+        {"engines": [engine.describe() for engine in engines()], "registry": OPEN_REGISTRY.address,
+         "auth_registry": AUTH_REGISTRY.describe()}, indent=2).encode(), 0o600)  # it holds a password
 
 
 def _started(seconds: float) -> str:

@@ -21,6 +21,7 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.engines.declaratio
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.shipping import (
     SHIPPED_REPOSITORY,
     Registry,
+    parse_registry,
     plan_shipping,
     ship_image,
     ship_tag,
@@ -107,9 +108,7 @@ def test_ship_through_the_registry_keeps_the_image_id_on_three_engines(rig, ship
 
 
 def _authenticated(description: dict, **changes) -> Registry:
-    settings = dict(description["auth_registry"], repository=f"itest/{uuid.uuid4().hex[:8]}", **changes)
-    return Registry(settings["address"], settings["repository"], username=settings["username"],
-                    password=settings["password"])
+    return parse_registry(dict(description["auth_registry"], repository=f"itest/{uuid.uuid4().hex[:8]}", **changes))
 
 
 def test_ship_through_a_registry_with_basic_auth_passes_the_credentials_to_each_engine(rig, shipped):
