@@ -24,7 +24,7 @@ help:
 	@echo "make faults the long fault suite: 20 simultaneous-controller pairs, 20 controller kills (docs/reliability.md)"
 	@echo "make bench  benchmarks against the anchors (see bench/README.md)"
 	@echo "make demo-vm  bake the example service, make a VM disk of it, boot it under qemu and test it"
-	@echo "make test-vm  the VM disk tests (build, boot, verdict, cache, bad input)"
+	@echo "make test-vm  the VM disk tests (build, boot, passing and failing verdicts, cache, bad input)"
 	@echo "make engines       start the multi-engine rig: 3 more engines over TLS and two registries on loopback (one with auth)"
 	@echo "make engines-down  stop it (scripts/engines.py down --purge also removes its images and certificates)"
 
@@ -68,7 +68,7 @@ demo-vm: setup-vm
 	@$(PYTHON) -m ansible.cli.playbook examples/demo/demo-vm.yml
 
 test-vm: setup-vm
-	@$(PYTHON) -m pytest tests/integration/test_disk.py
+	@IMMUTABLE_INFRA_VM=long $(PYTHON) -m pytest tests/integration/test_disk.py
 
 bench-vm: setup-vm
 	@$(PYTHON) bench/disk.py

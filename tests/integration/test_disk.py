@@ -2,6 +2,9 @@
 
 One disk is built for the whole module (the fixture) and booted by the verify tests; the bad-input
 tests check that nothing is left: no disk, no build container, no temporary directory, no VM.
+
+make test boots the disk once, for a passing verdict; make test-vm (IMMUTABLE_INFRA_VM=long) also
+boots it with a failing test, whose verdict logic the unit tests cover in make test.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import pytest
 from support import BASE_IMAGE, REPO_ROOT, Playbooks, containers_created, image_name
 
 DEMO = os.path.join(REPO_ROOT, "examples", "demo")
+LONG = os.environ.get("IMMUTABLE_INFRA_VM") == "long"
 CONFIG = {"cmd": ["/usr/local/bin/hello-server", "/etc/hello/hello.json"], "user": "hello",
           "exposed_ports": ["8000/tcp"]}
 
@@ -109,6 +113,7 @@ def test_the_disk_boots_and_the_image_tests_pass_against_the_vm(built):
         history["table"]
 
 
+@pytest.mark.skipif(not LONG, reason="a second boot under TCG: in the long VM suite only (make test-vm)")
 def test_a_failing_test_fails_the_verdict(built, tmp_path):
     failing = tmp_path / "test_wrong.py"
     failing.write_text("def test_hostname_is_web(host):\n    assert host.check_output('hostname') == 'web'\n")

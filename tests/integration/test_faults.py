@@ -25,7 +25,7 @@ from test_rollout import in_balancer, kill_controller
 
 pytestmark = pytest.mark.faults
 LONG = os.environ.get("IMMUTABLE_INFRA_FAULTS") == "long"
-PAIRS = 20 if LONG else 5
+PAIRS = 20 if LONG else 3
 KILLS = 20 if LONG else 3
 ROLLBACK_KILLS = 20
 HEAL_KILLS = 20 if LONG else 1

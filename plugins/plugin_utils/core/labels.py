@@ -84,7 +84,6 @@ LABEL_OWNER = LABEL_PREFIX + "owner"
 LABEL_CONTROLLER = LABEL_PREFIX + "controller"
 LABEL_PID = LABEL_PREFIX + "pid"
 LABEL_STARTED = LABEL_PREFIX + "started"
-LABEL_EXPIRES = LABEL_PREFIX + "expires"
 LABEL_PREVIOUS_LIVE = LABEL_PREFIX + "previous_live"
 LABEL_NEW_HOSTS = LABEL_PREFIX + "new_hosts"
 LABEL_PLACEMENT = LABEL_PREFIX + "placement"          # journal: the engine of each new host, host=engine,...
@@ -336,36 +335,14 @@ def verdict_volume_image(name: str, labels: dict[str, str] | None) -> str | None
 
 # the rollout lock and journal ---------------------------------------------------------------------
 @dataclass
-class LockLabels:
-    """Who holds a service's rollout lock, and until when (expires: epoch seconds)."""
-
-    service: str | None = None
-    owner: str | None = None
-    controller: str | None = None
-    pid: int | None = None
-    rollout: str | None = None
-    started: str | None = None
-    expires: int | None = None
-
-    def to_labels(self) -> dict[str, str]:
-        return _without_none({
-            LABEL_LOCK: self.service, LABEL_OWNER: self.owner, LABEL_CONTROLLER: self.controller,
-            LABEL_PID: None if self.pid is None else str(self.pid), LABEL_ROLLOUT: self.rollout,
-            LABEL_STARTED: self.started, LABEL_EXPIRES: None if self.expires is None else str(self.expires)})
-
-    @classmethod
-    def from_labels(cls, labels: dict[str, str] | None) -> LockLabels:
-        labels = labels or {}
-        return cls(service=labels.get(LABEL_LOCK), owner=labels.get(LABEL_OWNER),
-                   controller=labels.get(LABEL_CONTROLLER), pid=_number(labels.get(LABEL_PID)),
-                   rollout=labels.get(LABEL_ROLLOUT), started=labels.get(LABEL_STARTED),
-                   expires=_number(labels.get(LABEL_EXPIRES)))
-
-
-@dataclass
 class JournalLabels:
-    """What an unfinished rollout changed. restored: the new hosts belong to a kept generation, so
-    undoing it stops them instead of removing them."""
+    """What an unfinished rollout changed, as its journal volume's labels say.
+
+    restored: the new hosts belong to a kept generation, so undoing it stops them instead of removing them.
+    placement: the engine of each new host, over several engines (the journal is on the coordinator).
+    replaced (a heal): drifted host -> its replacement; once the drifted host is gone, undoing keeps the
+    replacement instead. stop_timeout: the seconds a stop of the rollout's hosts was given.
+    """
 
     rollout: str = ""
     previous_live: list[str] = field(default_factory=list)
@@ -373,33 +350,39 @@ class JournalLabels:
     image_id: str = ""
     restored: bool = False
     started: str = ""
-    placement: dict[str, str] = field(default_factory=dict)  # new host -> the engine it runs on
+    placement: dict[str, str] = field(default_factory=dict)
+    replaced: dict[str, str] = field(default_factory=dict)
+    stop_timeout: int = 10
 
     def to_labels(self) -> dict[str, str]:
         labels = {LABEL_ROLLOUT: self.rollout, LABEL_PREVIOUS_LIVE: ",".join(self.previous_live),
                   LABEL_NEW_HOSTS: ",".join(self.new_hosts), LABEL_IMAGE_ID: self.image_id,
-                  LABEL_RESTORED: _text(self.restored), LABEL_STARTED: self.started}
+                  LABEL_RESTORED: _text(self.restored), LABEL_STARTED: self.started,
+                  LABEL_REPLACED: _pairs_text(self.replaced), LABEL_STOP_TIMEOUT: str(self.stop_timeout)}
         if self.placement:
-            labels[LABEL_PLACEMENT] = placement_text(self.placement)
+            labels[LABEL_PLACEMENT] = _pairs_text(self.placement)
         return labels
 
     @classmethod
     def from_labels(cls, labels: dict[str, str] | None) -> JournalLabels:
         labels = labels or {}
+        stop_timeout = _number(labels.get(LABEL_STOP_TIMEOUT))
         return cls(rollout=labels.get(LABEL_ROLLOUT, ""), previous_live=_names(labels.get(LABEL_PREVIOUS_LIVE)),
                    new_hosts=_names(labels.get(LABEL_NEW_HOSTS)), image_id=labels.get(LABEL_IMAGE_ID, ""),
                    restored=labels.get(LABEL_RESTORED) == "true", started=labels.get(LABEL_STARTED, ""),
-                   placement=parse_placement(labels.get(LABEL_PLACEMENT)))
+                   placement=_parse_pairs(labels.get(LABEL_PLACEMENT)),
+                   replaced=_parse_pairs(labels.get(LABEL_REPLACED)),
+                   stop_timeout=10 if stop_timeout is None else stop_timeout)
 
 
-def placement_text(placement: dict[str, str]) -> str:
-    """{host: engine} as a label value: host=engine,host=engine (sorted)."""
-    return ",".join(f"{host}={engine}" for host, engine in sorted(placement.items()))
+def _pairs_text(pairs: dict[str, str]) -> str:
+    """{host: engine} or {host: host} as a label value: key=value,key=value (sorted)."""
+    return ",".join(f"{key}={value}" for key, value in sorted(pairs.items()))
 
 
-def parse_placement(raw: str | None) -> dict[str, str]:
+def _parse_pairs(raw: str | None) -> dict[str, str]:
     pairs = (entry.partition("=") for entry in _names(raw))
-    return {host: engine for host, _sep, engine in pairs if host and engine}
+    return {key: value for key, _sep, value in pairs if key and value}
 
 
 def stopping_name(service: str) -> str:

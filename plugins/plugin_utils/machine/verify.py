@@ -55,6 +55,20 @@ def locate(given: str, basedir: str) -> tuple[str, str]:
     return disk, manifest_path
 
 
+def verdict_passed(outcome: dict[str, Any], broken: bool) -> bool:
+    """A disk passes only when it booted and every test ran and passed."""
+    counts = outcome["tests"]
+    return not broken and not outcome["failures"] and counts["failed"] == 0 and counts["errors"] == 0
+
+
+def manifest_verdict(record: dict[str, Any], outcome: dict[str, Any], timings: dict[str, float]) -> dict[str, Any]:
+    """The verdict a manifest carries: the ledger record's result, bound to the disk's digest."""
+    return {"result": record["result"], "time": record["time"], "disk_digest": record["disk_digest"],
+            "ledger_id": record["id"], "tests": outcome["tests"], "accel": record["accel"],
+            "boot_to_ssh": timings.get("boot_to_ssh"), "verified_by": controller_identity(),
+            "report": record["report"]}
+
+
 class DiskVerifier(Manager):
     def __init__(self, params: dict[str, Any], context: TaskContext) -> None:
         super().__init__(params, context)
@@ -136,8 +150,7 @@ class DiskVerifier(Manager):
                 with guard.shield():
                     machine.stop()
                 timings["cleanup"] = round(time.monotonic() - begun, 3)
-        passed = broken is None and not outcome["failures"] and outcome["tests"]["failed"] == 0 \
-            and outcome["tests"]["errors"] == 0
+        passed = verdict_passed(outcome, broken is not None)
         duration = round(time.monotonic() - started, 3)
         timings["total"] = duration
         accel = machine.accel
@@ -152,8 +165,8 @@ class DiskVerifier(Manager):
             return dict(result, failed=True, msg=f"Disk {name} is broken: {broken.reason}.{console}")
         what_ran = verify_report.verdict_summary(outcome["tests"], None, None)
         if not passed:
-            return dict(result, failed=True, msg=verify_report.failure_report(name, what_ran, outcome["failures"])
-                        + f"\nReport: {report}")
+            message = verify_report.failure_report(name, what_ran, outcome["failures"], kind="Disk")
+            return dict(result, failed=True, msg=f"{message}\nReport: {report}")
         return dict(result, msg=f"Disk {name} passed verification ({what_ran}) in {duration:.1f} s "
                                 f"({accel}, SSH after {timings['boot_to_ssh']:.1f} s). Report: {report}")
 
@@ -209,10 +222,7 @@ class DiskVerifier(Manager):
         # The manifest's verdict counts only for the disk it describes: re-read it, in case it was rebuilt.
         current = read_manifest(manifest_path) or {}
         if current.get("disk_digest") == digest:
-            current["verdict"] = {"result": record["result"], "time": record["time"], "disk_digest": digest,
-                                  "ledger_id": record["id"], "tests": outcome["tests"], "accel": accel,
-                                  "boot_to_ssh": timings.get("boot_to_ssh"), "verified_by": controller_identity(),
-                                  "report": report}
+            current["verdict"] = manifest_verdict(record, outcome, timings)
             write_manifest(manifest_path, current)
         return record
 

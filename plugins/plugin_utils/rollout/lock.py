@@ -35,7 +35,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError, parse_rfc3339, utc_timestamp
@@ -44,29 +44,21 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import
     JOURNAL_PREFIX,
     LABEL_CONTROLLER,
     LABEL_EPOCH,
-    LABEL_IMAGE_ID,
     LABEL_JOURNAL,
     LABEL_LEASE,
     LABEL_LEASE_SECONDS,
     LABEL_LOCK,
     LABEL_LOCK_TOKEN,
-    LABEL_NEW_HOSTS,
     LABEL_OWNER,
     LABEL_PID,
     LABEL_PID_START,
-    LABEL_PLACEMENT,
-    LABEL_PREVIOUS_LIVE,
-    LABEL_REPLACED,
-    LABEL_RESTORED,
     LABEL_ROLLOUT,
     LABEL_STARTED,
     LABEL_STOP_NOTE,
-    LABEL_STOP_TIMEOUT,
     LEASE_PREFIX,
     LOCK_PREFIX,
     STOP_NOTE_PREFIX,
-    parse_placement,
-    placement_text,
+    JournalLabels,
 )
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.provenance import controller_user
 
@@ -327,21 +319,12 @@ class Journal:
     def write(self, rollout_id: str, previous_live: list[str], new_hosts: list[str], image_id: str,
               restored: bool = False, stop_timeout: int = 10, placement: dict[str, str] | None = None,
               replaced: dict[str, str] | None = None) -> None:
-        """restored: the new hosts belong to a kept generation, so undoing stops them instead of removing them.
-        placement: the engine of each new host, over several engines (the journal is on the coordinator).
-        replaced (a heal): drifted host -> its replacement; once the drifted host is gone, undoing keeps the
-        replacement instead."""
+        """Replaces any journal of the service; JournalLabels says what each field means."""
         self.clear()
-        labels = {
-            LABEL_REPLACED: ",".join(f"{old}={new}" for old, new in (replaced or {}).items()),
-            LABEL_JOURNAL: self.service,
-            LABEL_ROLLOUT: rollout_id, LABEL_PREVIOUS_LIVE: ",".join(previous_live),
-            LABEL_NEW_HOSTS: ",".join(new_hosts), LABEL_IMAGE_ID: image_id,
-            LABEL_RESTORED: "true" if restored else "false", LABEL_STARTED: utc_timestamp(),
-            LABEL_STOP_TIMEOUT: str(stop_timeout)}
-        if placement:
-            labels[LABEL_PLACEMENT] = placement_text(placement)
-        self.client.create_volume(self.name, labels)
+        journal = JournalLabels(rollout=rollout_id, previous_live=previous_live, new_hosts=new_hosts,
+                                image_id=image_id, restored=restored, started=utc_timestamp(),
+                                placement=placement or {}, replaced=replaced or {}, stop_timeout=stop_timeout)
+        self.client.create_volume(self.name, {**journal.to_labels(), LABEL_JOURNAL: self.service})
 
     def note_stopping(self, hosts: list[str]) -> None:
         """Records, before the stop is sent, hosts whose stop the engine may still be carrying out if this
@@ -356,17 +339,7 @@ class Journal:
             return None
         stopping = sorted({name for volume in self.client.volumes_matching(LABEL_JOURNAL, self.service)
                            for name in ((volume.get("Labels") or {}).get(LABEL_STOP_NOTE) or "").split(",") if name})
-        timeout = labels.get(LABEL_STOP_TIMEOUT, "10")
-        return {"rollout": labels.get(LABEL_ROLLOUT, ""),
-                "previous_live": [name for name in labels.get(LABEL_PREVIOUS_LIVE, "").split(",") if name],
-                "new_hosts": [name for name in labels.get(LABEL_NEW_HOSTS, "").split(",") if name],
-                "image_id": labels.get(LABEL_IMAGE_ID, ""),
-                "restored": labels.get(LABEL_RESTORED) == "true",
-                "started": labels.get(LABEL_STARTED, ""),
-                "stopping": stopping, "stop_timeout": int(timeout) if timeout.isdigit() else 10,
-                "placement": parse_placement(labels.get(LABEL_PLACEMENT)),
-                "replaced": dict(pair.split("=", 1) for pair in (labels.get(LABEL_REPLACED) or "").split(",")
-                                 if "=" in pair)}
+        return dict(asdict(JournalLabels.from_labels(labels)), stopping=stopping)
 
     def clear(self) -> None:
         """The journal first, its stop notes after: a journal is never read without the notes written for it

@@ -171,9 +171,10 @@ def verdict_summary(counts: dict[str, int], molecule: dict[str, Any] | None = No
     return "; ".join(parts)
 
 
-def failure_report(image: str, what_ran: str, failures: list[dict[str, str]], limit: int = 20) -> str:
+def failure_report(image: str, what_ran: str, failures: list[dict[str, str]], limit: int = 20,
+                   kind: str = "Image") -> str:
     """The task message of a failed verdict: one line per failing test with its assertion message."""
-    lines = [f"Image {image} failed verification ({what_ran}):"]
+    lines = [f"{kind} {image} failed verification ({what_ran}):"]
     lines += [f"  - {failure['test']}: {failure['message']}" for failure in failures[:limit]]
     if len(failures) > limit:
         lines.append(f"  ... and {len(failures) - limit} more (see the report)")

@@ -10,7 +10,6 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import
     HostLabels,
     ImageProvenance,
     JournalLabels,
-    LockLabels,
     VerdictLabels,
     builder_name,
     failed_bake_labels,
@@ -189,33 +188,27 @@ def test_verdict_volumes_are_named_after_the_image_and_name_it_back():
 
 
 # the rollout lock and journal ---------------------------------------------------------------------
-def test_lock_labels_round_trip_with_the_keys_lock_containers_carry():
-    lock = LockLabels(service="web", owner="alice", controller="ops-1", pid=4242, rollout="r1",
-                      started="2026-01-01T00:00:00Z", expires=1_800_000_000)
-    labels = lock.to_labels()
-    assert labels == {"immutable.infra.lock": "web", "immutable.infra.owner": "alice",
-                      "immutable.infra.controller": "ops-1", "immutable.infra.pid": "4242",
-                      "immutable.infra.rollout": "r1", "immutable.infra.started": "2026-01-01T00:00:00Z",
-                      "immutable.infra.expires": "1800000000"}
-    assert LockLabels.from_labels(labels) == lock
-
-
-def test_a_lock_with_missing_or_garbled_labels_reads_as_unknown():
-    assert LockLabels.from_labels(None) == LockLabels()
-    garbled = LockLabels.from_labels({"immutable.infra.pid": "abc", "immutable.infra.expires": "soon"})
-    assert (garbled.pid, garbled.expires) == (None, None)
-
-
 @pytest.mark.parametrize("restored", [False, True])
 def test_journal_labels_round_trip_with_the_keys_journal_volumes_carry(restored):
     journal = JournalLabels(rollout="r2", previous_live=["web-1-1", "web-1-2"], new_hosts=["web-2-1"],
-                            image_id=IMAGE_ID, restored=restored, started="2026-01-01T00:00:00Z")
+                            image_id=IMAGE_ID, restored=restored, started="2026-01-01T00:00:00Z", stop_timeout=30)
     labels = journal.to_labels()
     assert labels == {"immutable.infra.rollout": "r2", "immutable.infra.previous_live": "web-1-1,web-1-2",
                       "immutable.infra.new_hosts": "web-2-1", "immutable.infra.image_id": IMAGE_ID,
                       "immutable.infra.restored": "true" if restored else "false",
-                      "immutable.infra.started": "2026-01-01T00:00:00Z"}
+                      "immutable.infra.started": "2026-01-01T00:00:00Z", "immutable.infra.replaced": "",
+                      "immutable.infra.stop_timeout": "30"}
     assert JournalLabels.from_labels(labels) == journal
+
+
+def test_a_heal_journals_each_drifted_host_with_its_replacement():
+    journal = JournalLabels(rollout="h1", previous_live=["web-1-1"], new_hosts=["web-1-3"], image_id=IMAGE_ID,
+                            replaced={"web-1-1": "web-1-3"})
+    labels = journal.to_labels()
+    assert labels["immutable.infra.replaced"] == "web-1-1=web-1-3"
+    assert JournalLabels.from_labels(labels) == journal
+    garbled = dict(labels, **{"immutable.infra.replaced": "web-1-1=,junk", "immutable.infra.stop_timeout": "soon"})
+    assert (JournalLabels.from_labels(garbled).replaced, JournalLabels.from_labels(garbled).stop_timeout) == ({}, 10)
 
 
 def test_a_first_rollout_journals_no_previous_hosts():
