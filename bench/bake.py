@@ -19,13 +19,31 @@ import statistics
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from measure import (
-    BENCH_DIR, COLLECTIONS_PATH, LABEL_KEY, VENV_BIN, BenchError, Timed, bench_env, command_version,
-    ensure_base_image, ensure_collection_link, ensure_debian_package, machine_facts, marks_from_lines, phases,
-    remove_labelled, retry_cleanup, run_checked, run_timed, say, summary,
+    BENCH_DIR,
+    COLLECTIONS_PATH,
+    LABEL_KEY,
+    VENV_BIN,
+    BenchError,
+    Timed,
+    bench_env,
+    command_version,
+    ensure_base_image,
+    ensure_collection_link,
+    ensure_debian_package,
+    machine_facts,
+    marks_from_lines,
+    phases,
+    remove_labelled,
+    retry_cleanup,
+    run_checked,
+    run_timed,
+    say,
+    summary,
 )
 
 ANSIBLE_PLAYBOOK = os.path.join(VENV_BIN, "ansible-playbook")

@@ -53,22 +53,33 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import docker
 from docker.errors import APIError, NotFound
-
 from measure import (
-    BENCH_DIR, COLLECTIONS_PATH, LABEL_KEY, REPO_ROOT, VENV_BIN, BenchError, Timed, bench_env,
-    ensure_base_image, ensure_collection_link, machine_facts, run_checked, say,
+    BENCH_DIR,
+    COLLECTIONS_PATH,
+    LABEL_KEY,
+    REPO_ROOT,
+    VENV_BIN,
+    BenchError,
+    Timed,
+    bench_env,
+    ensure_base_image,
+    ensure_collection_link,
+    machine_facts,
+    run_checked,
+    say,
 )
 
 sys.path.insert(0, os.path.join(REPO_ROOT, "scripts"))
 sys.path.insert(0, os.path.join(REPO_ROOT, "tests", "integration"))
 sys.path.insert(0, COLLECTIONS_PATH)
 
-from steady_load import SteadyLoad  # noqa: E402  pylint: disable=wrong-import-position
+from steady_load import SteadyLoad  # pylint: disable=wrong-import-position
 
 ANSIBLE_PLAYBOOK = os.path.join(VENV_BIN, "ansible-playbook")
 DEMO = os.path.join(REPO_ROOT, "examples", "demo")
@@ -158,7 +169,7 @@ def sdk_client(engine: dict[str, Any]) -> docker.DockerClient:
 def create_networks(bench: Bench) -> None:
     for position, engine in enumerate(bench.engines):
         subnet = bench.subnet(position)
-        pool = docker.types.IPAMPool(subnet=str(subnet), iprange=str(list(subnet.subnets(1))[0]),
+        pool = docker.types.IPAMPool(subnet=str(subnet), iprange=str(next(subnet.subnets(1))),
                                      gateway=str(subnet[1]))
         bench.clients[engine["name"]].networks.create(bench.network, driver="bridge", labels={LABEL_KEY: bench.run_id},
                                                       ipam=docker.types.IPAMConfig(pool_configs=[pool]))

@@ -36,6 +36,7 @@ import argparse
 import csv
 import http.client
 import ipaddress
+import itertools
 import json
 import os
 import shutil
@@ -45,21 +46,39 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import docker
 from docker.errors import APIError, DockerException, NotFound
-
 from measure import (
-    BENCH_DIR, COLLECTIONS_PATH, LABEL_KEY, REPO_ROOT, VENV_BIN, BenchError, Timed, bench_env, command_version,
-    ensure_base_image, ensure_collection_link, ensure_debian_package, machine_facts, marks_from_lines, phases,
-    remove_labelled, retry_cleanup, run_checked, run_timed, say, summary,
+    BENCH_DIR,
+    COLLECTIONS_PATH,
+    LABEL_KEY,
+    REPO_ROOT,
+    VENV_BIN,
+    BenchError,
+    Timed,
+    bench_env,
+    command_version,
+    ensure_base_image,
+    ensure_collection_link,
+    ensure_debian_package,
+    machine_facts,
+    marks_from_lines,
+    phases,
+    remove_labelled,
+    retry_cleanup,
+    run_checked,
+    run_timed,
+    say,
+    summary,
 )
 
 sys.path.insert(0, os.path.join(REPO_ROOT, "scripts"))
 
-from steady_load import SteadyLoad  # noqa: E402  pylint: disable=wrong-import-position
+from steady_load import SteadyLoad  # pylint: disable=wrong-import-position
 
 ANSIBLE_PLAYBOOK = os.path.join(VENV_BIN, "ansible-playbook")
 DEMO = os.path.join(REPO_ROOT, "examples", "demo")
@@ -354,7 +373,7 @@ def batch_times(timed: Timed) -> list[float]:
             starts.setdefault(number, offset)
             last = offset
     ordered = [starts[number] for number in sorted(starts)] + [last]
-    return [round(after - before, 3) for before, after in zip(ordered, ordered[1:])]
+    return [round(after - before, 3) for before, after in itertools.pairwise(ordered)]
 
 
 def compose_file(bench: Bench) -> str:

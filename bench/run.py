@@ -3,8 +3,8 @@
 Usage: .venv/bin/python bench/run.py [name ...] [--runs N] [--base IMAGE]
 
 Every module bench/<name>.py other than the helpers (run, measure) is a benchmark with
-run(args) -> dict (bench/ is on the import path since it holds this script). The dict is saved whole to bench/results/<name>-<timestamp>.json and its
-"tables" entries ({title, header, rows}) are printed.
+run(args) -> dict (bench/ is on the import path since it holds this script). The dict is saved whole
+to bench/results/<name>-<timestamp>.json and its "tables" entries ({title, header, rows}) are printed.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def render_table(table: dict[str, Any]) -> str:
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
 
     def line(row: list[str]) -> str:
-        cells = [row[0].ljust(widths[0])] + [cell.rjust(width) for cell, width in zip(row[1:], widths[1:])]
+        cells = [row[0].ljust(widths[0])] + [cell.rjust(width) for cell, width in zip(row[1:], widths[1:], strict=True)]
         return "  ".join(cells).rstrip()
 
     rule = "  ".join("-" * width for width in widths)

@@ -35,18 +35,18 @@ import sys
 import tempfile
 import time
 import uuid
+from functools import partial
 
 import docker
-
 from measure import COLLECTIONS_PATH, LABEL_KEY, REPO_ROOT, VENV_BIN, BenchError, bench_env, run_timed, say, summary
 
 sys.path.insert(0, os.path.join(REPO_ROOT, "scripts"))
 sys.path.insert(0, COLLECTIONS_PATH)
 
-from steady_load import SteadyLoad  # noqa: E402
+from steady_load import SteadyLoad
 
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient  # noqa: E402
-from ansible_collections.immutable.infra.plugins.plugin_utils.verify.verdicts import record_verdict  # noqa: E402
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
+from ansible_collections.immutable.infra.plugins.plugin_utils.verify.verdicts import record_verdict
 
 ANSIBLE_PLAYBOOK = os.path.join(VENV_BIN, "ansible-playbook")
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
@@ -147,7 +147,7 @@ def rollout(service: str, image: str, runtime_api: str, backend: str, label: str
     return {"name": "rollout", "immutable.infra.rollout": {
         "service": service, "image": image, "replicas": REPLICAS, "port": 8000, "health": {"http_path": "/healthz"},
         "keep_previous": KEEP,
-        "container": {"labels": {LABEL_KEY: label.split(":")[0], f"{LABEL_KEY}.round": label}},
+        "container": {"labels": {LABEL_KEY: label.split(":", maxsplit=1)[0], f"{LABEL_KEY}.round": label}},
         "balancer": {"runtime_api": runtime_api, "backend": backend}}}
 
 
@@ -186,17 +186,18 @@ def main() -> None:
         for number in range(1, args.runs + 1):
             tuned_version = ("2.0", "1.0")[(number - 1) % 2]
             measured = {"round": number}
-            measured["tuned rollout"] = under_load(f"http://127.0.0.1:{ports['tuned']}/", lambda: playbook(
-                workdir, f"tuned-{number}", [rollout(services["tuned"], images[f"tuned {tuned_version}"], runtime_api,
-                                                     "tuned", f"{run_id}:{number}")], env))
-            measured["stock rollout"] = under_load(f"http://127.0.0.1:{ports['stock']}/", lambda: playbook(
-                workdir, f"stock-{number}", [rollout(services["stock"], images["stock 2.0"], runtime_api, "stock",
-                                                     f"{run_id}:{number}")], env))
-            measured["stock rollback"] = under_load(f"http://127.0.0.1:{ports['stock']}/", lambda: playbook(
-                workdir, f"rollback-{number}", [{"name": "rollback", "immutable.infra.rollback": {
-                    "service": services["stock"], "keep_previous": KEEP,
-                    "balancer": {"runtime_api": runtime_api, "backend": "stock"}}}],
-                env))
+            tuned = rollout(services["tuned"], images[f"tuned {tuned_version}"], runtime_api, "tuned",
+                            f"{run_id}:{number}")
+            stock = rollout(services["stock"], images["stock 2.0"], runtime_api, "stock", f"{run_id}:{number}")
+            back = {"name": "rollback", "immutable.infra.rollback": {
+                "service": services["stock"], "keep_previous": KEEP,
+                "balancer": {"runtime_api": runtime_api, "backend": "stock"}}}
+            measured["tuned rollout"] = under_load(f"http://127.0.0.1:{ports['tuned']}/",
+                                                   partial(playbook, workdir, f"tuned-{number}", [tuned], env))
+            measured["stock rollout"] = under_load(f"http://127.0.0.1:{ports['stock']}/",
+                                                   partial(playbook, workdir, f"stock-{number}", [stock], env))
+            measured["stock rollback"] = under_load(f"http://127.0.0.1:{ports['stock']}/",
+                                                    partial(playbook, workdir, f"rollback-{number}", [back], env))
             timings = [f"{name} {entry['wall']:.2f} s (task {entry['task']}, {entry['failed']}/{entry['sent']} failed)"
                        for name, entry in measured.items() if name != "round"]
             say(f"  round {number}: " + ", ".join(timings))

@@ -5,6 +5,7 @@ Usage: python scripts/ensure_host.py engine | packages PKG... | base-image REF
 """
 from __future__ import annotations
 
+import functools
 import glob
 import os
 import shutil
@@ -18,7 +19,6 @@ from docker.errors import DockerException, ImageNotFound
 
 DOCKERD_LOG = "/var/log/immutable-infra-dockerd.log"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
-_apt_updated = False
 
 
 def say(message: str) -> None:
@@ -39,15 +39,21 @@ def engine_client() -> docker.DockerClient | None:
         return None
 
 
+@functools.cache
+def update_package_lists() -> None:
+    """apt-get update once per run; a third-party source that cannot be reached must not stop Debian's own packages."""
+    subprocess.run(["apt-get", "update", "-q"], env=apt_env(), stdout=subprocess.DEVNULL, check=False)
+
+
+def apt_env() -> dict[str, str]:
+    return dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+
+
 def apt_install(packages: list[str]) -> None:
-    global _apt_updated
     if os.geteuid() != 0:
         die(f"installing {' '.join(packages)} needs root; install them with your package manager")
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    if not _apt_updated:
-        # A third-party source that cannot be reached must not stop Debian's own packages.
-        subprocess.run(["apt-get", "update", "-q"], env=env, stdout=subprocess.DEVNULL, check=False)
-        _apt_updated = True
+    env = apt_env()
+    update_package_lists()
     say(f"host packages: installing {' '.join(packages)}")
     result = subprocess.run(["apt-get", "install", "-y", "-q", *packages], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=False)
