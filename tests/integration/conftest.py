@@ -1,4 +1,6 @@
-"""Integration fixtures: a real Docker engine, the local base image and real ansible-playbook runs.
+"""Integration fixtures: a real Docker engine, the local base image and real ansible-playbook runs, and
+for every module the fixtures of haproxy_support (a real HAProxy, HTTP backends) and rollout_support
+(a service of its own, an HAProxy in front of it).
 
 Nothing here skips: without an engine or base image the tests fail and say how to set them up.
 """
@@ -7,10 +9,13 @@ from __future__ import annotations
 
 import docker
 import pytest
-from rollout_support import SharedHello
+from haproxy_support import start_haproxy, start_http_backend
+from rollout_support import SharedHello, proxy, service
 from support import BASE_IMAGE, IMAGE_PREFIX, Playbooks
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
+
+__all__ = ["proxy", "service", "start_haproxy", "start_http_backend"]  # fixtures for every module
 
 
 @pytest.fixture(scope="session")

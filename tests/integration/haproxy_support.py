@@ -1,8 +1,6 @@
 """A real HAProxy and small HTTP backends for tests, started as plain processes and threads on 127.0.0.1.
 
-Use the fixtures in a test module by importing them:
-
-    from haproxy_support import BackendConfig, start_haproxy, start_http_backend  # pylint: disable=unused-import
+Its fixtures are in every module (conftest.py imports them):
 
     def test_something(start_haproxy, start_http_backend):
         app = start_http_backend("app-1")
@@ -30,8 +28,8 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 from urllib.parse import parse_qs, urlparse
 
 import pytest

@@ -15,10 +15,10 @@ from support import BASE_IMAGE, REPO_ROOT, Playbooks, image_name
 
 sys.path.insert(0, os.path.join(REPO_ROOT, "scripts"))
 
-from steady_load import SteadyLoad  # noqa: E402  pylint: disable=wrong-import-position
+from steady_load import SteadyLoad  # pylint: disable=wrong-import-position
 
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient  # noqa: E402
-from ansible_collections.immutable.infra.plugins.plugin_utils.verify.verdicts import record_verdict  # noqa: E402
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
+from ansible_collections.immutable.infra.plugins.plugin_utils.verify.verdicts import record_verdict
 
 DEMO_DIR = os.path.join(REPO_ROOT, "examples", "demo")
 HELLO_CONFIG = {"cmd": ["/usr/local/bin/hello-server", "/etc/hello/hello.json"], "user": "hello",
@@ -26,8 +26,19 @@ HELLO_CONFIG = {"cmd": ["/usr/local/bin/hello-server", "/etc/hello/hello.json"],
 
 IGNORING_SIGTERM = {"hello_ignore_sigterm": True}  # docker stop waits stop_timeout, then kills
 
-__all__ = ["SteadyLoad", "IGNORING_SIGTERM", "bake_hello_images", "SharedHello", "service_name", "remove_service",
-           "rollout_task", "HELLO_CONFIG", "BACKEND", "service", "proxy"]
+__all__ = [
+    "BACKEND",
+    "HELLO_CONFIG",
+    "IGNORING_SIGTERM",
+    "SharedHello",
+    "SteadyLoad",
+    "bake_hello_images",
+    "proxy",
+    "remove_service",
+    "rollout_task",
+    "service",
+    "service_name",
+]
 BACKEND = BackendConfig("web", slots=12, health_path="/healthz")
 
 

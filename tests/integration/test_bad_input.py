@@ -16,7 +16,6 @@ import re
 import tempfile
 
 import pytest
-from haproxy_support import start_haproxy  # noqa: F401  pylint: disable=unused-import
 from rollout_support import BACKEND, DEMO_DIR, remove_service, rollout_task, service_name
 from support import BASE_IMAGE, Playbooks, image_name
 

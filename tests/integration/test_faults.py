@@ -15,12 +15,13 @@ import signal
 import subprocess
 import sys
 import time
+from functools import partial
 
 import docker
 import pytest
 from engines_support import rig_description
-from haproxy_support import restart_forgetting_servers, start_haproxy  # noqa: F401  pylint: disable=unused-import
-from rollout_support import IGNORING_SIGTERM, SteadyLoad, proxy, rollout_task, service  # noqa: F401  pylint: disable=unused-import
+from haproxy_support import restart_forgetting_servers
+from rollout_support import IGNORING_SIGTERM, SteadyLoad, rollout_task
 from test_rollout import in_balancer, kill_controller
 
 pytestmark = pytest.mark.faults
@@ -121,7 +122,7 @@ def simultaneous(directory, tasks):
     open(go, "w", encoding="utf-8").close()
     outputs = [process.communicate(timeout=300)[0] for _ready, _result, process in runs]
     results = []
-    for (_ready, result, _process), output in zip(runs, outputs):
+    for (_ready, result, _process), output in zip(runs, outputs, strict=True):
         assert os.path.exists(result), output[-3000:]
         with open(result, encoding="utf-8") as handle:
             results.append(json.load(handle))
@@ -390,7 +391,7 @@ def test_haproxy_reloaded_mid_rollout_drops_nothing_and_the_rollout_finishes(doc
         process = background(str(tmp_path), rollout_task(service, hello["2.0"], proxy, health=slow))
         reloads = []
         for index in (1, 2, 3):
-            wait_until(lambda: docker_client.api.containers(all=True, filters={"name": f"^{service}-2-{index}$"}),
+            wait_until(partial(docker_client.api.containers, all=True, filters={"name": f"^{service}-2-{index}$"}),
                        120, f"new host {index}")
             # A slow reload: the state is saved as the new host is created, and the new process starts a
             # second later, after the host was registered and before the gate lets it in.

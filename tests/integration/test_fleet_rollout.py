@@ -15,8 +15,7 @@ import time
 
 import pytest
 from engines_support import remove_everywhere, rig_or_skip
-from haproxy_support import start_haproxy  # noqa: F401  pylint: disable=unused-import
-from rollout_support import SteadyLoad, proxy, remove_service, rollout_task, service_name  # noqa: F401  pylint: disable=unused-import
+from rollout_support import SteadyLoad, remove_service, rollout_task, service_name
 from support import REPO_ROOT
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import verdict_volume_name

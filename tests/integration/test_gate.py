@@ -11,7 +11,9 @@ from support import BASE_IMAGE, image_name
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError, short_id
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
 from ansible_collections.immutable.infra.plugins.plugin_utils.verify.verdicts import (
-    record_verdict, require_verified, verdict_volume_name,
+    record_verdict,
+    require_verified,
+    verdict_volume_name,
 )
 
 

@@ -8,12 +8,13 @@ import time
 
 import pytest
 import requests
-# start_haproxy and start_http_backend are fixtures: pytest finds them by name in this module.
-from haproxy_support import BackendConfig, free_port, start_haproxy, start_http_backend  # pylint: disable=unused-import
 
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
+# start_haproxy and start_http_backend are fixtures: pytest finds them by name in this module.
+from haproxy_support import BackendConfig, free_port
+
 from ansible_collections.immutable.infra.plugins.plugin_utils.balancer.adapter import HAProxyBalancer
 from ansible_collections.immutable.infra.plugins.plugin_utils.balancer.haproxy import HAProxyRuntime
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
 
 # HAProxy applies no default-server line to servers added at runtime; these match the fixture's.
 FAST_CHECKS = ("inter", "100ms", "rise", "1", "fall", "1")
@@ -310,7 +311,8 @@ def test_unknown_backend_and_server_are_named(start_haproxy, start_http_backend)
 
     for action in (lambda: runtime.servers("wbe"), lambda: runtime.set_state("wbe", "slot1", "drain"),
                    lambda: runtime.add_server("wbe", "app-1", app.address, app.port)):
-        with pytest.raises(InfraError, match=r"no backend named wbe; its backends are: web, api \(check the balancer.backend option\)\."):
+        with pytest.raises(InfraError, match=r"no backend named wbe; its backends are: web, api "
+                                             r"\(check the balancer.backend option\)\."):
             action()
     with pytest.raises(InfraError, match=r"backend web has no server named app-9; its servers are: slot1, slot2\."):
         runtime.set_state("web", "app-9", "drain")

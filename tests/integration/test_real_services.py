@@ -15,7 +15,7 @@ import time
 import uuid
 
 import pytest
-from haproxy_support import BackendConfig, start_haproxy  # noqa: F401  pylint: disable=unused-import
+from haproxy_support import BackendConfig
 from rollout_support import DEMO_DIR, IGNORING_SIGTERM, SteadyLoad, remove_service, rollout_task
 from test_rollout import run_in_background, wait_for_container
 

@@ -10,8 +10,7 @@ import threading
 import time
 
 import pytest
-from haproxy_support import start_haproxy  # noqa: F401  pylint: disable=unused-import
-from rollout_support import SteadyLoad, bake_hello_images, proxy, rollout_task, service  # noqa: F401  pylint: disable=unused-import
+from rollout_support import SteadyLoad, bake_hello_images, rollout_task
 from test_rollout import in_balancer
 
 
@@ -75,7 +74,7 @@ def fleet_groups(tmp_path, service):
     config = tmp_path / "drift.fleet.yml"
     config.write_text(f"plugin: immutable.infra.fleet\nservices: [{service}]\ndrift: true\n")
     output = subprocess.run([sys.executable, "-m", "ansible.cli.inventory", "-i", str(config), "--list"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, check=True).stdout
+                            capture_output=True, text=True, check=True).stdout
     inventory = json.loads(output)
     return {group: sorted(data.get("hosts", [])) for group, data in inventory.items() if group != "_meta"}
 

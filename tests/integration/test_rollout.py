@@ -11,8 +11,8 @@ import sys
 import time
 
 import pytest
-from haproxy_support import BackendConfig, start_haproxy  # noqa: F401  pylint: disable=unused-import
-from rollout_support import SteadyLoad, bake_hello_images, proxy, rollout_task, service  # noqa: F401  pylint: disable=unused-import
+from haproxy_support import BackendConfig
+from rollout_support import SteadyLoad, bake_hello_images, rollout_task
 from support import containers_created
 
 

@@ -192,7 +192,7 @@ def test_bad_input_is_an_error_before_any_host_starts(verify_project, images, do
     with creations(docker_client, label=f"immutable.infra.verifying={image_id}") as created:
         run = verify_project.run([dict(verify(image=image_id, **options), name=case)
                                   for case, (options, message) in BAD_INPUT.items()])
-    for case, (options, message) in BAD_INPUT.items():
+    for case, (_options, message) in BAD_INPUT.items():
         result = run[case]
         assert result["failed"] and message in result["msg"], (case, result["msg"])
         assert "passed" not in result
