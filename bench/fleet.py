@@ -39,14 +39,11 @@ Usage: .venv/bin/python bench/run.py fleet [--base IMAGE]   (or bench/fleet.py)
 from __future__ import annotations
 
 import argparse
-import csv
 import http.client
 import ipaddress
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -70,9 +67,14 @@ from measure import (
     bench_env,
     ensure_base_image,
     ensure_collection_link,
+    free_port,
     machine_facts,
+    play_results,
     run_checked,
     say,
+    servers_up,
+    start_haproxy_process,
+    stop_haproxy,
 )
 
 sys.path.insert(0, os.path.join(REPO_ROOT, "scripts"))
@@ -83,7 +85,6 @@ from steady_load import SteadyLoad  # pylint: disable=wrong-import-position
 
 ANSIBLE_PLAYBOOK = os.path.join(VENV_BIN, "ansible-playbook")
 DEMO = os.path.join(REPO_ROOT, "examples", "demo")
-HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 RESULTS_DIR = os.path.join(BENCH_DIR, "results")
 
 PORT = 8000
@@ -268,15 +269,6 @@ def playbook(bench: Bench, path: str, arguments: list[str], limit: float | None 
     return timed
 
 
-def play_results(timed: Timed) -> list[dict[str, Any]]:
-    lines = [line for _offset, line in timed.lines]
-    try:
-        report = json.loads("".join(lines[lines.index("{\n"):]))
-        return [task["hosts"]["localhost"] for task in report["plays"][0]["tasks"]]
-    except (ValueError, KeyError, IndexError):
-        raise BenchError(f"no task results in the output of ansible-playbook:\n{timed.tail()}") from None
-
-
 def write_yaml(bench: Bench, name: str, data: Any) -> str:
     path = os.path.join(bench.workdir, name)
     with open(path, "w", encoding="utf-8") as handle:
@@ -285,25 +277,8 @@ def write_yaml(bench: Bench, name: str, data: Any) -> str:
 
 
 # HAProxy ------------------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def runtime_command(bench: Bench, text: str) -> str:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
-        connection.settimeout(5)
-        connection.connect(bench.runtime_api)
-        connection.sendall(text.encode() + b"\n")
-        chunks = []
-        while chunk := connection.recv(65536):
-            chunks.append(chunk)
-    return b"".join(chunks).decode()
-
-
 def start_haproxy(bench: Bench, hosts: int, plain: list[str]) -> None:
-    stop_haproxy(bench)
+    stop_haproxy(bench.haproxy)
     bench.ports = {"ours": free_port(), "plain": free_port()}
     lines = ["global", f"    stats socket {bench.runtime_api} mode 600 level admin", "    stats timeout 10s",
              "    maxconn 4000", "", "defaults", "    mode http", "    timeout connect 1s", "    timeout client 10s",
@@ -322,43 +297,12 @@ def start_haproxy(bench: Bench, hosts: int, plain: list[str]) -> None:
     config = os.path.join(bench.workdir, "haproxy.cfg")
     with open(config, "w", encoding="utf-8") as handle:
         handle.write("\n".join(lines))
-    with open(os.path.join(bench.workdir, "haproxy.log"), "ab") as log:
-        bench.haproxy = subprocess.Popen([HAPROXY, "-db", "-f", config], stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if bench.haproxy.poll() is not None:
-            raise BenchError(f"haproxy exited with code {bench.haproxy.returncode}; see {config}")
-        try:
-            if "Name: HAProxy" in runtime_command(bench, "show info"):
-                return
-        except OSError:
-            pass
-        time.sleep(0.05)
-    raise BenchError("haproxy did not open its runtime API within 10 s")
-
-
-def stop_haproxy(bench: Bench) -> None:
-    if bench.haproxy is None or bench.haproxy.poll() is not None:
-        return
-    bench.haproxy.terminate()
-    try:
-        bench.haproxy.wait(5)
-    except subprocess.TimeoutExpired:
-        bench.haproxy.kill()
-        bench.haproxy.wait(5)
-
-
-def servers_up(bench: Bench, backend: str) -> int:
-    text = runtime_command(bench, f"show stat {backend} 4 -1")
-    lines = [line for line in text.splitlines() if line.strip()]
-    rows = csv.DictReader([lines[0][2:]] + lines[1:])
-    return sum(1 for row in rows if row.get("status") == "UP" and row.get("addr") and not row["addr"].startswith("0.0.0.0"))
+    bench.haproxy = start_haproxy_process(config, bench.runtime_api, os.path.join(bench.workdir, "haproxy.log"))
 
 
 def wait_all_up(bench: Bench, backend: str, hosts: int) -> None:
     started = time.monotonic()
-    while servers_up(bench, backend) < hosts:
+    while servers_up(bench.runtime_api, backend) < hosts:
         if time.monotonic() - started > UP_TIMEOUT:
             raise BenchError(f"HAProxy did not report {hosts} servers of {backend} up within {UP_TIMEOUT:g} s")
         time.sleep(0.05)
@@ -539,7 +483,7 @@ def measure_cell(bench: Bench, hosts: int, count: int, round_number: int) -> dic
 
 
 def cleanup(bench: Bench) -> None:
-    stop_haproxy(bench)
+    stop_haproxy(bench.haproxy)
     remove_containers(bench)
     for client in bench.clients.values():
         for network in client.networks.list(filters={"label": f"{LABEL_KEY}={bench.run_id}"}):

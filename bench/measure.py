@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import csv
+import json
 import os
 import platform
 import re
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -13,6 +16,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(BENCH_DIR)
@@ -65,6 +69,82 @@ def run_checked(command: list[str], env: dict[str, str] | None = None, cwd: str 
     if timed.returncode != 0:
         raise BenchError(f"{' '.join(command)} exited with code {timed.returncode}:\n{timed.tail()}")
     return timed
+
+
+def play_results(timed: Timed) -> list[dict[str, Any]]:
+    """localhost's result of every task, from the ansible.posix.json output of a one-play playbook."""
+    lines = [line for _offset, line in timed.lines]
+    try:
+        report = json.loads("".join(lines[lines.index("{\n"):]))
+        return [task["hosts"]["localhost"] for task in report["plays"][0]["tasks"]]
+    except (ValueError, KeyError, IndexError):
+        raise BenchError(f"no task results in the output of ansible-playbook:\n{timed.tail()}") from None
+
+
+# HAProxy: one foreground process per benchmark, asked through its runtime API ---------------------
+HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def runtime_command(runtime_api: str, text: str) -> str:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
+        connection.settimeout(5)
+        connection.connect(runtime_api)
+        connection.sendall(text.encode() + b"\n")
+        chunks = []
+        while chunk := connection.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks).decode()
+
+
+def start_haproxy_process(config: str, runtime_api: str, log_path: str) -> subprocess.Popen:
+    """haproxy -db (one process in the foreground, stopped by its PID) with the config file, once its
+    runtime API answers."""
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen([HAPROXY, "-db", "-f", config], stdout=log, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise BenchError(f"haproxy exited with code {process.returncode}; see {config} and {log_path}")
+        try:
+            if "Name: HAProxy" in runtime_command(runtime_api, "show info"):
+                return process
+        except OSError:
+            pass
+        time.sleep(0.05)
+    stop_haproxy(process)
+    raise BenchError(f"haproxy did not open its runtime API within 10 s; see {log_path}")
+
+
+def stop_haproxy(process: subprocess.Popen | None) -> None:
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(5)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(5)
+
+
+def server_stats(runtime_api: str, backend: str) -> list[dict[str, str]]:
+    """`show stat` rows of the backend's servers that hold an address (free slots left out)."""
+    text = runtime_command(runtime_api, f"show stat {backend} 4 -1")
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines or not lines[0].startswith("# "):
+        raise BenchError(f"HAProxy answered `show stat {backend}` with: {text.strip()[:200]}")
+    rows = csv.DictReader([lines[0][2:]] + lines[1:])
+    return [row for row in rows if row.get("addr") and not row["addr"].startswith("0.0.0.0")]
+
+
+def servers_up(runtime_api: str, backend: str) -> int:
+    return sum(1 for row in server_stats(runtime_api, backend) if row.get("status") == "UP")
 
 
 def marks_from_lines(timed: Timed, patterns: dict[str, str], offset: float = 0.0) -> list[tuple[str, float]]:

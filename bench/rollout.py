@@ -33,14 +33,12 @@ Usage: .venv/bin/python bench/run.py rollout [--runs N] [--base IMAGE]
 from __future__ import annotations
 
 import argparse
-import csv
 import http.client
 import ipaddress
 import itertools
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -55,6 +53,7 @@ from docker.errors import APIError, DockerException, NotFound
 from measure import (
     BENCH_DIR,
     COLLECTIONS_PATH,
+    HAPROXY,
     LABEL_KEY,
     REPO_ROOT,
     VENV_BIN,
@@ -65,14 +64,20 @@ from measure import (
     ensure_base_image,
     ensure_collection_link,
     ensure_debian_package,
+    free_port,
     machine_facts,
     marks_from_lines,
     phases,
+    play_results,
     remove_labelled,
     retry_cleanup,
     run_checked,
     run_timed,
     say,
+    server_stats,
+    servers_up,
+    start_haproxy_process,
+    stop_haproxy,
     summary,
 )
 
@@ -82,7 +87,6 @@ from steady_load import SteadyLoad  # pylint: disable=wrong-import-position
 
 ANSIBLE_PLAYBOOK = os.path.join(VENV_BIN, "ansible-playbook")
 DEMO = os.path.join(REPO_ROOT, "examples", "demo")
-HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 
 REPLICAS = 10
 PORT = 8000
@@ -195,16 +199,6 @@ def create_network(bench: Bench, client: docker.DockerClient) -> None:
     raise BenchError("no free /24 in 10.231.0.0/16 for the benchmark's network")
 
 
-def play_results(timed: Timed) -> list[dict[str, Any]]:
-    """localhost's result of every task, from the ansible.posix.json output of a one-play playbook."""
-    lines = [line for _offset, line in timed.lines]
-    try:
-        report = json.loads("".join(lines[lines.index("{\n"):]))
-        return [task["hosts"]["localhost"] for task in report["plays"][0]["tasks"]]
-    except (ValueError, KeyError, IndexError):
-        raise BenchError(f"no task results in the output of ansible-playbook:\n{timed.tail()}") from None
-
-
 def release(bench: Bench) -> None:
     """Bakes and verifies both versions; tags them <repository>:<version> for compose and the loop."""
     extra_vars = {"bench_image": bench.repository, "bench_base": bench.base, "bench_label": bench.run_id,
@@ -225,12 +219,6 @@ def release(bench: Bench) -> None:
 
 
 # HAProxy ------------------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def backend_lines(bench: Bench, backend: str) -> list[str]:
     lines = [f"frontend fe_{backend}", f"    bind 127.0.0.1:{bench.ports[backend]}", f"    default_backend {backend}",
              "", f"backend {backend}", "    balance roundrobin", "    option httpchk GET /healthz",
@@ -254,73 +242,23 @@ def haproxy_config(bench: Bench) -> str:
     return "\n".join(lines)
 
 
-def runtime_command(bench: Bench, text: str) -> str:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
-        connection.settimeout(5)
-        connection.connect(bench.runtime_api)
-        connection.sendall(text.encode() + b"\n")
-        chunks = []
-        while chunk := connection.recv(65536):
-            chunks.append(chunk)
-    return b"".join(chunks).decode()
-
-
 def start_haproxy(bench: Bench) -> None:
     bench.ports = {backend: free_port() for backend in BACKENDS}
     config = os.path.join(bench.workdir, "haproxy.cfg")
     with open(config, "w", encoding="utf-8") as handle:
         handle.write(haproxy_config(bench))
-    with open(os.path.join(bench.workdir, "haproxy.log"), "ab") as log:
-        # -db: one process in the foreground, stopped by its PID at the end.
-        bench.haproxy = subprocess.Popen([HAPROXY, "-db", "-f", config], stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if bench.haproxy.poll() is not None:
-            raise BenchError(f"haproxy exited with code {bench.haproxy.returncode}; see {config}")
-        try:
-            if "Name: HAProxy" in runtime_command(bench, "show info"):
-                return
-        except OSError:
-            pass
-        time.sleep(0.05)
-    raise BenchError("haproxy did not open its runtime API within 10 s")
-
-
-def stop_haproxy(bench: Bench) -> None:
-    if bench.haproxy is None or bench.haproxy.poll() is not None:
-        return
-    bench.haproxy.terminate()
-    try:
-        bench.haproxy.wait(5)
-    except subprocess.TimeoutExpired:
-        bench.haproxy.kill()
-        bench.haproxy.wait(5)
-
-
-def server_stats(bench: Bench, backend: str) -> list[dict[str, str]]:
-    """`show stat` rows of the backend's servers that hold an address (free slots left out)."""
-    text = runtime_command(bench, f"show stat {backend} 4 -1")
-    lines = [line for line in text.splitlines() if line.strip()]
-    if not lines or not lines[0].startswith("# "):
-        raise BenchError(f"HAProxy answered `show stat {backend}` with: {text.strip()[:200]}")
-    rows = csv.DictReader([lines[0][2:]] + lines[1:])
-    return [row for row in rows if row.get("addr") and not row["addr"].startswith("0.0.0.0")]
-
-
-def servers_up(bench: Bench, backend: str) -> int:
-    return sum(1 for row in server_stats(bench, backend) if row.get("status") == "UP")
+    bench.haproxy = start_haproxy_process(config, bench.runtime_api, os.path.join(bench.workdir, "haproxy.log"))
 
 
 def check_downs(bench: Bench, backend: str) -> int:
     """How many times HAProxy's checks have marked a server of the backend down so far."""
-    return sum(int(row.get("chkdown") or 0) for row in server_stats(bench, backend))
+    return sum(int(row.get("chkdown") or 0) for row in server_stats(bench.runtime_api, backend))
 
 
 def wait_all_up(bench: Bench, backend: str) -> float:
     """Seconds until HAProxy reports all REPLICAS servers of the backend UP (polled every 50 ms)."""
     started = time.monotonic()
-    while servers_up(bench, backend) < REPLICAS:
+    while servers_up(bench.runtime_api, backend) < REPLICAS:
         if time.monotonic() - started > UP_TIMEOUT:
             raise BenchError(f"HAProxy did not report {REPLICAS} servers of {backend} up within {UP_TIMEOUT:g} s")
         time.sleep(0.05)
@@ -339,7 +277,7 @@ def ours(bench: Bench, strategy: str, version: str, round_label: str) -> dict[st
     result = play_results(timed)[0]
     if timed.returncode != 0 or result.get("failed") or not result.get("changed"):
         raise BenchError(f"the {strategy} rollout to {version} failed: {result.get('msg')}\n{timed.tail()}")
-    up = servers_up(bench, strategy)
+    up = servers_up(bench.runtime_api, strategy)
     if up != REPLICAS:
         raise BenchError(f"after the {strategy} rollout HAProxy reports {up} servers up, not {REPLICAS}")
     return {"wall": round(timed.wall, 3), "task": result["duration"], "generation": result["generation"],
@@ -639,7 +577,7 @@ def anchor_table(result: dict[str, Any]) -> dict[str, Any]:
 # clean-up ----------------------------------------------------------------------------------------
 def cleanup(bench: Bench) -> None:
     """Removes the HAProxy process, containers, images, volumes and network this run made."""
-    stop_haproxy(bench)
+    stop_haproxy(bench.haproxy)
     client = docker.from_env()
     for strategy in OURS:
         for container in client.containers.list(all=True, filters={"name": f"immutable-infra-lock-{bench.service(strategy)}"}):

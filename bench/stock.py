@@ -29,7 +29,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,7 +37,20 @@ import uuid
 from functools import partial
 
 import docker
-from measure import COLLECTIONS_PATH, LABEL_KEY, REPO_ROOT, VENV_BIN, BenchError, bench_env, run_timed, say, summary
+from measure import (
+    COLLECTIONS_PATH,
+    LABEL_KEY,
+    REPO_ROOT,
+    VENV_BIN,
+    BenchError,
+    bench_env,
+    free_port,
+    run_timed,
+    say,
+    start_haproxy_process,
+    stop_haproxy,
+    summary,
+)
 
 sys.path.insert(0, os.path.join(REPO_ROOT, "scripts"))
 sys.path.insert(0, COLLECTIONS_PATH)
@@ -49,7 +61,6 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client
 from ansible_collections.immutable.infra.plugins.plugin_utils.verify.verdicts import record_verdict
 
 ANSIBLE_PLAYBOOK = os.path.join(VENV_BIN, "ansible-playbook")
-HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 DEMO = os.path.join(REPO_ROOT, "examples", "demo")
 REPLICAS = 3
 LOAD_RATE = 100.0
@@ -63,23 +74,6 @@ BACKENDS = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def command(socket_path: str, text: str) -> str:
-    with socket.socket(socket.AF_UNIX) as connection:
-        connection.settimeout(5)
-        connection.connect(socket_path)
-        connection.sendall(text.encode() + b"\n")
-        chunks = []
-        while chunk := connection.recv(65536):
-            chunks.append(chunk)
-    return b"".join(chunks).decode()
-
-
 def start_haproxy(workdir: str, ports: dict[str, int]) -> subprocess.Popen:
     lines = ["global", f"    stats socket {workdir}/admin.sock mode 600 level admin", "", "defaults", "    mode http",
              "    timeout connect 1s", "    timeout client 10s", "    timeout server 10s", "    timeout check 1s",
@@ -91,14 +85,7 @@ def start_haproxy(workdir: str, ports: dict[str, int]) -> subprocess.Popen:
     config = os.path.join(workdir, "haproxy.cfg")
     with open(config, "w", encoding="utf-8") as handle:
         handle.write("\n".join(lines) + "\n")
-    process = subprocess.Popen([HAPROXY, "-db", "-f", config], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    for _attempt in range(100):
-        try:
-            if "Name: HAProxy" in command(f"{workdir}/admin.sock", "show info"):
-                return process
-        except OSError:
-            time.sleep(0.05)
-    raise BenchError("haproxy did not start")
+    return start_haproxy_process(config, f"{workdir}/admin.sock", os.path.join(workdir, "haproxy.log"))
 
 
 def playbook(workdir: str, name: str, tasks: list[dict], env: dict[str, str]) -> tuple[float, dict]:
@@ -203,9 +190,7 @@ def main() -> None:
             say(f"  round {number}: " + ", ".join(timings))
             rounds.append(measured)
     finally:
-        if haproxy:
-            haproxy.terminate()
-            haproxy.wait(5)
+        stop_haproxy(haproxy)
         client = docker.from_env()
         for container in client.containers.list(all=True, filters={"label": LABEL_KEY}):
             if container.labels.get(LABEL_KEY) == run_id:
