@@ -185,6 +185,7 @@ class ServiceHosts:
         self.still_stopping: dict[str, float] = {}  # hosts this run left for the engine to finish stopping
         self.doing: rp.Step | None = None  # the step under way, for errors that stop the whole run
         self.before_stop: Callable[[list[str]], None] | None = None  # notes a stop before it is sent
+        self.wait_allowance: Callable[[], float] | None = None  # how long a drain may still wait, if limited
         self._background = ThreadPoolExecutor(max_workers=16)
         self._stopping: list[tuple[str, Future]] = []
         self._creating: dict[str, Future] = {}
@@ -495,11 +496,15 @@ class ServiceHosts:
         self._step_add(names, records, rp.Step(rp.ADD, tuple(names)))
 
     def _step_wait_drained(self, names: list[str], records: dict[str, HostRecord], step: rp.Step) -> None:
+        allowance = self.drain_timeout if self.wait_allowance is None else self.wait_allowance()
+        timeout = min(self.drain_timeout, allowance)
+        why = (f"drain_timeout ({self.drain_timeout:g} s)" if timeout == self.drain_timeout else
+               f"{timeout:.0f} s, all the lease of the lock left for it while the lock cannot be renewed")
+
         def drained(name: str) -> None:
             server = records[name].server
-            if server and not self.balancer.wait_drained(server, self.drain_timeout):
-                self.progress(f"{self.service}: {name} still had sessions after drain_timeout "
-                              f"({self.drain_timeout:g} s); taking it out anyway")
+            if server and not self.balancer.wait_drained(server, timeout):
+                self.progress(f"{self.service}: {name} still had sessions after {why}; taking it out anyway")
         run_for_each(names, drained)
 
     def _step_detach(self, names: list[str], records: dict[str, HostRecord], step: rp.Step) -> None:

@@ -264,6 +264,11 @@ class ServiceLock:
         holds it: the engine dates the last renewal no earlier than the moment this run began it."""
         return self._renewed_at + self.lease_seconds - time.monotonic()
 
+    def wait_allowance(self) -> float:
+        """While the lock cannot be renewed: how long a wait inside a step (a drain) may still take, so that
+        the steps after it can still start within the lease."""
+        return max(self.lease_left() - 2 * LEASE_MARGIN, 0.0)
+
     def check_lease(self) -> None:
         """While the lock cannot be renewed (its engine is down): LockLost once too little of the lease is
         left to start another step, so no step of this run overlaps a new holder's."""

@@ -296,7 +296,8 @@ class Rollout(FleetManager):
 
         When the lost engine is the coordinator, the lock can no longer be renewed, but no other
         controller can take it over before its lease lapses: the revert goes on while the lease has time
-        left (lock.check_lease before each step), with the stops it sends kept in memory only."""
+        left (lock.check_lease before each step, and a drain cut short to what the lease allows), with the
+        stops it sends kept in memory only."""
         coordinator = self.fleet.coordinator_name
         where = f"during batch {hosts.doing.batch}" if hosts.doing and hosts.doing.batch else "mid-way"
         holder, within = ((", which holds the lock and journal,",
@@ -311,6 +312,7 @@ class Rollout(FleetManager):
                 if coordinator in hosts.down:
                     hosts.before_stop = None  # the journal cannot take notes; it already names the new hosts
                     hosts.pending_stops.offline = True
+                    hosts.wait_allowance = lock.wait_allowance
                     interrupted = lock.check_lease
                 try:
                     revert(hosts, plan.live_before, plan.new_hosts, keep_new=plan.kind == "restore",

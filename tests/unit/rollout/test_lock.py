@@ -213,3 +213,18 @@ def test_process_start_of_this_process_and_of_none():
     start = service_lock.process_start(os.getpid())
     assert start is not None and start == service_lock.process_start(os.getpid())
     assert service_lock.process_start(999_999_999) is None
+
+
+def test_while_the_lock_cannot_be_renewed_a_drain_may_wait_only_what_leaves_room_for_the_next_steps(monkeypatch):
+    lock = make_lock(FakeEngine())
+    now = [1000.0]
+    monkeypatch.setattr(service_lock.time, "monotonic", lambda: now[0])
+    lock._renewed_at = 1000.0  # renewed just now: 60 s of lease
+    assert lock.wait_allowance() == 60 - 2 * service_lock.LEASE_MARGIN
+    lock.check_lease()  # a step may start
+    now[0] += 52  # 8 s left: a step may still start, but a drain may not wait at all
+    assert lock.wait_allowance() == 0.0
+    lock.check_lease()
+    now[0] += 4  # 4 s left: no step starts
+    with pytest.raises(service_lock.LockLost, match="runs out in 4 s and cannot be renewed"):
+        lock.check_lease()
