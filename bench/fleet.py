@@ -70,6 +70,7 @@ from measure import (
     free_port,
     machine_facts,
     play_results,
+    remove_labelled,
     run_checked,
     say,
     servers_up,
@@ -483,14 +484,27 @@ def measure_cell(bench: Bench, hosts: int, count: int, round_number: int) -> dic
 
 
 def cleanup(bench: Bench) -> None:
+    """Everything the run made: HAProxy, hosts, networks, the images shipped to each engine, and the
+    release and its verdicts on the local engine."""
     stop_haproxy(bench.haproxy)
     remove_containers(bench)
+    labelled = {"label": f"{LABEL_KEY}={bench.run_id}"}
     for client in bench.clients.values():
-        for network in client.networks.list(filters={"label": f"{LABEL_KEY}={bench.run_id}"}):
+        for network in client.networks.list(filters=labelled):
             try:
                 network.remove()
             except (NotFound, APIError):
                 pass
+        for image in client.images.list(filters=labelled):
+            try:
+                client.images.remove(image.id, force=True)
+            except (NotFound, APIError):
+                pass
+    local = docker.from_env()
+    for image_id in bench.images.values():
+        for volume in local.volumes.list(filters={"label": f"immutable.infra.image_id={image_id}"}):
+            volume.remove(force=True)
+    remove_labelled(bench.run_id)
 
 
 # tables -------------------------------------------------------------------------------------------
