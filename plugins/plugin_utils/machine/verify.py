@@ -61,11 +61,11 @@ def verdict_passed(outcome: dict[str, Any], broken: bool) -> bool:
     return not broken and not outcome["failures"] and counts["failed"] == 0 and counts["errors"] == 0
 
 
-def manifest_verdict(record: dict[str, Any], outcome: dict[str, Any], timings: dict[str, float]) -> dict[str, Any]:
-    """The verdict a manifest carries: the ledger record's result, bound to the disk's digest."""
+def manifest_verdict(record: dict[str, Any]) -> dict[str, Any]:
+    """The verdict a manifest carries, from its disk_verdict ledger record: bound to the disk's digest."""
     return {"result": record["result"], "time": record["time"], "disk_digest": record["disk_digest"],
-            "ledger_id": record["id"], "tests": outcome["tests"], "accel": record["accel"],
-            "boot_to_ssh": timings.get("boot_to_ssh"), "verified_by": controller_identity(),
+            "ledger_id": record["id"], "tests": record["tests"], "accel": record["accel"],
+            "boot_to_ssh": record["timings"].get("boot_to_ssh"), "verified_by": controller_identity(),
             "report": record["report"]}
 
 
@@ -222,7 +222,7 @@ class DiskVerifier(Manager):
         # The manifest's verdict counts only for the disk it describes: re-read it, in case it was rebuilt.
         current = read_manifest(manifest_path) or {}
         if current.get("disk_digest") == digest:
-            current["verdict"] = manifest_verdict(record, outcome, timings)
+            current["verdict"] = manifest_verdict(record)
             write_manifest(manifest_path, current)
         return record
 

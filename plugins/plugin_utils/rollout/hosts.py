@@ -496,8 +496,7 @@ class ServiceHosts:
         self._step_add(names, records, rp.Step(rp.ADD, tuple(names)))
 
     def _step_wait_drained(self, names: list[str], records: dict[str, HostRecord], step: rp.Step) -> None:
-        allowance = self.drain_timeout if self.wait_allowance is None else self.wait_allowance()
-        timeout = min(self.drain_timeout, allowance)
+        timeout = self.drain_timeout if self.wait_allowance is None else min(self.drain_timeout, self.wait_allowance())
         why = (f"drain_timeout ({self.drain_timeout:g} s)" if timeout == self.drain_timeout else
                f"{timeout:.0f} s, all the lease of the lock left for it while the lock cannot be renewed")
 

@@ -171,10 +171,11 @@ def verdict_summary(counts: dict[str, int], molecule: dict[str, Any] | None = No
     return "; ".join(parts)
 
 
-def failure_report(image: str, what_ran: str, failures: list[dict[str, str]], limit: int = 20,
+def failure_report(name: str, what_ran: str, failures: list[dict[str, str]], limit: int = 20,
                    kind: str = "Image") -> str:
-    """The task message of a failed verdict: one line per failing test with its assertion message."""
-    lines = [f"{kind} {image} failed verification ({what_ran}):"]
+    """The task message of a failed verdict of an image or a disk (kind): one line per failing test with
+    its assertion message."""
+    lines = [f"{kind} {name} failed verification ({what_ran}):"]
     lines += [f"  - {failure['test']}: {failure['message']}" for failure in failures[:limit]]
     if len(failures) > limit:
         lines.append(f"  ... and {len(failures) - limit} more (see the report)")

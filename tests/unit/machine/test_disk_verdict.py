@@ -60,8 +60,8 @@ def test_the_manifest_carries_the_ledger_result_bound_to_the_digest(tmp_path):
     digest = "sha256:" + "d" * 64
     record = Ledger(str(tmp_path / "ledger.jsonl")).new_record(
         "disk_verdict", disk="hello.qcow2", disk_digest=digest, result="failed", accel="tcg",
-        report="/tmp/report.xml", tests=outcome["tests"])
-    verdict = manifest_verdict(record, outcome, {"boot_to_ssh": 41.5, "total": 60.0})
+        report="/tmp/report.xml", tests=outcome["tests"], timings={"boot_to_ssh": 41.5, "total": 60.0})
+    verdict = manifest_verdict(record)
     assert verdict["result"] == "failed" and verdict["disk_digest"] == digest
     assert verdict["ledger_id"] == record["id"] and verdict["time"] == record["time"]
     assert verdict["tests"] == {"total": 2, "passed": 1, "failed": 1, "errors": 0, "skipped": 0}
