@@ -39,7 +39,6 @@ Usage: .venv/bin/python bench/run.py fleet [--base IMAGE]   (or bench/fleet.py)
 from __future__ import annotations
 
 import argparse
-import http.client
 import ipaddress
 import json
 import os
@@ -67,6 +66,7 @@ from measure import (
     bench_env,
     ensure_base_image,
     ensure_collection_link,
+    first_200,
     free_port,
     machine_facts,
     play_results,
@@ -403,20 +403,6 @@ def plain_first(bench: Bench, inventory: dict[str, dict[str, Any]], version: str
         container.start()
 
 
-def first_200(address: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            connection = http.client.HTTPConnection(address, PORT, timeout=1)
-            connection.request("GET", "/healthz")
-            if connection.getresponse().status == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.02)
-    raise BenchError(f"floor host at {address} did not answer /healthz within {timeout:g} s")
-
-
 def floor(bench: Bench, hosts: int, count: int, version: str) -> dict[str, Any]:
     by_engine: dict[str, list[str]] = {}
     for index in range(1, hosts + 1):
@@ -431,7 +417,7 @@ def floor(bench: Bench, hosts: int, count: int, version: str) -> dict[str, Any]:
                 container = client.containers.run(bench.shipped_tag(version), detach=True, name=name,
                                                   labels={LABEL_KEY: bench.run_id}, network=bench.network)
                 container.reload()
-                first_200(container.attrs["NetworkSettings"]["Networks"][bench.network]["IPAddress"])
+                first_200(container.attrs["NetworkSettings"]["Networks"][bench.network]["IPAddress"], PORT)
         except (APIError, BenchError) as error:
             errors.append(f"{engine}: {error}")
 

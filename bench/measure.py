@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import http.client
 import json
 import os
 import platform
@@ -79,6 +80,24 @@ def play_results(timed: Timed) -> list[dict[str, Any]]:
         return [task["hosts"]["localhost"] for task in report["plays"][0]["tasks"]]
     except (ValueError, KeyError, IndexError):
         raise BenchError(f"no task results in the output of ansible-playbook:\n{timed.tail()}") from None
+
+
+def first_200(address: str, port: int, timeout: float = 60.0, poll: float = 0.02) -> None:
+    """Polls http://address:port/healthz every poll seconds until it answers 200 (a floor host is up)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        connection = http.client.HTTPConnection(address, port, timeout=0.5)
+        try:
+            connection.request("GET", "/healthz")
+            if connection.getresponse().status == 200:
+                return
+        except (OSError, http.client.HTTPException):
+            pass
+        finally:
+            connection.close()
+        if time.monotonic() > deadline:
+            raise BenchError(f"no host at {address} answered /healthz with 200 within {timeout:g} s")
+        time.sleep(poll)
 
 
 # HAProxy: one foreground process per benchmark, asked through its runtime API ---------------------

@@ -33,7 +33,6 @@ Usage: .venv/bin/python bench/run.py rollout [--runs N] [--base IMAGE]
 from __future__ import annotations
 
 import argparse
-import http.client
 import ipaddress
 import itertools
 import json
@@ -64,6 +63,7 @@ from measure import (
     ensure_base_image,
     ensure_collection_link,
     ensure_debian_package,
+    first_200,
     free_port,
     machine_facts,
     marks_from_lines,
@@ -170,8 +170,24 @@ def ensure_prerequisites(base: str) -> None:
     ensure_debian_package("docker-compose", "docker-compose")
 
 
-def used_subnets(client: docker.DockerClient) -> list[ipaddress.IPv4Network]:
+def routed_subnets() -> list[ipaddress.IPv4Network]:
+    """Subnets this host routes (the bridges of other engines on it too), from /proc/net/route; the
+    default route left out."""
+    with open("/proc/net/route", encoding="ascii") as handle:
+        rows = [line.split() for line in handle.read().splitlines()[1:]]
     subnets = []
+    for row in rows:
+        # Addresses in the byte order of the kernel's memory: little-endian on this machine's x86.
+        destination, mask = (ipaddress.IPv4Address(int(value, 16).to_bytes(4, "little")) for value in (row[1], row[7]))
+        if int(mask):
+            subnets.append(ipaddress.ip_network(f"{destination}/{mask}", strict=False))
+    return subnets
+
+
+def used_subnets(client: docker.DockerClient) -> list[ipaddress.IPv4Network]:
+    """The engine's networks and every subnet the host routes: a bridge on a subnet another engine's
+    bridge holds would send the benchmark's traffic to the wrong one."""
+    subnets = routed_subnets()
     for network in client.networks.list():
         for config in (network.attrs.get("IPAM") or {}).get("Config") or []:
             if config.get("Subnet") and ":" not in config["Subnet"]:
@@ -367,24 +383,6 @@ def naive(bench: Bench, backend: str, command: list[str], env: dict[str, str]) -
             "check_downs": check_downs(bench, backend) - downs}, timed
 
 
-def first_200(address: str) -> None:
-    """Polls http://address:PORT/healthz every FLOOR_POLL seconds until it answers 200."""
-    deadline = time.monotonic() + HEALTH_TIMEOUT
-    while True:
-        connection = http.client.HTTPConnection(address, PORT, timeout=0.5)
-        try:
-            connection.request("GET", "/healthz")
-            if connection.getresponse().status == 200:
-                return
-        except (OSError, http.client.HTTPException):
-            pass
-        finally:
-            connection.close()
-        if time.monotonic() > deadline:
-            raise BenchError(f"no host at {address} answered /healthz with 200 within {HEALTH_TIMEOUT:g} s")
-        time.sleep(FLOOR_POLL)
-
-
 def floor(bench: Bench, version: str, round_label: str) -> dict[str, Any]:
     """Starts REPLICAS containers of the version one after another, each until its first /healthz 200."""
     client = docker.from_env()
@@ -399,7 +397,7 @@ def floor(bench: Bench, version: str, round_label: str) -> dict[str, Any]:
             container.reload()
             address = container.attrs["NetworkSettings"]["Networks"][bench.network]["IPAddress"]
             running = time.monotonic()
-            first_200(address)
+            first_200(address, PORT, HEALTH_TIMEOUT, FLOOR_POLL)
             started_seconds.append(running - host_started)
             healthy_seconds.append(time.monotonic() - running)
         wall = time.monotonic() - started
