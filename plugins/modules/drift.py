@@ -32,6 +32,7 @@ extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - ansible.builtin.action_common_attributes.flow
   - immutable.infra.action
+  - immutable.infra.swap
   - immutable.infra.balancer
   - immutable.infra.engines
 attributes:
@@ -55,14 +56,6 @@ options:
     type: list
     elements: str
     default: []
-  drain_timeout:
-    description: Seconds to wait for a drifted host's sessions to reach zero.
-    type: float
-    default: 30
-  stop_timeout:
-    description: Seconds a host gets to exit after SIGTERM before the engine kills it; nothing waits for that (see M(immutable.infra.rollout)).
-    type: int
-    default: 10
   addressing:
     description:
       - How the service's rollouts reach its hosts (see M(immutable.infra.rollout)'s O(addressing)), so that
@@ -70,13 +63,6 @@ options:
         machine, V(published) otherwise, when not set; the port a V(published) rollout binds is not drift.
     type: str
     choices: [container, published]
-  lock_timeout:
-    description:
-      - Length in seconds of the lock's lease. The run holding the lock renews it every O(lock_timeout)/6
-        seconds while it works; another controller takes the lock over only when it was not renewed for
-        this long, or when the process that took it on the same controller is gone.
-    type: int
-    default: 60
 seealso:
   - module: immutable.infra.rollout
   - plugin: immutable.infra.fleet

@@ -52,6 +52,7 @@ extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - ansible.builtin.action_common_attributes.flow
   - immutable.infra.action
+  - immutable.infra.swap
   - immutable.infra.balancer
   - immutable.infra.engines
   - immutable.infra.fleet_rollout
@@ -129,22 +130,6 @@ options:
   health:
     # The rest of this option comes from the immutable.infra.balancer.health fragment.
     default: {}
-  drain_timeout:
-    description:
-      - Seconds to wait, after an old host is put in drain, for the balancer to report no sessions on
-        it. When they do not reach zero in time the host is taken out anyway, with a warning.
-    type: float
-    default: 30
-  stop_timeout:
-    description:
-      - Seconds an old host gets to exit after SIGTERM before the engine kills it (at most 3600).
-      - The rollout does not wait for it. An old host is stopped only once it is drained and out of the
-        balancer, so when it has not exited a second after SIGTERM (a program that ignores SIGTERM as
-        PID 1), the engine is left to finish the stop. Such hosts are recorded as stopping (RV(stopping),
-        the ledger, a volume C(immutable-infra-stopping-<service>)), count as stopped for every later run,
-        and a run that needs one back (a revert, a rollback) kills it first.
-    type: int
-    default: 10
   require_verified:
     description: Refuse an image whose ID has no passing verdict from M(immutable.infra.verify). Set V(false) only deliberately.
     type: bool
@@ -188,13 +173,6 @@ options:
         description: Extra labels on the hosts.
         type: dict
         default: {}
-  lock_timeout:
-    description:
-      - Length in seconds of the lock's lease. The run holding the lock renews it every O(lock_timeout)/6
-        seconds while it works; another controller takes the lock over only when it was not renewed for
-        this long, or when the process that took it on the same controller is gone.
-    type: int
-    default: 60
 seealso:
   - module: immutable.infra.verify
   - module: immutable.infra.bake

@@ -12,8 +12,8 @@ import requests
 # start_haproxy and start_http_backend are fixtures: pytest finds them by name in this module.
 from haproxy_support import BackendConfig, free_port
 
-from ansible_collections.immutable.infra.plugins.plugin_utils.balancer.adapter import HAProxyBalancer
 from ansible_collections.immutable.infra.plugins.plugin_utils.balancer.haproxy import HAProxyRuntime
+from ansible_collections.immutable.infra.plugins.plugin_utils.balancer.haproxy_backend import HAProxyBalancer
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
 
 # HAProxy applies no default-server line to servers added at runtime; these match the fixture's.

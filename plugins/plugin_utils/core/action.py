@@ -45,7 +45,7 @@ class InfraAction(ActionBase):
         try:
             params = validated_params(self, spec)
             secrets = secret_values(params, spec)
-            result.update(self.manage(params, self.task_context()))
+            result.update(self.manage(params, self.task_context(task_vars or {})))
         except InfraError as error:
             result.update(failed=True, msg=error.message, **error.details)
         return remove_values(result, secrets) if secrets else result
@@ -54,13 +54,14 @@ class InfraAction(ActionBase):
         """Does the module's work; returns its result."""
         return self.manager(params, context).run()
 
-    def task_context(self) -> TaskContext:
+    def task_context(self, task_vars: dict[str, Any]) -> TaskContext:
         # basedir is the playbook's directory: where roles/ and the git checkout for provenance are.
         return TaskContext(
             basedir=self._loader.get_basedir(), check_mode=bool(self._task.check_mode), diff_mode=bool(self._task.diff),
             roles_path=list(C.DEFAULT_ROLES_PATH), collections_path=list(AnsibleCollectionConfig.collection_paths),
             play_collections=list(self._task.collections or []), ansible_core_version=ansible_core_version,
-            progress=self.progress)
+            progress=self.progress, inventory={"groups": task_vars.get("groups") or {},
+                                               "hostvars": task_vars.get("hostvars") or {}})
 
     @staticmethod
     def progress(message: str) -> None:

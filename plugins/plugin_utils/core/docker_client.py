@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError, parse_rfc3339
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import EngineUnreachable, InfraError, parse_rfc3339
 
 try:
     import docker
@@ -32,10 +32,6 @@ try:
 except ImportError:  # reported when a client is created, so ansible-doc works without the SDK
     docker = None  # type: ignore[assignment]
     LOST_CONNECTION = (ConnectionError,)
-
-
-class EngineUnreachable(InfraError):
-    """The Docker engine stopped answering (it restarted, died, or its socket went away) during a call."""
 
 
 class EngineCalls:

@@ -51,6 +51,7 @@ class TaskContext:
     ansible_core_version: str = ""
     cores: int = field(default_factory=lambda: os.cpu_count() or 1)
     progress: Callable[[str], None] = silent
+    inventory: dict[str, Any] = field(default_factory=dict)  # the task's groups and hostvars
 
 
 class Manager:

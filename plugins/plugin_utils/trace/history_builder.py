@@ -248,3 +248,29 @@ def summary_line(service: str, history: dict[str, Any], shown: int) -> str:
     more = f" (newest {shown} shown)" if shown < total else ""
     unrecorded = f"; running hosts no revision names: {', '.join(history['unrecorded'])}" if history["unrecorded"] else ""
     return f"{service}: {total} revision(s){more}; {live}{unrecorded}"
+
+
+# the service record --------------------------------------------------------------------------------
+def service_record_changes(records: Iterable[dict[str, Any]], service: str) -> list[dict[str, Any]]:
+    """Each change of where the service runs (its record: engines, balancer, addressing), oldest first."""
+    changes = [{"time": record.get("time"), "by": _who(record), "changes": record.get("changes") or {}}
+               for record in records if record.get("kind") == "service" and record.get("service") == service]
+    return sorted(changes, key=lambda entry: entry["time"] or "")
+
+
+def _shown_option(value: Any) -> str:
+    """An option of the record in a few words: a balancer by kind, runtime API and backend; engines by name."""
+    if isinstance(value, dict) and value.get("backend"):
+        return f"{value.get('type') or 'haproxy'} {value.get('runtime_api')} backend {value['backend']}"
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True)
+    if isinstance(value, list):
+        return ", ".join(str(entry.get("name")) if isinstance(entry, dict) else str(entry) for entry in value)
+    return "-" if value is None else str(value)
+
+
+def render_record_changes(changes: list[dict[str, Any]]) -> list[str]:
+    """One line per change of the service record: when, by whom, each option before -> after."""
+    return [f"{entry['time'] or '?'} {entry['by'] or '?'}: " + "; ".join(
+        f"{name} {_shown_option(change.get('before'))} -> {_shown_option(change.get('after'))}"
+        for name, change in sorted(entry["changes"].items())) for entry in changes]

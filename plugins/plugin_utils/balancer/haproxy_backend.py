@@ -1,10 +1,6 @@
 # Copyright: immutable.infra contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Balancer membership as a rollout sees it: which host is in, add, drain, take out.
-
-One class per balancer kind; the rollout only uses this interface. Without a balancer every
-running host counts as live and the membership steps do nothing.
-"""
+"""HAProxy as a Balancer (base.py): a backend's servers through the runtime API (haproxy.py)."""
 
 from __future__ import annotations
 
@@ -13,23 +9,18 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ansible_collections.immutable.infra.plugins.plugin_utils.balancer.base import Member
 from ansible_collections.immutable.infra.plugins.plugin_utils.balancer.haproxy import HAProxyRuntime, Server
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
 
 POLL_INTERVAL = 0.05  # seconds between runtime API reads while waiting; each read is one small command
 
-BALANCER_OPTIONS = {
-    "type": {"type": "str", "default": "haproxy", "choices": ["haproxy"]},
-    "runtime_api": {"type": "str", "required": True},
-    "backend": {"type": "str", "required": True},
-    "server_options": {"type": "list", "elements": "str", "default": ["inter", "500ms", "rise", "1", "fall", "2"]},
-    "up_timeout": {"type": "float", "default": 30},
-    "trust_gate": {"type": "bool", "default": True},
-}
 MAX_UP_TIMEOUT = 3600
 
 
 class HAProxyBalancer:
+    tracks_membership = True
+
     def __init__(self, options: dict[str, Any]) -> None:
         self.runtime = HAProxyRuntime(options["runtime_api"])
         self.backend = options["backend"]
@@ -39,17 +30,23 @@ class HAProxyBalancer:
             raise InfraError(f"balancer.up_timeout must be above 0 and at most {MAX_UP_TIMEOUT} seconds.")
         self.trust_gate = bool(options.get("trust_gate", True))
         self.name = f"haproxy backend {self.backend}"
+        self.options = dict(options)
         self._adding = threading.Lock()
 
     def check(self) -> None:
         """Fails with a clear error when the runtime API is unreachable or the backend unknown."""
         self.runtime.servers(self.backend)
 
-    def members(self, is_ours: Callable[[str], bool]) -> list[Server]:
+    def describe(self) -> dict[str, Any]:
+        return {"type": "haproxy", **{key: self.options[key] for key in ("runtime_api", "backend", "server_options",
+                                                                        "up_timeout", "trust_gate") if key in self.options}}
+
+    def members(self, is_ours: Callable[[str], bool]) -> list[Member]:
         """The backend's servers that belong to the service: template slots not in maintenance (a slot
         in maintenance is free, whatever its placeholder address) and servers named like its hosts.
         Servers declared for other purposes are left alone."""
-        return [server for server in self.runtime.servers(self.backend)
+        return [Member(server.name, server.address, server.port, server.admin_state)
+                for server in self.runtime.servers(self.backend)
                 if not server.free_slot and (server.template_slot or is_ours(server.name))]
 
     def lost(self, expected: Mapping[str, tuple[str, int]]) -> list[str]:
@@ -126,39 +123,3 @@ class HAProxyBalancer:
 
     def detach(self, server: str) -> None:
         self.runtime.remove_server(self.backend, server)
-
-
-class NoBalancer:
-    """For services without a balancer: membership is simply 'running'."""
-
-    name = "no balancer"
-
-    def check(self) -> None:
-        return None
-
-    def members(self, is_ours: Callable[[str], bool]) -> list[Server]:
-        return []
-
-    def lost(self, expected: Mapping[str, tuple[str, int]]) -> list[str]:
-        return []
-
-    def register(self, host: str, address: str, port: int) -> str:
-        return host
-
-    def activate(self, server: str, host: str, address: str, port: int) -> str:
-        return server
-
-    def set_state(self, server: str, state: str) -> None:
-        return None
-
-    def wait_drained(self, server: str, timeout: float) -> bool:
-        return True
-
-    def detach(self, server: str) -> None:
-        return None
-
-
-def make_balancer(options: dict[str, Any] | None) -> HAProxyBalancer | NoBalancer:
-    if not options:
-        return NoBalancer()
-    return HAProxyBalancer(options)

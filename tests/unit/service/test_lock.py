@@ -7,8 +7,9 @@ import socket
 import pytest
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError, parse_rfc3339
-from ansible_collections.immutable.infra.plugins.plugin_utils.rollout import lock as service_lock
-from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.lock import (
+from ansible_collections.immutable.infra.plugins.plugin_utils.engines.docker_store import DockerStore
+from ansible_collections.immutable.infra.plugins.plugin_utils.service import lock as service_lock
+from ansible_collections.immutable.infra.plugins.plugin_utils.service.lock import (
     Holder,
     ServiceLock,
     holder_of,
@@ -38,16 +39,29 @@ def lease(created, token="tok"):
     return {"Name": f"lease-{created}", "CreatedAt": created, "Labels": {"immutable.infra.lock_token": token}}
 
 
+def as_marker(inspected):
+    """A lock container as the Docker store reads it."""
+    store = DockerStore(FakeEngine({"lock": inspected}), "sha256:img")
+    return store.marker("lock")
+
+
+def as_leases(*volumes):
+    engine = FakeEngine()
+    engine.volumes = {volume["Name"]: volume for volume in volumes}
+    return DockerStore(engine, "sha256:img").find("immutable.infra.lease", "web")
+
+
 def test_the_newest_renewal_of_this_lock_counts_and_other_locks_leases_do_not():
-    holder = holder_of(lock_container(), [lease("2026-12-01T10:00:30Z"), lease("2026-12-01T10:00:20Z"),
-                                          lease("2026-12-01T10:05:00Z", token="someone-else")])
+    holder = holder_of(as_marker(lock_container()), as_leases(
+        lease("2026-12-01T10:00:30Z"), lease("2026-12-01T10:00:20Z"), lease("2026-12-01T10:05:00Z", token="someone-else")))
     assert holder is not None and holder.last_renewal == T0 + 30
     assert holder.describe() == "rollout r1 by ops@ci-1, pid 4242, started 2026-12-01T10:00:00Z"
 
 
 def test_a_lock_without_its_labels_has_no_readable_holder():
-    assert holder_of(lock_container(**{"immutable.infra.owner": None}), []) is None
-    assert holder_of({"Id": "x", "Created": "2026-12-01T10:00:00Z", "Config": {"Labels": None}}, []) is None
+    assert holder_of(as_marker(lock_container(**{"immutable.infra.owner": None})), []) is None
+    assert holder_of(as_marker({"Id": "x", "Created": "2026-12-01T10:00:00Z", "Config": {"Labels": None}}), []) is None
+    assert holder_of(as_marker(lock_container(created="not a time")), []) is None
 
 
 def holder(controller="ci-1", pid=4242, pid_start="777", last_renewal=T0, lease_seconds=60.0):
@@ -75,6 +89,8 @@ def test_another_controllers_pid_says_nothing():
 
 class FakeEngine:
     """The few calls the lock makes, over a dict of containers; scripted inspect results per call."""
+
+    where = "unix:///fake.sock"
 
     def __init__(self, existing=None, inspect_script=(), now=T0 + 1):
         self.containers = dict(existing or {})
@@ -114,7 +130,7 @@ class FakeEngine:
 
 
 def make_lock(engine, progress=None):
-    return ServiceLock(engine, "web", "sha256:img", "r2", 60, ([] if progress is None else progress).append)
+    return ServiceLock(DockerStore(engine, "sha256:img"), "web", "r2", 60, ([] if progress is None else progress).append)
 
 
 @pytest.fixture(autouse=True)
@@ -165,7 +181,7 @@ def test_a_stale_lock_is_removed_by_its_id_and_taken():
     lock = make_lock(engine, progress)
     lock.acquire()
     try:
-        assert engine.removed == ["c" * 64] and lock.container_id == "mine"
+        assert engine.removed == ["c" * 64] and lock.marker_id == "mine"
         assert "process 999999999 on this controller is gone" in progress[0]
     finally:
         lock.release()

@@ -21,7 +21,7 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import default_path as default_ledger_path
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.clients import connect_engines
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.declaration import Engine, parse_engines
-from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.drift_plan import host_drift, recorded_hosts
+from ansible_collections.immutable.infra.plugins.plugin_utils.engines.docker_drift import host_drift, recorded_hosts
 
 
 def group_prefix(service: str) -> str:

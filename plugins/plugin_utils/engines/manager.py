@@ -1,17 +1,12 @@
 # Copyright: immutable.infra contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Modules that work over a fleet of engines: the engines option (or engines_group, or the single
-docker_host) resolved once per task, and one client per engine.
-
-EnginesAction reads engines_group from the inventory the task sees (only the action has the task's
-variables) and hands the manager an `engines` list, so a FleetManager never needs the inventory.
-"""
+"""Modules that work over a fleet of engines: the engines option (or engines_group, read from the
+inventory the task sees, or the single docker_host) resolved once per task, and one client per engine."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.action import InfraAction
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.task import Manager, TaskContext
@@ -21,6 +16,9 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.engines.declaratio
     engines_from_group,
     parse_engines,
 )
+from ansible_collections.immutable.infra.plugins.plugin_utils.engines.docker_store import DockerStore
+from ansible_collections.immutable.infra.plugins.plugin_utils.service.record import read_record, with_record
+from ansible_collections.immutable.infra.plugins.plugin_utils.service.spec import SERVICE_PATTERN
 
 
 def group_resolved(params: dict[str, Any], task_vars: dict[str, Any]) -> dict[str, Any]:
@@ -34,25 +32,35 @@ def group_resolved(params: dict[str, Any], task_vars: dict[str, Any]) -> dict[st
     return dict(params, engines=engines, engines_group=None)
 
 
-class EnginesAction(InfraAction):
-    """The action of a module whose argument spec includes ENGINES_ARGUMENT_SPEC."""
-
-    def run(self, tmp=None, task_vars=None):
-        self._task_vars = task_vars or {}
-        return super().run(tmp, task_vars)
-
-    def manage(self, params: dict[str, Any], context: TaskContext) -> dict[str, Any]:
-        return super().manage(group_resolved(params, getattr(self, "_task_vars", {})), context)
-
-
 class FleetManager(Manager):
     """A manager over every engine of the fleet. client() is the first declared engine's client: the
-    coordinator, where a service's lock lives (for a fleet of one, the docker_host engine)."""
+    coordinator, where a service's lock lives (for a fleet of one, the docker_host engine).
+
+    A module that names a service takes the options of record_options it was not given from the
+    service's record (service/record.py), read on the engine it reaches first."""
+
+    record_options: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, params: dict[str, Any], context: TaskContext) -> None:
+        params = group_resolved(params, context.inventory)
         super().__init__(params, context)
         self.engines: list[Engine] = parse_engines(params.get("engines"), params.get("docker_host"))
         self._reached: EngineClients | None = None
+        self.given = {name: params.get(name) for name in self.record_options}  # as the task gave them
+        if self.record_options and SERVICE_PATTERN.fullmatch(str(params.get("service") or "")):
+            self._take_service_record(params["service"])
+
+    def _take_service_record(self, service: str) -> None:
+        try:
+            found = read_record(DockerStore(self.client(), ""), service)
+        except InfraError:
+            return  # the engine does not answer: the module says so when it reaches it
+        merged = with_record(self.params, found, self.record_options)
+        moved = any(merged.get(name) != self.params.get(name) for name in ("engines", "docker_host"))
+        self.params = merged
+        if moved:
+            self.engines = parse_engines(merged.get("engines"), merged.get("docker_host"))
+            self._reached = None
 
     @property
     def several(self) -> bool:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ansible_collections.immutable.infra.plugins.plugin_utils.rollout import plan as rp
-from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.manager import kept_replacements
-from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.reconcile import live_generations, plan_repair
+from ansible_collections.immutable.infra.plugins.plugin_utils.service import plan as rp
+from ansible_collections.immutable.infra.plugins.plugin_utils.service.reconcile import live_generations, plan_repair
+from ansible_collections.immutable.infra.plugins.plugin_utils.service.transaction import kept_replacements
 
 
 def host(generation, index, running=True, state="ready"):

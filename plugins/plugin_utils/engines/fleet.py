@@ -1,8 +1,8 @@
 # Copyright: immutable.infra contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The engines a rollout runs over: reached at the start (an engine that is down is named), the image
-found and gated on all of them, each new host placed on an engine, and the image shipped to every
-engine that needs it before any host starts.
+"""The Docker engines a service runs over: reached at the start (an engine that is down is named), the
+image found and gated on all of them, each new host placed on an engine, and the image shipped to
+every engine that needs it before any host starts.
 
 A fleet of one (docker_host, or nothing) is the engine named "default" and behaves as before
 engines existed: no placement, no shipping, the gate on that engine. The first declared engine is
@@ -38,8 +38,9 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.engines.shipping i
     ship_image,
 )
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.verdicts import copy_verdict, fleet_verdict
-from ansible_collections.immutable.infra.plugins.plugin_utils.rollout import plan as rp
-from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.hosts import ADDRESSING, Observation
+from ansible_collections.immutable.infra.plugins.plugin_utils.service import plan as rp
+
+ADDRESSING = ("container", "published")
 
 LOCAL = "local"  # the controller's own engine (DOCKER_HOST or the default socket), where images are baked
 
@@ -82,15 +83,6 @@ def resolved_address(engine: Engine) -> str | None:
     return str(sorted(found, key=lambda entry: entry[0] != socket.AF_INET)[0][4][0])
 
 
-def host_endpoints(engines: Sequence[Engine], addressing: str) -> dict[str, Any]:
-    """How ServiceHosts reaches the hosts of these engines: addressing, and with published ports each
-    engine's address and the address its ports are bound to."""
-    published = addressing == "published"
-    return {"addressing": addressing,
-            "addresses": {engine.name: resolved_address(engine) if published else engine.address for engine in engines},
-            "binds": {engine.name: engine.bind_address for engine in engines}}
-
-
 @dataclass
 class Fleet:
     engines: list[Engine]
@@ -101,6 +93,7 @@ class Fleet:
     transfer: str = "auto"
     place_down_share: bool = False
     local: DockerClient | None = None  # the controller's engine, when it is not one of the fleet's
+    _addresses: dict[str, str | None] | None = field(default=None, repr=False)
 
     @property
     def single(self) -> bool:
@@ -123,8 +116,17 @@ class Fleet:
                              "can run without it (place_down_share does not apply to it). Nothing was changed.",
                              engines_down=sorted(self.down))
 
-    def host_endpoints(self) -> dict[str, Any]:
-        return host_endpoints(self.engines, self.addressing)
+    def endpoint_addresses(self) -> dict[str, str | None]:
+        """Where each engine's published ports are reached (an IP address: balancer servers take those)."""
+        if self._addresses is None:
+            published = self.addressing == "published"
+            self._addresses = {engine.name: resolved_address(engine) if published else engine.address
+                               for engine in self.engines}
+        return self._addresses
+
+    def bind_addresses(self) -> dict[str, str]:
+        """The address each engine binds published ports to."""
+        return {engine.name: engine.bind_address for engine in self.engines}
 
     def sources(self) -> dict[str, DockerClient]:
         """Every engine an image may be found on: the controller's own first (where bakes run), then the fleet."""
@@ -202,10 +204,10 @@ def host_slot(name: str) -> str:
     return str(rp.parse_host_name(name)[2])
 
 
-def place_hosts(fleet: Fleet, plan: rp.Plan, observation: Observation) -> tuple[dict[str, str], Placement | None]:
+def place_hosts(fleet: Fleet, plan: rp.Plan, observed: Sequence[rp.Host]) -> tuple[dict[str, str], Placement | None]:
     """The engine of every host the plan starts: the engines kept hosts run on, and for new hosts the
     placement planner (each slot stays on the engine its live host ran on while that engine has room)."""
-    engine_of = {host.name: host.engine for host in observation.hosts}
+    engine_of = {host.name: host.engine for host in observed}
     existing = {name: engine_of[name] for name in plan.new_hosts if name in engine_of}
     fresh = [name for name in plan.new_hosts if name not in engine_of]
     if not fresh:

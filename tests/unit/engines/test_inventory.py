@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.declaration import parse_engines
-from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.fleet import (
+from ansible_collections.immutable.infra.plugins.plugin_utils.engines.inventory import (
     FleetHost,
     engine_group,
     fleet_host,

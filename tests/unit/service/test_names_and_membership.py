@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.immutable.infra.plugins.plugin_utils.balancer.haproxy import Server
+from ansible_collections.immutable.infra.plugins.plugin_utils.balancer.base import Member
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
-from ansible_collections.immutable.infra.plugins.plugin_utils.rollout import plan as rp
-from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.fleet import group_prefix
-from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.hosts import match_servers, validate_service
+from ansible_collections.immutable.infra.plugins.plugin_utils.engines.inventory import group_prefix
+from ansible_collections.immutable.infra.plugins.plugin_utils.service import plan as rp
+from ansible_collections.immutable.infra.plugins.plugin_utils.service.membership import match_servers
+from ansible_collections.immutable.infra.plugins.plugin_utils.service.spec import validate_service
 
 
 @pytest.mark.parametrize("name", ["web", "web-api", "bars_hello", "a", "api2", "web-2", "a" * 63, "x-1-2"])
@@ -37,8 +38,7 @@ def test_group_names_use_underscores_for_hyphens():
 
 
 def server(name, address, port=8000, admin="ready"):
-    return Server("web", name, address, port, admin, "up", "UP", True, "passed", "L7OK", "", 0, 0,
-                  name.startswith("slot"), False)
+    return Member(name, address, port, admin)
 
 
 def test_each_running_host_gets_the_server_at_its_address_and_the_rest_is_stale():

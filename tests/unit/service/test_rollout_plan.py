@@ -7,7 +7,7 @@ import re
 import pytest
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
-from ansible_collections.immutable.infra.plugins.plugin_utils.rollout import plan as rp
+from ansible_collections.immutable.infra.plugins.plugin_utils.service import plan as rp
 
 OLD, NEW = "spec-old", "spec-new"
 

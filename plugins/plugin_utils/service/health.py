@@ -2,8 +2,9 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Health gates: a host counts as healthy after healthy_threshold passing checks in a row.
 
-A check is an HTTP GET, a TCP connect, or a command run inside the host. A host whose container
-stops or restarts while it is being checked fails at once, with its exit code and last log lines.
+A check is an HTTP GET, a TCP connect, or a command run inside the host (through its back-end). A
+host that stops or restarts while it is being checked fails at once, with what its back-end says
+about it (for a container, its exit code and last log lines).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.interrupts import never_interrupted
 
 FIRST_PASS_POLL = 0.02
@@ -70,13 +70,13 @@ class HealthCheck:
             return f"tcp check on port {self.port}"
         return f"http check GET {self.http_path} on port {self.port}"
 
-    def probe(self, client: DockerClient, container_id: str, address: str | None,
+    def probe(self, run_command: Callable[[list[str]], tuple[int, str]], address: str | None,
               port: int | None = None) -> tuple[bool, str]:
-        """One check; returns (passed, what was seen). client: the host's engine (a command runs through
-        it); port: where address answers for the service's port (a published port), the port itself
-        by default."""
+        """One check; returns (passed, what was seen). run_command runs a command inside the host and
+        returns its exit code and output; port: where address answers for the service's port (a
+        published port), the port itself by default."""
         if self.command:
-            code, output = client.exec(container_id, list(self.command))
+            code, output = run_command(list(self.command))
             return code == 0, f"exit code {code}: {output.strip()[-200:]}"
         if not address:
             return False, "the host has no address yet"
@@ -101,23 +101,21 @@ class HealthCheck:
         return passed, f"HTTP {status}"
 
 
-def container_problem(client: DockerClient, container_id: str) -> str | None:
-    """Why the container cannot become healthy (stopped, restarting), or None while it runs."""
-    inspected = client.container(container_id)
-    if inspected is None:
-        return "its container was removed"
-    state = inspected.get("State") or {}
-    if state.get("Running") and not state.get("Restarting") and not inspected.get("RestartCount"):
-        return None
-    logs = client.logs(container_id, tail=5).strip().replace("\n", " | ")
-    return (f"its container {'restarted' if state.get('Restarting') or inspected.get('RestartCount') else 'stopped'} "
-            f"with exit code {state.get('ExitCode')}" + (f" (last output: {logs[-300:]})" if logs else ""))
+@dataclass(frozen=True)
+class Target:
+    """A host as its health gate reaches it: by name, at an endpoint, with its back-end's two calls
+    (run a command inside it; why it cannot become healthy, or None while it runs)."""
+
+    name: str
+    address: str | None
+    port: int | None
+    run_command: Callable[[list[str]], tuple[int, str]]
+    problem: Callable[[], str | None]
 
 
-def wait_healthy(client: DockerClient, check: HealthCheck, host: str, container_id: str,
-                 address: str | None, progress: Callable[[str], None], deadline_seconds: float | None = None,
+def wait_healthy(check: HealthCheck, target: Target, progress: Callable[[str], None],
                  on_first_pass: Callable[[], object] = lambda: None,
-                 interrupted: Callable[[], None] = never_interrupted, port: int | None = None) -> float:
+                 interrupted: Callable[[], None] = never_interrupted) -> float:
     """Blocks until the host passes check.healthy_threshold checks in a row; returns the seconds it took.
     interrupted() is called before every check and raises to stop the wait.
 
@@ -126,18 +124,19 @@ def wait_healthy(client: DockerClient, check: HealthCheck, host: str, container_
     check.interval apart.
     """
     started = time.monotonic()
-    deadline = started + (deadline_seconds or check.timeout)
+    deadline = started + check.timeout
+    host = target.name
     streak, last, announced, inspected = 0, "no check ran yet", started, 0.0
     while True:
         interrupted()
-        passed, last = check.probe(client, container_id, address, port)
+        passed, last = check.probe(target.run_command, target.address, target.port)
         streak = streak + 1 if passed else 0
         if streak == 1:
             on_first_pass()
         now = time.monotonic()
         if streak >= check.healthy_threshold or (not passed and now - inspected >= check.interval):
             inspected = now
-            problem = container_problem(client, container_id)
+            problem = target.problem()
             if problem:
                 raise InfraError(f"host {host} failed its {check.describe()}: {problem}.", host=host)
             if passed:

@@ -7,15 +7,13 @@ import pytest
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.declaration import parse_engines
-from ansible_collections.immutable.infra.plugins.plugin_utils.rollout import plan as rp
-from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.fleet_engines import (
+from ansible_collections.immutable.infra.plugins.plugin_utils.engines.fleet import (
     Fleet,
-    host_endpoints,
     is_local,
     place_hosts,
     require_fleet_verified,
 )
-from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.hosts import Observation
+from ansible_collections.immutable.infra.plugins.plugin_utils.service import plan as rp
 
 ENGINES = parse_engines([{"name": f"rig{number}", "docker_host": f"tcp://127.0.0.1:2375{number}"}
                          for number in (1, 2, 3)])
@@ -26,11 +24,11 @@ def fleet(**options) -> Fleet:
     return Fleet(ENGINES, {engine.name: object() for engine in ENGINES}, **options)  # type: ignore[misc]
 
 
-def observed(*hosts: tuple[str, str, bool]) -> Observation:
-    observation = Observation()
+def observed(*hosts: tuple[str, str, bool]) -> list[rp.Host]:
+    observation = []
     for name, engine, live in hosts:
         _service, generation, index = rp.parse_host_name(name)
-        observation.hosts.append(rp.Host(name, generation, index, "old", live, "ready" if live else None, engine))
+        observation.append(rp.Host(name, generation, index, "old", live, "ready" if live else None, engine))
     return observation
 
 
@@ -40,7 +38,7 @@ def desired(replicas: int = 3, spec: str = "new") -> rp.Desired:
 
 def test_a_new_generation_keeps_each_slot_on_the_engine_of_the_host_it_replaces():
     observation = observed(("web-1-1", "rig3", True), ("web-1-2", "rig1", True), ("web-1-3", "rig2", True))
-    plan = rp.plan_rollout(observation.hosts, desired())
+    plan = rp.plan_rollout(observation, desired())
     placed, placement = place_hosts(fleet(), plan, observation)
     assert placed == {"web-2-1": "rig3", "web-2-2": "rig1", "web-2-3": "rig2"}
     assert placement is not None and placement.moved == []
@@ -48,16 +46,16 @@ def test_a_new_generation_keeps_each_slot_on_the_engine_of_the_host_it_replaces(
 
 def test_a_first_rollout_spreads_evenly_filling_engines_in_declaration_order():
     plan = rp.plan_rollout([], desired(replicas=4))
-    placed, placement = place_hosts(fleet(), plan, Observation())
+    placed, placement = place_hosts(fleet(), plan, [])
     assert placed == {"web-1-1": "rig1", "web-1-2": "rig1", "web-1-3": "rig2", "web-1-4": "rig3"}
     assert placement is not None and placement.counts == {"rig1": 2, "rig2": 1, "rig3": 1}
 
 
 def test_scaling_up_places_only_the_new_hosts_where_there_is_room():
     observation = observed(("web-1-1", "rig1", True), ("web-1-2", "rig2", True))
-    observation.hosts[:] = [rp.Host(host.name, host.generation, host.index, "new", True, "ready", host.engine)
-                            for host in observation.hosts]
-    plan = rp.plan_rollout(observation.hosts, desired(replicas=3))
+    observation[:] = [rp.Host(host.name, host.generation, host.index, "new", True, "ready", host.engine)
+                            for host in observation]
+    plan = rp.plan_rollout(observation, desired(replicas=3))
     assert plan.kind == "scale"
     placed, _placement = place_hosts(fleet(), plan, observation)
     assert placed == {"web-1-3": "rig3"}
@@ -67,8 +65,8 @@ def test_a_restored_generation_stays_on_the_engines_its_hosts_are_on():
     observation = observed(("web-2-1", "rig1", True), ("web-2-2", "rig2", True), ("web-2-3", "rig3", True),
                            ("web-1-1", "rig2", False), ("web-1-2", "rig3", False), ("web-1-3", "rig1", False))
     hosts = [rp.Host(host.name, host.generation, host.index, "new" if host.generation == 1 else "old", host.running,
-                     host.balancer_state, host.engine) for host in observation.hosts]
-    observation.hosts[:] = hosts
+                     host.balancer_state, host.engine) for host in observation]
+    observation[:] = hosts
     plan = rp.plan_rollout(hosts, desired())
     assert plan.kind == "restore"
     placed, placement = place_hosts(fleet(), plan, observation)
@@ -77,7 +75,7 @@ def test_a_restored_generation_stays_on_the_engines_its_hosts_are_on():
 
 def test_an_engine_down_is_named_unless_its_share_goes_to_the_others():
     observation = observed(("web-1-1", "rig1", True), ("web-1-3", "rig3", True))
-    plan = rp.plan_rollout(observation.hosts, desired())
+    plan = rp.plan_rollout(observation, desired())
     with pytest.raises(InfraError, match=r"Engine\(s\) rig2 cannot be reached"):
         place_hosts(fleet(down={"rig2": "refused"}), plan, observation)
     placed, placement = place_hosts(fleet(down={"rig2": "refused"}, place_down_share=True), plan, observation)
@@ -124,11 +122,12 @@ def test_published_hosts_are_reached_at_an_ip_address_a_host_name_is_resolved_to
                              {"name": "advertised", "docker_host": "ssh://ops@localhost",
                               "advertise_address": "192.0.2.7"},
                              {"name": "here", "docker_host": "unix:///var/run/docker.sock"}])
-    assert host_endpoints(engines, "published") == {
-        "addressing": "published", "addresses": {"named": "127.0.0.1", "advertised": "192.0.2.7", "here": None},
-        "binds": {"named": "0.0.0.0", "advertised": "0.0.0.0", "here": "127.0.0.1"}}
-    assert host_endpoints(engines, "container")["addresses"]["named"] == "localhost"  # not looked up: not used
+    published = Fleet(engines, {}, addressing="published")
+    assert published.endpoint_addresses() == {"named": "127.0.0.1", "advertised": "192.0.2.7", "here": None}
+    assert published.bind_addresses() == {"named": "0.0.0.0", "advertised": "0.0.0.0", "here": "127.0.0.1"}
+    # not looked up: not used
+    assert Fleet(engines, {}, addressing="container").endpoint_addresses()["named"] == "localhost"
     unknown = parse_engines([{"name": "gone", "docker_host": "ssh://deploy@no-such-host.invalid"}])
     with pytest.raises(InfraError, match="Engine gone: its machine no-such-host.invalid .* does not resolve.*"
                                          "set advertise_address"):
-        host_endpoints(unknown, "published")
+        Fleet(unknown, {}, addressing="published").endpoint_addresses()
