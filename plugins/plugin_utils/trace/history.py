@@ -110,9 +110,9 @@ class History(FleetManager):
         if disks:
             table += [disk_summary_line(self.service, disks, len(built))] + render_disk_table(disks)
         record_changes = service_record_changes(records, self.service)
-        if record_changes:
-            table += [f"{self.service}: where it runs changed {len(record_changes)} time(s)"]
-            table += render_record_changes(record_changes)
+        moves = record_changes[1:]  # the first is where the service started out
+        if moves:
+            table += [f"{self.service}: where it runs changed {len(moves)} time(s)"] + render_record_changes(moves)
         return {"changed": False, "service": self.service, "ledger": ledger.path, "revisions": history["revisions"],
                 "disks": disks, "service_record_changes": record_changes,
                 "live_revision": history["live_revision"], "running": history["running"],
