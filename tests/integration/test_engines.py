@@ -14,8 +14,8 @@ from engines_support import remove_everywhere, rig_or_skip, unique_image
 from support import image_name
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient, TLSConfig
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import verdict_volume_name
+from ansible_collections.immutable.infra.plugins.plugin_utils.docker.client import DockerClient, TLSConfig
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.clients import connect_engines, image_presence
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.declaration import parse_engines
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.shipping import (

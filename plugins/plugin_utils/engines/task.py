@@ -11,16 +11,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.action import InfraAction
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.task import Manager, TaskContext
+from ansible_collections.immutable.infra.plugins.plugin_utils.docker.client import DockerClient
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.clients import EngineClients, connect_engines
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.declaration import (
     Engine,
     engines_from_group,
     parse_engines,
 )
+from ansible_collections.immutable.infra.plugins.plugin_utils.task.action import InfraAction
+from ansible_collections.immutable.infra.plugins.plugin_utils.task.contract import Manager, TaskContext
 
 
 def group_resolved(params: dict[str, Any], task_vars: dict[str, Any]) -> dict[str, Any]:

@@ -15,10 +15,9 @@ from typing import Any
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.balancer.adapter import BALANCER_OPTIONS, make_balancer
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError, utc_timestamp
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.interrupts import interruptible
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import LABEL_SERVICE, HostLabels, image_labels
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.task import TaskContext
+from ansible_collections.immutable.infra.plugins.plugin_utils.docker.client import DockerClient
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.declaration import ENGINES_ARGUMENT_SPEC
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.task import FleetManager
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout import plan as rp
@@ -49,6 +48,7 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.manager im
     revert,
 )
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.reconcile import plan_repair, problems
+from ansible_collections.immutable.infra.plugins.plugin_utils.task.contract import TaskContext
 
 DRIFT_ARGUMENT_SPEC: dict[str, Any] = {
     "service": {"type": "str", "required": True},

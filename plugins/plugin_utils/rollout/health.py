@@ -16,8 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.interrupts import never_interrupted
+from ansible_collections.immutable.infra.plugins.plugin_utils.docker.client import DockerClient
 
 FIRST_PASS_POLL = 0.02
 NOT_ANSWERING = ("request failed", "connect failed", "the host has no address")

@@ -21,14 +21,14 @@ from typing import Any
 from ansible_collections.immutable.infra.plugins.plugin_utils.balancer.adapter import HAProxyBalancer, NoBalancer
 from ansible_collections.immutable.infra.plugins.plugin_utils.balancer.haproxy import Server
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError, canonical_json, sha256_hex
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import (
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.interrupts import never_interrupted
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import LABEL_SERVICE, HostLabels, image_labels
+from ansible_collections.immutable.infra.plugins.plugin_utils.docker.client import (
     DockerClient,
     EngineUnreachable,
     container_address,
     published_port,
 )
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.interrupts import never_interrupted
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import LABEL_SERVICE, HostLabels, image_labels
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout import plan as rp
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.health import (
     HealthCheck,

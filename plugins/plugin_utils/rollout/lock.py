@@ -39,7 +39,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError, parse_rfc3339, utc_timestamp
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import (
     JOURNAL_PREFIX,
     LABEL_CONTROLLER,
@@ -61,6 +60,7 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import
     JournalLabels,
 )
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.provenance import controller_user
+from ansible_collections.immutable.infra.plugins.plugin_utils.docker.client import DockerClient
 
 UNREADABLE_RETRY_SECONDS = 5.0   # how long a lock that exists but cannot be read yet is read again
 RENEWALS_PER_LEASE = 6           # a lease of 60 s is renewed every 10 s

@@ -12,11 +12,10 @@ from typing import Any
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.balancer.adapter import BALANCER_OPTIONS, make_balancer
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError, short_id, utc_timestamp
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import EngineUnreachable
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.interrupts import interruptible, never_interrupted
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import ImageProvenance, image_labels
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import Ledger
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.task import TaskContext
+from ansible_collections.immutable.infra.plugins.plugin_utils.docker.client import EngineUnreachable
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.placement import Placement
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.shipping import ShipPlan
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.task import FleetManager
@@ -46,6 +45,7 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.lock impor
 )
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.reconcile import plan_repair
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.revisions import recently_live_generations
+from ansible_collections.immutable.infra.plugins.plugin_utils.task.contract import TaskContext
 from ansible_collections.immutable.infra.plugins.plugin_utils.verify.verdicts import require_verified
 
 CONTAINER_OPTIONS = {

@@ -14,9 +14,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError, short_id
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import LABEL_SERVICE, image_labels
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.task import TaskContext
+from ansible_collections.immutable.infra.plugins.plugin_utils.docker.client import DockerClient
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.task import FleetManager
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.fleet_engines import (
     FLEET_ARGUMENT_SPEC,
@@ -35,6 +34,7 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.revisions 
     rollback_target,
     service_revisions,
 )
+from ansible_collections.immutable.infra.plugins.plugin_utils.task.contract import TaskContext
 
 ROLLBACK_ARGUMENT_SPEC: dict[str, Any] = {
     "service": {"type": "str", "required": True},

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import time
 
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import (
     stopping_hosts,
     stopping_labels,
     stopping_name,
 )
+from ansible_collections.immutable.infra.plugins.plugin_utils.docker.client import DockerClient
 
 
 class PendingStops:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.balancer.adapter import NoBalancer
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import EngineUnreachable
+from ansible_collections.immutable.infra.plugins.plugin_utils.docker.client import EngineUnreachable
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout import plan as rp
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.hosts import HostSpec, ServiceHosts
 
