@@ -53,7 +53,7 @@ def shipped(rig, base_image):
 def test_tls_engine_answers_with_client_certificates_and_refuses_without(rig):
     description, engines, clients = rig
     engine = engines[0]
-    assert clients[engine.name].api.version()["ApiVersion"]
+    assert clients[engine.name].api.info()["ServerVersion"]
     files = description["engines"][0]["tls"]
     with pytest.raises(InfraError, match="Cannot reach the Docker engine"):
         DockerClient(engine.docker_host, timeout=10, tls=TLSConfig(ca_cert=files["ca_cert"]))
