@@ -159,7 +159,7 @@ def rig_up(count: int) -> dict[str, Any]:
 def sdk_client(engine: dict[str, Any]) -> docker.DockerClient:
     """The Docker SDK client of a rig engine, made by the collection's client (which keeps
     REQUESTS_CA_BUNDLE from replacing the engine's CA)."""
-    from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import (  # pylint: disable=import-outside-toplevel
+    from ansible_collections.immutable.infra.plugins.plugin_utils.docker.client import (  # pylint: disable=import-outside-toplevel
         DockerClient,
         TLSConfig,
     )
@@ -181,7 +181,7 @@ def ship_images(bench: Bench, description: dict[str, Any]) -> None:
     """Both versions to every rig engine (stream), with their verdicts; not part of any cell's time."""
     from engines_support import rig_engines  # pylint: disable=import-outside-toplevel
 
-    from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
+    from ansible_collections.immutable.infra.plugins.plugin_utils.docker.client import DockerClient
     from ansible_collections.immutable.infra.plugins.plugin_utils.engines.clients import connect_engines, image_presence
     from ansible_collections.immutable.infra.plugins.plugin_utils.engines.shipping import plan_shipping, ship_image
     from ansible_collections.immutable.infra.plugins.plugin_utils.engines.verdicts import copy_verdict

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.action import InfraAction
+from ansible_collections.immutable.infra.plugins.plugin_utils.task.action import InfraAction
 from ansible_collections.immutable.infra.plugins.plugin_utils.trace.prune import PRUNE_ARGUMENT_SPEC, Prune
 
 

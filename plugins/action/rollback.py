@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.action import InfraAction
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.rollback import ROLLBACK_ARGUMENT_SPEC, Rollback
+from ansible_collections.immutable.infra.plugins.plugin_utils.task.action import InfraAction
 
 
 class ActionModule(InfraAction):

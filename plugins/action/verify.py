@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.action import InfraAction
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
 from ansible_collections.immutable.infra.plugins.plugin_utils.machine.verify import DISK_VERIFY_OPTIONS, DiskVerifier
+from ansible_collections.immutable.infra.plugins.plugin_utils.task.action import InfraAction
 from ansible_collections.immutable.infra.plugins.plugin_utils.verify.manager import VERIFY_ARGUMENT_SPEC, Verifier
 
 

@@ -13,7 +13,7 @@ from haproxy_support import start_haproxy, start_http_backend
 from rollout_support import SharedHello, proxy, service
 from support import BASE_IMAGE, IMAGE_PREFIX, Playbooks
 
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
+from ansible_collections.immutable.infra.plugins.plugin_utils.docker.client import DockerClient
 
 __all__ = ["proxy", "service", "start_haproxy", "start_http_backend"]  # fixtures for every module
 

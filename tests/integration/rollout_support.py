@@ -17,7 +17,7 @@ sys.path.insert(0, os.path.join(REPO_ROOT, "scripts"))
 
 from steady_load import SteadyLoad  # pylint: disable=wrong-import-position
 
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
+from ansible_collections.immutable.infra.plugins.plugin_utils.docker.client import DockerClient
 from ansible_collections.immutable.infra.plugins.plugin_utils.verify.verdicts import record_verdict
 
 DEMO_DIR = os.path.join(REPO_ROOT, "examples", "demo")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
+from ansible_collections.immutable.infra.plugins.plugin_utils.docker.client import DockerClient
 
 STAGE = "/run/immutable-infra-bake"
 KEEP_ALIVE = ["/bin/sh", "-c", "trap 'exit 0' TERM; while :; do sleep 3600 & wait $!; done"]

@@ -15,7 +15,6 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.bake import plan a
 from ansible_collections.immutable.infra.plugins.plugin_utils.bake.play_runner import PlaySpec, run_play
 from ansible_collections.immutable.infra.plugins.plugin_utils.bake.roles import CollectionIndex, Role, RoleResolver
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError, short_id, utc_timestamp
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.interrupts import interruptible
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import (
     LABEL_INPUTS_HASH,
@@ -25,7 +24,8 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import
     failed_bake_tag,
 )
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.provenance import controller_identity, git_info
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.task import Manager, TaskContext
+from ansible_collections.immutable.infra.plugins.plugin_utils.docker.client import DockerClient
+from ansible_collections.immutable.infra.plugins.plugin_utils.task.contract import Manager, TaskContext
 
 OWN_COLLECTION = "immutable.infra"
 MAX_TIMEOUT = 7 * 86400

@@ -16,12 +16,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import EngineUnreachable, InfraError
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import (
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import LABEL_SERVICE, HostLabels, image_labels
+from ansible_collections.immutable.infra.plugins.plugin_utils.docker.client import (
     DockerClient,
     container_address,
     published_port,
 )
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import LABEL_SERVICE, HostLabels, image_labels
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.docker_drift import host_drift
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.docker_store import DockerStore
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.fleet import Fleet, place_hosts, plan_ship, ship

@@ -7,7 +7,7 @@ Times are the engine's own (creation times and its clock)."""
 from __future__ import annotations
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import parse_rfc3339
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
+from ansible_collections.immutable.infra.plugins.plugin_utils.docker.client import DockerClient
 from ansible_collections.immutable.infra.plugins.plugin_utils.service.store import Entry
 
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError, short_id
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import VerdictLabels
+from ansible_collections.immutable.infra.plugins.plugin_utils.docker.client import DockerClient
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.clients import EngineClients, image_presence
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.declaration import (
     ENGINES_ARGUMENT_SPEC,

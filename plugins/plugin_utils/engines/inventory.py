@@ -10,7 +10,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient, container_address
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import (
     LABEL_SERVICE,
     HostLabels,
@@ -19,6 +18,7 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import
 )
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import Ledger
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import default_path as default_ledger_path
+from ansible_collections.immutable.infra.plugins.plugin_utils.docker.client import DockerClient, container_address
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.clients import connect_engines
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.declaration import Engine, parse_engines
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.docker_drift import host_drift, recorded_hosts

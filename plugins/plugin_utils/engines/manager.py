@@ -8,8 +8,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.task import Manager, TaskContext
+from ansible_collections.immutable.infra.plugins.plugin_utils.docker.client import DockerClient
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.clients import EngineClients, connect_engines
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.declaration import (
     Engine,
@@ -19,6 +18,7 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.engines.declaratio
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.docker_store import DockerStore
 from ansible_collections.immutable.infra.plugins.plugin_utils.service.record import read_record, with_record
 from ansible_collections.immutable.infra.plugins.plugin_utils.service.spec import SERVICE_PATTERN
+from ansible_collections.immutable.infra.plugins.plugin_utils.task.contract import Manager, TaskContext
 
 
 def group_resolved(params: dict[str, Any], task_vars: dict[str, Any]) -> dict[str, Any]:

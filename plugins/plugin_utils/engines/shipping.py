@@ -28,7 +28,7 @@ from ansible.module_utils.urls import ConnectionError as UrlConnectionError
 from ansible.module_utils.urls import open_url
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError, short_id
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
+from ansible_collections.immutable.infra.plugins.plugin_utils.docker.client import DockerClient
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.declaration import is_loopback
 
 METHODS = ("auto", "registry", "stream")

@@ -24,14 +24,14 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import
     short_id,
     utc_timestamp,
 )
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.interrupts import Guard, interruptible
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import DISK_BUILDER_PREFIX, LABEL_INPUTS_HASH
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.provenance import controller_identity
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.task import Manager, TaskContext
+from ansible_collections.immutable.infra.plugins.plugin_utils.docker.client import DockerClient
 from ansible_collections.immutable.infra.plugins.plugin_utils.machine import assemble
 from ansible_collections.immutable.infra.plugins.plugin_utils.machine import plan as disk_plan
 from ansible_collections.immutable.infra.plugins.plugin_utils.machine import tree as disk_tree
+from ansible_collections.immutable.infra.plugins.plugin_utils.task.contract import Manager, TaskContext
 
 DEFAULT_DEST = "~/.local/share/immutable-infra/disks"
 

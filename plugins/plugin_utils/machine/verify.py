@@ -18,10 +18,10 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.core.interrupts im
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import Ledger
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.processes import run_streaming
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.provenance import controller_identity
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.task import Manager, TaskContext
 from ansible_collections.immutable.infra.plugins.plugin_utils.machine import assemble, qemu
 from ansible_collections.immutable.infra.plugins.plugin_utils.machine import plan as disk_plan
 from ansible_collections.immutable.infra.plugins.plugin_utils.machine.manager import read_manifest, write_manifest
+from ansible_collections.immutable.infra.plugins.plugin_utils.task.contract import Manager, TaskContext
 from ansible_collections.immutable.infra.plugins.plugin_utils.verify import report as verify_report
 from ansible_collections.immutable.infra.plugins.plugin_utils.verify.runners import report_path
 

@@ -20,7 +20,6 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.balancer.base impo
     make_balancer,
 )
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.task import TaskContext
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.declaration import ENGINES_ARGUMENT_SPEC
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.docker_drift import recorded_hosts
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.docker_hosts import DockerHosts
@@ -38,6 +37,7 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.service.spec impor
 from ansible_collections.immutable.infra.plugins.plugin_utils.service.steps import HostSteps
 from ansible_collections.immutable.infra.plugins.plugin_utils.service.stopping import PendingStops
 from ansible_collections.immutable.infra.plugins.plugin_utils.service.transaction import Change, Transaction
+from ansible_collections.immutable.infra.plugins.plugin_utils.task.contract import TaskContext
 
 DRIFT_ARGUMENT_SPEC: dict[str, Any] = {
     "service": {"type": "str", "required": True},

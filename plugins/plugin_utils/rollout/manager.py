@@ -13,7 +13,6 @@ from typing import Any
 from ansible_collections.immutable.infra.plugins.plugin_utils.balancer.base import BALANCER_OPTIONS, make_balancer
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError, short_id
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import ImageProvenance, image_labels
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.task import TaskContext
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.docker_hosts import DockerHosts
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.fleet import (
     FLEET_ARGUMENT_SPEC,
@@ -37,6 +36,7 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.service.record imp
 from ansible_collections.immutable.infra.plugins.plugin_utils.service.spec import HostSpec, validate_service
 from ansible_collections.immutable.infra.plugins.plugin_utils.service.steps import HostSteps
 from ansible_collections.immutable.infra.plugins.plugin_utils.service.transaction import Change, Transaction
+from ansible_collections.immutable.infra.plugins.plugin_utils.task.contract import TaskContext
 from ansible_collections.immutable.infra.plugins.plugin_utils.verify.verdicts import require_verified
 
 CONTAINER_OPTIONS = {

@@ -13,7 +13,6 @@ from collections import Counter
 from typing import Any
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError, short_id
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.task import TaskContext
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.docker_hosts import DockerHosts
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.fleet import (
     FLEET_ARGUMENT_SPEC,
@@ -35,6 +34,7 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.service.health imp
 from ansible_collections.immutable.infra.plugins.plugin_utils.service.lock import Journal
 from ansible_collections.immutable.infra.plugins.plugin_utils.service.options import SWAP_OPTIONS
 from ansible_collections.immutable.infra.plugins.plugin_utils.service.spec import HostSpec, validate_service
+from ansible_collections.immutable.infra.plugins.plugin_utils.task.contract import TaskContext
 
 ROLLBACK_ARGUMENT_SPEC: dict[str, Any] = {
     "service": {"type": "str", "required": True},

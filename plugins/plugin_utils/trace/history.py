@@ -12,14 +12,14 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import LABEL_SERVICE, HostLabels, image_labels
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.task import TaskContext
+from ansible_collections.immutable.infra.plugins.plugin_utils.docker.client import DockerClient
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.declaration import ENGINES_ARGUMENT_SPEC
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.manager import FleetManager
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.verdicts import newest
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.revisions import service_revisions
 from ansible_collections.immutable.infra.plugins.plugin_utils.service.spec import validate_service
+from ansible_collections.immutable.infra.plugins.plugin_utils.task.contract import TaskContext
 from ansible_collections.immutable.infra.plugins.plugin_utils.trace.disk_history import (
     build_disks,
     disk_records,

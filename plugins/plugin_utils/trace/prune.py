@@ -15,13 +15,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.task import TaskContext
+from ansible_collections.immutable.infra.plugins.plugin_utils.docker.client import DockerClient
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.declaration import ENGINES_ARGUMENT_SPEC
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.docker_store import DockerStore
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.manager import FleetManager
 from ansible_collections.immutable.infra.plugins.plugin_utils.service.lock import ServiceLock
 from ansible_collections.immutable.infra.plugins.plugin_utils.service.spec import validate_service
+from ansible_collections.immutable.infra.plugins.plugin_utils.task.contract import TaskContext
 from ansible_collections.immutable.infra.plugins.plugin_utils.trace.prune_plan import (
     KINDS,
     STOPPED_STATES,

@@ -20,7 +20,6 @@ from typing import Any, TypeVar
 from ansible_collections.immutable.infra.plugins.plugin_utils.bake.play_runner import PlaySpec
 from ansible_collections.immutable.infra.plugins.plugin_utils.bake.roles import CollectionIndex, RoleResolver
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError, short_id
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.interrupts import interruptible
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import (
     LABEL_ROLES,
@@ -30,7 +29,8 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import
 )
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import Ledger
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.provenance import controller_identity
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.task import Manager, TaskContext
+from ansible_collections.immutable.infra.plugins.plugin_utils.docker.client import DockerClient
+from ansible_collections.immutable.infra.plugins.plugin_utils.task.contract import Manager, TaskContext
 from ansible_collections.immutable.infra.plugins.plugin_utils.verify import report as verify_report
 from ansible_collections.immutable.infra.plugins.plugin_utils.verify.runners import (
     IdempotenceRunner,

@@ -20,9 +20,9 @@ from typing import Any
 from ansible_collections.immutable.infra.plugins.plugin_utils.bake import builder
 from ansible_collections.immutable.infra.plugins.plugin_utils.bake.play_runner import PlaySpec, run_play
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError, short_id, utc_timestamp
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.interrupts import Guard
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.processes import run_streaming
+from ansible_collections.immutable.infra.plugins.plugin_utils.docker.client import DockerClient
 from ansible_collections.immutable.infra.plugins.plugin_utils.verify import report as verify_report
 from ansible_collections.immutable.infra.plugins.plugin_utils.verify.host import Broken, ThrowawayHost
 

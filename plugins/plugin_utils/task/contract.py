@@ -15,9 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import Ledger
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import default_path as default_ledger_path
+from ansible_collections.immutable.infra.plugins.plugin_utils.docker.client import DockerClient
 
 SHARED_OPTIONS: dict[str, Any] = {
     "docker_host": {"type": "str"},

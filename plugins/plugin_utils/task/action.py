@@ -19,7 +19,7 @@ from ansible.utils.display import Display
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.interrupts import hold_signals_for_workers, note_progress
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.options import check_text, one_sentence, secret_values
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.task import Manager, TaskContext, task_argument_spec
+from ansible_collections.immutable.infra.plugins.plugin_utils.task.contract import Manager, TaskContext, task_argument_spec
 
 display = Display()
 # ansible-playbook loads action plugins in its own process too (to see what they need): there, Ctrl-C and
