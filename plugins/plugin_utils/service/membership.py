@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.balancer.base import Balancer, Member
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import HostLabels
 from ansible_collections.immutable.infra.plugins.plugin_utils.service import plan as rp
 from ansible_collections.immutable.infra.plugins.plugin_utils.service.backend import FoundHost, HostBackend, HostRecord
@@ -95,3 +96,29 @@ def observe(backend: HostBackend, balancer: Balancer, stopping: dict[str, float]
             stopping=host.running and host.name in stopping, status=host.status, engine=host.engine,
             port=endpoint[1] if endpoint else None)
     return observation
+
+
+def detach_stale(balancer: Balancer, observation: Observation, service: str, progress: Callable[[str], None]) -> None:
+    for server in observation.stale_servers:
+        progress(f"{service}: taking stale server {server} out of the balancer")
+        balancer.detach(server)
+
+
+def require_live(balancer: Balancer, observation: Observation, live: list[str], after: str, service: str) -> None:
+    """Fails, naming them, when hosts that should be live are not taking traffic in the balancer."""
+    if not balancer.tracks_membership:
+        return
+    by_name = {host.name: host for host in observation.hosts}
+    missing = [name for name in live if not (name in by_name and by_name[name].live)]
+    if missing:
+        states = ", ".join(f"{name} ({_membership(by_name.get(name))})" for name in missing)
+        raise InfraError(f"after {after}, {len(missing)} live host(s) of {service} are not taking traffic "
+                         f"in {balancer.name}: {states}.", hosts=missing)
+
+
+def _membership(host: rp.Host | None) -> str:
+    if host is None:
+        return "its host is gone"
+    if not host.running:
+        return "not running"
+    return f"server in {host.balancer_state}" if host.balancer_state else "no server"

@@ -39,12 +39,11 @@ class HostSteps:
                  progress: Callable[[str], None], drain_timeout: float = 30, stop_timeout: int = 10) -> None:
         self.backend = backend
         self.balancer = balancer
-        self.spec = spec
+        self.use_spec(spec)
         self.service = spec.service
         self.progress = progress
         self.drain_timeout = drain_timeout
         self.stop_timeout = stop_timeout
-        self.health = HealthCheck.from_options(spec.health, spec.port)
         self.placement: dict[str, str] = {}  # host to make -> its engine (the first engine otherwise)
         self.rollout_id = ""
         self.check_interrupted: Callable[[], None] = never_interrupted
@@ -78,24 +77,14 @@ class HostSteps:
         return membership.observe(self.backend, self.balancer, self.stops.pending.read(), self.progress)
 
     def detach_stale(self, observation: membership.Observation) -> None:
-        for server in observation.stale_servers:
-            self.progress(f"{self.service}: taking stale server {server} out of the balancer")
-            self.balancer.detach(server)
+        membership.detach_stale(self.balancer, observation, self.service, self.progress)
 
     def ensure_membership(self, live: list[str], what: str) -> None:
         """After the steps: every server of the service is a live host at its current address (or a free
-        slot), and every live host has a server taking traffic. Stale servers are taken out; a live host
-        without its server fails the task, naming it."""
+        slot), and every live host has a server taking traffic (membership.require_live)."""
         observation = self.observe()
         self.detach_stale(observation)
-        if not self.balancer.tracks_membership:
-            return
-        by_name = {host.name: host for host in observation.hosts}
-        missing = [name for name in live if not (name in by_name and by_name[name].live)]
-        if missing:
-            states = ", ".join(f"{name} ({_membership(by_name.get(name))})" for name in missing)
-            raise InfraError(f"after the {what}, {len(missing)} live host(s) of {self.service} are not taking traffic "
-                             f"in {self.balancer.name}: {states}.", hosts=missing)
+        membership.require_live(self.balancer, observation, live, f"the {what}", self.service)
 
     # apply --------------------------------------------------------------------------------------
     def apply(self, steps: list[rp.Step], records: dict[str, HostRecord], what: str,
@@ -151,18 +140,12 @@ class HostSteps:
             # Out of the balancer and drained already, so the stop the engine is finishing loses nothing
             # if it ends now: killed, the host can be started again at once instead of after stop_timeout.
             self.progress(f"{self.service}: finishing the stop of {', '.join(finishing)} before starting it again")
-            run_for_each(finishing, lambda name: self._finish_stop(records[name]))
+            run_for_each(finishing, lambda name: self.stops.finish(records[name]))
         self.stops.forget(names)  # running again, these hosts are no longer stopping, whoever sent the stop
         for name in names:
             self.backend.start(records[name])
             records[name].stopping = False
             self._refresh_endpoint(records[name])
-
-    def _finish_stop(self, record: HostRecord) -> None:
-        self.backend.kill(record)
-        if not self.backend.wait_exited(record, max(5.0, float(self.stop_timeout))):
-            raise InfraError(f"host {record.name} did not exit after SIGKILL, so it cannot be started again.",
-                             host=record.name)
 
     def _refresh_endpoint(self, record: HostRecord) -> None:
         record.address, record.port = self.backend.endpoint(record)
@@ -296,11 +279,3 @@ class HostSteps:
             if creating.exception():
                 self.progress(f"{self.service}: creating {name} ahead failed: {creating.exception()}")
         self._creating = {}
-
-
-def _membership(host: rp.Host | None) -> str:
-    if host is None:
-        return "its host is gone"
-    if not host.running:
-        return "not running"
-    return f"server in {host.balancer_state}" if host.balancer_state else "no server"

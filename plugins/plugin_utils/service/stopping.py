@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import utc_timestamp
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError, utc_timestamp
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import (
     stopping_hosts,
     stopping_labels,
@@ -82,6 +82,13 @@ class Stops:
         for record in records:
             self._sent.append((record.name, self._pool.submit(self.backend.request_stop, record, self.stop_timeout,
                                                               STOP_ANSWER_WAIT)))
+
+    def finish(self, record: HostRecord) -> None:
+        """Ends a stop the engine is still carrying out at once (the host is out of the balancer already)."""
+        self.backend.kill(record)
+        if not self.backend.wait_exited(record, max(5.0, float(self.stop_timeout))):
+            raise InfraError(f"host {record.name} did not exit after SIGKILL, so it cannot be started again.",
+                             host=record.name)
 
     def under_way(self, name: str) -> bool:
         return any(sent == name and not future.done() for sent, future in self._sent)
