@@ -229,6 +229,15 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+service_record:
+  description:
+    - What changed in the service's record (where it runs), option by option, when this task wrote it; the
+      record holds its engines or O(docker_host), its O(balancer) and its O(addressing). The record is kept beside the
+      service on every engine it runs on, so M(immutable.infra.rollback), M(immutable.infra.drift),
+      M(immutable.infra.history) and M(immutable.infra.prune) need only the service's name.
+  returned: when the record was written (or would be, in check mode)
+  type: dict
+  sample: {"balancer": {"before": null, "after": {"type": "haproxy", "runtime_api": "127.0.0.1:9999", "backend": "web"}}}
 generation:
   description: The generation that is live after the task (or would be, in check mode).
   returned: always

@@ -69,7 +69,7 @@ def default_addressing(engines: Sequence[Engine]) -> str:
 
 
 def resolved_address(engine: Engine) -> str | None:
-    """The engine's address as an IP address (HAProxy servers take IP addresses): a host name is looked up
+    """The engine's address as an IP address (balancer servers take IP addresses): a host name is looked up
     here, IPv4 first."""
     address = engine.address
     if address is None or is_ip_address(address):

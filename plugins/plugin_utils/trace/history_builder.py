@@ -261,7 +261,7 @@ def service_record_changes(records: Iterable[dict[str, Any]], service: str) -> l
 def _shown_option(value: Any) -> str:
     """An option of the record in a few words: a balancer by kind, runtime API and backend; engines by name."""
     if isinstance(value, dict) and value.get("backend"):
-        return f"{value.get('type') or 'haproxy'} {value.get('runtime_api')} backend {value['backend']}"
+        return f"{value.get('type')} {value.get('runtime_api')} backend {value['backend']}"
     if isinstance(value, dict):
         return json.dumps(value, sort_keys=True)
     if isinstance(value, list):
