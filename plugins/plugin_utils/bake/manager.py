@@ -10,6 +10,16 @@ import uuid
 from dataclasses import replace
 from typing import Any
 
+from ansible_collections.immutable.infra.plugins.plugin_utils.attest.keys import short_key_id
+from ansible_collections.immutable.infra.plugins.plugin_utils.attest.sbom import Contents
+from ansible_collections.immutable.infra.plugins.plugin_utils.attest.signing import (
+    SIGNING_OPTIONS,
+    BakeFacts,
+    attest_bake,
+    read_contents,
+    signing_key_from,
+)
+from ansible_collections.immutable.infra.plugins.plugin_utils.attest.store import record_summary, store_image_attestations
 from ansible_collections.immutable.infra.plugins.plugin_utils.bake import builder, facts_cache
 from ansible_collections.immutable.infra.plugins.plugin_utils.bake import plan as bake_plan
 from ansible_collections.immutable.infra.plugins.plugin_utils.bake.play_runner import PlaySpec, run_play
@@ -74,6 +84,7 @@ BAKE_ARGUMENT_SPEC: dict[str, Any] = {
     "network": {"type": "str"},
     "timeout": {"type": "int", "default": 3600},
     "project_dir": {"type": "path"},
+    **SIGNING_OPTIONS,
 }
 
 
@@ -97,6 +108,8 @@ class Baker(Manager):
         self.resolver = RoleResolver(self.context.basedir, context.roles_path, self.collections,
                                      context.play_collections)
         self.absent_units: list[str] = []  # services the roles started that the image does not have
+        self.signer = signing_key_from(params, self.context.basedir)  # a bad key is refused before anything runs
+        self.contents: Contents | None = None  # what the builder holds, for the SBOM (with signing_key only)
 
     # observe -------------------------------------------------------------------------------------
     def _base_image(self, client: DockerClient) -> dict[str, Any]:
@@ -169,6 +182,7 @@ class Baker(Manager):
                                    inputs_hash=digest, roles=result["roles"], base_image_id=base_image["Id"])
         try:
             image_id, play = self._build(client, base_image, requested, digest, labels)
+            attested = self._attest(client, image_id, inputs, roles, record)
         except InfraError as error:
             ledger.append(dict(record, result="failed", image_id=None, error=error.message,
                                duration=round(time.monotonic() - started, 3)))
@@ -176,12 +190,27 @@ class Baker(Manager):
         duration = round(time.monotonic() - started, 3)
         if self.absent_units:
             result["warnings"] = [*result.get("warnings", []), builder.absent_units_warning(self.absent_units)]
-        ledger.append(dict(record, result="succeeded", image_id=image_id, duration=duration))
+        ledger.append(dict(record, result="succeeded", image_id=image_id, duration=duration, **attested))
         image = client.image(image_id) or {}
-        return dict(result, changed=True, cache_hit=False, image_id=image_id, reasons=reasons,
+        return dict(result, changed=True, cache_hit=False, image_id=image_id, reasons=reasons, **attested,
                     labels=(image.get("Config") or {}).get("Labels") or labels,
                     changed_tasks=play.changed_tasks, warnings_from_roles=play.warnings, duration=duration,
                     ledger=ledger.path, msg=f"baked {self.name}:{tag} ({short_id(image_id)}) in {duration:.1f} s")
+
+    def _attest(self, client: DockerClient, image_id: str, inputs: dict[str, Any], roles: list[Role],
+                record: dict[str, Any]) -> dict[str, Any]:
+        """With signing_key: the image's signed provenance and SBOM, kept beside it on the engine."""
+        if self.signer is None or self.contents is None:
+            return {}
+        facts = BakeFacts(name=self.name, tag=bake_plan.image_tag(record["inputs_hash"]), base=self.params["base"],
+                          requested=list(self.params["roles"]), roles=roles, inputs=inputs,
+                          inputs_hash=record["inputs_hash"], git=git_info(self.context.basedir),
+                          controller=controller_identity(), invocation=record["id"], started=record["time"],
+                          contents=self.contents)
+        found = attest_bake(self.signer, image_id, facts)
+        store_image_attestations(client, image_id, found)
+        self.progress(f"bake {self.name}: provenance and SBOM signed by key {short_key_id(self.signer.keyid)}")
+        return {"attestations": record_summary(found), "signed_by": self.signer.keyid}
 
     def _cached_image(self, client: DockerClient, digest: str) -> dict[str, Any] | None:
         images = client.images_with_label(LABEL_INPUTS_HASH, digest)
@@ -232,6 +261,8 @@ class Baker(Manager):
                              failed_task=(play.failure or {}).get("task"), kept_image=kept)
         self.progress(f"committing {self.name}:{tag}")
         self.absent_units = builder.finish(client, container_id, self.params["cleanup_paths"])
+        if self.signer is not None:
+            self.contents = read_contents(client, container_id)
         config = bake_plan.commit_config(base_image.get("Config") or {}, self.config, labels)
         image_id = client.commit(container_id, self.name, tag, config,
                                  message=f"immutable.infra bake, inputs hash {digest}")

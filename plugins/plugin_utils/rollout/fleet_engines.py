@@ -17,6 +17,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ansible_collections.immutable.infra.plugins.plugin_utils.attest.publish import publish_shipped
+from ansible_collections.immutable.infra.plugins.plugin_utils.attest.signing import SIGNING_OPTIONS
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError, short_id
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import VerdictLabels
@@ -51,6 +53,7 @@ FLEET_ARGUMENT_SPEC: dict[str, Any] = {
         "ca_cert": {"type": "path"},
         "username": {"type": "str"},
         "password": {"type": "str", "no_log": True},
+        **SIGNING_OPTIONS,
     }},
     "image_transfer": {"type": "str", "default": "auto", "choices": list(METHODS)},
     "place_down_share": {"type": "bool", "default": False},
@@ -234,8 +237,9 @@ def ship(fleet: Fleet, plan: ShipPlan | None, progress: Callable[[str], None]) -
     if plan is None:
         return None
     result = ship_image(plan, fleet.sources(), fleet.registry, progress)
+    attestations = publish_shipped(fleet.sources(), plan, result.digest, fleet.registry, progress)
     if plan.targets:
         copy_verdict(fleet.sources(), plan.image_id, plan.targets)
         progress(f"image {short_id(plan.image_id)} is on {', '.join(plan.targets)} now "
                  f"({result.seconds:.1f} s, {plan.method})")
-    return result.as_dict()
+    return dict(result.as_dict(), attestations=attestations)

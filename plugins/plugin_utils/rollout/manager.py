@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from ansible_collections.immutable.infra.plugins.plugin_utils.attest.trust import TRUST_OPTION, require_trusted
 from ansible_collections.immutable.infra.plugins.plugin_utils.balancer.adapter import BALANCER_OPTIONS, make_balancer
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError, short_id, utc_timestamp
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import EngineUnreachable
@@ -77,6 +78,7 @@ ROLLOUT_ARGUMENT_SPEC: dict[str, Any] = {
     "stop_timeout": {"type": "int", "default": 10},
     "balancer": {"type": "dict", "options": BALANCER_OPTIONS},
     "require_verified": {"type": "bool", "default": True},
+    "trust": TRUST_OPTION,
     "keep_previous": {"type": "int", "default": 1},
     "container": {"type": "dict", "default": {}, "options": CONTAINER_OPTIONS},
     "lock_timeout": {"type": "int", "default": 60},
@@ -136,6 +138,8 @@ class Rollout(FleetManager):
         started = time.monotonic()
         fleet = self.fleet = open_fleet(self.params, self.engines, self.reach())
         image = self._gated_image(fleet)
+        self.record_fields.update(require_trusted(fleet.sources(), self.params["image"], image, self.params["trust"],
+                                                  self.context.basedir))
         for network in self.params["container"]["networks"]:
             for name, client in fleet.clients.items():
                 if not client.network_exists(network):
