@@ -95,7 +95,7 @@ def file_digests(paths: Sequence[str]) -> dict[str, str]:
 
 
 @dataclass
-class TestRun:
+class VerifyRun:
     """What a verify ran and found, for its test-result statement."""
 
     passed: bool
@@ -106,7 +106,7 @@ class TestRun:
     where: dict[str, Any]
 
 
-def attest_test_result(key: SigningKey, name: str, digest: str, run: TestRun) -> Attestations:
+def attest_test_result(key: SigningKey, name: str, digest: str, run: VerifyRun) -> Attestations:
     """The signed test result of an image (digest: its ID) or a disk (digest: its file's sha256)."""
     configuration = statements.file_descriptors(run.files, run.basedir, file_digests(run.files))
     predicate = statements.test_result(passed=run.passed, configuration=configuration,

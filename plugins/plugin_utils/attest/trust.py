@@ -77,7 +77,7 @@ def problem(kind: str, envelope: Mapping[str, Any] | None, subject: str, keys: S
     signers = dsse.signers(envelope, keys)
     if not signers:
         claimed = ", ".join(short_key_id(keyid) for keyid in dsse.signed_key_ids(envelope))
-        return f"its {label} is signed by another key{f' ({claimed})' if claimed else ''}, none of trust.keys", None
+        return f"its {label} is signed by another key{f' ({claimed})' if claimed else ''}, not by a trusted key", None
     digests = subject_digests(statement)
     if subject.lower() not in digests:
         about = ", ".join(short_id(digest) for digest in digests) or "no digest"
@@ -98,8 +98,7 @@ def check_attestations(subject: str, described: str, found: Attestations, trust:
         elif signer is not None:
             signed[kind] = signer.keyid
     if problems:
-        raise InfraError(f"{described} is not trusted: {'; '.join(problems)}. Nothing was changed; sign it with a "
-                         "key in trust.keys (signing_key of bake and verify), or leave out trust.",
+        raise InfraError(f"{described} is not trusted: {'; '.join(problems)}. Nothing was changed.",
                          untrusted=problems)
     return signed
 

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.attest.signing import (
     SIGNING_OPTIONS,
-    TestRun,
+    VerifyRun,
     attest_test_result,
     signing_key_from,
     verdict_tests,
@@ -254,6 +254,6 @@ class Verifier(Manager):
         where = {"host": "container", "engine": plan.client.where, "controller": controller_identity(),
                  "time": record["time"], "ledger_id": record["id"]}
         found = attest_test_result(self.signer, self.params["image"], plan.image["Id"],
-                                   TestRun(verdict.passed, plan.files, self.context.basedir, passed, failed, where))
+                                   VerifyRun(verdict.passed, plan.files, self.context.basedir, passed, failed, where))
         store_image_attestations(plan.client, plan.image["Id"], found)
         return {"attestations": record_summary(found), "signed_by": self.signer.keyid}
