@@ -173,8 +173,7 @@ def test_envelopes_survive_the_engine_labels_and_a_damaged_label_reads_as_damage
     assert attestation_volume_image(attestation_volume_name(IMAGE), None) == IMAGE
 
 
-def test_the_newest_of_each_kind_counts_over_several_engines(keys):
-    mine = keys[0]
+def test_the_newest_of_each_kind_counts_over_several_engines():
     old = store.Attestations({"test_result": {"old": True}, "sbom": {"only": "here"}},
                              {"test_result": "2026-01-01T00:00:00Z", "sbom": "2026-01-01T00:00:00Z"})
     new = store.Attestations({"test_result": {"new": True}}, {"test_result": "2026-02-01T00:00:00Z"})
