@@ -87,10 +87,14 @@ def attest_bake(key: SigningKey, image_id: str, facts: BakeFacts) -> Attestation
 
 
 def file_digests(paths: Sequence[str]) -> dict[str, str]:
+    """path -> sha256 hex of its content, read in pieces (a disk is gigabytes)."""
     digests = {}
     for path in paths:
+        digest = hashlib.sha256()
         with open(path, "rb") as handle:
-            digests[path] = hashlib.sha256(handle.read()).hexdigest()
+            for piece in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(piece)
+        digests[path] = digest.hexdigest()
     return digests
 
 
