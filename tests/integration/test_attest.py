@@ -8,20 +8,36 @@ from __future__ import annotations
 import base64
 import json
 import os
+import subprocess
 import uuid
 
 import pytest
+from engines_support import remove_everywhere, rig_or_skip
 from rollout_support import DEMO_DIR, HELLO_CONFIG, rollout_task
 from support import BASE_IMAGE, REPO_ROOT, Playbooks, image_name
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.attest import sbom
-from ansible_collections.immutable.infra.plugins.plugin_utils.attest.keys import new_key_pair
+from ansible_collections.immutable.infra.plugins.plugin_utils.attest.dsse import envelope_statement, signers
+from ansible_collections.immutable.infra.plugins.plugin_utils.attest.keys import load_verify_key, new_key_pair
+from ansible_collections.immutable.infra.plugins.plugin_utils.attest.registry import (
+    RegistryAPI,
+    signature_tag,
+    signature_verifies,
+)
+from ansible_collections.immutable.infra.plugins.plugin_utils.attest.statements import PREDICATE_TYPES, subject_digests
 from ansible_collections.immutable.infra.plugins.plugin_utils.attest.store import (
     read_image_attestations,
     store_image_attestations,
 )
+from ansible_collections.immutable.infra.plugins.plugin_utils.attest.trust import require_trusted
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import attestation_volume_name
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import (
+    attestation_volume_name,
+    verdict_volume_name,
+)
+from ansible_collections.immutable.infra.plugins.plugin_utils.engines.shipping import parse_registry
+from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.fleet_engines import Fleet, plan_ship, ship
 from ansible_collections.immutable.infra.plugins.plugin_utils.verify.verdicts import record_verdict
 
 SECRET = f"never-shown-{uuid.uuid4().hex}"
@@ -164,3 +180,117 @@ def test_rollout_with_trust_rolls_out_what_the_release_key_signed_and_history_na
     assert attested["attestations"]["test_result"]["summary"]["result"] == "PASSED"
     with open(os.path.join(project.project, "hello.cdx.json"), encoding="utf-8") as handle:
         assert sbom.validation_errors(json.load(handle)) is None
+
+
+# shipped through a registry: what skopeo (upstream, with sigstore) says, and what the gate says ------------------
+SKOPEO = os.path.join(os.path.dirname(REPO_ROOT), "shared", "tools", "skopeo-1.10.0", "skopeo")
+
+
+def skopeo(directory: str, reference: str, public_key: str, *extra: str) -> subprocess.CompletedProcess:
+    """skopeo copy of reference to a directory under a policy that requires a sigstore signature by public_key."""
+    registries = os.path.join(directory, "registries.d")
+    os.makedirs(registries, exist_ok=True)
+    with open(os.path.join(registries, "default.yaml"), "w", encoding="utf-8") as handle:
+        handle.write("default-docker:\n  use-sigstore-attachments: true\n")
+    policy = os.path.join(directory, f"policy-{uuid.uuid4().hex[:6]}.json")
+    with open(policy, "w", encoding="utf-8") as handle:
+        json.dump({"default": [{"type": "reject"}], "transports": {
+            "docker": {"": [{"type": "sigstoreSigned", "keyPath": public_key,
+                             "signedIdentity": {"type": "matchRepository"}}]},
+            "dir": {"": [{"type": "insecureAcceptAnything"}]}}}, handle)
+    target = extra[0] if extra else f"dir:{os.path.join(directory, uuid.uuid4().hex[:8])}"
+    return subprocess.run([SKOPEO, "--registries.d", registries, "copy", "--policy", policy, "--src-tls-verify=false",
+                           "--dest-tls-verify=false", *extra[1:], f"docker://{reference}", target],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300, check=False)
+
+
+@pytest.fixture
+def registry_fleet(signed_project):
+    if not os.access(SKOPEO, os.X_OK):
+        pytest.skip(f"the upstream skopeo is not at {SKOPEO} (shared/tools beside the checkout)")
+    description, engines, clients = rig_or_skip()
+    project, _env, images, _bakes, _verifies = signed_project
+    local = DockerClient(None)
+    fleet_engines = engines[:2]
+    fleet_clients = {engine.name: clients[engine.name] for engine in fleet_engines}
+
+    def fleet(signing: bool) -> Fleet:
+        extra = {"signing_key": os.path.join(project.project, "release.key"), "signing_key_password": PASSWORD}
+        registry = parse_registry(dict({"address": description["registry"], "repository": REPOSITORY},
+                                       **(extra if signing else {})))
+        return Fleet(fleet_engines, fleet_clients, registry=registry, transfer="registry", local=local)
+
+    yield fleet, images, project.project, fleet_clients
+    for image_id in (images["hello"], images["plain"]):
+        remove_everywhere(fleet_clients, image_id)
+        for client in fleet_clients.values():
+            client.remove_volume(attestation_volume_name(image_id))
+            client.remove_volume(verdict_volume_name(image_id))
+
+
+REPOSITORY = f"itest/attest-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.mark.rig
+def test_shipped_through_a_registry_skopeo_and_the_gate_agree_on_every_key(registry_fleet, tmp_path):
+    fleet, images, keys, clients = registry_fleet
+    names = list(clients)
+    signed = ship(fleet(True), plan_ship(fleet(True), images["hello"], names), lambda message: None)
+    unsigned = ship(fleet(False), plan_ship(fleet(False), images["plain"], names), lambda message: None)
+    assert signed["attestations"]["registry"]["signatures"] == 1
+    assert signed["attestations"]["registry"]["attestations"] == 3
+    assert unsigned["attestations"]["registry"] == {"signatures": 0, "attestations": 0, "signed_by": None,
+                                                    "reference": f"{fleet(False).registry.address}/{REPOSITORY}@"
+                                                                 f"{unsigned['digest']}"}
+    repository = f"{fleet(True).registry.address}/{REPOSITORY}"
+    release, other = os.path.join(keys, "release.pub"), os.path.join(keys, "other.pub")
+    outcomes = {
+        "signed, release key": skopeo(str(tmp_path), f"{repository}@{signed['digest']}", release),
+        "signed, other key": skopeo(str(tmp_path), f"{repository}@{signed['digest']}", other),
+        "unsigned, release key": skopeo(str(tmp_path), f"{repository}@{unsigned['digest']}", release),
+    }
+    assert outcomes["signed, release key"].returncode == 0, outcomes["signed, release key"].stdout
+    assert "cryptographic signature verification failed" in outcomes["signed, other key"].stdout
+    assert "A signature was required, but no signature exists" in outcomes["unsigned, release key"].stdout
+    assert [outcome.returncode != 0 for outcome in outcomes.values()] == [False, True, True]
+
+    # the gate, on an engine the images were shipped to (their attestations went with them), agrees
+    engine = {names[1]: clients[names[1]]}
+    gate = {}
+    for case, image, key in (("signed, release key", images["hello"], release), ("signed, other key", images["hello"], other),
+                             ("unsigned, release key", images["plain"], release)):
+        try:
+            require_trusted(engine, image, {"Id": image}, {"keys": [key]}, "/")
+            gate[case] = True
+        except InfraError:
+            gate[case] = False
+    assert gate == {case: outcome.returncode == 0 for case, outcome in outcomes.items()}
+
+    # cosign's attestations: each signed again by the release key, naming the manifest digest and the image ID
+    api = RegistryAPI(f"http://{fleet(True).registry.address}/v2/", REPOSITORY)
+    layers = api.layers(signature_tag(signed["digest"], "att"))
+    release_key = load_verify_key(release, "/", "release")
+    assert sorted(entry["annotations"]["predicateType"] for entry, _data in layers) == sorted(PREDICATE_TYPES.values())
+    for _entry, data in layers:
+        envelope = json.loads(data)
+        assert signers(envelope, [release_key]) and \
+            subject_digests(envelope_statement(envelope)) == [signed["digest"], images["hello"]]
+
+
+@pytest.mark.rig
+def test_a_cosign_format_key_of_ours_signs_with_skopeo_and_its_signature_verifies_here(registry_fleet, tmp_path):
+    fleet, images, keys, clients = registry_fleet
+    shipped = ship(fleet(False), plan_ship(fleet(False), images["plain"], list(clients)), lambda message: None)
+    address = fleet(False).registry.address
+    passphrase = tmp_path / "passphrase"
+    passphrase.write_text(PASSWORD)
+    copied = skopeo(str(tmp_path), f"{address}/{REPOSITORY}@{shipped['digest']}", os.path.join(keys, "release.pub"),
+                    f"docker://{address}/{REPOSITORY}-skopeo:signed", "--insecure-policy",
+                    "--sign-by-sigstore-private-key", os.path.join(keys, "release.key"),
+                    "--sign-passphrase-file", str(passphrase))
+    assert copied.returncode == 0, copied.stdout
+    api = RegistryAPI(f"http://{address}/v2/", f"{REPOSITORY}-skopeo")
+    digest = api.digest("signed")
+    ((entry, data),) = api.layers(signature_tag(digest, "sig"))
+    assert json.loads(data)["critical"]["image"]["docker-manifest-digest"] == digest
+    assert signature_verifies(data, entry["annotations"], load_verify_key(os.path.join(keys, "release.pub"), "/", "k"))

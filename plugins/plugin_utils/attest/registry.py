@@ -34,6 +34,7 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 SIMPLE_SIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
 DSSE_LAYER = "application/vnd.dsse.envelope.v1+json"
 SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
@@ -144,6 +145,12 @@ class RegistryAPI:
         response = self._call("GET", self._url(f"manifests/{reference}"), (200, 404),
                               headers={"Accept": OCI_MANIFEST})
         return response.json() if response.status_code == 200 else None
+
+    def digest(self, reference: str) -> str | None:
+        """The manifest digest a tag points to (None when it does not exist)."""
+        response = self._call("HEAD", self._url(f"manifests/{reference}"), (200, 404),
+                              headers={"Accept": f"{OCI_MANIFEST}, {DOCKER_MANIFEST}"})
+        return response.headers.get("Docker-Content-Digest") if response.status_code == 200 else None
 
     def blob(self, digest: str) -> bytes:
         return self._call("GET", self._url(f"blobs/{digest}"), (200,)).content
