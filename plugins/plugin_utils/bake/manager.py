@@ -10,6 +10,7 @@ import uuid
 from dataclasses import replace
 from typing import Any
 
+from ansible_collections.immutable.infra.plugins.plugin_utils.attest.dsse import signers
 from ansible_collections.immutable.infra.plugins.plugin_utils.attest.keys import short_key_id
 from ansible_collections.immutable.infra.plugins.plugin_utils.attest.sbom import Contents
 from ansible_collections.immutable.infra.plugins.plugin_utils.attest.signing import (
@@ -19,7 +20,11 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.attest.signing imp
     read_contents,
     signing_key_from,
 )
-from ansible_collections.immutable.infra.plugins.plugin_utils.attest.store import record_summary, store_image_attestations
+from ansible_collections.immutable.infra.plugins.plugin_utils.attest.store import (
+    read_image_attestations,
+    record_summary,
+    store_image_attestations,
+)
 from ansible_collections.immutable.infra.plugins.plugin_utils.bake import builder, facts_cache
 from ansible_collections.immutable.infra.plugins.plugin_utils.bake import plan as bake_plan
 from ansible_collections.immutable.infra.plugins.plugin_utils.bake.play_runner import PlaySpec, run_play
@@ -162,6 +167,9 @@ class Baker(Manager):
             retag = f"{self.name}:{tag}" not in (cached.get("RepoTags") or [])
             if retag and not self.context.check_mode:
                 client.tag(cached["Id"], self.name, tag)
+            unsigned = self._unsigned_warning(client, cached["Id"], tag)
+            if unsigned:
+                result["warnings"] = [*result.get("warnings", []), unsigned]
             return dict(result, changed=retag, cache_hit=True, image_id=cached["Id"],
                         labels=cached["Config"].get("Labels") or {}, duration=round(time.monotonic() - started, 3),
                         msg=f"{self.name}:{tag} is up to date (inputs hash {tag})")
@@ -211,6 +219,17 @@ class Baker(Manager):
         store_image_attestations(client, image_id, found)
         self.progress(f"bake {self.name}: provenance and SBOM signed by key {short_key_id(self.signer.keyid)}")
         return {"attestations": record_summary(found), "signed_by": self.signer.keyid}
+
+    def _unsigned_warning(self, client: DockerClient, image_id: str, tag: str) -> str | None:
+        """With signing_key, a reused image that has no provenance signed by that key is named: it was baked
+        before the key was given, and the trust gate would refuse it."""
+        if self.signer is None:
+            return None
+        provenance = read_image_attestations(client, image_id).envelopes.get("provenance")
+        if provenance is not None and signers(provenance, [self.signer.public]):
+            return None
+        return (f"{self.name}:{tag} was reused from an earlier bake that signing_key did not sign, so it has no "
+                "provenance or SBOM signed by that key; bake it again with force: true to sign it.")
 
     def _cached_image(self, client: DockerClient, digest: str) -> dict[str, Any] | None:
         images = client.images_with_label(LABEL_INPUTS_HASH, digest)

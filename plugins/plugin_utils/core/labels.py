@@ -332,12 +332,16 @@ def verdict_volume_name(image_id: str) -> str:
     return VERDICT_VOLUME_PREFIX + _image_hex(image_id)
 
 
-def verdict_volume_image(name: str, labels: dict[str, str] | None) -> str | None:
-    """The image a verdict volume speaks of (None for other volumes): its label, else its name."""
-    hex_id = _suffix(name, VERDICT_VOLUME_PREFIX)
+def _volume_image(name: str, prefix: str, labels: dict[str, str] | None) -> str | None:
+    hex_id = _suffix(name, prefix)
     if hex_id is None:
         return None
     return (labels or {}).get(LABEL_IMAGE_ID) or "sha256:" + hex_id
+
+
+def verdict_volume_image(name: str, labels: dict[str, str] | None) -> str | None:
+    """The image a verdict volume speaks of (None for other volumes): its label, else its name."""
+    return _volume_image(name, VERDICT_VOLUME_PREFIX, labels)
 
 
 def attestation_volume_name(image_id: str) -> str:
@@ -346,10 +350,7 @@ def attestation_volume_name(image_id: str) -> str:
 
 def attestation_volume_image(name: str, labels: dict[str, str] | None) -> str | None:
     """The image an attestation volume speaks of (None for other volumes): its label, else its name."""
-    hex_id = _suffix(name, ATTESTATION_VOLUME_PREFIX)
-    if hex_id is None:
-        return None
-    return (labels or {}).get(LABEL_IMAGE_ID) or "sha256:" + hex_id
+    return _volume_image(name, ATTESTATION_VOLUME_PREFIX, labels)
 
 
 # the rollout lock and journal ---------------------------------------------------------------------

@@ -82,6 +82,11 @@ def write_manifest(path: str, manifest: dict[str, Any]) -> None:
     os.replace(temporary, path)
 
 
+def signed_fields(built: dict[str, Any]) -> dict[str, Any]:
+    """What a signed build adds to its ledger record and result (nothing without signing_key)."""
+    return {key: built[key] for key in ("attestations", "signed_by") if key in built}
+
+
 class DiskBuilder(Manager):
     def __init__(self, params: dict[str, Any], context: TaskContext) -> None:
         super().__init__(params, context)
@@ -147,23 +152,21 @@ class DiskBuilder(Manager):
             raise InfraError(f"Cannot create the disk directory {self.dest}: {error.strerror}; set dest.") from None
         self.progress(f"disk: building {os.path.basename(disk)} from {self._describe(image['Id'])}")
         ledger = self.ledger()
-        record = ledger.new_record("disk", self.basedir, name=self.name, image=self.params["image"],
-                                   image_id=image["Id"], inputs_hash=digest,
-                                   image_inputs_hash=inputs["image_inputs_hash"], disk=disk)
-        self.record = record
+        record = self.record = ledger.new_record(
+            "disk", self.basedir, name=self.name, image=self.params["image"], image_id=image["Id"], inputs_hash=digest,
+            image_inputs_hash=inputs["image_inputs_hash"], disk=disk)
         try:
             built = self._build(client, image, digest, inputs, disk, manifest_path, started)
         except InfraError as error:
             ledger.append(dict(record, result="failed", error=error.message,
                                duration=round(time.monotonic() - started, 3)))
             raise
-        signed = {key: built[key] for key in ("attestations", "signed_by") if key in built}
         ledger.append(dict(record, result="succeeded", disk_digest=built["disk_digest"],
                            kernel_release=built["kernel_release"], packages=built["packages"],
-                           duration=built["build_seconds"], **signed))
+                           duration=built["build_seconds"], **signed_fields(built)))
         return dict(result, changed=True, cache_hit=False, reason=reason, disk_digest=built["disk_digest"],
                     kernel_release=built["kernel_release"], packages=built["packages"], verdict=None,
-                    command_unit=built["command_unit"], duration=built["build_seconds"], ledger=ledger.path, **signed,
+                    command_unit=built["command_unit"], duration=built["build_seconds"], ledger=ledger.path, **signed_fields(built),
                     msg=f"built {os.path.basename(disk)} ({built['disk_bytes'] / disk_plan.MiB:.0f} MiB, kernel "
                         f"{built['kernel_release']}) in {built['build_seconds']:.1f} s")
 
