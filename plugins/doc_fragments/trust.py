@@ -18,7 +18,7 @@ options:
         digest, or whose test result failed, is refused with one sentence naming every problem, and nothing is
         changed. The keys of the signatures that passed go into the rollout's ledger record (C(trusted)), and
         M(immutable.infra.history) shows them.
-      - Without it the gate is the verdict gate alone (O(require_verified)), as before.
+      - Without it the gate is the verdict gate alone (O(immutable.infra.rollout#module:require_verified)), as before.
     type: dict
     suboptions:
       keys:

@@ -64,26 +64,22 @@ def signed_project(tmp_path_factory, docker_client, base_image):
     env = {"IMMUTABLE_INFRA_LEDGER": os.path.join(project_dir, "ledger.jsonl")}
     signing = {"signing_key": "release.key", "signing_key_password": PASSWORD}
     nonce = uuid.uuid4().hex
-    bakes = project.run([
-        {"name": "hello", "immutable.infra.bake": dict(signing, name=image_name("signed-hello"), base=BASE_IMAGE,
-                                                        roles=["hello"], config=HELLO_CONFIG,
-                                                        vars={"db_password": SECRET, "test_nonce": nonce})},
-        {"name": "web", "immutable.infra.bake": dict(signing, name=image_name("signed-web"), base=BASE_IMAGE,
-                                                      roles=["web"], vars={"web_version": "2.0", "test_nonce": nonce},
-                                                      config={"cmd": ["nginx", "-g", "daemon off;"]})},
-        {"name": "plain", "immutable.infra.bake": {"name": image_name("plain-hello"), "base": BASE_IMAGE,
-                                                   "roles": ["hello"], "config": HELLO_CONFIG,
-                                                   "vars": {"test_nonce": nonce}}},
-    ], env=env)
+    hello = dict(signing, name=image_name("signed-hello"), base=BASE_IMAGE, roles=["hello"], config=HELLO_CONFIG,
+                 vars={"db_password": SECRET, "test_nonce": nonce})
+    web = dict(signing, name=image_name("signed-web"), base=BASE_IMAGE, roles=["web"],
+               vars={"web_version": "2.0", "test_nonce": nonce}, config={"cmd": ["nginx", "-g", "daemon off;"]})
+    plain = {"name": image_name("plain-hello"), "base": BASE_IMAGE, "roles": ["hello"], "config": HELLO_CONFIG,
+             "vars": {"test_nonce": nonce}}
+    bakes = project.run([{"name": name, "immutable.infra.bake": task}
+                         for name, task in (("hello", hello), ("web", web), ("plain", plain))], env=env)
     for name in ("hello", "web", "plain"):
         assert not bakes[name].get("failed"), bakes[name].get("msg")
     images = {name: bakes[name]["image_id"] for name in ("hello", "web", "plain")}
+    hello_tests = [os.path.join(DEMO_DIR, "tests", "test_hello.py")]
+    failing_tests = [os.path.join(FIXTURES, "verify_project", "tests", "failing")]
     verifies = project.run([
-        {"name": "hello", "immutable.infra.verify": dict(signing, image=images["hello"],
-                                                          tests=[os.path.join(DEMO_DIR, "tests", "test_hello.py")])},
-        {"name": "web", "immutable.infra.verify": dict(signing, image=images["web"],
-                                                        tests=[os.path.join(FIXTURES, "verify_project", "tests",
-                                                                            "failing")])},
+        {"name": "hello", "immutable.infra.verify": dict(signing, image=images["hello"], tests=hello_tests)},
+        {"name": "web", "immutable.infra.verify": dict(signing, image=images["web"], tests=failing_tests)},
     ], env=env)
     assert verifies["hello"]["passed"], verifies["hello"].get("msg")
     assert verifies["web"]["passed"] is False and verifies["web"]["signed_by"]

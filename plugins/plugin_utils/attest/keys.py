@@ -14,18 +14,22 @@ signatures carry as keyid and what history shows as the signer.
 from __future__ import annotations
 
 import base64
+import importlib.util
 import json
 import os
 import re
 from dataclasses import dataclass
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
-
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError, sha256_hex
+
+try:
+    from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+except ImportError:  # reported when a key is opened, so ansible-doc and modules that sign nothing work without it
+    ec = None  # type: ignore[assignment]
 
 COSIGN_PEM_TYPES = ("ENCRYPTED COSIGN PRIVATE KEY", "ENCRYPTED SIGSTORE PRIVATE KEY")
 PEM_BLOCK = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----\s*(.*?)\s*-----END \1-----", re.S)
@@ -77,8 +81,16 @@ class VerifyKey:
                                         serialization.PublicFormat.SubjectPublicKeyInfo).decode("ascii")
 
 
+def require_crypto() -> None:
+    """Signing and verifying need the Python packages of requirements.txt on the controller."""
+    if ec is None or importlib.util.find_spec("nacl") is None:
+        raise InfraError("Signing and verifying need the Python packages cryptography and PyNaCl on the controller; "
+                         "install the collection's requirements (pip install -r requirements.txt).")
+
+
 def key_text(value: str, option: str, basedir: str) -> tuple[str, str]:
     """(PEM text, where it came from) of an option that holds either PEM text or a path to a PEM file."""
+    require_crypto()
     if "-----BEGIN " in value:
         return value, f"the PEM text in {option}"
     path = os.path.normpath(os.path.join(basedir, os.path.expanduser(value)))
@@ -190,6 +202,7 @@ def cosign_private_key_pem(private: ec.EllipticCurvePrivateKey, password: str) -
 
 def new_key_pair(password: str | None = None) -> tuple[str, str]:
     """(private key PEM, public key PEM) of a fresh P-256 key: cosign's format with a password, else PKCS#8."""
+    require_crypto()
     private = ec.generate_private_key(ec.SECP256R1())
     public = private.public_key().public_bytes(serialization.Encoding.PEM,
                                                serialization.PublicFormat.SubjectPublicKeyInfo).decode()

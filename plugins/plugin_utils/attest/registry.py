@@ -26,11 +26,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import requests
-
 from ansible_collections.immutable.infra.plugins.plugin_utils.attest.dsse import envelope_statement, signers
 from ansible_collections.immutable.infra.plugins.plugin_utils.attest.keys import SigningKey, VerifyKey
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
+
+try:
+    import requests
+except ImportError:  # the Docker SDK needs it too; reported when a registry is spoken to
+    requests = None  # type: ignore[assignment]
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -113,6 +116,9 @@ class RegistryAPI:
 
     def __init__(self, url: str, repository: str, username: str | None = None, password: str | None = None,
                  ca_cert: str | None = None) -> None:
+        if requests is None:
+            raise InfraError("Pushing signatures needs the Python package requests on the controller; install the "
+                             "collection's requirements (pip install -r requirements.txt).")
         self.base = url.rstrip("/") + "/"  # https://host:port/v2/
         self.repository = repository
         self.session = requests.Session()

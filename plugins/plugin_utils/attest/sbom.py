@@ -13,6 +13,7 @@ contents_from_tree() for a disk's exported tree); everything after that is pure.
 from __future__ import annotations
 
 import glob
+import importlib.util
 import json
 import os
 import re
@@ -149,8 +150,15 @@ def _distro(os_release: Mapping[str, str]) -> str:
     return f"{os_release.get('ID', 'debian')}-{os_release.get('VERSION_ID', '')}".rstrip("-")
 
 
+def require_cyclonedx() -> None:
+    if importlib.util.find_spec("cyclonedx") is None or importlib.util.find_spec("packageurl") is None:
+        raise InfraError("The SBOM needs the Python package cyclonedx-python-lib on the controller; install the "
+                         "collection's requirements (pip install -r requirements.txt).")
+
+
 def build_sbom(described: Described, contents: Contents) -> dict[str, Any]:
     """The CycloneDX document (as JSON data) of what contents lists, about described."""
+    require_cyclonedx()
     from cyclonedx.model import HashAlgorithm, HashType, Property
     from cyclonedx.model.bom import Bom
     from cyclonedx.model.component import Component, ComponentType
@@ -198,6 +206,7 @@ def build_sbom(described: Described, contents: Contents) -> dict[str, Any]:
 
 def validation_errors(document: Mapping[str, Any]) -> str | None:
     """None when the document is valid CycloneDX 1.6 JSON (the strict schema), else the first error."""
+    require_cyclonedx()
     from cyclonedx.schema import SchemaVersion
     from cyclonedx.validation.json import JsonStrictValidator
 

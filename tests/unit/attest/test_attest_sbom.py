@@ -46,9 +46,8 @@ IMAGE_ID = "sha256:" + "ab" * 32
 
 
 def described(**changes):
-    values = dict(kind="container", name="acme/web", version="0123456789ab", digest=IMAGE_ID,
-                  roles=[{"name": "nginx", "digest": "cd" * 32}, {"name": "acme.web.site", "digest": "ef" * 32,
-                                                                   "version": "1.2.0"}],
+    roles = [{"name": "nginx", "digest": "cd" * 32}, {"name": "acme.web.site", "digest": "ef" * 32, "version": "1.2.0"}]
+    values = dict(kind="container", name="acme/web", version="0123456789ab", digest=IMAGE_ID, roles=roles,
                   base=("immutable-infra/base:bookworm", "sha256:" + "12" * 32), tool_version="0.1.0")
     values.update(changes)
     return sbom.Described(**values)

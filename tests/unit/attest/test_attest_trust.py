@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 
 import pytest
@@ -150,9 +151,9 @@ def test_a_test_result_names_its_files_by_digest_and_its_tests(keys, tmp_path):
     test_file.write_text("def test_port(): pass\n")
     passed, failed = verdict_tests(["tests/test_web.py::test_port"], [{"test": "idempotence: x", "message": "m"}],
                                    {"passed": False}, None)
-    found = attest_test_result(mine, "acme/web", IMAGE, VerifyRun(False, [str(test_file)], str(tmp_path), passed, failed,
-                                                                 {"host": "container"}))
-    statement = json.loads(__import__("base64").b64decode(found.envelopes["test_result"]["payload"]))
+    run = VerifyRun(False, [str(test_file)], str(tmp_path), passed, failed, {"host": "container"})
+    found = attest_test_result(mine, "acme/web", IMAGE, run)
+    statement = json.loads(base64.b64decode(found.envelopes["test_result"]["payload"]))
     assert statement["predicateType"] == "https://in-toto.io/attestation/test-result/v0.1"
     assert statement["subject"] == [{"name": "acme/web", "digest": {"sha256": "ab" * 32}}]
     predicate = statement["predicate"]
