@@ -63,7 +63,7 @@ def signed_project(tmp_path_factory, docker_client, base_image):
     project = Playbooks(project_dir)
     env = {"IMMUTABLE_INFRA_LEDGER": os.path.join(project_dir, "ledger.jsonl")}
     signing = {"signing_key": "release.key", "signing_key_password": PASSWORD}
-    nonce = uuid.uuid4().hex
+    nonce = bake_nonce(project)
     hello = dict(signing, name=image_name("signed-hello"), base=BASE_IMAGE, roles=["hello"], config=HELLO_CONFIG,
                  vars={"db_password": SECRET, "test_nonce": nonce})
     web = dict(signing, name=image_name("signed-web"), base=BASE_IMAGE, roles=["web"],
@@ -87,6 +87,16 @@ def signed_project(tmp_path_factory, docker_client, base_image):
     return project, env, images, bakes, verifies
 
 
+def bake_nonce(project: Playbooks) -> str:
+    """One nonce per project, so that a bake of the same role and vars again finds the image."""
+    path = os.path.join(project.project, "nonce")
+    if not os.path.exists(path):
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(uuid.uuid4().hex)
+    with open(path, encoding="utf-8") as handle:
+        return handle.read()
+
+
 def statement(envelope):
     return json.loads(base64.b64decode(envelope["payload"]))
 
@@ -107,6 +117,17 @@ def test_a_signed_bake_keeps_a_valid_sbom_listing_what_the_role_installed_beside
     assert provenance["subject"][0]["digest"]["sha256"] == images["web"][7:]
     assert bakes["web"]["signed_by"] == bakes["hello"]["signed_by"]
     assert bakes["plain"].get("signed_by") is None and not read_image_attestations(client, images["plain"]).envelopes
+
+
+def test_an_image_reused_by_a_signed_bake_that_its_key_did_not_sign_is_named(signed_project):
+    project, env, images, _bakes, _verifies = signed_project
+    again = project.run([{"name": "again", "immutable.infra.bake": {
+        "name": image_name("plain-hello"), "base": BASE_IMAGE, "roles": ["hello"], "config": HELLO_CONFIG,
+        "vars": {"test_nonce": bake_nonce(project)}, "signing_key": "release.key",
+        "signing_key_password": PASSWORD}}], env=env)["again"]
+    assert again["cache_hit"] and again["image_id"] == images["plain"] and not again["changed"]
+    assert any("that signing_key did not sign" in warning and "force: true" in warning
+               for warning in again.get("warnings") or []), again.get("warnings")
 
 
 def test_no_variable_value_appears_in_any_attestation_label_log_or_ledger(signed_project, docker_client):
