@@ -32,6 +32,7 @@ extends_documentation_fragment:
   - ansible.builtin.action_common_attributes.flow
   - immutable.infra.action
   - immutable.infra.swap
+  - immutable.infra.trust
   - immutable.infra.balancer
   - immutable.infra.engines
   - immutable.infra.fleet_rollout

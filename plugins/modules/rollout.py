@@ -53,6 +53,7 @@ extends_documentation_fragment:
   - ansible.builtin.action_common_attributes.flow
   - immutable.infra.action
   - immutable.infra.swap
+  - immutable.infra.trust
   - immutable.infra.balancer
   - immutable.infra.engines
   - immutable.infra.fleet_rollout
@@ -181,6 +182,18 @@ seealso:
 """
 
 EXAMPLES = r"""
+- name: Roll out only an image whose provenance, SBOM and passing test result the release key signed
+  immutable.infra.rollout:
+    service: web
+    image: "{{ baked.image_id }}"
+    replicas: 3
+    port: 8000
+    balancer:
+      runtime_api: /run/haproxy/admin.sock
+      backend: web
+    trust:
+      keys: [keys/cosign.pub]
+
 - name: Roll out the verified image, one host at a time
   immutable.infra.rollout:
     service: web
