@@ -130,12 +130,7 @@ class DiskBuilder(Manager):
         found = read_manifest(manifest_path)
         disk_bytes = os.path.getsize(disk) if os.path.isfile(disk) else None
         if found is not None and disk_plan.cache_matches(found, digest, disk_bytes) and not self.params["force"]:
-            self.progress(f"disk: {os.path.basename(disk)} has these inputs already (inputs hash {digest[:12]}), "
-                          "reused")
-            return dict(result, changed=False, cache_hit=True, disk_digest=found["disk_digest"],
-                        kernel_release=found.get("kernel_release"), packages=found.get("packages") or {},
-                        verdict=found.get("verdict"), duration=round(time.monotonic() - started, 3),
-                        msg=f"{os.path.basename(disk)} is up to date (inputs hash {digest[:12]})")
+            return self._reused(result, found, started)
         reason = ("force: true" if disk_bytes is not None and self.params["force"] else
                   "the disk beside the manifest is missing or was changed" if found else "no disk has these inputs yet")
         if self.check_mode:
@@ -169,6 +164,14 @@ class DiskBuilder(Manager):
                     command_unit=built["command_unit"], duration=built["build_seconds"], ledger=ledger.path, **signed_fields(built),
                     msg=f"built {os.path.basename(disk)} ({built['disk_bytes'] / disk_plan.MiB:.0f} MiB, kernel "
                         f"{built['kernel_release']}) in {built['build_seconds']:.1f} s")
+
+    def _reused(self, result: dict[str, Any], found: dict[str, Any], started: float) -> dict[str, Any]:
+        name, digest = os.path.basename(result["disk"]), result["inputs_hash"]
+        self.progress(f"disk: {name} has these inputs already (inputs hash {digest[:12]}), reused")
+        return dict(result, changed=False, cache_hit=True, disk_digest=found["disk_digest"],
+                    kernel_release=found.get("kernel_release"), packages=found.get("packages") or {},
+                    verdict=found.get("verdict"), duration=round(time.monotonic() - started, 3),
+                    msg=f"{name} is up to date (inputs hash {digest[:12]})")
 
     def _describe(self, image_id: str) -> str:
         given = self.params["image"]

@@ -123,8 +123,34 @@ class DiskVerifier(Manager):
         machine = qemu.Machine(disk=disk, disk_format=manifest.get("disk_format") or "qcow2", accel="tcg",
                                memory=self.params["memory"], guest_ports=ports)
         timings: dict[str, float] = {}
+        outcome, broken = self._boot_and_test(machine, digest, deadline, ports, (paths, files), report, manifest,
+                                              timings)
+        passed = verdict_passed(outcome, broken is not None)
+        duration = round(time.monotonic() - started, 3)
+        timings["total"] = duration
+        accel = machine.accel
+        record = self._record(ledger, manifest_path, manifest, digest, passed, outcome, broken, accel, timings, report)
+        result.update(changed=previous != record["result"], passed=passed, broken=broken is not None,
+                      disk_digest=digest, accel=accel, tests=outcome["tests"], failures=outcome["failures"],
+                      files=outcome["files"], timings=timings, report=report, duration=duration, ledger=ledger.path,
+                      ledger_id=record["id"])
+        name = os.path.basename(disk)
+        if broken is not None:
+            console = f"\nLast console lines:\n{broken.logs.rstrip()}" if broken.logs.strip() else ""
+            return dict(result, failed=True, msg=f"Disk {name} is broken: {broken.reason}.{console}")
+        what_ran = verify_report.verdict_summary(outcome["tests"], None, None)
+        if not passed:
+            message = verify_report.failure_report(name, what_ran, outcome["failures"], kind="Disk")
+            return dict(result, failed=True, msg=f"{message}\nReport: {report}")
+        return dict(result, msg=f"Disk {name} passed verification ({what_ran}) in {duration:.1f} s "
+                                f"({accel}, SSH after {timings['boot_to_ssh']:.1f} s). Report: {report}")
+
+    def _boot_and_test(self, machine: qemu.Machine, digest: str, deadline: float, ports: list[int],
+                       tests: tuple[list[str], list[str]], report: str, manifest: dict[str, Any],
+                       timings: dict[str, float]) -> tuple[dict[str, Any], _Broken | None]:
+        (paths, files), disk = tests, machine.disk
         outcome: dict[str, Any] = {"tests": verify_report.empty_counts(), "failures": [], "files": []}
-        broken = None
+        broken: _Broken | None = None
         with interruptible(f"verify of {os.path.basename(disk)}") as guard:
             try:
                 # Inside the guard: the KVM probe boots a VM too, which Ctrl-C must not leave behind.
@@ -158,25 +184,7 @@ class DiskVerifier(Manager):
                 with guard.shield():
                     machine.stop()
                 timings["cleanup"] = round(time.monotonic() - begun, 3)
-        passed = verdict_passed(outcome, broken is not None)
-        duration = round(time.monotonic() - started, 3)
-        timings["total"] = duration
-        accel = machine.accel
-        record = self._record(ledger, manifest_path, manifest, digest, passed, outcome, broken, accel, timings, report)
-        result.update(changed=previous != record["result"], passed=passed, broken=broken is not None,
-                      disk_digest=digest, accel=accel, tests=outcome["tests"], failures=outcome["failures"],
-                      files=outcome["files"], timings=timings, report=report, duration=duration, ledger=ledger.path,
-                      ledger_id=record["id"])
-        name = os.path.basename(disk)
-        if broken is not None:
-            console = f"\nLast console lines:\n{broken.logs.rstrip()}" if broken.logs.strip() else ""
-            return dict(result, failed=True, msg=f"Disk {name} is broken: {broken.reason}.{console}")
-        what_ran = verify_report.verdict_summary(outcome["tests"], None, None)
-        if not passed:
-            message = verify_report.failure_report(name, what_ran, outcome["failures"], kind="Disk")
-            return dict(result, failed=True, msg=f"{message}\nReport: {report}")
-        return dict(result, msg=f"Disk {name} passed verification ({what_ran}) in {duration:.1f} s "
-                                f"({accel}, SSH after {timings['boot_to_ssh']:.1f} s). Report: {report}")
+        return outcome, broken
 
     def _pytest(self, machine: qemu.Machine, paths: list[str], files: list[str], report: str,
                 manifest: dict[str, Any], remaining: float) -> dict[str, Any]:
