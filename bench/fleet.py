@@ -101,6 +101,8 @@ SERVER_CHECK = "inter 1s rise 1 fall 2"
 # reported as not finished, with the requests it failed until then.
 PLAIN_LIMIT = float(os.environ.get("IMMUTABLE_INFRA_BENCH_FLEET_PLAIN_LIMIT", "900"))
 SAMPLE_EVERY = 0.2
+# The plain play is the slowest part of every cell; IMMUTABLE_INFRA_BENCH_FLEET_APPROACHES=ours,floor leaves it out.
+APPROACHES = tuple(os.environ.get("IMMUTABLE_INFRA_BENCH_FLEET_APPROACHES", "ours,plain,floor").split(","))
 
 
 def _numbers(variable: str, default: str) -> list[int]:
@@ -342,7 +344,8 @@ def ours(bench: Bench, hosts: int, count: int, version: str, service: str) -> di
         raise BenchError(f"the rollout of {hosts} hosts over {count} engines to {version} failed: "
                          f"{result.get('msg')}\n{timed.tail()}")
     return {"wall": round(timed.wall, 2), "task": result.get("duration"), "peak_mb": round(timed.peak_rss / 1e6),
-            "engines": placement_counts(result)}
+            "engines": placement_counts(result),
+            "progress": [f"{offset:7.3f} {line.rstrip()}"[:300] for offset, line in timed.lines if " gen " in line]}
 
 
 def placement_counts(result: dict[str, Any]) -> dict[str, int]:
@@ -456,12 +459,14 @@ def measure_cell(bench: Bench, hosts: int, count: int, round_number: int) -> dic
         say(f"  ours under load: {cell['ours']['wall']} s, {cell['ours']['failed']} of {cell['ours']['sent']} failed, "
             f"{cell['ours']['peak_mb']} MB")
         remove_containers(bench)
-        plain_first(bench, members, VERSIONS[0])
-        wait_all_up(bench, "plain", hosts)
-        cell["plain"] = under_load(bench, "plain", lambda: plain(bench, hosts, inventory, VERSIONS[1]))
-        say(f"  plain under load: {cell['plain']['wall']} s{' (stopped: not finished)' if cell['plain'].get('unfinished') else ''}, "
-            f"{cell['plain']['failed']} of {cell['plain']['sent']} failed, {cell['plain']['peak_mb']} MB")
-        remove_containers(bench)
+        if "plain" in APPROACHES:
+            plain_first(bench, members, VERSIONS[0])
+            wait_all_up(bench, "plain", hosts)
+            cell["plain"] = under_load(bench, "plain", lambda: plain(bench, hosts, inventory, VERSIONS[1]))
+            say(f"  plain under load: {cell['plain']['wall']} s"
+                f"{' (stopped: not finished)' if cell['plain'].get('unfinished') else ''}, "
+                f"{cell['plain']['failed']} of {cell['plain']['sent']} failed, {cell['plain']['peak_mb']} MB")
+            remove_containers(bench)
         cell["floor"] = floor(bench, hosts, count, VERSIONS[1])
         say(f"  floor: {cell['floor']['wall']} s")
     finally:
