@@ -4,9 +4,10 @@ replaced under steady load, three ways in the same run.
 Two versions of the example hello service are baked and verified on the local engine
 (bench/rollout-release.yml) and shipped to every rig engine (and their verdicts with them) before any
 cell is measured, so the cells measure the rollout, not the transfer (bench/ship.py measures that).
-Each rig engine gets a network of its own for the run (10.232.16*j.0/20; dynamic addresses in the
-lower half, fixed ones in the upper). For every cell (hosts H, engines K = the first K rig engines), a
-fresh HAProxy on 127.0.0.1 fronts two backends, both checked with GET /healthz once a second:
+Each rig engine gets a network of its own for the run (a /20 of 10.232.0.0/16 that no route of the
+machine overlaps; dynamic addresses in the lower half, fixed ones in the upper). For every cell (hosts
+H, engines K = the first K rig engines), a fresh HAProxy on 127.0.0.1 fronts two backends, both checked
+with GET /healthz once a second:
 
 ours   immutable.infra.rollout over the K engines (rolling, batch_size H/10, placement even), one
        ansible-playbook run: a first rollout of version A (not under load, timed as "first"), then the
@@ -71,6 +72,7 @@ from measure import (
     machine_facts,
     play_results,
     remove_labelled,
+    routed_subnets,
     run_checked,
     say,
     servers_up,
@@ -128,8 +130,10 @@ class Bench:
     def runtime_api(self) -> str:
         return os.path.join(self.workdir, "admin.sock")
 
+    subnets: list[ipaddress.IPv4Network] = field(default_factory=list)  # per engine, free of routed ones
+
     def subnet(self, position: int) -> ipaddress.IPv4Network:
-        return ipaddress.ip_network(f"10.232.{16 * position}.0/20")
+        return self.subnets[position]
 
     def fixed_ip(self, position: int, index: int) -> str:
         return str(self.subnet(position)[8 * 256 + 10 + index])
@@ -170,7 +174,19 @@ def sdk_client(engine: dict[str, Any]) -> docker.DockerClient:
                         if tls else None).sdk
 
 
+def free_subnets(count: int) -> list[ipaddress.IPv4Network]:
+    """count /20s of 10.232.0.0/16 that no route of this machine overlaps (another engine's bridge there
+    would take the benchmark's traffic)."""
+    routed = routed_subnets()
+    free = [subnet for subnet in ipaddress.ip_network("10.232.0.0/16").subnets(new_prefix=20)
+            if not any(subnet.overlaps(other) for other in routed)]
+    if len(free) < count:
+        raise BenchError(f"fewer than {count} /20 subnets of 10.232.0.0/16 are free of routes on this machine")
+    return free[:count]
+
+
 def create_networks(bench: Bench) -> None:
+    bench.subnets = free_subnets(len(bench.engines))
     for position, engine in enumerate(bench.engines):
         subnet = bench.subnet(position)
         pool = docker.types.IPAMPool(subnet=str(subnet), iprange=str(next(subnet.subnets(1))),

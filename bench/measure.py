@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import http.client
+import ipaddress
 import json
 import os
 import platform
@@ -98,6 +99,20 @@ def first_200(address: str, port: int, timeout: float = 60.0, poll: float = 0.02
         if time.monotonic() > deadline:
             raise BenchError(f"no host at {address} answered /healthz with 200 within {timeout:g} s")
         time.sleep(poll)
+
+
+def routed_subnets() -> list[ipaddress.IPv4Network]:
+    """Subnets this host routes (the bridges of other engines on it too), from /proc/net/route; the
+    default route left out."""
+    with open("/proc/net/route", encoding="ascii") as handle:
+        rows = [line.split() for line in handle.read().splitlines()[1:]]
+    subnets = []
+    for row in rows:
+        # Addresses in the byte order of the kernel's memory: little-endian on this machine's x86.
+        destination, mask = (ipaddress.IPv4Address(int(value, 16).to_bytes(4, "little")) for value in (row[1], row[7]))
+        if int(mask):
+            subnets.append(ipaddress.ip_network(f"{destination}/{mask}", strict=False))
+    return subnets
 
 
 # HAProxy: one foreground process per benchmark, asked through its runtime API ---------------------

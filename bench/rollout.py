@@ -71,6 +71,7 @@ from measure import (
     play_results,
     remove_labelled,
     retry_cleanup,
+    routed_subnets,
     run_checked,
     run_timed,
     say,
@@ -168,20 +169,6 @@ def ensure_prerequisites(base: str) -> None:
     if not os.environ.get("ANSIBLE_COLLECTIONS_PATH"):
         ensure_collection_link()
     ensure_debian_package("docker-compose", "docker-compose")
-
-
-def routed_subnets() -> list[ipaddress.IPv4Network]:
-    """Subnets this host routes (the bridges of other engines on it too), from /proc/net/route; the
-    default route left out."""
-    with open("/proc/net/route", encoding="ascii") as handle:
-        rows = [line.split() for line in handle.read().splitlines()[1:]]
-    subnets = []
-    for row in rows:
-        # Addresses in the byte order of the kernel's memory: little-endian on this machine's x86.
-        destination, mask = (ipaddress.IPv4Address(int(value, 16).to_bytes(4, "little")) for value in (row[1], row[7]))
-        if int(mask):
-            subnets.append(ipaddress.ip_network(f"{destination}/{mask}", strict=False))
-    return subnets
 
 
 def used_subnets(client: docker.DockerClient) -> list[ipaddress.IPv4Network]:
