@@ -104,6 +104,7 @@ SERVER_CHECK = "inter 1s rise 1 fall 2"
 PLAIN_LIMIT = float(os.environ.get("IMMUTABLE_INFRA_BENCH_FLEET_PLAIN_LIMIT", "900"))
 SAMPLE_EVERY = 0.2
 # The plain play is the slowest part of every cell; IMMUTABLE_INFRA_BENCH_FLEET_APPROACHES=ours,floor leaves it out.
+SURGE = os.environ.get("IMMUTABLE_INFRA_BENCH_FLEET_SURGE", "")
 APPROACHES = tuple(os.environ.get("IMMUTABLE_INFRA_BENCH_FLEET_APPROACHES", "ours,plain,floor").split(","))
 
 
@@ -337,6 +338,12 @@ def under_load(bench: Bench, backend: str, action: Callable[[], dict[str, Any]])
 
 
 # the approaches -------------------------------------------------------------------------------------
+def capacity_options(hosts: int) -> dict[str, Any]:
+    """How many hosts ours replaces at once: max_surge (IMMUTABLE_INFRA_BENCH_FLEET_SURGE, a count or a
+    percentage) when set, else batches of H/10 like the plain play's serial."""
+    return {"max_surge": SURGE} if SURGE else {"batch_size": batch(hosts)}
+
+
 def batch(hosts: int) -> int:
     return max(1, hosts // 10)
 
@@ -349,7 +356,7 @@ def engines_option(bench: Bench, count: int) -> list[dict[str, Any]]:
 def ours(bench: Bench, hosts: int, count: int, version: str, service: str) -> dict[str, Any]:
     task = {"name": "Rollout", "immutable.infra.rollout": {
         "service": service, "image": bench.images[version], "replicas": hosts, "strategy": "rolling",
-        "batch_size": batch(hosts), "port": PORT, "health": {"http_path": "/healthz", "interval": 0.1},
+        **capacity_options(hosts), "port": PORT, "health": {"http_path": "/healthz", "interval": 0.1},
         "container": {"networks": [bench.network], "labels": {LABEL_KEY: bench.run_id}},
         "balancer": {"runtime_api": bench.runtime_api, "backend": "ours"},
         "engines": engines_option(bench, count), "lock_timeout": 600}}
