@@ -184,7 +184,7 @@ class MemoryBalancer:
 
     def __init__(self) -> None:
         self.servers: dict[str, Member] = {}
-        self.exchanges = 0  # calls of the *_all kind: each one exchange with a real balancer
+        self.exchanges: list[tuple[str, int]] = []  # (call, servers) of the *_all kind: one exchange each
 
     def check(self) -> None:
         return None
@@ -214,16 +214,16 @@ class MemoryBalancer:
         self.servers.pop(server, None)
 
     def register_all(self, arrivals: Sequence[Arrival]) -> list[Outcome]:
-        self.exchanges += 1
+        self.exchanges.append(("register_all", len(arrivals)))
         return [self.register(arrival.host, arrival.address, arrival.port) for arrival in arrivals]
 
     def activate_all(self, arrivals: Sequence[Arrival]) -> list[Outcome]:
-        self.exchanges += 1
+        self.exchanges.append(("activate_all", len(arrivals)))
         return [self.activate(arrival.server or arrival.host, arrival.host, arrival.address, arrival.port)
                 for arrival in arrivals]
 
     def set_states(self, servers: Sequence[str], state: str) -> None:
-        self.exchanges += 1
+        self.exchanges.append(("set_states", len(servers)))
         for server in servers:
             self.set_state(server, state)
 
@@ -231,7 +231,7 @@ class MemoryBalancer:
         return []
 
     def detach_all(self, servers: Sequence[str]) -> None:
-        self.exchanges += 1
+        self.exchanges.append(("detach_all", len(servers)))
         for server in servers:
             self.detach(server)
 
