@@ -361,6 +361,18 @@ shipping:
       shipping C(seconds), C(digest) and C(per_engine) timings.
   returned: over several engines
   type: dict
+unmanaged:
+  description:
+    - With O(place_down_share), what this run could not manage on the engines that were down when it
+      began. C(engines) names each and why; C(hosts) the hosts the ledger last placed there, each
+      with C(state) V(running) (the balancer's own check still reaches as many servers on that engine)
+      or V(unknown); C(servers) the balancer servers kept because their check still passes (a server
+      that answers its check is not taken for a stale one while such an engine is down). The next run
+      that reaches the engine again replaces its hosts like any other.
+  returned: when an engine was down at the start
+  type: dict
+  sample: {"engines": {"rig2": "connection refused"}, "hosts": [{"host": "web-3-2", "engine": "rig2", "state": "running"}],
+           "servers": [{"server": "slot2", "address": "10.0.2.5", "port": 8000}]}
 engines_down:
   description: Engines that could not be reached (at the start, or when one stopped answering mid-way).
   returned: on failure, when an engine is down

@@ -32,13 +32,15 @@ BALANCER_OPTIONS: dict[str, Any] = {
 
 @dataclass(frozen=True)
 class Member:
-    """One server of the balancer that belongs to a service: its name, where it sends traffic, and
-    whether it takes traffic (ready), takes no new sessions (drain) or none at all (maint)."""
+    """One server of the balancer that belongs to a service: its name, where it sends traffic, whether it
+    takes traffic (ready), takes no new sessions (drain) or none at all (maint), and whether the
+    balancer's own health check passes there."""
 
     name: str
     address: str
     port: int
     admin_state: str
+    answering: bool = False  # the balancer's own health check passes at its address
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,11 @@ class Server:
     free_slot: bool
 
     @property
+    def answering(self) -> bool:
+        """Up, with HAProxy's own check enabled and passing: something answers at its address."""
+        return self.operational_state == "up" and self.check_enabled and self.check_result == "passed"
+
+    @property
     def healthy(self) -> bool:
         """Up, and its last health check passed (or it has none)."""
         return self.operational_state == "up" and (not self.check_enabled or self.check_result == "passed")

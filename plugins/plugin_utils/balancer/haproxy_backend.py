@@ -51,7 +51,7 @@ class HAProxyBalancer:
         """The backend's servers that belong to the service: template slots not in maintenance (a slot
         in maintenance is free, whatever its placeholder address) and servers named like its hosts.
         Servers declared for other purposes are left alone."""
-        return [Member(server.name, server.address, server.port, server.admin_state)
+        return [Member(server.name, server.address, server.port, server.admin_state, answering=server.answering)
                 for server in self.runtime.servers(self.backend)
                 if not server.free_slot and (server.template_slot or is_ours(server.name))]
 

@@ -26,6 +26,7 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.engines.manager im
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.revisions import recently_live_generations
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.service_record import keep_service_record
 from ansible_collections.immutable.infra.plugins.plugin_utils.service import plan as rp
+from ansible_collections.immutable.infra.plugins.plugin_utils.service import unmanaged
 from ansible_collections.immutable.infra.plugins.plugin_utils.service.backend import HostBackend, Placed
 from ansible_collections.immutable.infra.plugins.plugin_utils.service.capacity import check_amount
 from ansible_collections.immutable.infra.plugins.plugin_utils.service.health import HEALTH_OPTIONS, HealthCheck
@@ -134,6 +135,7 @@ class Rollout(FleetManager):
         self.balancer.check()
         steps = HostSteps(backend, self.balancer, spec, backend.store(), self.progress, self.params["drain_timeout"],
                           self.params["stop_timeout"])
+        steps.unlisted = sorted(fleet.down)  # their share goes to the others (place_down_share)
         tx = Transaction(steps, backend.store(), self.ledger(), self.context.basedir, self.params["lock_timeout"],
                          self.rollout_id)
         desired = rp.Desired(spec_hash=spec.spec_hash, **self.desired_settings)
@@ -188,6 +190,8 @@ class Rollout(FleetManager):
         self.progress(f"{self.service}: {plan.kind} to generation {plan.generation} from {short_id(spec.image_id)} "
                       f"({self.params['strategy']}; {plan.reason}); {len(plan.steps)} steps{where}")
         engine_fields = {"engines": backend.engine_names, "placement": placed.engines} if backend.several else {}
+        if self.fleet.down:
+            engine_fields["unmanaged"] = self._unmanaged(tx, observation)
         if tx.ledger:
             tx.record = tx.ledger.new_record(
                 "rollout", self.context.basedir, rollout=self.rollout_id, service=self.service,
@@ -228,6 +232,8 @@ class Rollout(FleetManager):
             result["service_record"] = recorded
         if tx.backend.several:
             result.update(self._engine_result(tx, plan, placed or Placed(), shipping, observation))
+        if self.fleet.down:
+            result["unmanaged"] = self._unmanaged(tx, observation)
         if self.context.diff_mode:
             result["diff"] = {"before": "".join(f"{name}\n" for name in plan.live_before),
                               "after": "".join(f"{name}\n" for name in plan.live_after),
@@ -237,6 +243,11 @@ class Rollout(FleetManager):
                          f"({len(plan.new_hosts)} added, {len(plan.retired)} removed)" if plan.changed
                          else f"{self.service}: generation {plan.generation} is live and up to date")
         return result
+
+    def _unmanaged(self, tx: Transaction, observation: Observation | None) -> dict[str, Any]:
+        """The hosts on engines down at the start that this run cannot manage (service/unmanaged.py)."""
+        known = unmanaged.last_known_engines(tx.ledger.records(kind="rollout"), self.service) if tx.ledger else {}
+        return unmanaged.report(self.fleet.down, known, observation.unmanaged_servers if observation else [])
 
     def _engine_result(self, tx: Transaction, plan: rp.Plan, placed: Placed, shipping: dict[str, Any] | None,
                        observation: Observation | None) -> dict[str, Any]:

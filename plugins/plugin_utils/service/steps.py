@@ -58,6 +58,7 @@ class HostSteps(SwapSteps):
         self._background = ThreadPoolExecutor(max_workers=16)
         self.stops = Stops(backend, store, stop_timeout, progress, self._background)
         self._creating: dict[str, Future] = {}
+        self.unlisted: list[str] = []  # engines down when the run began, whose share went to the others
 
     def use_spec(self, spec: HostSpec) -> None:
         """Hosts made from now on are made from this spec (a heal replaces each host from its own)."""
@@ -77,7 +78,8 @@ class HostSteps(SwapSteps):
 
     # membership ---------------------------------------------------------------------------------
     def observe(self) -> membership.Observation:
-        return membership.observe(self.backend, self.balancer, self.stops.pending.read(), self.progress)
+        return membership.observe(self.backend, self.balancer, self.stops.pending.read(), self.progress,
+                                  self.unlisted)
 
     def detach_stale(self, observation: membership.Observation) -> None:
         membership.detach_stale(self.balancer, observation, self.service, self.progress)
