@@ -13,6 +13,7 @@ from typing import Any
 from ansible_collections.immutable.infra.plugins.plugin_utils.balancer.base import BALANCER_OPTIONS, make_balancer
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError, short_id
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import ImageProvenance, image_labels
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.provenance import prefetch_git_state
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.docker_hosts import DockerHosts
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.fleet import (
     FLEET_ARGUMENT_SPEC,
@@ -121,6 +122,7 @@ class Rollout(FleetManager):
             keep_previous=params["keep_previous"])
         rp.validate(rp.Desired(spec_hash="", **self.desired_settings))
         self.rollout_id = uuid.uuid4().hex[:12]
+        prefetch_git_state(context.basedir)  # for the ledger record, while the engines are reached
         self.balancer = make_balancer(params["balancer"])
         self.record_fields: dict[str, Any] = {}
         self.fleet = Fleet([], {})
