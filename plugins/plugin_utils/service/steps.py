@@ -56,7 +56,7 @@ class HostSteps(SwapSteps):
         self.before_stop: Callable[[list[str]], None] | None = None  # notes a stop before it is sent
         self.wait_allowance: Callable[[], float] | None = None  # how long a drain may still wait, if limited
         self._background = ThreadPoolExecutor(max_workers=16)
-        self.stops = Stops(backend, store, stop_timeout, progress, self._background)
+        self.stops = Stops(backend, store, stop_timeout, progress)
         self._creating: dict[str, Future] = {}
         self.unlisted: list[str] = []  # engines down when the run began, whose share went to the others
 
@@ -98,6 +98,7 @@ class HostSteps(SwapSteps):
         called before each step and health check, and raises to stop the steps there."""
         self.check_interrupted = interrupted
         try:
+            self._create_ahead(steps)  # the first batch's hosts too: all made at once, each engine's in parallel
             for position, step in enumerate(steps):
                 self.check_interrupted()
                 if step.batch > 1 and steps[position - 1].batch != step.batch:
