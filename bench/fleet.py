@@ -529,17 +529,52 @@ def plain_time(plain_cell: dict[str, Any], hosts: int = 1) -> str:
     return f"{'>' if plain_cell.get('unfinished') else ''}{plain_cell['wall'] / hosts:.2f}"
 
 
+def ratio(value: Any, floor_cell: dict[str, Any]) -> str:
+    return f"{value / floor_cell['wall']:.2f}" if isinstance(value, (int, float)) and floor_cell.get("wall") else "-"
+
+
 def result_table(cells: list[dict[str, Any]]) -> dict[str, Any]:
     rows = []
     for cell in cells:
-        ours_cell, plain_cell = cell.get("ours") or {}, cell.get("plain") or {}
-        rows.append([cell["hosts"], cell["engines"], ours_cell.get("wall", "-"), ours_cell.get("failed", "-"),
-                     ours_cell.get("sent", "-"), ours_cell.get("peak_mb", "-"), plain_time(plain_cell),
-                     plain_cell.get("failed", "-"), plain_cell.get("peak_mb", "-"),
-                     (cell.get("floor") or {}).get("wall", "-")])
-    return {"title": f"fleet rollout under load ({LOAD_RATE:g} requests/s through HAProxy), one round per cell",
-            "header": ["hosts", "engines", "ours s", "ours failed", "ours sent", "ours MB", "plain s", "plain failed",
-                       "plain MB", "floor s"], "rows": rows}
+        ours_cell, plain_cell, floor_cell = cell.get("ours") or {}, cell.get("plain") or {}, cell.get("floor") or {}
+        rows.append([cell["hosts"], cell["engines"], ours_cell.get("wall", "-"), ours_cell.get("task", "-"),
+                     ours_cell.get("failed", "-"), ours_cell.get("sent", "-"), ours_cell.get("peak_mb", "-"),
+                     plain_time(plain_cell), plain_cell.get("failed", "-"), plain_cell.get("peak_mb", "-"),
+                     floor_cell.get("wall", "-"), ratio(ours_cell.get("wall"), floor_cell),
+                     ratio(ours_cell.get("task"), floor_cell)])
+    return {"title": f"fleet rollout under load ({LOAD_RATE:g} requests/s through HAProxy), one round per cell; "
+                     f"ours: {capacity_text()}",
+            "header": ["hosts", "engines", "ours s", "ours task s", "ours failed", "ours sent", "ours MB", "plain s",
+                       "plain failed", "plain MB", "floor s", "ours / floor", "task / floor"], "rows": rows}
+
+
+def capacity_text() -> str:
+    return f"max_surge {SURGE}" if SURGE else "batch_size H/10"
+
+
+def anchor_table(cells: list[dict[str, Any]]) -> dict[str, Any]:
+    """The targets: every cell at most 1.3x its floor with nothing failed; 100 hosts on 4 engines at most
+    0.5x the time on 1; controller memory within 1.2x of 151 MB (the measurement before per-engine work)."""
+    rows = []
+    for cell in cells:
+        ours_cell, floor_cell = cell.get("ours") or {}, cell.get("floor") or {}
+        if "wall" in ours_cell and floor_cell.get("wall"):
+            wall, task = ours_cell["wall"] / floor_cell["wall"], (ours_cell.get("task") or 0) / floor_cell["wall"]
+            rows.append([f"{cell['hosts']}x{cell['engines']}: ours / floor, 0 failed", "<= 1.3x",
+                         f"{wall:.2f}x (task {task:.2f}x), {ours_cell.get('failed')} failed",
+                         "yes" if wall <= 1.3 and ours_cell.get("failed") == 0 else "NO"])
+    by_engines = {cell["engines"]: cell for cell in cells if cell["hosts"] == 100 and (cell.get("ours") or {}).get("wall")}
+    if 1 in by_engines and 4 in by_engines:
+        ours_ratio = by_engines[4]["ours"]["wall"] / by_engines[1]["ours"]["wall"]
+        floor_ratio = by_engines[4]["floor"]["wall"] / by_engines[1]["floor"]["wall"]
+        rows.append(["100 hosts: 4 engines / 1 engine", "<= 0.5x", f"{ours_ratio:.2f}x (floor {floor_ratio:.2f}x)",
+                     "yes" if ours_ratio <= 0.5 else "NO"])
+    peaks = [(cell["ours"]["peak_mb"], f"{cell['hosts']}x{cell['engines']}") for cell in cells if cell.get("ours")]
+    if peaks:
+        peak, where = max(peaks)
+        rows.append(["controller memory, largest cell", "<= 181 MB (1.2 x 151)", f"{peak} MB ({where})",
+                     "yes" if peak <= 181 else "NO"])
+    return {"title": "anchors", "header": ["anchor", "target", "measured", "met"], "rows": rows}
 
 
 def growth_table(cells: list[dict[str, Any]]) -> dict[str, Any]:
@@ -606,7 +641,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if needed > 3:
             rig_up(3)  # rig.json back to the three engines the tests and the demo use
     measured = [cell for cell in result["cells"] if "error" not in cell]
-    result["tables"] = [result_table(measured), growth_table(measured)]
+    result["tables"] = [result_table(measured), growth_table(measured), anchor_table(measured)]
     return result
 
 
