@@ -49,8 +49,8 @@ def register_all(runtime: HAProxyRuntime, backend: str, arrivals: Sequence[Arriv
         try:
             validate_name("server", arrival.host)
             address, port = validate_endpoint(arrival.address, arrival.port)
-        except InfraError as error:
-            outcomes.append(error)
+        except InfraError as invalid:
+            outcomes.append(invalid)
             continue
         if not free:
             outcomes.append(_dynamic(runtime, backend, arrival, server_options))
@@ -61,13 +61,13 @@ def register_all(runtime: HAProxyRuntime, backend: str, arrivals: Sequence[Arriv
             owners.append(position)
         outcomes.append(slot)
     refused: dict[int, InfraError] = {}
-    for owner, error in zip(owners, change_all(runtime, backend, commands), strict=True):
-        if error is not None:
-            refused.setdefault(owner, error)
-    if refused:
-        change_all(runtime, backend, [command for owner in refused for command in park_commands(backend, str(outcomes[owner]))])
-        for owner, error in refused.items():
-            outcomes[owner] = error
+    for owner, refusal in zip(owners, change_all(runtime, backend, commands), strict=True):
+        if refusal is not None:
+            refused.setdefault(owner, refusal)
+    if refused:  # the slots of refused hosts go back to the free pool
+        change_all(runtime, backend, [command for owner in refused
+                                      for command in park_commands(backend, str(outcomes[owner]))])
+        outcomes = [refused.get(position, outcome) for position, outcome in enumerate(outcomes)]
     return outcomes
 
 
