@@ -69,6 +69,7 @@ from measure import (
     ensure_collection_link,
     first_200,
     free_port,
+    machine_busy,
     machine_facts,
     play_results,
     remove_labelled,
@@ -477,10 +478,11 @@ def measure_cell(bench: Bench, hosts: int, count: int, round_number: int) -> dic
     try:
         first = ours(bench, hosts, count, VERSIONS[0], service)
         say(f"  ours first rollout: {first['wall']} s, placement {first['engines']}")
+        busy = machine_busy()
         cell["ours"] = under_load(bench, "ours", lambda: ours(bench, hosts, count, VERSIONS[1], service))
-        cell["ours"]["first"] = first["wall"]
+        cell["ours"].update(first=first["wall"], busy=busy)
         say(f"  ours under load: {cell['ours']['wall']} s, {cell['ours']['failed']} of {cell['ours']['sent']} failed, "
-            f"{cell['ours']['peak_mb']} MB")
+            f"{cell['ours']['peak_mb']} MB (load average {busy['load']}, {busy['vms']} VMs running)")
         remove_containers(bench)
         if "plain" in APPROACHES:
             plain_first(bench, members, VERSIONS[0])
@@ -490,8 +492,9 @@ def measure_cell(bench: Bench, hosts: int, count: int, round_number: int) -> dic
                 f"{' (stopped: not finished)' if cell['plain'].get('unfinished') else ''}, "
                 f"{cell['plain']['failed']} of {cell['plain']['sent']} failed, {cell['plain']['peak_mb']} MB")
             remove_containers(bench)
-        cell["floor"] = floor(bench, hosts, count, VERSIONS[1])
-        say(f"  floor: {cell['floor']['wall']} s")
+        busy = machine_busy()
+        cell["floor"] = dict(floor(bench, hosts, count, VERSIONS[1]), busy=busy)
+        say(f"  floor: {cell['floor']['wall']} s (load average {busy['load']}, {busy['vms']} VMs running)")
     finally:
         remove_containers(bench)
     return cell

@@ -372,3 +372,17 @@ class WrkLoad:
                 report["rate"] = round(report["requests"] / report["seconds"], 1) if report["seconds"] else 0.0
                 return report
         raise BenchError(f"wrk printed no report: {self.output[-1000:]}")
+
+
+def machine_busy() -> dict[str, Any]:
+    """What else loads the machine as a measurement starts: the 1-minute load average and how many
+    qemu-system processes (virtual machines, which each keep a core busy under TCG) run, from /proc."""
+    vms = 0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/comm", encoding="utf-8") as handle:
+                    vms += handle.read().startswith("qemu-system")
+            except OSError:
+                continue
+    return {"load": round(os.getloadavg()[0], 2), "vms": vms}

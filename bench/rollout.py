@@ -71,6 +71,7 @@ from measure import (
     ensure_debian_package,
     first_200,
     free_port,
+    machine_busy,
     machine_facts,
     marks_from_lines,
     phases,
@@ -472,10 +473,11 @@ def measure_round(bench: Bench, round_index: int, runs: int) -> dict[str, Any]:
     order = round_order(round_index)
     measured: dict[str, Any] = {"round": round_index + 1, "from": source, "to": target, "order": order}
     for approach in order:
-        load_average = os.getloadavg()[0]
+        busy = machine_busy()
+        load_average = busy["load"]
         backend, action = steps[approach]
         load = under_wrk if approach == "wrk" else under_load
-        measured[approach] = dict(load(bench, backend, action), load_before=round(load_average, 2))
+        measured[approach] = dict(load(bench, backend, action), load_before=round(load_average, 2), vms=busy["vms"])
         entry = measured[approach]
         task = f" (task {entry['task']:.2f} s)" if "task" in entry else ""
         say(f"  round {round_index + 1}/{runs}: {approach} {source} -> {target} {entry['wall']:.2f} s{task}, "
