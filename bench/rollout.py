@@ -43,6 +43,7 @@ import itertools
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -665,6 +666,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                            "load_rate": LOAD_RATE, "server_check": SERVER_CHECK},
                               "machine": dict(machine_facts(), **versions()), "rounds": []}
     say(f"rollout: {args.runs} rounds, {REPLICAS} replicas, base {args.base}, run id {bench.run_id}")
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))  # a timeout or kill still cleans up
     try:
         client = docker.from_env()
         create_network(bench, client)
