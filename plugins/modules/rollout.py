@@ -53,6 +53,7 @@ extends_documentation_fragment:
   - ansible.builtin.action_common_attributes.flow
   - immutable.infra.action
   - immutable.infra.swap
+  - immutable.infra.trust
   - immutable.infra.balancer
   - immutable.infra.engines
   - immutable.infra.fleet_rollout
@@ -190,6 +191,18 @@ seealso:
 """
 
 EXAMPLES = r"""
+- name: Roll out only an image whose provenance, SBOM and passing test result the release key signed
+  immutable.infra.rollout:
+    service: web
+    image: "{{ baked.image_id }}"
+    replicas: 3
+    port: 8000
+    balancer:
+      runtime_api: /run/haproxy/admin.sock
+      backend: web
+    trust:
+      keys: [keys/cosign.pub]
+
 - name: Roll out the verified image, one host at a time
   immutable.infra.rollout:
     service: web
@@ -252,6 +265,15 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+service_record:
+  description:
+    - What changed in the service's record (where it runs), option by option, when this task wrote it; the
+      record holds its engines or O(docker_host), its O(balancer) and its O(addressing). The record is kept beside the
+      service on every engine it runs on, so M(immutable.infra.rollback), M(immutable.infra.drift),
+      M(immutable.infra.history) and M(immutable.infra.prune) need only the service's name.
+  returned: when the record was written (or would be, in check mode)
+  type: dict
+  sample: {"balancer": {"before": null, "after": {"type": "haproxy", "runtime_api": "127.0.0.1:9999", "backend": "web"}}}
 generation:
   description: The generation that is live after the task (or would be, in check mode).
   returned: always

@@ -13,6 +13,13 @@ import sys
 import time
 from typing import Any
 
+from ansible_collections.immutable.infra.plugins.plugin_utils.attest.signing import (
+    VerifyRun,
+    attest_test_result,
+    signing_key_from,
+    verdict_tests,
+)
+from ansible_collections.immutable.infra.plugins.plugin_utils.attest.store import record_summary, write_sidecars
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.interrupts import interruptible
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import Ledger
@@ -84,6 +91,7 @@ class DiskVerifier(Manager):
                 raise InfraError(f"{option} must be a positive number.")
         if not params["tests"]:
             raise InfraError("Nothing to verify: give tests to run against the booted disk.")
+        self.signer = signing_key_from(params, self.basedir)
 
     def run(self) -> dict[str, Any]:
         from ansible_collections.immutable.infra.plugins.plugin_utils.verify.manager import find_test_files
@@ -218,6 +226,7 @@ class DiskVerifier(Manager):
             result="passed" if passed else "failed", broken={"reason": broken.reason} if broken else None,
             tests=outcome["tests"], failures=outcome["failures"][:50], files=outcome["files"], accel=accel,
             timings=timings, report=report, duration=timings["total"])
+        record.update(self._attest(manifest_path, manifest, record, outcome))
         ledger.append(record)
         # The manifest's verdict counts only for the disk it describes: re-read it, in case it was rebuilt.
         current = read_manifest(manifest_path) or {}
@@ -225,6 +234,24 @@ class DiskVerifier(Manager):
             current["verdict"] = manifest_verdict(record)
             write_manifest(manifest_path, current)
         return record
+
+    def _attest(self, manifest_path: str, manifest: dict[str, Any], record: dict[str, Any],
+                outcome: dict[str, Any]) -> dict[str, Any]:
+        """With signing_key: the signed test result, bound to the disk's digest, written beside the disk."""
+        if self.signer is None:
+            return {}
+        from ansible_collections.immutable.infra.plugins.plugin_utils.verify.manager import find_test_files
+
+        passed, failed = verdict_tests(outcome.get("passed") or [], outcome["failures"], None, None)
+        where = {"host": "vm", "accel": record["accel"], "controller": controller_identity(), "time": record["time"],
+                 "ledger_id": record["id"]}
+        found = attest_test_result(self.signer, str(manifest.get("disk")), record["disk_digest"],
+                                   VerifyRun(record["result"] == "passed",
+                                             find_test_files(self.params["tests"], self.basedir)[1], self.basedir,
+                                             passed, failed, where))
+        disk = os.path.join(os.path.dirname(manifest_path), str(manifest.get("disk")))
+        write_sidecars(disk, found)
+        return {"attestations": record_summary(found), "signed_by": self.signer.keyid}
 
 
 class _Broken(Exception):

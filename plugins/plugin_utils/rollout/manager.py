@@ -10,6 +10,7 @@ import re
 import uuid
 from typing import Any
 
+from ansible_collections.immutable.infra.plugins.plugin_utils.attest.trust import TRUST_OPTION, require_trusted
 from ansible_collections.immutable.infra.plugins.plugin_utils.balancer.base import BALANCER_OPTIONS, make_balancer
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError, short_id
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import ImageProvenance, image_labels
@@ -69,6 +70,7 @@ ROLLOUT_ARGUMENT_SPEC: dict[str, Any] = {
     "health": {"type": "dict", "default": {}, "options": HEALTH_OPTIONS},
     "balancer": {"type": "dict", "options": BALANCER_OPTIONS},
     "require_verified": {"type": "bool", "default": True},
+    "trust": TRUST_OPTION,
     "keep_previous": {"type": "int", "default": 1},
     "container": {"type": "dict", "default": {}, "options": CONTAINER_OPTIONS},
     **SWAP_OPTIONS,
@@ -130,6 +132,8 @@ class Rollout(FleetManager):
     def run(self) -> dict[str, Any]:
         fleet = self.fleet = open_fleet(self.params, self.engines, self.reach())
         image = self._gated_image(fleet)
+        self.record_fields.update(require_trusted(fleet.sources(), self.params["image"], image, self.params["trust"],
+                                                  self.context.basedir))
         spec = HostSpec(self.service, image["Id"], self.params["port"], self.params["container"],
                         self.params["health"], ImageProvenance.from_labels(image_labels(image)).inputs_hash or "")
         backend = DockerHosts(fleet, self.service, spec.image_id, self.progress)
