@@ -40,8 +40,9 @@ ROLLBACK_ARGUMENT_SPEC: dict[str, Any] = {
     "service": {"type": "str", "required": True},
     "revision": {"type": "int"},
     "health": {"type": "dict", "options": HEALTH_OPTIONS},  # no default: the revision's own check
-    **{key: ROLLOUT_ARGUMENT_SPEC[key] for key in ("balancer", "strategy", "batch_size", "require_verified",
-                                                   "trust", "keep_previous")},
+    **{key: ROLLOUT_ARGUMENT_SPEC[key] for key in ("balancer", "strategy", "require_verified", "trust",
+                                                   "keep_previous")},
+    "batch_size": {"type": "int", "default": 1},
     **SWAP_OPTIONS,
     **FLEET_ARGUMENT_SPEC,
 }
