@@ -181,7 +181,7 @@ def at_once(disk: Disk, count: int) -> dict[str, Any]:
     each made its own identity (host name, machine ID, SSH host key) while the disk stayed as it was."""
     cpus = boot.choose_cpus(None, os.cpu_count() or 1, at_once=count)
     machines = [qemu.Machine(disk=disk.path, disk_format="qcow2", accel="tcg", memory=1024, cpus=cpus,
-                             guest_ports=[PORT], direct=disk.direct, ready_mark=disk.ready_mark) for _ in range(count)]
+                             guest_ports=[PORT], direct=disk.direct, ready_mark=disk.ready_mark) for _vm in range(count)]
     answered: dict[int, float] = {}
 
     def boot_one(index: int) -> None:

@@ -137,8 +137,8 @@ class DiskBuilder(Manager):
         disk_bytes = _size(disk)
         boot_bytes = {name: _size(os.path.join(self.dest, file))
                       for name, file in disk_plan.boot_file_names(os.path.basename(disk)).items()}
-        if disk_plan.cache_matches(found, digest, disk_bytes, boot_bytes) and not self.params["force"]:
-            assert found is not None  # cache_matches says so
+        if found is not None and disk_plan.cache_matches(found, digest, disk_bytes, boot_bytes) \
+                and not self.params["force"]:
             self.progress(f"disk: {os.path.basename(disk)} has these inputs already (inputs hash {digest[:12]}), "
                           "reused")
             return dict(result, changed=False, cache_hit=True, disk_digest=found["disk_digest"],

@@ -30,6 +30,7 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.machine import ass
 from ansible_collections.immutable.infra.plugins.plugin_utils.machine.manager import locate, read_manifest
 from ansible_collections.immutable.infra.plugins.plugin_utils.verify import report as verify_report
 from ansible_collections.immutable.infra.plugins.plugin_utils.verify.runners import (
+    HostUnderTest,
     IdempotenceRunner,
     MoleculeRunner,
     Runner,
@@ -139,10 +140,9 @@ class Verifier(Manager):
         verdict = Verdict(workers=plan.workers)
         with interruptible(f"verify of {subject.described}") as guard:
             if plan.files:
-                host = subject.host(plan.vm, self._ports(subject), self.progress) if isinstance(subject, DiskSubject) \
-                    else subject.host(self.params, self.progress)
                 self._runner(TestinfraRunner, subject.described).run(
-                    host, subject.test_environment(), plan.paths, len(plan.files), report, verdict, guard)
+                    self._test_host(plan), subject.test_environment(), plan.paths, len(plan.files), report, verdict,
+                    guard)
             if plan.replay and verdict.broken is None and isinstance(subject, ImageSubject):
                 self._runner(IdempotenceRunner, subject.described).run(
                     subject.client, subject.image, plan.roles, plan.replay, verdict, guard)
@@ -223,8 +223,13 @@ class Verifier(Manager):
             digests.append(found)
         return digests[0]
 
-    def _ports(self, subject: DiskSubject) -> list[int]:
-        return subject.guest_ports(self.params["wait_for_ports"])
+    def _test_host(self, plan: Plan) -> HostUnderTest:
+        """What the tests run against: a VM of the disk, or a container of the image."""
+        if isinstance(plan.subject, DiskSubject) and plan.vm is not None:
+            return plan.subject.host(plan.vm, plan.subject.guest_ports(self.params["wait_for_ports"]), self.progress)
+        if isinstance(plan.subject, ImageSubject):
+            return plan.subject.host(self.params, self.progress)
+        raise InfraError("a disk's verify was planned without its VM.")
 
     def _workers(self, ledger: Ledger, kind: str, files: list[str], cores: int) -> int:
         last = last_durations(ledger, kind, files) if len(files) > 1 and self.params["parallel"] == "auto" else None

@@ -3,7 +3,7 @@
 """The runners of a verify: pytest-testinfra, idempotence and Molecule, each adding to one Verdict.
 
 Testinfra runs against a test host: a throwaway container of an image (host.py) or a VM booted from
-a disk (vm_host.py), which offer it the same face (TestHost). Idempotence runs in a throwaway
+a disk (vm_host.py), which offer it the same face (HostUnderTest). Idempotence runs in a throwaway
 container; a Molecule scenario makes its own instances from the image. Each runner records what it
 found in the Verdict and its time in verdict.timings; the verify (manager.py) decides what runs and
 records the verdict.
@@ -67,11 +67,10 @@ class Verdict:
                 "idempotence": self.idempotence, "molecule": self.molecule, "duration": duration}
 
 
-class TestHost(Protocol):
+class HostUnderTest(Protocol):
     """What testinfra's runner needs of the host it tests: a container (host.ThrowawayHost) or a VM
     (vm_host.VmHost)."""
 
-    __test__ = False  # not a pytest test class, whatever its name
     cleanup_seconds: float
     subject: str  # what its failure breaks: image, disk
 
@@ -174,7 +173,7 @@ class TestinfraRunner(Runner):
 
     __test__ = False  # not a pytest test class, whatever its name
 
-    def run(self, host: TestHost, environment: dict[str, str], paths: list[str], file_count: int, report: str,
+    def run(self, host: HostUnderTest, environment: dict[str, str], paths: list[str], file_count: int, report: str,
             verdict: Verdict, guard: Guard) -> None:
         """environment: what the tests learn of the subject (IMMUTABLE_INFRA_IMAGE_ID, ...)."""
         begun = time.monotonic()
@@ -194,7 +193,7 @@ class TestinfraRunner(Runner):
             verdict.timings["cleanup"] = host.cleanup_seconds
             verdict.host = host.details()
 
-    def _pytest(self, host: TestHost, environment: dict[str, str], paths: list[str], file_count: int, report: str,
+    def _pytest(self, host: HostUnderTest, environment: dict[str, str], paths: list[str], file_count: int, report: str,
                 verdict: Verdict) -> None:
         command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-o", "junit_family=xunit1",
                    f"--junitxml={report}", *host.pytest_target(),
