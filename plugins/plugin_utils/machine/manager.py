@@ -135,17 +135,9 @@ class DiskBuilder(Manager):
                                   "image_inputs_hash": inputs["image_inputs_hash"]}
         found = read_manifest(manifest_path)
         disk_bytes = _size(disk)
-        boot_bytes = {name: _size(os.path.join(self.dest, file))
-                      for name, file in disk_plan.boot_file_names(os.path.basename(disk)).items()}
-        if found is not None and disk_plan.cache_matches(found, digest, disk_bytes, boot_bytes) \
-                and not self.params["force"]:
-            self.progress(f"disk: {os.path.basename(disk)} has these inputs already (inputs hash {digest[:12]}), "
-                          "reused")
-            return dict(result, changed=False, cache_hit=True, disk_digest=found["disk_digest"],
-                        kernel_release=found.get("kernel_release"), packages=found.get("packages") or {},
-                        boot=self._boot_paths(found),
-                        verdict=found.get("verdict"), duration=round(time.monotonic() - started, 3),
-                        msg=f"{os.path.basename(disk)} is up to date (inputs hash {digest[:12]})")
+        reused = self._reused(found, digest, disk, disk_bytes)
+        if reused is not None:
+            return dict(result, **reused, duration=round(time.monotonic() - started, 3))
         reason = ("force: true" if disk_bytes is not None and self.params["force"] else
                   "the disk or its boot files beside the manifest are missing or were changed" if found
                   else "no disk has these inputs yet")
@@ -177,10 +169,23 @@ class DiskBuilder(Manager):
                            duration=built["build_seconds"]))
         return dict(result, changed=True, cache_hit=False, reason=reason, disk_digest=built["disk_digest"],
                     kernel_release=built["kernel_release"], packages=built["packages"], verdict=None,
-                    boot=self._boot_paths(built),
-                    command_unit=built["command_unit"], duration=built["build_seconds"], ledger=ledger.path,
+                    boot=self._boot_paths(built), command_unit=built["command_unit"],
+                    duration=built["build_seconds"], ledger=ledger.path,
                     msg=f"built {os.path.basename(disk)} ({built['disk_bytes'] / disk_plan.MiB:.0f} MiB, kernel "
                         f"{built['kernel_release']}) in {built['build_seconds']:.1f} s")
+
+    def _reused(self, found: dict[str, Any] | None, digest: str, disk: str,
+                disk_bytes: int | None) -> dict[str, Any] | None:
+        """What the task returns when the disk with these inputs is there already, with its boot files."""
+        boot_bytes = {name: _size(os.path.join(self.dest, file))
+                      for name, file in disk_plan.boot_file_names(os.path.basename(disk)).items()}
+        if found is None or self.params["force"] or not disk_plan.cache_matches(found, digest, disk_bytes, boot_bytes):
+            return None
+        self.progress(f"disk: {os.path.basename(disk)} has these inputs already (inputs hash {digest[:12]}), reused")
+        return {"changed": False, "cache_hit": True, "disk_digest": found["disk_digest"],
+                "kernel_release": found.get("kernel_release"), "packages": found.get("packages") or {},
+                "boot": self._boot_paths(found), "verdict": found.get("verdict"),
+                "msg": f"{os.path.basename(disk)} is up to date (inputs hash {digest[:12]})"}
 
     def _boot_paths(self, manifest: dict[str, Any]) -> dict[str, Any]:
         section = manifest.get("boot") or {}
