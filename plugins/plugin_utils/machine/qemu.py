@@ -1,8 +1,10 @@
 # Copyright: immutable.infra contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Boots a disk as a throwaway VM under qemu: a copy-on-write overlay over the disk (which is never
-written), a seed drive with the VM's host name and SSH key, user-mode networking with loopback
-ports forwarded to the guest. stop() always kills qemu and removes the overlay and the seed.
+"""Boots a disk as a VM under qemu: a copy-on-write overlay over the disk (which is never written), a
+seed drive with the VM's host name and SSH key, user-mode networking with loopback ports forwarded to
+the guest, direct kernel boot or firmware boot (boot.py builds the command). The VM is up when its
+console says sshd runs and one login works; that login is the SSH master connection (ssh.py) every
+later command uses. stop() always ends it, kills qemu and removes the overlay and the seed.
 
 Whether KVM really boots a guest is tried once per machine (a kernel that panics at once, with no
 root filesystem, must get that far) and remembered, since on some hosts /dev/kvm accepts a VM
