@@ -9,7 +9,7 @@ ours      the collection's boot, as verify does it: direct kernel boot with the 
           with the timeline of where the time went
 old way   the same disk booted as disks were booted before: firmware (SeaBIOS, syslinux, Debian's
           initramfs), qemu's default devices and CPU, 1 vCPU, the banner-then-login probe
-packer    Debian's packer 1.6.6, qemu builder (tcg), booting the same qcow2 (disk_image, backing file)
+packer    Debian's packer 1.6.6, qemu builder (tcg), booting the same qcow2 (disk_image, a copy of it)
           with the seed drive in qemuargs, timed on its output: 'Connected to SSH!', and a shell
           provisioner's line once port 8000 listens
 three     three VMs of the disk at once, from their own overlays, 1 vCPU each: the last to answer SSH,
@@ -52,6 +52,10 @@ DISK_VARIANTS = {
     "sshd with PAM": {"sshd_pam": "always"},
     "no unit masked": {"masked_units": []},
 }
+# Generators a disk of the collection has nothing for (no LUKS, dm-integrity or dm-verity volumes, no GPT
+# partitions to find, no hibernation, no offline updates): measured as one more change.
+GENERATORS = ["systemd-cryptsetup-generator", "systemd-integritysetup-generator", "systemd-veritysetup-generator",
+              "systemd-gpt-auto-generator", "systemd-hibernate-resume-generator", "systemd-system-update-generator"]
 
 
 def play(workdir: str, name: str, tasks: list[dict], collections: str = COLLECTIONS_PATH) -> dict[str, dict]:
@@ -113,8 +117,10 @@ def rounds(workdir: str, disk: disk_boot.Disk, runs: int, with_packer: bool) -> 
 
 def ablation(workdir: str, image: str, disk: disk_boot.Disk, runs: int) -> dict[str, list[dict[str, Any]]]:
     """ours with one change taken away at a time, interleaved round by round."""
+    variants_built = dict(DISK_VARIANTS, **{"more: six generators masked too": {
+        "masked_units": [*disk_boot.default_masked(), *GENERATORS]}})
     disks = {label: disk_boot.Disk(build(workdir, image, f"variant{index}", **options))
-             for index, (label, options) in enumerate(DISK_VARIANTS.items())}
+             for index, (label, options) in enumerate(variants_built.items())}
     variants = {
         "all changes": lambda: disk_boot.ours(disk),
         "firmware boot (SeaBIOS, syslinux, Debian's initramfs)": lambda: disk_boot.ours(disk, direct=False),

@@ -26,12 +26,16 @@ from measure import COLLECTIONS_PATH, BenchError, bench_env, run_timed
 sys.path.insert(0, COLLECTIONS_PATH)
 
 # pylint: disable=wrong-import-position
-from ansible_collections.immutable.infra.plugins.plugin_utils.machine import boot, qemu
+from ansible_collections.immutable.infra.plugins.plugin_utils.machine import boot, guest, qemu
 from ansible_collections.immutable.infra.plugins.plugin_utils.machine.manager import read_manifest
 
 PORT = 8000
 LISTENING = f":{PORT:04X} 00000000:0000 0A"
 BOOT_SECONDS = 240
+
+
+def default_masked() -> list[str]:
+    return list(guest.MASKED_UNITS)
 
 
 class Disk:
@@ -210,7 +214,9 @@ def at_once(disk: Disk, count: int) -> dict[str, Any]:
 
 PACKER_TEMPLATE: dict[str, Any] = {
     "builders": [{
-        "type": "qemu", "disk_image": True, "use_backing_file": True, "iso_checksum": "none", "format": "qcow2",
+        # use_backing_file fails with qemu 7.2 (packer 1.6.6 gives qemu-img no backing format): packer copies the disk.
+        "type": "qemu", "disk_image": True, "use_backing_file": False, "disk_size": "2048M", "iso_checksum": "none",
+        "format": "qcow2",
         "accelerator": "tcg", "headless": True, "memory": 1024, "disk_interface": "virtio", "net_device": "virtio-net",
         "vm_name": "hello.qcow2", "ssh_username": "root", "ssh_timeout": "10m", "shutdown_command": "poweroff",
         "vnc_bind_address": "127.0.0.1", "skip_compaction": True, "boot_wait": "0s"}],
@@ -221,7 +227,7 @@ PACKER_TEMPLATE: dict[str, Any] = {
 
 
 def packer(disk: Disk, workdir: str, index: int) -> dict[str, Any]:
-    """Packer's qemu builder booting the same qcow2 (as a backing file), with the seed drive attached
+    """Packer's qemu builder booting the same qcow2 (a copy of it), with the seed drive attached
     through qemuargs so that its key may log in; timed on packer's own output."""
     work = tempfile.mkdtemp(prefix="packer-", dir=workdir)
     key, seed, _overlay = _vm_files(disk, work)
@@ -239,7 +245,9 @@ def packer(disk: Disk, workdir: str, index: int) -> dict[str, Any]:
             raise BenchError(f"packer build failed:\n{timed.tail()}")
         marks = {"start": _line_at(timed, "Starting VM"), "ssh": _line_at(timed, "Connected to SSH!"),
                  "port": _line_at(timed, "immutable-infra-bench: port listening")}
-        return {"ssh": marks["ssh"], "port": marks["port"], "vm_started": marks["start"], "wall": round(timed.wall, 3)}
+        # From packer's start (its copy of the disk included) and from qemu's start, as ours is timed.
+        return {"ssh": marks["ssh"], "port": marks["port"], "ssh_from_vm_start": round(marks["ssh"] - marks["start"], 3),
+                "port_from_vm_start": round(marks["port"] - marks["start"], 3), "wall": round(timed.wall, 3)}
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
