@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> dict:
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".build", "collections"))
     from engines_support import remove_everywhere, rig_description, rig_engines
 
-    from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
+    from ansible_collections.immutable.infra.plugins.plugin_utils.docker.client import DockerClient
     from ansible_collections.immutable.infra.plugins.plugin_utils.engines.clients import connect_engines, image_presence
     from ansible_collections.immutable.infra.plugins.plugin_utils.engines.shipping import (
         Registry,

@@ -57,7 +57,7 @@ sys.path.insert(0, COLLECTIONS_PATH)
 
 from steady_load import SteadyLoad
 
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
+from ansible_collections.immutable.infra.plugins.plugin_utils.docker.client import DockerClient
 from ansible_collections.immutable.infra.plugins.plugin_utils.verify.verdicts import record_verdict
 
 ANSIBLE_PLAYBOOK = os.path.join(VENV_BIN, "ansible-playbook")

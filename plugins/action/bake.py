@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.bake.manager import BAKE_ARGUMENT_SPEC, Baker
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.action import InfraAction
+from ansible_collections.immutable.infra.plugins.plugin_utils.task.action import InfraAction
 
 
 class ActionModule(InfraAction):

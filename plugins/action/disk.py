@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.action import InfraAction
 from ansible_collections.immutable.infra.plugins.plugin_utils.machine.manager import DISK_ARGUMENT_SPEC, DiskBuilder
+from ansible_collections.immutable.infra.plugins.plugin_utils.task.action import InfraAction
 
 
 class ActionModule(InfraAction):

@@ -3,11 +3,11 @@
 
 from __future__ import annotations
 
-from ansible_collections.immutable.infra.plugins.plugin_utils.engines.task import EnginesAction
+from ansible_collections.immutable.infra.plugins.plugin_utils.task.action import InfraAction
 from ansible_collections.immutable.infra.plugins.plugin_utils.trace.history import HISTORY_ARGUMENT_SPEC, History
 
 
-class ActionModule(EnginesAction):
+class ActionModule(InfraAction):
     argument_spec = HISTORY_ARGUMENT_SPEC
     manager = History
 

@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
-from ansible_collections.immutable.infra.plugins.plugin_utils.engines.task import EnginesAction
+from ansible_collections.immutable.infra.plugins.plugin_utils.task.action import InfraAction
 from ansible_collections.immutable.infra.plugins.plugin_utils.trace.prune import PRUNE_ARGUMENT_SPEC, Prune
 
 
-class ActionModule(EnginesAction):
+class ActionModule(InfraAction):
     argument_spec = PRUNE_ARGUMENT_SPEC
     manager = Prune

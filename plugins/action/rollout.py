@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
-from ansible_collections.immutable.infra.plugins.plugin_utils.engines.task import EnginesAction
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.manager import ROLLOUT_ARGUMENT_SPEC, Rollout
+from ansible_collections.immutable.infra.plugins.plugin_utils.task.action import InfraAction
 
 
-class ActionModule(EnginesAction):
+class ActionModule(InfraAction):
     argument_spec = ROLLOUT_ARGUMENT_SPEC
     manager = Rollout

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 class ModuleDocFragment:
     # What every module of the collection shares: it runs on the controller as an action plugin, and
-    # takes the shared options (plugin_utils/core/task.py SHARED_OPTIONS, which the action base adds
+    # takes the shared options (plugin_utils/task/contract.py SHARED_OPTIONS, which the action base adds
     # to each module's own argument spec). Each module states its own check_mode and diff_mode support.
     DOCUMENTATION = r"""
 options:

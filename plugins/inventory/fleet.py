@@ -199,7 +199,7 @@ from ansible.utils.vars import combine_vars
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.declaration import engines_from_group, parse_engines
-from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.fleet import list_fleet
+from ansible_collections.immutable.infra.plugins.plugin_utils.engines.inventory import list_fleet
 
 display = Display()
 

@@ -11,6 +11,11 @@ version_added: 0.1.0
 description:
   - Compares every running host of O(service) with what was rolled out, on every engine of the fleet
     (O(engines), O(engines_group), or the single O(docker_host)).
+  - Given only O(service), it reads where the service runs from the record its rollouts keep beside it
+    (its engines, its O(balancer) and its O(addressing)) on the engine it reaches first (O(docker_host), or C(DOCKER_HOST)),
+    which may be any engine of the service; every option given to the task wins over the record.
+  - A heal that cannot keep the balancer true is refused with nothing changed (no O(balancer) given or
+    recorded while the service's hosts were put in one).
   - The B(filesystem) is compared with the image (C(docker diff)), ignoring paths any process may
     write (C(/tmp), C(/var/tmp), C(/run), C(/var/run), C(/var/log), C(/var/cache)) and the paths in
     O(writable_paths).
@@ -32,6 +37,7 @@ extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - ansible.builtin.action_common_attributes.flow
   - immutable.infra.action
+  - immutable.infra.swap
   - immutable.infra.balancer
   - immutable.infra.engines
 attributes:
@@ -55,14 +61,6 @@ options:
     type: list
     elements: str
     default: []
-  drain_timeout:
-    description: Seconds to wait for a drifted host's sessions to reach zero.
-    type: float
-    default: 30
-  stop_timeout:
-    description: Seconds a host gets to exit after SIGTERM before the engine kills it; nothing waits for that (see M(immutable.infra.rollout)).
-    type: int
-    default: 10
   addressing:
     description:
       - How the service's rollouts reach its hosts (see M(immutable.infra.rollout)'s O(addressing)), so that
@@ -70,13 +68,6 @@ options:
         machine, V(published) otherwise, when not set; the port a V(published) rollout binds is not drift.
     type: str
     choices: [container, published]
-  lock_timeout:
-    description:
-      - Length in seconds of the lock's lease. The run holding the lock renews it every O(lock_timeout)/6
-        seconds while it works; another controller takes the lock over only when it was not renewed for
-        this long, or when the process that took it on the same controller is gone.
-    type: int
-    default: 60
 seealso:
   - module: immutable.infra.rollout
   - plugin: immutable.infra.fleet

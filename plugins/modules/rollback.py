@@ -19,6 +19,9 @@ description:
     the lock all apply, and the rollback is recorded in the ledger as a rollout with
     C(rollback_to_revision).
   - Rolling back to a revision whose image no longer exists in the engine is a clear error.
+  - Given only O(service), it reads where the service runs from the record its rollouts keep beside it
+    (its engines, its O(balancer) and its O(addressing)) on the engine it reaches first (O(docker_host), or C(DOCKER_HOST)),
+    which may be any engine of the service; every option given to the task wins over the record.
   - Over several engines (O(engines) or O(engines_group)), the hosts of every engine are read, the kept
     hosts are started again on the engines their labels name, and the image is shipped to any engine
     that needs it and lacks it, as M(immutable.infra.rollout) does.
@@ -28,6 +31,8 @@ extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - ansible.builtin.action_common_attributes.flow
   - immutable.infra.action
+  - immutable.infra.swap
+  - immutable.infra.trust
   - immutable.infra.balancer
   - immutable.infra.engines
   - immutable.infra.fleet_rollout
@@ -63,14 +68,6 @@ options:
       - The health gate, as for M(immutable.infra.rollout). When not set, the check the revision's
         hosts were rolled out with.
     type: dict
-  drain_timeout:
-    description: Seconds to wait for an old host's sessions to reach zero.
-    type: float
-    default: 30
-  stop_timeout:
-    description: Seconds an old host gets to exit after SIGTERM.
-    type: int
-    default: 10
   require_verified:
     description: Refuse the revision's image unless it has a passing verdict.
     type: bool
@@ -79,13 +76,6 @@ options:
     description: Previous generations kept stopped after the rollback.
     type: int
     default: 1
-  lock_timeout:
-    description:
-      - Length in seconds of the lock's lease. The run holding the lock renews it every O(lock_timeout)/6
-        seconds while it works; another controller takes the lock over only when it was not renewed for
-        this long, or when the process that took it on the same controller is gone.
-    type: int
-    default: 60
 seealso:
   - module: immutable.infra.history
   - module: immutable.infra.rollout

@@ -12,7 +12,7 @@ import uuid
 import pytest
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
+from ansible_collections.immutable.infra.plugins.plugin_utils.docker.client import DockerClient
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.clients import connect_engines
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.declaration import Engine, parse_engines
 

@@ -17,7 +17,7 @@ sys.path.insert(0, os.path.join(REPO_ROOT, "scripts"))
 
 from steady_load import SteadyLoad  # pylint: disable=wrong-import-position
 
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
+from ansible_collections.immutable.infra.plugins.plugin_utils.docker.client import DockerClient
 from ansible_collections.immutable.infra.plugins.plugin_utils.verify.verdicts import record_verdict
 
 DEMO_DIR = os.path.join(REPO_ROOT, "examples", "demo")
@@ -112,7 +112,7 @@ def remove_service(client: docker.DockerClient, service: str) -> None:
     for container in client.containers.list(all=True, filters={"name": f"immutable-infra-lock-{service}"}):
         container.remove(force=True)
     for prefix in ("immutable-infra-rollout-", "immutable-infra-stopping-", "immutable-infra-lease-",
-                   "immutable-infra-stopnote-"):
+                   "immutable-infra-stopnote-", "immutable-infra-service-"):
         for volume in client.volumes.list(filters={"name": f"{prefix}{service}"}):
             volume.remove(force=True)
 

@@ -14,8 +14,8 @@ from engines_support import remove_everywhere, rig_or_skip, unique_image
 from support import image_name
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient, TLSConfig
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import verdict_volume_name
+from ansible_collections.immutable.infra.plugins.plugin_utils.docker.client import DockerClient, TLSConfig
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.clients import connect_engines, image_presence
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.declaration import parse_engines
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.shipping import (
@@ -53,7 +53,7 @@ def shipped(rig, base_image):
 def test_tls_engine_answers_with_client_certificates_and_refuses_without(rig):
     description, engines, clients = rig
     engine = engines[0]
-    assert clients[engine.name].api.version()["ApiVersion"]
+    assert clients[engine.name].api.info()["ServerVersion"]
     files = description["engines"][0]["tls"]
     with pytest.raises(InfraError, match="Cannot reach the Docker engine"):
         DockerClient(engine.docker_host, timeout=10, tls=TLSConfig(ca_cert=files["ca_cert"]))

@@ -18,8 +18,8 @@ import pytest
 from support import BASE_IMAGE, REPO_ROOT, Playbooks, image_name
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import Ledger
+from ansible_collections.immutable.infra.plugins.plugin_utils.docker.client import DockerClient
 from ansible_collections.immutable.infra.plugins.plugin_utils.verify.verdicts import require_verified, verdict_for
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "verify_project")

@@ -17,9 +17,9 @@ from haproxy_support import BackendConfig, HAProxyProcess
 from rollout_support import DEMO_DIR, HELLO_CONFIG
 from support import BASE_IMAGE, Playbooks, image_name, init_git
 
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import Ledger
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.provenance import controller_identity
+from ansible_collections.immutable.infra.plugins.plugin_utils.docker.client import DockerClient
 from ansible_collections.immutable.infra.plugins.plugin_utils.verify.verdicts import record_verdict
 
 BACKEND = BackendConfig("web", slots=8, health_path="/healthz")

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from ansible.utils.plugin_docs import get_docstring
 
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.task import SHARED_OPTIONS
+from ansible_collections.immutable.infra.plugins.plugin_utils.task.contract import SHARED_OPTIONS
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 COLLECTION = "immutable.infra"

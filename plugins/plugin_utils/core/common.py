@@ -23,6 +23,11 @@ class InfraError(Exception):
         self.details = details
 
 
+class EngineUnreachable(InfraError):
+    """An engine (a Docker engine, a hypervisor) stopped answering during a call: it restarted, died, or
+    its socket went away. details["engine"] says how it was reached."""
+
+
 def canonical_json(value: Any) -> str:
     """JSON with sorted keys and no whitespace: equal data gives equal text whatever its dict order."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)

@@ -10,9 +10,11 @@ or a prefix only together with a way to read what is already out there.
   failed bake      an image kept from a failed bake (keep_failed), tagged failed-<hash>
   host             a container of a service, labelled with what it was made from
   verdict volume   immutable-infra-verdict-<image hex>, labelled with the latest verdict of that image
+  attestations     immutable-infra-attestations-<image hex>, the image's signed statements (attest/store.py)
   lock container   immutable-infra-lock-<service>, a never-started container naming its owner
   journal volume   immutable-infra-rollout-<service>, what an unfinished rollout changed
   stopping volume  immutable-infra-stopping-<service>, hosts whose stop the engine is still finishing
+  service record   immutable-infra-service-<service>, where the service runs: engines, balancer, addressing
   builder          immutable-infra-bake-<tag>-<random>, the container a bake runs in
   verify host      immutable-infra-verify-<image>-<random>, labelled as a throwaway host
 
@@ -63,6 +65,7 @@ LABEL_SPEC = LABEL_PREFIX + "spec"
 LABEL_ROLLOUT = LABEL_PREFIX + "rollout"
 LABEL_PORT = LABEL_PREFIX + "port"
 LABEL_ENGINE = LABEL_PREFIX + "engine"  # the engine (by its name in the fleet's engines) a host runs on
+LABEL_BALANCER = LABEL_PREFIX + "balancer"  # the balancer a host was made to join, as it names itself
 
 # verdict volumes (they also carry LABEL_IMAGE_ID and LABEL_INPUTS_HASH) ---------------------------
 VERDICT_VOLUME_PREFIX = "immutable-infra-verdict-"
@@ -75,6 +78,12 @@ LABEL_VERIFIED_BY = LABEL_PREFIX + "verified_by"
 LABEL_REPORT = LABEL_PREFIX + "report"
 LABEL_DURATION = LABEL_PREFIX + "duration"
 LABEL_BROKEN = LABEL_PREFIX + "broken"
+
+# attestation volumes: one label per kind (provenance, sbom, test_result) holding its DSSE envelope,
+# gzip-compressed and base64-encoded, and one with the time it was stored (they also carry LABEL_IMAGE_ID)
+ATTESTATION_VOLUME_PREFIX = "immutable-infra-attestations-"
+LABEL_ATTESTATION_PREFIX = LABEL_PREFIX + "attestation."
+LABEL_ATTESTED_AT_PREFIX = LABEL_PREFIX + "attested_at."
 
 # the rollout lock and journal (both also carry LABEL_ROLLOUT; the journal LABEL_IMAGE_ID) ----------
 LOCK_PREFIX = "immutable-infra-lock-"
@@ -106,6 +115,14 @@ LABEL_STOP_NOTE = LABEL_PREFIX + "stop_note"          # hosts a rollout was abou
 STOPPING_PREFIX = "immutable-infra-stopping-"
 LABEL_STOPPING = LABEL_PREFIX + "stopping"
 LABEL_STOPPING_HOST_PREFIX = LABEL_STOPPING + "."
+
+# the service record: where a service runs, as its last rollout was told -------------------------
+SERVICE_RECORD_PREFIX = "immutable-infra-service-"
+LABEL_SERVICE_RECORD = LABEL_PREFIX + "service_record"  # value: the service
+LABEL_RECORD_ENGINES = LABEL_PREFIX + "engines"          # the engines option, as JSON (no secrets)
+LABEL_RECORD_DOCKER_HOST = LABEL_PREFIX + "docker_host"
+LABEL_RECORD_BALANCER = LABEL_PREFIX + "balancer_options"  # the balancer option, as JSON
+LABEL_RECORD_ADDRESSING = LABEL_PREFIX + "addressing"
 
 # throwaway containers -----------------------------------------------------------------------------
 BUILDER_NAME_PREFIX = "immutable-infra-bake-"
@@ -257,11 +274,13 @@ class HostLabels:
     inputs_hash: str | None = None
     spec: dict[str, Any] | None = None  # {"port", "container", "health"}, as given to the rollout
     engine: str | None = None  # the fleet engine it was started on (None: made before engines existed)
+    balancer: str | None = None  # the balancer it joined (None: none, or made before this label existed)
 
     def to_labels(self) -> dict[str, str]:
         return _without_none({
             LABEL_SERVICE: self.service,
             LABEL_ENGINE: self.engine,
+            LABEL_BALANCER: self.balancer,
             LABEL_GENERATION: None if self.generation is None else str(self.generation),
             LABEL_INDEX: None if self.index is None else str(self.index),
             LABEL_IMAGE_ID: self.image_id,
@@ -279,7 +298,8 @@ class HostLabels:
                    index=_number(labels.get(LABEL_INDEX)), image_id=labels.get(LABEL_IMAGE_ID),
                    spec_hash=labels.get(LABEL_SPEC_HASH), rollout=labels.get(LABEL_ROLLOUT),
                    port=_number(labels.get(LABEL_PORT)), inputs_hash=labels.get(LABEL_INPUTS_HASH),
-                   spec=_json_object(labels.get(LABEL_SPEC)), engine=labels.get(LABEL_ENGINE))
+                   spec=_json_object(labels.get(LABEL_SPEC)), engine=labels.get(LABEL_ENGINE),
+                   balancer=labels.get(LABEL_BALANCER))
 
 
 # verdict volumes ----------------------------------------------------------------------------------
@@ -325,12 +345,25 @@ def verdict_volume_name(image_id: str) -> str:
     return VERDICT_VOLUME_PREFIX + _image_hex(image_id)
 
 
-def verdict_volume_image(name: str, labels: dict[str, str] | None) -> str | None:
-    """The image a verdict volume speaks of (None for other volumes): its label, else its name."""
-    hex_id = _suffix(name, VERDICT_VOLUME_PREFIX)
+def _volume_image(name: str, prefix: str, labels: dict[str, str] | None) -> str | None:
+    hex_id = _suffix(name, prefix)
     if hex_id is None:
         return None
     return (labels or {}).get(LABEL_IMAGE_ID) or "sha256:" + hex_id
+
+
+def verdict_volume_image(name: str, labels: dict[str, str] | None) -> str | None:
+    """The image a verdict volume speaks of (None for other volumes): its label, else its name."""
+    return _volume_image(name, VERDICT_VOLUME_PREFIX, labels)
+
+
+def attestation_volume_name(image_id: str) -> str:
+    return ATTESTATION_VOLUME_PREFIX + _image_hex(image_id)
+
+
+def attestation_volume_image(name: str, labels: dict[str, str] | None) -> str | None:
+    """The image an attestation volume speaks of (None for other volumes): its label, else its name."""
+    return _volume_image(name, ATTESTATION_VOLUME_PREFIX, labels)
 
 
 # the rollout lock and journal ---------------------------------------------------------------------
@@ -408,6 +441,43 @@ def stopping_hosts(labels: dict[str, str] | None) -> dict[str, float]:
     return pending
 
 
+@dataclass
+class ServiceRecordLabels:
+    """Where a service runs, as the record its rollouts keep says: the options that reach its hosts and
+    its balancer again (never a password or a key)."""
+
+    service: str | None = None
+    engines: list[dict[str, Any]] | None = None
+    docker_host: str | None = None
+    balancer: dict[str, Any] | None = None
+    addressing: str | None = None
+
+    def to_labels(self) -> dict[str, str]:
+        return _without_none({
+            LABEL_SERVICE_RECORD: self.service,
+            LABEL_RECORD_ENGINES: None if self.engines is None else json.dumps(self.engines, sort_keys=True),
+            LABEL_RECORD_DOCKER_HOST: self.docker_host,
+            LABEL_RECORD_BALANCER: None if self.balancer is None else json.dumps(self.balancer, sort_keys=True),
+            LABEL_RECORD_ADDRESSING: self.addressing})
+
+    @classmethod
+    def from_labels(cls, labels: dict[str, str] | None) -> ServiceRecordLabels:
+        labels = labels or {}
+        try:
+            engines = json.loads(labels[LABEL_RECORD_ENGINES]) if labels.get(LABEL_RECORD_ENGINES) else None
+        except ValueError:
+            engines = None
+        return cls(service=labels.get(LABEL_SERVICE_RECORD),
+                   engines=engines if isinstance(engines, list) else None,
+                   docker_host=labels.get(LABEL_RECORD_DOCKER_HOST),
+                   balancer=_json_object(labels.get(LABEL_RECORD_BALANCER)),
+                   addressing=labels.get(LABEL_RECORD_ADDRESSING))
+
+
+def service_record_name(service: str) -> str:
+    return SERVICE_RECORD_PREFIX + service
+
+
 def lock_name(service: str) -> str:
     return LOCK_PREFIX + service
 
@@ -424,6 +494,15 @@ def locked_service(container_name: str) -> str | None:
 def journaled_service(volume_name: str) -> str | None:
     """The service whose rollout journal a volume is, or None."""
     return _suffix(volume_name, JOURNAL_PREFIX)
+
+
+# the service record: where a service runs, as its last rollout was told -------------------------
+SERVICE_RECORD_PREFIX = "immutable-infra-service-"
+LABEL_SERVICE_RECORD = LABEL_PREFIX + "service_record"  # value: the service
+LABEL_RECORD_ENGINES = LABEL_PREFIX + "engines"          # the engines option, as JSON (no secrets)
+LABEL_RECORD_DOCKER_HOST = LABEL_PREFIX + "docker_host"
+LABEL_RECORD_BALANCER = LABEL_PREFIX + "balancer_options"  # the balancer option, as JSON
+LABEL_RECORD_ADDRESSING = LABEL_PREFIX + "addressing"
 
 
 # throwaway containers -----------------------------------------------------------------------------

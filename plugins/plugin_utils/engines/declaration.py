@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import TLSConfig
+from ansible_collections.immutable.infra.plugins.plugin_utils.docker.client import TLSConfig
 
 DEFAULT_ENGINE = "default"
 SCHEMES = ("unix", "tcp", "ssh")

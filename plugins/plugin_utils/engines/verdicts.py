@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import LABEL_TIME, verdict_volume_name
+from ansible_collections.immutable.infra.plugins.plugin_utils.docker.client import DockerClient
 
 
 def verdict_for(client: DockerClient, image_id: str) -> dict[str, str] | None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import IO, Any, cast
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
+from ansible_collections.immutable.infra.plugins.plugin_utils.docker.client import DockerClient
 from ansible_collections.immutable.infra.plugins.plugin_utils.machine import guest
 from ansible_collections.immutable.infra.plugins.plugin_utils.machine import plan as disk_plan
 

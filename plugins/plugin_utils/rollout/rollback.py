@@ -10,22 +10,16 @@ started again, gated and swapped in, which takes seconds. Otherwise the image is
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
 from typing import Any
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError, short_id
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import LABEL_SERVICE, image_labels
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.task import TaskContext
-from ansible_collections.immutable.infra.plugins.plugin_utils.engines.task import FleetManager
-from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.fleet_engines import (
+from ansible_collections.immutable.infra.plugins.plugin_utils.engines.docker_hosts import DockerHosts
+from ansible_collections.immutable.infra.plugins.plugin_utils.engines.fleet import (
     FLEET_ARGUMENT_SPEC,
     FLEET_OPTION_NAMES,
     open_fleet,
 )
-from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.health import HEALTH_OPTIONS
-from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.hosts import HostSpec, validate_service
-from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.lock import Journal
+from ansible_collections.immutable.infra.plugins.plugin_utils.engines.manager import FleetManager
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.manager import (
     ROLLOUT_ARGUMENT_SPEC,
     Rollout,
@@ -35,41 +29,47 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.revisions 
     rollback_target,
     service_revisions,
 )
+from ansible_collections.immutable.infra.plugins.plugin_utils.service.backend import FoundHost
+from ansible_collections.immutable.infra.plugins.plugin_utils.service.health import HEALTH_OPTIONS
+from ansible_collections.immutable.infra.plugins.plugin_utils.service.lock import Journal
+from ansible_collections.immutable.infra.plugins.plugin_utils.service.options import SWAP_OPTIONS
+from ansible_collections.immutable.infra.plugins.plugin_utils.service.spec import HostSpec, validate_service
+from ansible_collections.immutable.infra.plugins.plugin_utils.task.contract import TaskContext
 
 ROLLBACK_ARGUMENT_SPEC: dict[str, Any] = {
     "service": {"type": "str", "required": True},
     "revision": {"type": "int"},
     "health": {"type": "dict", "options": HEALTH_OPTIONS},  # no default: the revision's own check
-    **{key: ROLLOUT_ARGUMENT_SPEC[key] for key in ("balancer", "strategy", "batch_size", "drain_timeout",
-                                                   "stop_timeout", "require_verified", "keep_previous",
-                                                   "lock_timeout")},
+    **{key: ROLLOUT_ARGUMENT_SPEC[key] for key in ("balancer", "strategy", "require_verified", "trust",
+                                                   "keep_previous")},
+    "batch_size": {"type": "int", "default": 1},
+    **SWAP_OPTIONS,
     **FLEET_ARGUMENT_SPEC,
 }
 
 
-def host_specs(clients: DockerClient | Iterable[DockerClient], service: str, live: set[str] | None = None
-               ) -> tuple[dict[str, HostSpec], str | None]:
+def host_specs(hosts: list[FoundHost], live: set[str] | None = None) -> tuple[dict[str, HostSpec], str | None]:
     """(a spec per image ID, from the service's hosts on every engine; the image ID most running hosts use).
     live: the hosts that were live before an interrupted run (its journal), whose image counts instead,
     running or not."""
     specs: dict[str, HostSpec] = {}
     running: Counter = Counter()
-    for client in [clients] if isinstance(clients, DockerClient) else clients:
-        for inspected in client.containers_with_labels({LABEL_SERVICE: service}):
-            spec = HostSpec.from_labels(image_labels(inspected))
-            if spec:
-                specs.setdefault(spec.image_id, spec)
-                if (inspected["Name"].lstrip("/") in live) if live is not None \
-                        else (inspected.get("State") or {}).get("Running"):
-                    running[spec.image_id] += 1
+    for host in hosts:
+        spec = HostSpec.from_labels(host.labels)
+        if spec:
+            specs.setdefault(spec.image_id, spec)
+            if (host.name in live) if live is not None else host.running:
+                running[spec.image_id] += 1
     return specs, (running.most_common(1)[0][0] if running else None)
 
 
 class Rollback(FleetManager):
+    record_options = ("engines", "docker_host", "balancer", "addressing")
+
     def __init__(self, params: dict[str, Any], context: TaskContext) -> None:
         super().__init__(params, context)
-        self.service = validate_service(params["service"])
-        check_limits(params)
+        self.service = validate_service(self.params["service"])
+        check_limits(self.params)
 
     def run(self) -> dict[str, Any]:
         ledger = self.ledger()
@@ -77,9 +77,9 @@ class Rollback(FleetManager):
         fleet = open_fleet(self.params, self.engines, self.reach())
         # After an interrupted rollout or rollback, what was live before it decides what "back" means: the
         # hosts running now may be half of each.
-        unfinished = Journal(fleet.coordinator, self.service).read()
-        specs, live_image = host_specs(fleet.clients.values(), self.service,
-                                       set(unfinished["previous_live"]) if unfinished else None)
+        backend = DockerHosts(fleet, self.service)
+        unfinished = Journal(backend.store(), self.service).read()
+        specs, live_image = host_specs(backend.hosts(), set(unfinished["previous_live"]) if unfinished else None)
         target = rollback_target(revisions, live_image, self.params["revision"])
         image_id = target["image_id"]
         if all(client.image(image_id) is None for client in fleet.sources().values()):
@@ -105,7 +105,7 @@ class Rollback(FleetManager):
 
     def _rollout_params(self, target: dict[str, Any], spec: HostSpec) -> dict[str, Any]:
         params = {key: self.params[key] for key in ("service", "balancer", "strategy", "batch_size", "drain_timeout",
-                                                    "stop_timeout", "require_verified", "keep_previous",
+                                                    "stop_timeout", "require_verified", "trust", "keep_previous",
                                                     "lock_timeout", "docker_host", "ledger",
                                                     *FLEET_OPTION_NAMES)}
         params.update(image=target["image_id"], replicas=int(target.get("replicas") or 1), port=spec.port,

@@ -12,14 +12,14 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import LABEL_SERVICE, HostLabels, image_labels
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.task import TaskContext
+from ansible_collections.immutable.infra.plugins.plugin_utils.docker.client import DockerClient
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.declaration import ENGINES_ARGUMENT_SPEC
-from ansible_collections.immutable.infra.plugins.plugin_utils.engines.task import FleetManager
+from ansible_collections.immutable.infra.plugins.plugin_utils.engines.manager import FleetManager
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.verdicts import newest
-from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.hosts import validate_service
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.revisions import service_revisions
+from ansible_collections.immutable.infra.plugins.plugin_utils.service.spec import validate_service
+from ansible_collections.immutable.infra.plugins.plugin_utils.task.contract import TaskContext
 from ansible_collections.immutable.infra.plugins.plugin_utils.trace.disk_history import (
     build_disks,
     disk_records,
@@ -28,7 +28,9 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.trace.disk_history
 )
 from ansible_collections.immutable.infra.plugins.plugin_utils.trace.history_builder import (
     build_history,
+    render_record_changes,
     render_table,
+    service_record_changes,
     summary_line,
 )
 from ansible_collections.immutable.infra.plugins.plugin_utils.verify.verdicts import verdict_for
@@ -65,6 +67,8 @@ def merge_observations(observed: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 
 class History(FleetManager):
+    record_options = ("engines", "docker_host")
+
     def __init__(self, params: dict[str, Any], context: TaskContext) -> None:
         super().__init__(params, context)
         self.service = validate_service(params["service"])
@@ -105,7 +109,11 @@ class History(FleetManager):
         disks = build_disks(records, self.service, existing, self.params.get("limit"))
         if disks:
             table += [disk_summary_line(self.service, disks, len(built))] + render_disk_table(disks)
+        record_changes = service_record_changes(records, self.service)
+        moves = record_changes[1:]  # the first is where the service started out
+        if moves:
+            table += [f"{self.service}: where it runs changed {len(moves)} time(s)"] + render_record_changes(moves)
         return {"changed": False, "service": self.service, "ledger": ledger.path, "revisions": history["revisions"],
-                "disks": disks,
+                "disks": disks, "service_record_changes": record_changes,
                 "live_revision": history["live_revision"], "running": history["running"],
                 "unrecorded": history["unrecorded"], "table": table, "msg": table, "warnings": ledger.warnings}

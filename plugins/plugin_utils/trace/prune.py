@@ -15,12 +15,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.task import TaskContext
+from ansible_collections.immutable.infra.plugins.plugin_utils.docker.client import DockerClient
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.declaration import ENGINES_ARGUMENT_SPEC
-from ansible_collections.immutable.infra.plugins.plugin_utils.engines.task import FleetManager
-from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.hosts import validate_service
-from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.lock import ServiceLock
+from ansible_collections.immutable.infra.plugins.plugin_utils.engines.docker_store import DockerStore
+from ansible_collections.immutable.infra.plugins.plugin_utils.engines.manager import FleetManager
+from ansible_collections.immutable.infra.plugins.plugin_utils.service.lock import ServiceLock
+from ansible_collections.immutable.infra.plugins.plugin_utils.service.spec import validate_service
+from ansible_collections.immutable.infra.plugins.plugin_utils.task.contract import TaskContext
 from ansible_collections.immutable.infra.plugins.plugin_utils.trace.prune_plan import (
     KINDS,
     STOPPED_STATES,
@@ -58,6 +59,8 @@ def merged(plans: dict[str, PrunePlan], part: str, several: bool) -> dict[str, l
 
 
 class Prune(FleetManager):
+    record_options = ("engines", "docker_host")
+
     def __init__(self, params: dict[str, Any], context: TaskContext) -> None:
         super().__init__(params, context)
         if params.get("service") is not None:
@@ -158,7 +161,7 @@ class Prune(FleetManager):
                       hosts: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Under the service's lock (on the coordinator), so no rollout starts a kept generation while its
         hosts go. Each host is removed through its own engine."""
-        lock = ServiceLock(self.client(), service, hosts[0]["image_id"] or hosts[0]["id"],
+        lock = ServiceLock(DockerStore(self.client(), hosts[0]["image_id"] or hosts[0]["id"]), service,
                            f"prune-{uuid.uuid4().hex[:8]}", 600, self.progress)
         try:
             lock.acquire()

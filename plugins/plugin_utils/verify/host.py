@@ -17,9 +17,9 @@ from typing import Any
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.bake import builder
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError, short_id
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.interrupts import Guard
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import verify_host_labels, verify_host_name
+from ansible_collections.immutable.infra.plugins.plugin_utils.docker.client import DockerClient
 from ansible_collections.immutable.infra.plugins.plugin_utils.verify import report as verify_report
 
 POLL_SECONDS = 0.05

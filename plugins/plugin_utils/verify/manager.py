@@ -19,15 +19,16 @@ import time
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from ansible_collections.immutable.infra.plugins.plugin_utils.attest.signing import SIGNING_OPTIONS, signing_key_from
 from ansible_collections.immutable.infra.plugins.plugin_utils.bake.play_runner import PlaySpec
 from ansible_collections.immutable.infra.plugins.plugin_utils.bake.roles import CollectionIndex, RoleResolver
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.interrupts import interruptible
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import LABEL_ROLES, image_labels
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import Ledger
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.task import Manager, TaskContext
 from ansible_collections.immutable.infra.plugins.plugin_utils.machine import assemble, boot, qemu
 from ansible_collections.immutable.infra.plugins.plugin_utils.machine.manager import locate, read_manifest
+from ansible_collections.immutable.infra.plugins.plugin_utils.task.contract import Manager, TaskContext
 from ansible_collections.immutable.infra.plugins.plugin_utils.verify import report as verify_report
 from ansible_collections.immutable.infra.plugins.plugin_utils.verify.runners import (
     HostUnderTest,
@@ -78,6 +79,7 @@ VERIFY_ARGUMENT_SPEC: dict[str, Any] = {
     "cpus": {"type": "int"},
     "boot": {"type": "str", "default": "auto", "choices": list(boot.BOOT_PATHS)},
     "boot_timeout": {"type": "int", "default": 300},
+    **SIGNING_OPTIONS,
 }
 # Options of an image's verify that a disk's cannot honour, with their defaults.
 CONTAINER_ONLY = {"molecule_scenario": None, "idempotence": False, "roles": None, "keep_alive": False,
@@ -123,6 +125,7 @@ class Verifier(Manager):
         elif not params["tests"] and not params["molecule_scenario"] and not params["idempotence"]:
             raise InfraError("Nothing to verify: give tests, a molecule_scenario, or idempotence: true.")
         self.deadline = 0.0
+        self.signer = signing_key_from(params, context.basedir)
 
     # run -----------------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -154,13 +157,15 @@ class Verifier(Manager):
         report_or_none = report if plan.files else None
         record = plan.ledger.new_record(subject.record_kind, self.context.basedir, **subject.record_fields(),
                                         **verdict.record_fields(report_or_none, plan.files, duration))
+        record.update(subject.attest(self.signer, record, verdict, self.context.basedir))
         plan.ledger.append(record)
         subject.bind(record, verdict)
         result.update(
             changed=plan.previous != record["result"], passed=verdict.passed, broken=verdict.broken is not None,
             tests=verdict.tests, failures=verdict.failures, files=verdict.files, timings=verdict.timings,
             duration=duration, report=report_or_none, idempotence=verdict.idempotence, molecule=verdict.molecule,
-            host=verdict.host, ledger=plan.ledger.path, ledger_id=record["id"])
+            host=verdict.host, ledger=plan.ledger.path, ledger_id=record["id"],
+            signed_by=record.get("signed_by"))
         if isinstance(subject, DiskSubject) and verdict.host:
             result.update(accel=verdict.host.get("accel"), boot=verdict.host.get("timeline"))
         return dict(result, **self._outcome_message(subject, verdict, duration, report_or_none))

@@ -23,9 +23,9 @@ from typing import Any, Protocol
 from ansible_collections.immutable.infra.plugins.plugin_utils.bake import builder
 from ansible_collections.immutable.infra.plugins.plugin_utils.bake.play_runner import PlaySpec, run_play
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError, short_id, utc_timestamp
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.interrupts import Guard
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.processes import run_streaming
+from ansible_collections.immutable.infra.plugins.plugin_utils.docker.client import DockerClient
 from ansible_collections.immutable.infra.plugins.plugin_utils.verify import report as verify_report
 from ansible_collections.immutable.infra.plugins.plugin_utils.verify.host import Broken, ThrowawayHost
 
@@ -45,6 +45,7 @@ class Verdict:
 
     tests: dict[str, int] = field(default_factory=verify_report.empty_counts)
     failures: list[dict[str, str]] = field(default_factory=list)
+    passed_tests: list[str] = field(default_factory=list)
     files: list[dict[str, Any]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     workers: int = 0
@@ -221,6 +222,7 @@ class TestinfraRunner(Runner):
             parsed = verify_report.parse_junit(handle.read())
         verdict.tests, verdict.files = parsed["tests"], parsed["files"]
         verdict.failures.extend(parsed["failures"])
+        verdict.passed_tests.extend(parsed["passed"])
         for entry in verdict.files:
             self.progress(f"verify: {entry['file']}: {entry['tests'] - entry['failed']}/{entry['tests']} passed, "
                           f"{entry['duration']:.2f} s")
@@ -297,6 +299,7 @@ class MoleculeRunner(Runner):
                             "duration": seconds}
         verdict.failures.extend({"test": f"molecule {scenario.name}: {failure['test']}", "message": failure["message"]}
                                 for failure in parsed["failures"])
+        verdict.passed_tests.extend(f"molecule {scenario.name}: {test}" for test in parsed.get("passed") or [])
         if not passed and not parsed["failures"]:
             why = (f"did not finish within the timeout of {self.params['timeout']} s" if finished.timed_out
                    else f"failed (exit code {finished.returncode})")

@@ -13,11 +13,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from ansible_collections.immutable.infra.plugins.plugin_utils.attest.keys import SigningKey
+from ansible_collections.immutable.infra.plugins.plugin_utils.attest.signing import (
+    VerifyRun,
+    attest_test_result,
+    verdict_tests,
+)
+from ansible_collections.immutable.infra.plugins.plugin_utils.attest.store import (
+    record_summary,
+    store_image_attestations,
+    write_sidecars,
+)
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import short_id
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import ImageProvenance, VerdictLabels, image_labels
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import Ledger
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.provenance import controller_identity
+from ansible_collections.immutable.infra.plugins.plugin_utils.docker.client import DockerClient
 from ansible_collections.immutable.infra.plugins.plugin_utils.machine import boot
 from ansible_collections.immutable.infra.plugins.plugin_utils.machine.manager import read_manifest, write_manifest
 from ansible_collections.immutable.infra.plugins.plugin_utils.verify.host import ThrowawayHost
@@ -69,6 +80,17 @@ class ImageSubject:
             "tests": json.dumps(verdict.tests, sort_keys=True), "inputs_hash": record["inputs_hash"] or "",
             "verified_by": controller_identity(), "report": record["report"] or "", "duration": record["duration"],
             "broken": "true" if verdict.broken else "false"})
+
+    def attest(self, signer: SigningKey | None, record: dict[str, Any], verdict: Verdict,
+               basedir: str) -> dict[str, Any]:
+        """With signing_key: the signed test result, bound to the image ID and kept beside the image."""
+        if signer is None:
+            return {}
+        where = {"host": "container", "engine": self.client.where}
+        found = attest_test_result(signer, self.reference, self.image["Id"],
+                                   signed_run(verdict, record, basedir, where))
+        store_image_attestations(self.client, self.image["Id"], found)
+        return {"attestations": record_summary(found), "signed_by": signer.keyid}
 
 
 @dataclass
@@ -124,6 +146,24 @@ class DiskSubject:
         if current.get("disk_digest") == self.digest:
             current["verdict"] = manifest_verdict(record)
             write_manifest(self.manifest_path, current)
+
+    def attest(self, signer: SigningKey | None, record: dict[str, Any], verdict: Verdict,
+               basedir: str) -> dict[str, Any]:
+        """With signing_key: the signed test result, bound to the disk's digest, written beside the disk."""
+        if signer is None:
+            return {}
+        where = {"host": "vm", "accel": (verdict.host or {}).get("accel")}
+        found = attest_test_result(signer, str(self.manifest.get("disk")), self.digest,
+                                   signed_run(verdict, record, basedir, where))
+        write_sidecars(self.disk, found)
+        return {"attestations": record_summary(found), "signed_by": signer.keyid}
+
+
+def signed_run(verdict: Verdict, record: dict[str, Any], basedir: str, where: dict[str, Any]) -> VerifyRun:
+    """What a verify's signed test result states: the tests that passed and failed, and where they ran."""
+    passed, failed = verdict_tests(verdict.passed_tests, verdict.failures, verdict.idempotence, verdict.molecule)
+    return VerifyRun(verdict.passed, record["test_files"], basedir, passed, failed,
+                     dict(where, controller=controller_identity(), time=record["time"], ledger_id=record["id"]))
 
 
 def manifest_verdict(record: dict[str, Any]) -> dict[str, Any]:

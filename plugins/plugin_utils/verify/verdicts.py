@@ -12,12 +12,12 @@ from __future__ import annotations
 from typing import Any
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError, short_id
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.docker_client import DockerClient
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import (
     LABEL_VERDICT,
     VerdictLabels,
     verdict_volume_name,
 )
+from ansible_collections.immutable.infra.plugins.plugin_utils.docker.client import DockerClient
 
 
 def record_verdict(client: DockerClient, image_id: str, passed: bool, details: dict[str, object]) -> None:

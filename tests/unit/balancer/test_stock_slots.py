@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.balancer import haproxy
-from ansible_collections.immutable.infra.plugins.plugin_utils.balancer.adapter import HAProxyBalancer
+from ansible_collections.immutable.infra.plugins.plugin_utils.balancer.haproxy_backend import HAProxyBalancer
 
 # slot1 a placeholder as configured (maint, 127.0.0.1:9), slot2 taken and ready, slot3 a placeholder that a
 # rollout took and gave back (parked at 0.0.0.0), slot4 taken then left in maint by an interrupted park.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ansible.module_utils.common.parameters import remove_values
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.options import secret_values
-from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.fleet_engines import FLEET_ARGUMENT_SPEC
+from ansible_collections.immutable.infra.plugins.plugin_utils.engines.fleet import FLEET_ARGUMENT_SPEC
 
 
 def test_the_registry_password_is_a_secret_and_nothing_else_is():

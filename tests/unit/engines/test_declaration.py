@@ -12,7 +12,7 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.engines.declaratio
     parse_engine,
     parse_engines,
 )
-from ansible_collections.immutable.infra.plugins.plugin_utils.engines.task import group_resolved
+from ansible_collections.immutable.infra.plugins.plugin_utils.engines.manager import group_resolved
 
 TLS = {"ca_cert": "/etc/ii/ca.pem", "client_cert": "/etc/ii/cert.pem", "client_key": "/etc/ii/key.pem"}
 

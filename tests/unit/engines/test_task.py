@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.task import TaskContext
-from ansible_collections.immutable.infra.plugins.plugin_utils.engines.task import FleetManager, group_resolved
+from ansible_collections.immutable.infra.plugins.plugin_utils.engines.manager import FleetManager, group_resolved
+from ansible_collections.immutable.infra.plugins.plugin_utils.task.contract import TaskContext
 
 TASK_VARS = {"groups": {"docker_engines": ["Rig1", "rig2"]},
              "hostvars": {"Rig1": {"docker_host": "tcp://127.0.0.1:23751", "engine_weight": 2},

@@ -2,16 +2,18 @@ from __future__ import annotations
 
 import json
 
-from ansible_collections.immutable.infra.plugins.plugin_utils.rollout import plan as rp
-from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.drift_plan import (
+from ansible_collections.immutable.infra.plugins.plugin_utils.engines.docker_drift import (
     DEFAULT_WRITABLE_PATHS,
     config_differences,
     filesystem_changes,
     host_drift,
+)
+from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.drift_plan import (
     plan_replacement,
     plan_stray_removals,
 )
-from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.hosts import HostSpec
+from ansible_collections.immutable.infra.plugins.plugin_utils.service import plan as rp
+from ansible_collections.immutable.infra.plugins.plugin_utils.service.spec import HostSpec
 
 SPEC = HostSpec("web", "sha256:aaa", 8000, {"env": {"APP_ENV": "prod"}}, {"http_path": "/healthz"})
 IMAGE = {"Config": {"Env": ["PATH=/usr/bin"], "Cmd": ["serve"], "Entrypoint": None, "User": "app"}}

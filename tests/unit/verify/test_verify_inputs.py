@@ -13,7 +13,7 @@ import pytest
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.interrupts import Interrupted, interruptible
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.processes import run_streaming
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.task import TaskContext
+from ansible_collections.immutable.infra.plugins.plugin_utils.task.contract import TaskContext
 from ansible_collections.immutable.infra.plugins.plugin_utils.verify.manager import Verifier
 from ansible_collections.immutable.infra.plugins.plugin_utils.verify.runners import find_test_files, locate_scenario
 

@@ -1,0 +1,140 @@
+# Copyright: immutable.infra contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Reaching a Docker engine: the SDK client of docker_host (or of DOCKER_HOST and the default socket),
+its TLS files, and a lost connection during a call turned into EngineUnreachable, a sentence."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import EngineUnreachable, InfraError
+
+try:
+    import docker
+    import docker.tls
+    import requests
+    import urllib3
+    from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+    from requests.exceptions import ConnectionError as RequestsConnectionError
+    from requests.exceptions import ReadTimeout
+    LOST_CONNECTION: tuple[type[BaseException], ...] = (
+        requests.exceptions.ConnectionError, requests.exceptions.Timeout, urllib3.exceptions.HTTPError,
+        ConnectionError)
+except ImportError:  # reported when a client is created, so ansible-doc works without the SDK
+    docker = None  # type: ignore[assignment]
+    LOST_CONNECTION = (ConnectionError,)
+
+    # Stand-ins of the same shape, which nothing raises: without the SDK no call is ever made.
+    class DockerException(Exception):  # type: ignore[no-redef]
+        pass
+
+    class APIError(DockerException):  # type: ignore[no-redef]
+        pass
+
+    class NotFound(APIError):  # type: ignore[no-redef]
+        pass
+
+    class ImageNotFound(NotFound):  # type: ignore[no-redef]
+        pass
+
+    class ReadTimeout(Exception):  # type: ignore[no-redef]
+        pass
+
+    class RequestsConnectionError(Exception):  # type: ignore[no-redef]
+        pass
+
+__all__ = ["LOST_CONNECTION", "APIError", "DockerException", "EngineUnreachable", "ImageNotFound", "NotFound",
+           "ReadTimeout", "RequestsConnectionError", "SDKCalls", "TLSConfig", "connect", "engine_address"]
+
+
+@dataclass(frozen=True)
+class TLSConfig:
+    """Files for a tcp:// engine that speaks TLS: the CA that signed the engine's certificate and the
+    controller's client certificate and key (the engine's --tlsverify checks them)."""
+    ca_cert: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
+    verify: bool = True
+
+
+class SDKCalls:
+    """Calls of the SDK's low-level client, with a lost connection turned into EngineUnreachable instead
+    of a traceback of the HTTP library ("Connection aborted.", FileNotFoundError...). The engine's own
+    answers, errors included (APIError, NotFound), pass through unchanged."""
+
+    def __init__(self, api: docker.APIClient, where: str) -> None:
+        self._api = api
+        self.where = where
+
+    @contextmanager
+    def answering(self) -> Iterator[None]:
+        try:
+            yield
+        except LOST_CONNECTION as error:
+            if isinstance(error, APIError):
+                raise
+            raise EngineUnreachable(f"the Docker engine at {self.where} stopped answering "
+                                    f"({type(error).__name__}: {_root_cause(error)})", engine=self.where) from None
+
+
+def _root_cause(error: BaseException) -> str:
+    while error.__context__ is not None and not str(error):
+        error = error.__context__
+    text = str(error.args[-1] if error.args else error)
+    return text[:200]
+
+
+def connect(docker_host: str | None, timeout: int, tls: TLSConfig | None) -> docker.DockerClient:
+    """The SDK client of the engine, which has answered a ping."""
+    if docker is None:
+        raise InfraError("The Python package 'docker' (Docker SDK) is not installed on the controller; "
+                         "install it with 'pip install docker'.")
+    try:
+        if docker_host:
+            sdk: docker.DockerClient = _EngineSDK(base_url=docker_host, timeout=timeout, tls=_sdk_tls(tls),
+                                                  use_ssh_client=docker_host.startswith("ssh://"))
+            sdk.api.trust_env = False
+        else:
+            sdk = docker.from_env(timeout=timeout)
+        sdk.ping()
+    except DockerException as error:
+        where = docker_host or "the engine named by DOCKER_HOST or the default socket"
+        raise InfraError(f"Cannot reach the Docker engine at {where}: {error}. "
+                         "Start the engine or set docker_host / DOCKER_HOST.") from None
+    return sdk
+
+
+def engine_address(docker_host: str | None) -> str:
+    """Where the engine is, as the client names it in its sentences."""
+    return docker_host or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+
+
+if docker is not None:
+    class _EngineAPI(docker.APIClient):
+        """The SDK's API client, deaf to the controller's proxy and CA-bundle variables: requests lets
+        REQUESTS_CA_BUNDLE override the engine's own CA (so TLS engines fail verification), and an
+        engine named by docker_host is reached directly."""
+
+        def _retrieve_server_version(self) -> str:  # the first request the SDK makes
+            self.trust_env = False
+            return super()._retrieve_server_version()  # type: ignore[misc]
+
+    class _EngineSDK(docker.DockerClient):
+        def __init__(self, **options: Any) -> None:  # the SDK's own __init__ does only this, with APIClient
+            self.api = _EngineAPI(**options)
+
+
+def _sdk_tls(tls: TLSConfig | None) -> docker.tls.TLSConfig | None:
+    if tls is None:
+        return None
+    for what, path in (("CA certificate", tls.ca_cert), ("client certificate", tls.client_cert),
+                       ("client key", tls.client_key)):
+        if path and not os.path.isfile(path):
+            raise InfraError(f"The TLS {what} {path} does not exist; give the path of a PEM file.")
+    client_cert = (tls.client_cert, tls.client_key) if tls.client_cert and tls.client_key else None
+    return docker.tls.TLSConfig(client_cert=client_cert,
+                                ca_cert=tls.ca_cert, verify=tls.verify)
