@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import pytest
 
+from ansible_collections.immutable.infra.plugins.plugin_utils.attest.dsse import envelope_statement, signed_key_ids
+from ansible_collections.immutable.infra.plugins.plugin_utils.attest.keys import load_signing_key, new_key_pair
+from ansible_collections.immutable.infra.plugins.plugin_utils.attest.store import read_sidecars
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import Ledger
 from ansible_collections.immutable.infra.plugins.plugin_utils.verify.host import Broken
 from ansible_collections.immutable.infra.plugins.plugin_utils.verify.report import failure_report, parse_junit
 from ansible_collections.immutable.infra.plugins.plugin_utils.verify.runners import Verdict
-from ansible_collections.immutable.infra.plugins.plugin_utils.verify.subjects import manifest_verdict
+from ansible_collections.immutable.infra.plugins.plugin_utils.verify.subjects import DiskSubject, manifest_verdict
 
 # What pytest writes with -o junit_family=xunit1 for testinfra tests run over SSH against the VM.
 ONE_FAILING = """<?xml version="1.0" encoding="utf-8"?><testsuites name="pytest tests"><testsuite name="pytest"
@@ -83,3 +86,29 @@ def test_the_manifest_carries_the_ledger_result_bound_to_the_digest(tmp_path):
     assert found["ledger_id"] == record["id"] and found["time"] == record["time"]
     assert found["tests"] == {"total": 2, "passed": 1, "failed": 1, "errors": 0, "skipped": 0}
     assert found["accel"] == "tcg" and found["boot_to_ssh"] == 9.5 and "@" in found["verified_by"]
+
+
+def test_a_signed_disk_verify_writes_its_test_result_beside_the_disk_bound_to_its_digest(tmp_path):
+    test_file = tmp_path / "test_hello.py"
+    test_file.write_text("def test_serves(host):\n    pass\n")
+    disk = tmp_path / "hello-0123.qcow2"
+    disk.write_bytes(b"not booted here")
+    digest = "sha256:" + "d" * 64
+    subject = DiskSubject(str(disk), str(tmp_path / "hello-0123.json"), {"disk": disk.name}, digest)
+    verdict = verdict_of(ONE_FAILING)
+    verdict.host = {"kind": "vm", "accel": "tcg"}
+    record = Ledger(str(tmp_path / "ledger.jsonl")).new_record(
+        "disk_verdict", **verdict.record_fields(None, [str(test_file)], 18.0))
+    assert subject.attest(None, record, verdict, str(tmp_path)) == {}  # no signing_key, nothing signed
+    key = load_signing_key(new_key_pair()[0], None, str(tmp_path))
+    signed = subject.attest(key, record, verdict, str(tmp_path))
+    assert signed["signed_by"] == key.keyid and list(signed["attestations"]) == ["test_result"]
+    envelope = read_sidecars(str(disk)).envelopes["test_result"]
+    assert signed_key_ids(envelope) == [key.keyid]
+    statement = envelope_statement(envelope)
+    assert statement["subject"] == [{"name": disk.name, "digest": {"sha256": "d" * 64}}]
+    predicate = statement["predicate"]
+    assert predicate["result"] == "FAILED" and predicate["failedTests"] == ["test_wrong.py::test_hostname_is_web"]
+    assert predicate["configuration"][0]["name"] == "test_hello.py"
+    where = predicate["configuration"][-1]["annotations"]
+    assert where["host"] == "vm" and where["accel"] == "tcg" and where["ledger_id"] == record["id"]
