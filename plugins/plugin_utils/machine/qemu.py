@@ -206,17 +206,21 @@ class Machine:
             if not self.running():
                 raise InfraError(f"qemu exited with code {self.process.returncode if self.process else '?'} before "
                                  f"the VM was up: {self.qemu_log().strip()[-600:]}")
-            if self.ready_mark and "ready_line" not in self.marks and console.saw(self.ready_mark):
-                self.marks["ready_line"] = self.since_start()
+            self._mark_ready_line(console)
             if "ready_line" in self.marks or time.monotonic() - last_try >= UNMARKED_TRY_SECONDS:
                 last_try = time.monotonic()
                 if self._ssh().start_master():
+                    self._mark_ready_line(console)  # it may have come while the login was under way
                     self.marks["ssh"] = self.since_start()
                     self._place_kernel_start()
                     return self.marks["ssh"]
             if time.monotonic() > deadline:
                 raise TimeoutError
             time.sleep(POLL_SECONDS)
+
+    def _mark_ready_line(self, console: _ConsoleWatch) -> None:
+        if self.ready_mark and "ready_line" not in self.marks and console.saw(self.ready_mark):
+            self.marks["ready_line"] = self.since_start()
 
     def _place_kernel_start(self) -> None:
         """Where the guest's clock starts on ours: its uptime read at a known moment."""
