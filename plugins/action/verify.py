@@ -5,21 +5,10 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
-from ansible_collections.immutable.infra.plugins.plugin_utils.machine.verify import DISK_VERIFY_OPTIONS, DiskVerifier
 from ansible_collections.immutable.infra.plugins.plugin_utils.task.action import InfraAction
 from ansible_collections.immutable.infra.plugins.plugin_utils.verify.manager import VERIFY_ARGUMENT_SPEC, Verifier
 
 
 class ActionModule(InfraAction):
-    # A verify proves an image in a container, or a disk built from it in a VM (machine/verify.py).
-    argument_spec: ClassVar[dict[str, Any]] = dict(
-        VERIFY_ARGUMENT_SPEC, image=dict(VERIFY_ARGUMENT_SPEC["image"], required=False), **DISK_VERIFY_OPTIONS)
+    argument_spec: ClassVar[dict[str, Any]] = VERIFY_ARGUMENT_SPEC
     manager = Verifier
-
-    def manage(self, params, context):
-        if params["disk"]:
-            return DiskVerifier(params, context).run()
-        if not params["image"]:
-            raise InfraError("Give the image to verify (image), or a disk built by immutable.infra.disk (disk).")
-        return Verifier(params, context).run()

@@ -20,7 +20,15 @@ description:
   - At every boot a first-boot script sets the host name and root's authorized SSH keys, from
     O(hostname) and O(ssh_authorized_keys), or from a seed drive attached to the VM (a tar
     archive with files C(hostname) and C(authorized_keys) on a virtio disk with serial
-    C(iiseed)), so one disk serves many VMs; every VM makes its own SSH host keys.
+    C(iiseed)), so one disk serves many VMs; every VM makes its own SSH host keys (O(ssh_host_key_types)).
+  - Beside the disk lie the kernel (C(.vmlinuz)) and a small initramfs (C(.initrd), with busybox and the
+    virtio drivers) for B(direct kernel boot), which the collection's own VMs use (qemu C(-kernel),
+    C(-initrd), C(-append), or a libvirt domain's C(<kernel>), C(<initrd>), C(<cmdline>)); their digests
+    and the command line are in the manifest (C(boot)). The qcow2 alone still boots through its firmware.
+  - So that a VM is up in seconds, sshd starts without its pre-start check (its configuration is
+    checked with C(sshd -t) when the disk is built) and without PAM unless the image needs it
+    (O(sshd_pam)), the units a server VM does not need are masked (O(masked_units)), and a unit
+    prints a line on the serial console when sshd runs (C(ready_mark) in the manifest's C(boot)).
   - The disk's B(inputs hash) covers the image's inputs hash and ID, the kernel and boot packages,
     the boot settings and the disk size and format. A disk with the same inputs hash in O(dest) is
     returned with C(changed=false) at once. A JSON manifest beside the disk records the inputs,
@@ -104,6 +112,36 @@ options:
     type: str
     default: auto
     choices: [auto, always, never]
+  ssh_host_key_types:
+    description:
+      - The SSH host keys every VM makes at its first boot (a VM booting again keeps its own). Ed25519
+        alone takes a fraction of a second under emulation; an RSA key can take seconds to many.
+    type: list
+    elements: str
+    default: [ed25519]
+  sshd_pam:
+    description:
+      - Whether sshd uses PAM. V(auto) keeps it only when the image needs it, when root's password is
+        locked with C(!) (sshd without PAM refuses such an account) or sshd's PAM stack uses a module
+        beyond Debian's own (LDAP, SSSD, access rules, one-time passwords); V(always) and V(never) decide.
+      - Without PAM a login is quicker (no session modules, no systemd user session).
+    type: str
+    default: auto
+    choices: [auto, always, never]
+  masked_units:
+    description:
+      - systemd units masked on the disk (links to C(/dev/null)), and generators by their name (ending
+        in C(-generator)). The default lists units a server VM does not need, each with its reason in
+        the collection's docs/machine-images.md (apt-daily timers, e2scrub, debug and tracing filesystems,
+        binfmt, utmp records, console logins, the random seed, sysusers, remount-fs). V([]) masks nothing.
+    type: list
+    elements: str
+    default: [apt-daily.timer, apt-daily-upgrade.timer, dpkg-db-backup.timer, e2scrub_all.timer,
+              e2scrub_reap.service, systemd-binfmt.service, proc-sys-fs-binfmt_misc.automount,
+              sys-kernel-debug.mount, sys-kernel-tracing.mount, sys-kernel-config.mount,
+              sys-fs-fuse-connections.mount, dev-hugepages.mount, dev-mqueue.mount, systemd-update-utmp.service,
+              systemd-update-utmp-runlevel.service, getty-static.service, serial-getty@ttyS0.service,
+              systemd-random-seed.service, systemd-sysusers.service, systemd-remount-fs.service]
   force:
     description:
       - Build again even when a disk with the same inputs hash exists.
@@ -200,6 +238,29 @@ packages:
   returned: unless in check mode when a build would happen
   type: dict
   sample: {"linux-image-cloud-amd64": "6.1.158-1", "systemd-sysv": "252.39-1~deb12u1"}
+boot:
+  description:
+    - How a VM boots the disk directly, for qemu or a libvirt domain; the same as the manifest's C(boot),
+      with the files' full paths.
+  returned: unless in check mode when a build would happen
+  type: dict
+  contains:
+    kernel:
+      description: Path of the kernel beside the disk.
+      type: str
+    initrd:
+      description: Path of the small initramfs beside the disk.
+      type: str
+    command_line:
+      description: The kernel command line of direct boot.
+      type: str
+    ready_mark:
+      description: The line the disk prints on the serial console once sshd runs.
+      type: str
+  sample: {"kernel": "/root/.local/share/immutable-infra/disks/web-5b1e0c9d2f4a.vmlinuz",
+           "initrd": "/root/.local/share/immutable-infra/disks/web-5b1e0c9d2f4a.initrd",
+           "command_line": "root=UUID=5b1e0c9d-2f4a-... rw console=ttyS0,115200 quiet panic=10",
+           "ready_mark": "immutable-infra: ssh ready"}
 verdict:
   description: The latest verdict recorded in the manifest, null when the disk was never verified.
   returned: unless in check mode when a build would happen

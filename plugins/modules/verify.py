@@ -25,6 +25,8 @@ description:
     the Docker engine (a labelled volume named after the image ID), where the rollout gate
     C(require_verified) checks it. A tag moved to another image since is therefore unverified.
   - Several test files run in parallel with pytest-xdist, up to one worker per core (see O(parallel)).
+  - With O(disk) the tests run against a VM booted from a disk built by M(immutable.infra.disk) instead of
+    a container, through the same runner, and its verdict has the same shape, bound to the disk's digest.
 author:
   - immutable.infra contributors (@immutable-infra)
 extends_documentation_fragment:
@@ -53,9 +55,13 @@ options:
         written), with a seed drive giving it a host name and an SSH key made for this verify, and
         user-mode networking forwarding loopback ports to the guest's port 22 and to O(wait_for_ports)
         (by default the image's exposed ports).
+      - The VM boots directly from the disk's kernel and small initramfs (see O(boot)), and is up when
+        its console says sshd runs and one login works; that login is the SSH master connection that
+        every test command then uses.
       - Once SSH answers and the ports listen, O(tests) run against the VM through testinfra's ssh
         backend. E(IMMUTABLE_INFRA_FORWARDED_PORTS) holds the forwarded ports as JSON (guest port to
         loopback port) for tests that reach the service from the controller.
+      - The result's RV(boot) says where the boot's time went.
       - The disk's SHA-256 digest is checked against its manifest first, and the verdict is bound to
         it, in the ledger (kind C(disk_verdict)) and in the manifest. The VM is always stopped and its
         overlay removed, Ctrl-C included.
@@ -79,6 +85,19 @@ options:
       - Seconds the VM with O(disk) may take until its SSH server answers.
     type: int
     default: 300
+  cpus:
+    description:
+      - vCPUs of the VM with O(disk). By default two when the controller has at least two cores, else one.
+    type: int
+  boot:
+    description:
+      - How the VM with O(disk) boots. V(direct) boots the disk's kernel and small initramfs (files beside
+        it, named in its manifest) and is the quick way; V(firmware) boots the qcow2 alone through the
+        VM's firmware, as a hypervisor that imports the disk does; V(auto) boots directly when the disk
+        has the files (disks built before they existed boot through their firmware).
+    type: str
+    default: auto
+    choices: [auto, direct, firmware]
   tests:
     description:
       - testinfra test files or directories, relative to the playbook. Directories are searched for
@@ -269,6 +288,27 @@ accel:
   description: How qemu ran the VM, V(kvm) or V(tcg).
   returned: with O(disk), when a verify ran
   type: str
+host:
+  description:
+    - The host the tests ran against. C(kind) is V(container) (with C(image_id)) or V(vm) (with C(accel),
+      C(cpus), C(memory), C(boot) (V(direct) or V(firmware)) and C(timeline), as RV(boot)).
+  returned: when tests ran
+  type: dict
+boot:
+  description:
+    - With O(disk), where the VM's boot time went, in seconds since qemu started. C(marks) are moments
+      (C(kernel) the kernel's start, C(initramfs), C(systemd), C(first_boot), C(sshd), C(ready_line) the
+      console's line, C(ssh) the first login, C(ports) the service ports listening, C(boot_finished));
+      C(phases) the consecutive spans between them; C(units) when each boot unit and each service the
+      roles enabled started and became active; C(critical_chain) systemd's critical chain.
+  returned: with O(disk), when a verify ran
+  type: dict
+  sample: {"marks": {"kernel": 0.4, "initramfs": 2.0, "systemd": 2.7, "first_boot": 5.1, "sshd": 7.6, "ssh": 8.4,
+                     "ports": 8.9},
+           "phases": [{"phase": "firmware", "until": "kernel", "seconds": 0.4},
+                      {"phase": "kernel", "until": "initramfs", "seconds": 1.6}],
+           "units": {"ssh.service": {"started": 7.2, "active": 7.6}},
+           "critical_chain": [{"unit": "ssh.service", "at": 7.6, "took": 0.4}]}
 tests:
   description: Counts of the testinfra run.
   returned: when a verify ran
@@ -306,7 +346,9 @@ duration:
   type: float
   sample: 2.84
 timings:
-  description: Seconds per step, C(start) (host start and readiness), C(tests), C(cleanup), C(idempotence), C(molecule) and C(total).
+  description:
+    - Seconds per step, C(start) (host start and readiness), C(tests), C(cleanup), C(idempotence), C(molecule)
+      and C(total); with O(disk) also C(boot_to_ssh) and C(boot_to_ready) (the ports listening), from qemu's start.
   returned: when a verify ran
   type: dict
   sample: {"start": 0.31, "tests": 1.92, "cleanup": 0.12, "total": 2.84}

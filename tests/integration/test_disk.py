@@ -3,7 +3,8 @@
 One disk is built for the whole module (the fixture) and booted by the verify tests; the bad-input
 tests check that nothing is left: no disk, no build container, no temporary directory, no VM.
 
-make test boots the disk once, for a passing verdict; make test-vm (IMMUTABLE_INFRA_VM=long) also
+make test boots the disk directly for a passing verdict and once more through its firmware (the
+qcow2 alone, as a hypervisor that imports it does); make test-vm (IMMUTABLE_INFRA_VM=long) also
 boots it with a failing test, whose verdict logic the unit tests cover in make test.
 """
 
@@ -24,6 +25,7 @@ from support import BASE_IMAGE, REPO_ROOT, Playbooks, containers_created, image_
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.attest import sbom
 from ansible_collections.immutable.infra.plugins.plugin_utils.attest.keys import new_key_pair
+from ansible_collections.immutable.infra.plugins.plugin_utils.machine import assemble
 
 DEMO = os.path.join(REPO_ROOT, "examples", "demo")
 LONG = os.environ.get("IMMUTABLE_INFRA_VM") == "long"
@@ -77,7 +79,19 @@ def test_the_disk_records_what_went_into_it(built):
     assert manifest["image_inputs_hash"] == disk["image_inputs_hash"] and len(disk["image_inputs_hash"]) == 64
     assert manifest["disk_digest"] == disk["disk_digest"] and manifest["disk_bytes"] == os.path.getsize(disk["disk"])
     assert manifest["kernel_release"].endswith("-cloud-amd64")
-    assert {"linux-image-cloud-amd64", "systemd-sysv", "openssh-server"} <= set(manifest["packages"])
+    assert {"linux-image-cloud-amd64", "systemd-sysv", "openssh-server", "busybox-static"} <= set(manifest["packages"])
+    # Direct kernel boot: the kernel and the small initramfs beside the disk, bound to it by their digests.
+    boot = manifest["boot"]
+    for name in ("kernel", "initrd"):
+        path = os.path.join(os.path.dirname(disk["disk"]), boot[name])
+        assert path == disk["boot"][name] and os.path.getsize(path) == boot[f"{name}_bytes"]
+        assert assemble.file_digest(path) == boot[f"{name}_digest"]
+    assert boot["command_line"].startswith("root=UUID=") and "quiet" in boot["command_line"].split()
+    assert boot["seed"]["serial"] == "iiseed" and boot["ready_mark"]
+    assert os.path.getsize(disk["boot"]["initrd"]) < 4 * 1024 * 1024  # busybox and a few drivers
+    guest = manifest["guest"]
+    assert guest["ssh_host_key_types"] == ["ed25519"] and guest["sshd_pam"] is False
+    assert "hello.service" in guest["enabled_units"] and "apt-daily.timer" in guest["masked_units"]
     qemu_info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", disk["disk"]],
                                           stdout=subprocess.PIPE, text=True, check=True).stdout)
     assert qemu_info["format"] == "qcow2" and qemu_info["virtual-size"] == 2 * 1024 ** 3
@@ -108,12 +122,22 @@ def test_the_disk_boots_and_the_image_tests_pass_against_the_vm(built):
     assert result.get("passed") is True, result.get("msg")
     assert result["tests"]["failed"] == 0 and result["tests"]["passed"] >= 7
     assert result["disk_digest"] == built["disk"]["disk_digest"] and result["accel"] in ("kvm", "tcg")
-    assert result["timings"]["boot_to_ssh"] > 0
+    assert result["timings"]["boot_to_ssh"] > 0 and result["host"]["boot"] == "direct"
+    # The boot's timeline: from qemu's start to the kernel, systemd, the first boot, sshd, a login, the port.
+    marks = result["boot"]["marks"]
+    assert 0 < marks["kernel"] < marks["initramfs"] < marks["systemd"] < marks["first_boot"] < marks["ssh"]
+    # A login tried every few seconds on its own may come before the console's ready line does.
+    ready = marks.get("ready_line", marks["ssh"])
+    assert marks["sshd"] <= ready <= marks["ssh"] <= marks["ports"] == result["timings"]["boot_to_ready"]
+    assert [phase["until"] for phase in result["boot"]["phases"]][:3] == ["kernel", "initramfs", "systemd"]
+    assert "hello.service" in result["boot"]["units"] and result["boot"]["critical_chain"][0]["unit"] == \
+        "multi-user.target"
     with open(built["disk"]["manifest"], encoding="utf-8") as handle:
         verdict = json.load(handle)["verdict"]
     assert verdict["result"] == "passed" and verdict["disk_digest"] == result["disk_digest"]
     [record] = records(built["ledger"], "disk_verdict")[-1:]
     assert record["id"] == verdict["ledger_id"] and record["result"] == "passed"
+    assert record["host"]["timeline"]["marks"]["ssh"] == result["timings"]["boot_to_ssh"]
     assert not qemu_processes() and not glob.glob("/tmp/immutable-infra-vm-*")
     # The build and its verdict show in the service's history.
     history = Playbooks(built["project"]).run([{"name": "history", "immutable.infra.history": {
@@ -130,6 +154,22 @@ def test_the_disk_boots_and_the_image_tests_pass_against_the_vm(built):
         "disk": built["disk"]["disk"], "trust": {"keys": ["release.pub"]}}}])["attest"]
     assert sorted(attested.get("trusted") or {}) == ["provenance", "sbom", "test_result"], attested.get("msg")
     assert attested["attestations"]["test_result"]["summary"]["where"]["host"] == "vm"
+
+
+def test_the_qcow2_alone_boots_through_its_firmware_with_its_own_identity(built, tmp_path):
+    identity = tmp_path / "test_identity.py"
+    identity.write_text(
+        "def test_the_vm_made_its_own_identity(host):\n"
+        "    assert host.check_output('hostname').startswith('verify-')\n"
+        "    assert len(host.file('/etc/machine-id').content_string.strip()) == 32\n"
+        "    keys = host.check_output('ls /etc/ssh').split()\n"
+        "    assert 'ssh_host_ed25519_key' in keys and 'ssh_host_rsa_key' not in keys\n"
+        "    assert host.service('hello').is_running\n"
+        "    assert host.run('systemctl is-enabled apt-daily.timer').stdout.strip() == 'masked'\n")
+    result = verify(built, [str(identity)], boot="firmware", wait_for_ports=[8000])
+    assert result.get("passed") is True, result.get("msg")
+    assert result["host"]["boot"] == "firmware" and result["disk_digest"] == built["disk"]["disk_digest"]
+    assert result["boot"]["marks"]["kernel"] > 0  # SeaBIOS and syslinux loading the kernel from the disk
 
 
 @pytest.mark.skipif(not LONG, reason="a second boot under TCG: in the long VM suite only (make test-vm)")

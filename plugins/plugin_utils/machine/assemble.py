@@ -14,6 +14,7 @@ import shutil
 import subprocess
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
+from ansible_collections.immutable.infra.plugins.plugin_utils.machine import initramfs
 from ansible_collections.immutable.infra.plugins.plugin_utils.machine import plan as disk_plan
 
 # Debian package of each tool, for the message when one is missing.
@@ -80,6 +81,24 @@ def boot_files(root: str) -> tuple[str, str]:
     return kernel, initrd
 
 
+def write_initramfs(tree: str, release: str, busybox: str, destination: str) -> None:
+    """The small initramfs of direct kernel boot, from the tree's own kernel modules and busybox."""
+    modules_dir = os.path.join(tree, "lib", "modules", release)
+    try:
+        with open(os.path.join(modules_dir, "modules.dep"), encoding="utf-8") as handle:
+            order = initramfs.load_order(handle.read(), initramfs.BOOT_MODULES)
+        modules = []
+        for path in order:
+            with open(os.path.join(modules_dir, path), "rb") as handle:
+                modules.append((path, handle.read()))
+        with open(busybox, "rb") as handle:
+            program = handle.read()
+    except OSError as error:
+        raise InfraError(f"Could not read what the direct-boot initramfs needs from the disk's tree: {error}.") from None
+    with open(destination, "wb") as handle:
+        handle.write(initramfs.build(program, modules))
+
+
 def make_boot_partition(path: str, size: int, start: int, kernel: str, initrd: str, config: str) -> None:
     # The hidden-sectors field must say where the partition starts, or syslinux's boot sector
     # looks for its loader at the wrong place on the disk.
@@ -97,8 +116,9 @@ def make_boot_partition(path: str, size: int, start: int, kernel: str, initrd: s
 
 
 def make_root_partition(path: str, size: int, tree: str, uuid: str) -> None:
+    # errors=remount-ro lives in the filesystem, so no boot has to remount the root to set it.
     run(["mke2fs", "-q", "-F", "-t", "ext4", "-L", "root", "-U", uuid, "-E", "root_owner=0:0,hash_seed=" + uuid,
-         "-d", tree, path, str(size // 1024) + "k"], "make the root filesystem (mke2fs -d)")
+         "-e", "remount-ro", "-d", tree, path, str(size // 1024) + "k"], "make the root filesystem (mke2fs -d)")
 
 
 def assemble(raw: str, layout: disk_plan.Layout, boot: str, root: str) -> None:

@@ -38,7 +38,8 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.core.interrupts im
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import DISK_BUILDER_PREFIX, LABEL_INPUTS_HASH
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.provenance import controller_identity
 from ansible_collections.immutable.infra.plugins.plugin_utils.docker.client import DockerClient
-from ansible_collections.immutable.infra.plugins.plugin_utils.machine import assemble
+from ansible_collections.immutable.infra.plugins.plugin_utils.machine import assemble, guest
+from ansible_collections.immutable.infra.plugins.plugin_utils.machine import container as build_container
 from ansible_collections.immutable.infra.plugins.plugin_utils.machine import plan as disk_plan
 from ansible_collections.immutable.infra.plugins.plugin_utils.machine import tree as disk_tree
 from ansible_collections.immutable.infra.plugins.plugin_utils.task.contract import Manager, TaskContext
@@ -57,11 +58,31 @@ DISK_ARGUMENT_SPEC: dict[str, Any] = {
     "hostname": {"type": "str"},
     "ssh_authorized_keys": {"type": "list", "elements": "str", "default": [], "no_log": False},
     "command_unit": {"type": "str", "default": "auto", "choices": ["auto", "always", "never"]},
+    "ssh_host_key_types": {"type": "list", "elements": "str", "default": list(guest.DEFAULT_HOST_KEY_TYPES)},
+    "sshd_pam": {"type": "str", "default": "auto", "choices": ["auto", "always", "never"]},
+    "masked_units": {"type": "list", "elements": "str", "default": list(guest.MASKED_UNITS)},
     "force": {"type": "bool", "default": False},
     "network": {"type": "str"},
     "timeout": {"type": "int", "default": 1800},
     **SIGNING_OPTIONS,
 }
+
+
+def locate(given: str, basedir: str) -> tuple[str, str]:
+    """(disk, manifest) from the path of either, relative to basedir; both must exist."""
+    path = os.path.normpath(os.path.join(basedir, os.path.expanduser(given)))
+    if path.endswith(".json"):
+        manifest_path = path
+        found = read_manifest(path) or {}
+        disk = os.path.join(os.path.dirname(path), str(found.get("disk") or ""))
+    else:
+        disk, manifest_path = path, disk_plan.manifest_file_name(path)
+    if not os.path.isfile(disk):
+        raise InfraError(f"Disk '{given}' does not exist (looked for {disk}); build it with immutable.infra.disk.")
+    if not os.path.isfile(manifest_path):
+        raise InfraError(f"Disk '{given}' has no manifest beside it ({manifest_path}); use disks built by "
+                         "immutable.infra.disk, which records what went into them.")
+    return disk, manifest_path
 
 
 def read_manifest(path: str) -> dict[str, Any] | None:
@@ -97,6 +118,8 @@ class DiskBuilder(Manager):
         self.hostname = disk_plan.validate_hostname(params["hostname"] or self.name.replace(".", "-").replace("_", "-"))
         self.keys = disk_plan.validate_keys(params["ssh_authorized_keys"])
         self.packages = disk_plan.validate_packages(params["packages"])
+        self.key_types = guest.validate_key_types(params["ssh_host_key_types"])
+        self.masked = guest.validate_masked(params["masked_units"])
         disk_plan.validate_packages([params["kernel_package"]], "kernel_package")
         if params["timeout"] <= 0:
             raise InfraError("timeout must be a positive number of seconds.")
@@ -106,7 +129,8 @@ class DiskBuilder(Manager):
 
     def _boot_settings(self) -> dict[str, Any]:
         return {"hostname": self.hostname, "ssh_authorized_keys": self.keys, "kernel_args": self.params["kernel_args"],
-                "command_unit": self.params["command_unit"]}
+                "command_unit": self.params["command_unit"], "ssh_host_key_types": self.key_types,
+                "sshd_pam": self.params["sshd_pam"], "masked_units": self.masked}
 
     def run(self) -> dict[str, Any]:
         started = time.monotonic()
@@ -128,11 +152,13 @@ class DiskBuilder(Manager):
                                   "image": self.params["image"], "image_id": image["Id"],
                                   "image_inputs_hash": inputs["image_inputs_hash"]}
         found = read_manifest(manifest_path)
-        disk_bytes = os.path.getsize(disk) if os.path.isfile(disk) else None
-        if found is not None and disk_plan.cache_matches(found, digest, disk_bytes) and not self.params["force"]:
-            return self._reused(result, found, started)
+        disk_bytes = _size(disk)
+        reused = self._reused(found, digest, disk, disk_bytes)
+        if reused is not None:
+            return dict(result, **reused, duration=round(time.monotonic() - started, 3))
         reason = ("force: true" if disk_bytes is not None and self.params["force"] else
-                  "the disk beside the manifest is missing or was changed" if found else "no disk has these inputs yet")
+                  "the disk or its boot files beside the manifest are missing or were changed" if found
+                  else "no disk has these inputs yet")
         if self.check_mode:
             return dict(result, changed=True, cache_hit=False, would_build=True, reason=reason,
                         duration=round(time.monotonic() - started, 3), msg=f"would build {os.path.basename(disk)}")
@@ -161,17 +187,28 @@ class DiskBuilder(Manager):
                            duration=built["build_seconds"], **signed_fields(built)))
         return dict(result, changed=True, cache_hit=False, reason=reason, disk_digest=built["disk_digest"],
                     kernel_release=built["kernel_release"], packages=built["packages"], verdict=None,
-                    command_unit=built["command_unit"], duration=built["build_seconds"], ledger=ledger.path, **signed_fields(built),
+                    boot=self._boot_paths(built), command_unit=built["command_unit"],
+                    duration=built["build_seconds"], ledger=ledger.path, **signed_fields(built),
                     msg=f"built {os.path.basename(disk)} ({built['disk_bytes'] / disk_plan.MiB:.0f} MiB, kernel "
                         f"{built['kernel_release']}) in {built['build_seconds']:.1f} s")
 
-    def _reused(self, result: dict[str, Any], found: dict[str, Any], started: float) -> dict[str, Any]:
-        name, digest = os.path.basename(result["disk"]), result["inputs_hash"]
-        self.progress(f"disk: {name} has these inputs already (inputs hash {digest[:12]}), reused")
-        return dict(result, changed=False, cache_hit=True, disk_digest=found["disk_digest"],
-                    kernel_release=found.get("kernel_release"), packages=found.get("packages") or {},
-                    verdict=found.get("verdict"), duration=round(time.monotonic() - started, 3),
-                    msg=f"{name} is up to date (inputs hash {digest[:12]})")
+    def _reused(self, found: dict[str, Any] | None, digest: str, disk: str,
+                disk_bytes: int | None) -> dict[str, Any] | None:
+        """What the task returns when the disk with these inputs is there already, with its boot files."""
+        boot_bytes = {name: _size(os.path.join(self.dest, file))
+                      for name, file in disk_plan.boot_file_names(os.path.basename(disk)).items()}
+        if found is None or self.params["force"] or not disk_plan.cache_matches(found, digest, disk_bytes, boot_bytes):
+            return None
+        self.progress(f"disk: {os.path.basename(disk)} has these inputs already (inputs hash {digest[:12]}), reused")
+        return {"changed": False, "cache_hit": True, "disk_digest": found["disk_digest"],
+                "kernel_release": found.get("kernel_release"), "packages": found.get("packages") or {},
+                "boot": self._boot_paths(found), "verdict": found.get("verdict"),
+                "msg": f"{os.path.basename(disk)} is up to date (inputs hash {digest[:12]})"}
+
+    def _boot_paths(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        section = manifest.get("boot") or {}
+        return {"kernel": os.path.join(self.dest, section["kernel"]), "initrd": os.path.join(self.dest, section["initrd"]),
+                "command_line": section["command_line"], "ready_mark": section["ready_mark"]}
 
     def _describe(self, image_id: str) -> str:
         given = self.params["image"]
@@ -188,7 +225,9 @@ class DiskBuilder(Manager):
                 container_id = client.run_detached(
                     image["Id"], container_name, {}, entrypoint=builder.KEEP_ALIVE, command=[], user="root",
                     networks=[self.params["network"]] if self.params["network"] else None)
-                versions, release = self._install(client, container_id)
+                versions, release = build_container.install(client, container_id, self.params["kernel_package"],
+                                                            self.packages, self.progress)
+                pam = build_container.settle_sshd(client, container_id, self.key_types, self.params["sshd_pam"])
                 tree = os.path.join(work, "root")
                 self.progress("disk: exporting the root filesystem")
                 disk_tree.export_tree(client, container_id, tree)
@@ -196,7 +235,7 @@ class DiskBuilder(Manager):
                     client.remove_container(container_id)
                 container_id = None
                 return self._pack(image, digest, inputs, tree, work, disk, manifest_path, versions, release, started,
-                                  guard)
+                                  guard, pam)
             finally:
                 with guard.shield():
                     if container_id:
@@ -206,37 +245,23 @@ class DiskBuilder(Manager):
                     if work:
                         shutil.rmtree(work, ignore_errors=True)
 
-    def _install(self, client: DockerClient, container_id: str) -> tuple[dict[str, str], str]:
-        packages = [self.params["kernel_package"], *sorted(set(disk_plan.BOOT_PACKAGES + self.packages))]
-        self.progress(f"disk: installing {', '.join(packages)} from the image's package sources")
-        builder.prepare(client, container_id)
-        code, output = client.exec(container_id, ["/bin/sh", "-c", disk_plan.install_script(
-            self.params["kernel_package"], self.packages)])
-        if code == 3:
-            raise InfraError(f"Kernel package {self.params['kernel_package']} is not available from the image's "
-                             "package sources; give a kernel_package that apt-cache show finds (for example "
-                             "linux-image-cloud-amd64 on Debian).")
-        if code == 4:
-            raise InfraError("The build container could not update its package lists from the image's apt "
-                             f"sources (are they reachable from containers?): {output.strip()[-600:]}")
-        if code != 0:
-            raise InfraError(f"Installing the boot packages failed: {output.strip()[-1200:]}")
-        builder.finish(client, container_id, builder.DEFAULT_CLEANUP_PATHS)
-        code, output = client.exec(container_id, ["/bin/sh", "-c", disk_plan.VERSIONS_SCRIPT, "versions", *packages])
-        return disk_plan.parse_versions(output)
-
     def _pack(self, image: dict[str, Any], digest: str, inputs: dict[str, Any], tree: str, work: str, disk: str,
               manifest_path: str, versions: dict[str, str], release: str, started: float,
-              guard: Guard) -> dict[str, Any]:
+              guard: Guard, pam: bool) -> dict[str, Any]:
         kernel, initrd = assemble.boot_files(tree)
-        boot_bytes = os.path.getsize(kernel) + os.path.getsize(initrd)
-        layout = disk_plan.plan_layout(self.size, boot_bytes, assemble.tree_bytes(tree))
+        staging = disk_tree.take_out(tree, disk_plan.INITRAMFS_STAGING)
+        layout = disk_plan.plan_layout(self.size, os.path.getsize(kernel) + os.path.getsize(initrd),
+                                       assemble.tree_bytes(tree))
         root = disk_plan.root_uuid(digest)
         config = disk_tree.config_of(image)
-        write_unit = disk_plan.needs_command_unit(self.params["command_unit"], config, disk_tree.enabled_units(tree))
-        disk_tree.make_bootable(tree, root_uuid=root, hostname=self.hostname, keys=self.keys,
-                                command_unit=disk_plan.command_unit(config, self._describe(image["Id"]))
-                                if write_unit else None)
+        enabled = disk_tree.enabled_units(tree)
+        write_unit = disk_plan.needs_command_unit(self.params["command_unit"], config, enabled)
+        disk_tree.make_bootable(tree, disk_tree.GuestSettings(
+            root_uuid=root, hostname=self.hostname, keys=self.keys, key_types=self.key_types, masked=self.masked,
+            command_unit=disk_plan.command_unit(config, self._describe(image["Id"])) if write_unit else None))
+        direct = {"kernel": os.path.join(work, "vmlinuz"), "initrd": os.path.join(work, "initrd")}
+        shutil.copyfile(kernel, direct["kernel"])
+        assemble.write_initramfs(tree, release, os.path.join(staging, disk_plan.BUSYBOX_PATH), direct["initrd"])
         command_line = disk_plan.kernel_command_line(root, self.params["kernel_args"])
         self.progress(f"disk: making the filesystems ({disk_plan.human_size(layout.size)} disk)")
         boot, rootfs, raw = (os.path.join(work, name) for name in ("boot.img", "root.img", "disk.raw"))
@@ -250,15 +275,20 @@ class DiskBuilder(Manager):
         os.unlink(rootfs)
         staged = os.path.join(work, "disk.out")
         assemble.convert(raw, staged, self.params["format"])
-        disk_digest = assemble.file_digest(staged)
+        units = {"enabled_units": sorted({*enabled, *([disk_plan.COMMAND_UNIT] if write_unit else [])}
+                                         - set(self.masked)),
+                 "masked_units": self.masked, "ssh_host_key_types": self.key_types, "sshd_pam": pam}
         manifest = disk_plan.manifest(
-            name=self.name, digest=digest, inputs=inputs, disk_file=os.path.basename(disk), disk_digest=disk_digest,
-            disk_bytes=os.path.getsize(staged), image=self.params["image"], kernel_release=release,
-            versions=versions, command_line=command_line, command_unit_written=write_unit, created=utc_timestamp(),
-            built_by=controller_identity(), duration=round(time.monotonic() - started, 3),
-            exposed_ports=sorted((config.get("ExposedPorts") or {}).keys()))
+            name=self.name, digest=digest, inputs=inputs, disk_file=os.path.basename(disk),
+            disk_digest=assemble.file_digest(staged), disk_bytes=os.path.getsize(staged), image=self.params["image"],
+            kernel_release=release, versions=versions, command_line=command_line, command_unit_written=write_unit,
+            created=utc_timestamp(), built_by=controller_identity(), duration=round(time.monotonic() - started, 3),
+            exposed_ports=sorted((config.get("ExposedPorts") or {}).keys()),
+            boot=self._boot_section(disk, direct, root), guest=units)
         sidecars = self._attest(manifest, image, contents) if contents is not None else None
         with guard.shield():
+            for name, path in disk_plan.boot_file_names(os.path.basename(disk)).items():
+                os.replace(direct[name], os.path.join(self.dest, path))
             os.replace(staged, disk)
             write_manifest(manifest_path, manifest)
             if sidecars:
@@ -282,3 +312,15 @@ class DiskBuilder(Manager):
         manifest.update(attestations=record_summary(found), signed_by=self.signer.keyid)
         self.progress(f"disk: provenance and SBOM signed by key {short_key_id(self.signer.keyid)}")
         return found, document
+
+    def _boot_section(self, disk: str, direct: dict[str, str], root: str) -> dict[str, Any]:
+        names = disk_plan.boot_file_names(os.path.basename(disk))
+        return disk_plan.boot_section(
+            kernel=names["kernel"], kernel_digest=assemble.file_digest(direct["kernel"]),
+            kernel_bytes=os.path.getsize(direct["kernel"]), initrd=names["initrd"],
+            initrd_digest=assemble.file_digest(direct["initrd"]), initrd_bytes=os.path.getsize(direct["initrd"]),
+            command_line=disk_plan.direct_command_line(root, self.params["kernel_args"]), ready_mark=guest.READY_MARK)
+
+
+def _size(path: str) -> int | None:
+    return os.path.getsize(path) if os.path.isfile(path) else None

@@ -23,7 +23,7 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import
 )
 
 # Bumped whenever the way a disk is assembled changes, so older disks are not returned for new inputs.
-DISK_LAYOUT_VERSION = 2
+DISK_LAYOUT_VERSION = 3
 FORMATS = ("qcow2", "raw")
 BOOT_PACKAGES = ["systemd-sysv", "udev", "initramfs-tools", "openssh-server"]
 # The drivers a qemu VM's disk and network need; the cloud kernel has them as modules.
@@ -35,8 +35,6 @@ MIN_BOOT_PARTITION = 32 * MiB
 ROOT_OVERHEAD_RATIO = 0.15
 ROOT_OVERHEAD_MIN = 96 * MiB
 SEED_SERIAL = "iiseed"
-FIRSTBOOT_PATH = "/usr/local/sbin/immutable-infra-firstboot"
-FIRSTBOOT_UNIT = "immutable-infra-firstboot.service"
 COMMAND_UNIT = "immutable-infra-command.service"
 CONFIG_DIR = "/etc/immutable-infra"
 SHELLS = {"sh", "bash", "dash", "zsh", "ash"}
@@ -128,7 +126,20 @@ def root_uuid(digest: str) -> str:
 
 
 def kernel_command_line(root: str, extra: list[str]) -> str:
+    """The command line of firmware boot (syslinux in the disk), as any hypervisor boots the qcow2."""
     return " ".join([f"root=UUID={root}", "rw", "console=tty0", "console=ttyS0,115200", "panic=10", *extra])
+
+
+def direct_command_line(root: str, extra: list[str]) -> str:
+    """The command line of direct kernel boot with the disk's small initramfs (qemu -append, a libvirt
+    domain's <cmdline>): the serial console only, and quiet, since every line on it costs time."""
+    return " ".join([f"root=UUID={root}", "rw", "console=ttyS0,115200", "quiet", "panic=10", *extra])
+
+
+def boot_file_names(disk_file: str) -> dict[str, str]:
+    """The kernel and initramfs of direct boot, beside the disk and named after it."""
+    stem = disk_file.rsplit(".", 1)[0]
+    return {"kernel": stem + ".vmlinuz", "initrd": stem + ".initrd"}
 
 
 @dataclass(frozen=True)
@@ -187,65 +198,6 @@ def syslinux_config(kernel: str, initrd: str, command_line: str) -> str:
 
 def fstab(root: str) -> str:
     return f"# written by immutable.infra.disk\nUUID={root} / ext4 defaults,errors=remount-ro 0 1\n"
-
-
-NETWORK = """# written by immutable.infra.disk: every wired interface asks DHCP for an address
-[Match]
-Name=en* eth*
-
-[Network]
-DHCP=ipv4
-"""
-
-SSHD_CONFIG = """# written by immutable.infra.disk: keys only; host keys are made at first boot
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-PermitRootLogin prohibit-password
-UseDNS no
-"""
-
-FIRSTBOOT_SCRIPT = f"""#!/bin/sh
-# written by immutable.infra.disk. Runs at every boot, before SSH and the network:
-# sets the host name and root's authorized SSH keys from {CONFIG_DIR} (placed when the disk was
-# built) and from a seed drive, if one is attached (a tar archive on a virtio disk with serial
-# {SEED_SERIAL}: files hostname and authorized_keys), and makes this machine's own SSH host keys.
-set -u
-seed=/run/immutable-infra-seed
-rm -rf "$seed"; mkdir -p "$seed"
-for dev in /sys/block/*; do
-  if [ -r "$dev/serial" ] && [ "$(cat "$dev/serial")" = "{SEED_SERIAL}" ]; then
-    tar -xf "/dev/${{dev##*/}}" -C "$seed" hostname authorized_keys 2>/dev/null
-  fi
-done
-name=$(cat "$seed/hostname" 2>/dev/null || cat {CONFIG_DIR}/hostname 2>/dev/null)
-if [ -n "$name" ]; then
-  echo "$name" > /etc/hostname
-  hostname "$name"
-  printf '127.0.0.1 localhost\\n127.0.1.1 %s\\n::1 localhost ip6-localhost ip6-loopback\\n' "$name" > /etc/hosts
-fi
-mkdir -p /root/.ssh && chmod 700 /root/.ssh
-cat {CONFIG_DIR}/authorized_keys "$seed/authorized_keys" 2>/dev/null > /root/.ssh/authorized_keys
-chmod 600 /root/.ssh/authorized_keys
-ssh-keygen -A >/dev/null
-exit 0
-"""
-
-FIRSTBOOT_UNIT_TEXT = f"""# written by immutable.infra.disk
-[Unit]
-Description=immutable.infra first-boot configuration (host name, SSH keys)
-DefaultDependencies=no
-After=local-fs.target
-Before=network-pre.target ssh.service sysinit.target
-Wants=network-pre.target
-
-[Service]
-Type=oneshot
-RemainAfterExit=yes
-ExecStart={FIRSTBOOT_PATH}
-
-[Install]
-WantedBy=sysinit.target
-"""
 
 
 def command_of(config: dict[str, Any]) -> list[str]:
@@ -308,7 +260,9 @@ def command_unit(config: dict[str, Any], image: str) -> str:
 
 def install_script(kernel_package: str, packages: list[str]) -> str:
     """The shell script that adds a kernel, an initramfs, an init system and SSH to the image's
-    filesystem in a build container; exit code 3 means the kernel package is not available."""
+    filesystem in a build container, and fetches busybox for the direct-boot initramfs; exit code 3
+    means the kernel package is not available, 4 that the package lists could not be updated, 6 that
+    busybox-static could not be downloaded."""
     modules = "\\n".join(INITRAMFS_MODULES)
     wanted = " ".join(shlex.quote(name) for name in [kernel_package, *sorted(set(BOOT_PACKAGES + packages))])
     return f"""set -e
@@ -322,10 +276,18 @@ if ! apt-cache show {shlex.quote(kernel_package)} 2>/dev/null | grep -q '^Packag
 fi
 apt-get install -y -q --no-install-recommends {wanted} 2>&1
 ls /boot/vmlinuz-* /boot/initrd.img-* >/dev/null
+mkdir -p {INITRAMFS_STAGING} && cd {INITRAMFS_STAGING}
+apt-get download -q busybox-static 2>&1 || {{ echo 'immutable-infra: busybox-static could not be downloaded'; exit 6; }}
+dpkg-deb -x busybox-static_*.deb root && dpkg-deb -f busybox-static_*.deb Version > version && rm busybox-static_*.deb
 """
 
 
-VERSIONS_SCRIPT = "dpkg-query -W -f '${Package}=${Version}\\n' \"$@\"; echo kernel=$(ls /lib/modules | sort -V | tail -n 1)"
+# Where the build container leaves busybox for the direct-boot initramfs; it is taken out of the
+# root tree before the root filesystem is made.
+INITRAMFS_STAGING = "/var/tmp/immutable-infra-initramfs"
+BUSYBOX_PATH = "root/bin/busybox"
+VERSIONS_SCRIPT = ("dpkg-query -W -f '${Package}=${Version}\\n' \"$@\"; echo kernel=$(ls /lib/modules | sort -V | tail -n 1); "
+                   f"echo busybox-static=$(cat {INITRAMFS_STAGING}/version)")
 
 
 def parse_versions(output: str) -> tuple[dict[str, str], str]:
@@ -345,7 +307,10 @@ def parse_versions(output: str) -> tuple[dict[str, str], str]:
 def manifest(*, name: str, digest: str, inputs: dict[str, Any], disk_file: str, disk_digest: str,
              disk_bytes: int, image: str, kernel_release: str, versions: dict[str, str],
              command_line: str, command_unit_written: bool, created: str, built_by: str,
-             duration: float, exposed_ports: list[str]) -> dict[str, Any]:
+             duration: float, exposed_ports: list[str], boot: dict[str, Any],
+             guest: dict[str, Any]) -> dict[str, Any]:
+    """The manifest beside a disk. boot: the artefacts of direct kernel boot (boot_section); guest:
+    what the disk runs at boot (enabled and masked units, SSH host key types and PAM)."""
     return {
         "format_version": 1,
         "name": name,
@@ -365,6 +330,8 @@ def manifest(*, name: str, digest: str, inputs: dict[str, Any], disk_file: str, 
         "kernel_command_line": command_line,
         "command_unit": command_unit_written,
         "exposed_ports": exposed_ports,
+        "boot": boot,
+        "guest": guest,
         "created": created,
         "built_by": built_by,
         "build_seconds": duration,
@@ -372,11 +339,26 @@ def manifest(*, name: str, digest: str, inputs: dict[str, Any], disk_file: str, 
     }
 
 
-def cache_matches(found: dict[str, Any] | None, digest: str, disk_bytes: int | None) -> bool:
-    """Whether a manifest read beside the disk describes this inputs hash and a disk still of its size."""
+def boot_section(*, kernel: str, kernel_digest: str, kernel_bytes: int, initrd: str, initrd_digest: str,
+                 initrd_bytes: int, command_line: str, ready_mark: str) -> dict[str, Any]:
+    """How a VM boots the disk directly (qemu -kernel/-initrd/-append, a libvirt domain's <os>): the
+    kernel and initramfs files beside the disk with their digests, the command line, the seed drive
+    that gives the VM its identity, and the console line that says SSH is up."""
+    return {"kernel": kernel, "kernel_digest": kernel_digest, "kernel_bytes": kernel_bytes,
+            "initrd": initrd, "initrd_digest": initrd_digest, "initrd_bytes": initrd_bytes,
+            "command_line": command_line, "ready_mark": ready_mark,
+            "seed": {"serial": SEED_SERIAL, "format": "tar", "files": ["hostname", "authorized_keys"]}}
+
+
+def cache_matches(found: dict[str, Any] | None, digest: str, disk_bytes: int | None,
+                  file_bytes: dict[str, int | None]) -> bool:
+    """Whether a manifest read beside the disk describes this inputs hash, a disk still of its size
+    and the boot files beside it (file_bytes: kernel and initrd sizes found, None when missing)."""
     if not found or disk_bytes is None:
         return False
-    return found.get("inputs_hash") == digest and found.get("disk_bytes") == disk_bytes
+    boot = found.get("boot") or {}
+    files_match = all(boot.get(f"{name}_bytes") == size and size is not None for name, size in file_bytes.items())
+    return found.get("inputs_hash") == digest and found.get("disk_bytes") == disk_bytes and files_match
 
 
 def _round_up(value: int, unit: int) -> int:

@@ -1,8 +1,10 @@
 # Copyright: immutable.infra contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Boots a disk as a throwaway VM under qemu: a copy-on-write overlay over the disk (which is never
-written), a seed drive with the VM's host name and SSH key, user-mode networking with loopback
-ports forwarded to the guest. stop() always kills qemu and removes the overlay and the seed.
+"""Boots a disk as a VM under qemu: a copy-on-write overlay over the disk (which is never written), a
+seed drive with the VM's host name and SSH key, user-mode networking with loopback ports forwarded to
+the guest, direct kernel boot or firmware boot (boot.py builds the command). The VM is up when its
+console says sshd runs and one login works; that login is the SSH master connection (ssh.py) every
+later command uses. stop() always ends it, kills qemu and removes the overlay and the seed.
 
 Whether KVM really boots a guest is tried once per machine (a kernel that panics at once, with no
 root filesystem, must get that far) and remembered, since on some hosts /dev/kvm accepts a VM
@@ -11,28 +13,31 @@ whose Linux guest then hangs at boot.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import platform
 import shutil
 import socket
 import subprocess
-import tarfile
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError, canonical_json, sha256_hex
-from ansible_collections.immutable.infra.plugins.plugin_utils.machine import plan as disk_plan
+from ansible_collections.immutable.infra.plugins.plugin_utils.machine import boot, timeline
+from ansible_collections.immutable.infra.plugins.plugin_utils.machine.boot import QEMU, seed_archive
+from ansible_collections.immutable.infra.plugins.plugin_utils.machine.ssh import SshSession
 
-QEMU = "qemu-system-x86_64"
 ACCEL_CACHE = "~/.cache/immutable-infra/accel.json"
 KVM_PROBE_SECONDS = 20.0
 # The kernel prints this just before it starts init: the guest got past the point where KVM guests hang.
 KVM_BOOTED_MARK = "Freeing unused kernel"
-POLL_SECONDS = 0.2
+POLL_SECONDS = 0.1
+# Without the console's ready line (a disk that has none, or whose ready unit failed) a login is tried this often.
+UNMARKED_TRY_SECONDS = 5.0
+FACTS_SECONDS = 20
 
 
 def qemu_version() -> str:
@@ -119,39 +124,13 @@ def _cpu_model() -> str:
         return ""
 
 
-def seed_archive(hostname: str, authorized_keys: list[str]) -> bytes:
-    """The seed drive: a tar archive the disk's first-boot script reads (see plan.FIRSTBOOT_SCRIPT)."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as archive:
-        for name, text in (("hostname", hostname + "\n"), ("authorized_keys", "".join(k + "\n" for k in authorized_keys))):
-            data = text.encode("utf-8")
-            info = tarfile.TarInfo(name)
-            info.size, info.mode, info.mtime = len(data), 0o600, int(time.time())
-            archive.addfile(info, io.BytesIO(data))
-    data = buffer.getvalue()
-    return data + bytes(-len(data) % 512)
-
-
-def boot_command(*, overlay: str, seed: str, accel: str, memory: int, cpus: int, forwards: dict[int, int],
-                 console: str) -> list[str]:
-    """The qemu command line of a throwaway VM: firmware boot (SeaBIOS) from the overlay."""
-    netdev = "user,id=net0" + "".join(f",hostfwd=tcp:127.0.0.1:{host}-:{guest}" for guest, host in forwards.items())
-    command = [QEMU, "-accel", accel, "-m", str(memory), "-smp", str(cpus), "-display", "none", "-no-reboot",
-               "-serial", f"file:{console}", "-monitor", "none",
-               # The firmware boots the disk only: tried first, it would hang on the seed drive.
-               "-drive", f"file={overlay},if=none,id=disk,format=qcow2",
-               "-device", "virtio-blk-pci,drive=disk,bootindex=0",
-               "-drive", f"file={seed},if=none,id=seed,format=raw,readonly=on",
-               "-device", f"virtio-blk-pci,drive=seed,serial={disk_plan.SEED_SERIAL}",
-               "-netdev", netdev, "-device", "virtio-net-pci,netdev=net0"]
-    if accel == "kvm":
-        command += ["-cpu", "host"]
-    return command
-
-
 @dataclass
 class Machine:
-    """A running throwaway VM and what it owns on the controller."""
+    """A running VM booted from a copy-on-write overlay over a disk (never written), and what it owns
+    on the controller: its work directory (overlay, seed, key, console) and its SSH master connection.
+
+    direct: the disk's direct-boot artefacts (None: firmware boot). ready_mark: the console line the
+    disk prints once sshd runs (None, for disks without it: the login is tried from the start)."""
 
     disk: str
     disk_format: str
@@ -159,11 +138,15 @@ class Machine:
     memory: int = 1024
     cpus: int = 1
     guest_ports: list[int] = field(default_factory=list)
+    direct: boot.DirectBoot | None = None
+    ready_mark: str | None = None
     workdir: str = ""
     forwards: dict[int, int] = field(default_factory=dict)
     process: subprocess.Popen | None = None
-    key: str = ""
+    session: SshSession | None = None
     started: float = 0.0
+    marks: dict[str, float] = field(default_factory=dict)
+    kernel_start: float | None = None
 
     @property
     def console(self) -> str:
@@ -174,21 +157,25 @@ class Machine:
         return self.forwards[22]
 
     def start(self, hostname: str) -> None:
+        """Starts qemu: an overlay over the disk, a seed drive with the host name and a key made for this VM."""
         self.workdir = tempfile.mkdtemp(prefix="immutable-infra-vm-")
         overlay = os.path.join(self.workdir, "overlay.qcow2")
         _run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", self.disk_format, "-b", os.path.abspath(self.disk),
               overlay], "create the VM's overlay")
-        self.key = os.path.join(self.workdir, "id_ed25519")
-        _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "immutable-infra-verify", "-f", self.key],
+        key = os.path.join(self.workdir, "id_ed25519")
+        _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "immutable-infra-vm", "-f", key],
              "make the VM's SSH key")
-        with open(self.key + ".pub", encoding="utf-8") as handle:
+        with open(key + ".pub", encoding="utf-8") as handle:
             public = handle.read().strip()
         seed = os.path.join(self.workdir, "seed.tar")
         with open(seed, "wb") as handle:
             handle.write(seed_archive(hostname, [public]))
         self.forwards = {port: free_port() for port in sorted({22, *self.guest_ports})}
-        command = boot_command(overlay=overlay, seed=seed, accel=self.accel, memory=self.memory, cpus=self.cpus,
-                               forwards=self.forwards, console=self.console)
+        self.session = SshSession(self.workdir, self.forwards[22], key)
+        self.session.write_config()
+        command = boot.qemu_command(boot.VmSpec(overlay=overlay, seed=seed, console=self.console, accel=self.accel,
+                                                memory=self.memory, cpus=self.cpus, forwards=self.forwards,
+                                                direct=self.direct))
         log = open(os.path.join(self.workdir, "qemu.log"), "wb")  # pylint: disable=consider-using-with
         try:
             self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
@@ -206,60 +193,71 @@ class Machine:
     def console_tail(self, lines: int = 25) -> str:
         return _tail(self.console, lines)
 
-    def wait_for_ssh(self, deadline: float, check: Any) -> float:
-        """Seconds from start until the guest's sshd answers with its banner and accepts the key."""
+    def since_start(self) -> float:
+        return round(time.monotonic() - self.started, 3)
+
+    def wait_for_ssh(self, deadline: float, check: Callable[[], None]) -> float:
+        """Seconds from start until a login works; the master connection it opens serves every later
+        command. Logins are tried when the console says sshd runs, and every few seconds besides."""
+        console = _ConsoleWatch(self.console)
+        last_try = time.monotonic() if self.ready_mark else 0.0
         while True:
             check()
             if not self.running():
                 raise InfraError(f"qemu exited with code {self.process.returncode if self.process else '?'} before "
                                  f"the VM was up: {self.qemu_log().strip()[-600:]}")
-            if _ssh_banner(self.ssh_port) and self._ssh_accepts():
-                return round(time.monotonic() - self.started, 3)
+            self._mark_ready_line(console)
+            if "ready_line" in self.marks or time.monotonic() - last_try >= UNMARKED_TRY_SECONDS:
+                last_try = time.monotonic()
+                if self._ssh().start_master():
+                    self._mark_ready_line(console)  # it may have come while the login was under way
+                    self.marks["ssh"] = self.since_start()
+                    self._place_kernel_start()
+                    return self.marks["ssh"]
             if time.monotonic() > deadline:
                 raise TimeoutError
             time.sleep(POLL_SECONDS)
 
-    def wait_for_ports(self, ports: list[int], deadline: float, check: Any) -> list[int]:
-        """The guest ports that are not listening yet when deadline passes (empty: all listen)."""
-        waiting = list(ports)
-        while waiting:
-            check()
-            output = self.ssh(["cat", "/proc/net/tcp", "/proc/net/tcp6"])[1]
-            from ansible_collections.immutable.infra.plugins.plugin_utils.verify import report as verify_report
-            listening = verify_report.listening_ports(output)
-            waiting = [port for port in waiting if port not in listening]
-            if not waiting or time.monotonic() > deadline:
-                return waiting
-            time.sleep(POLL_SECONDS)
-        return []
+    def _mark_ready_line(self, console: _ConsoleWatch) -> None:
+        if self.ready_mark and "ready_line" not in self.marks and console.saw(self.ready_mark):
+            self.marks["ready_line"] = self.since_start()
 
-    def ssh_options(self) -> list[str]:
-        return ["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-                "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10", "-i", self.key, "-p", str(self.ssh_port)]
+    def _place_kernel_start(self) -> None:
+        """Where the guest's clock starts on ours: its uptime read at a known moment."""
+        before = time.monotonic()
+        code, output = self.ssh("cat /proc/uptime", timeout=10)
+        after = time.monotonic()
+        try:
+            uptime = float(output.split()[0]) if code == 0 else None
+        except (IndexError, ValueError):
+            uptime = None
+        if uptime is not None:
+            self.kernel_start = round((before + after) / 2 - self.started - uptime, 3)
+
+    def _ssh(self) -> SshSession:
+        if self.session is None:
+            raise InfraError("the VM was not started.")
+        return self.session
 
     def ssh_config(self) -> str:
-        """An ssh_config for testinfra's ssh backend, naming the VM 'vm'."""
-        path = os.path.join(self.workdir, "ssh_config")
-        with open(path, "w", encoding="utf-8") as handle:
-            handle.write(f"Host vm\n  HostName 127.0.0.1\n  Port {self.ssh_port}\n  User root\n"
-                         f"  IdentityFile {self.key}\n  IdentitiesOnly yes\n  BatchMode yes\n"
-                         "  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n")
-        return path
+        """The ssh_config naming the VM 'vm', for testinfra's ssh backend (it shares the master connection)."""
+        return self._ssh().config
 
-    def ssh(self, command: list[str], timeout: float = 30) -> tuple[int, str]:
-        try:
-            finished = subprocess.run(["ssh", *self.ssh_options(), "root@127.0.0.1", "--", *command],
-                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                      text=True, errors="replace", timeout=timeout, check=False)
-        except subprocess.TimeoutExpired:
-            return 255, "ssh timed out"
-        return finished.returncode, finished.stdout
+    def ssh(self, command: str, timeout: float = 30) -> tuple[int, str]:
+        return self._ssh().run(command, timeout)
 
-    def _ssh_accepts(self) -> bool:
-        return self.ssh(["true"], timeout=20)[0] == 0
+    def boot_timeline(self, units: list[str]) -> dict[str, Any]:
+        """Where the boot's time went (timeline.py), asked of the guest over SSH; the launcher's marks
+        alone when the guest does not answer."""
+        code, output = self.ssh(timeline.facts_script(list(dict.fromkeys([*timeline.BOOT_UNITS, *units]))),
+                                timeout=FACTS_SECONDS)
+        facts = timeline.facts(output) if code == 0 else None
+        return timeline.timeline(self.marks, self.kernel_start, facts)
 
     def stop(self) -> None:
-        """Kills qemu (and anything it started) and removes the overlay, the seed and the key."""
+        """Ends the SSH master, kills qemu (and anything it started) and removes the work directory."""
+        if self.session is not None and self.running():
+            self.session.close()
         if self.process is not None and self.process.poll() is None:
             try:
                 os.killpg(self.process.pid, 9)
@@ -270,15 +268,25 @@ class Machine:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def _ssh_banner(port: int) -> bool:
-    """Whether something behind the forwarded port speaks SSH (user-mode networking accepts every
-    connection on the host side, even before the guest listens)."""
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=2) as connection:
-            connection.settimeout(3)
-            return connection.recv(16).startswith(b"SSH-")
-    except OSError:
-        return False
+class _ConsoleWatch:
+    """Reads a console file as it grows and says whether a line has appeared."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.offset = 0
+        self.tail = ""
+
+    def saw(self, text: str) -> bool:
+        try:
+            with open(self.path, encoding="utf-8", errors="replace") as handle:
+                handle.seek(self.offset)
+                new = handle.read()
+                self.offset = handle.tell()
+        except OSError:
+            return False
+        window = self.tail + new
+        self.tail = window[-len(text):]
+        return text in window
 
 
 def _run(command: list[str], what: str) -> None:

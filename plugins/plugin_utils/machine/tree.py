@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import glob
 import os
+import shutil
 import subprocess
+from dataclasses import dataclass
 from typing import IO, Any, cast
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
 from ansible_collections.immutable.infra.plugins.plugin_utils.docker.client import DockerClient
+from ansible_collections.immutable.infra.plugins.plugin_utils.machine import guest
 from ansible_collections.immutable.infra.plugins.plugin_utils.machine import plan as disk_plan
 
 UNIT_DIRS = ("etc/systemd/system", "lib/systemd/system", "usr/lib/systemd/system")
@@ -88,26 +91,66 @@ def enable(tree: str, unit: str, target: str) -> None:
     raise InfraError(f"The unit {unit} is not in the disk's root filesystem; the boot packages did not install it.")
 
 
-def make_bootable(tree: str, *, root_uuid: str, hostname: str, keys: list[str], command_unit: str | None) -> None:
+@dataclass(frozen=True)
+class GuestSettings:
+    """What a disk's machine is given beyond the image: its default identity, SSH host key types,
+    the units masked, and the image's command as a unit (None: no such unit)."""
+
+    root_uuid: str
+    hostname: str
+    keys: list[str]
+    key_types: list[str]
+    masked: list[str]
+    command_unit: str | None
+
+
+def make_bootable(tree: str, settings: GuestSettings) -> None:
+    """Writes what a booted machine needs and a container does not. sshd's own drop-in was written
+    and checked in the build container (manager.py), where the image's sshd could run."""
     for pattern in REMOVE:
         for path in glob.glob(os.path.join(tree, pattern)):
             os.unlink(path)
     write(tree, "/etc/machine-id", "", 0o444)
-    write(tree, "/etc/fstab", disk_plan.fstab(root_uuid))
-    write(tree, "/etc/hostname", hostname + "\n")
-    write(tree, "/etc/hosts", f"127.0.0.1 localhost\n127.0.1.1 {hostname}\n::1 localhost ip6-localhost ip6-loopback\n")
-    write(tree, disk_plan.CONFIG_DIR + "/hostname", hostname + "\n")
-    write(tree, disk_plan.CONFIG_DIR + "/authorized_keys", "".join(key + "\n" for key in keys), 0o600)
-    write(tree, "/etc/systemd/network/80-immutable-infra-dhcp.network", disk_plan.NETWORK)
-    write(tree, "/etc/ssh/sshd_config.d/immutable-infra.conf", disk_plan.SSHD_CONFIG)
-    write(tree, disk_plan.FIRSTBOOT_PATH, disk_plan.FIRSTBOOT_SCRIPT, 0o755)
-    write(tree, "/etc/systemd/system/" + disk_plan.FIRSTBOOT_UNIT, disk_plan.FIRSTBOOT_UNIT_TEXT)
-    enable(tree, disk_plan.FIRSTBOOT_UNIT, "sysinit.target")
+    write(tree, "/etc/fstab", disk_plan.fstab(settings.root_uuid))
+    write(tree, "/etc/hostname", settings.hostname + "\n")
+    write(tree, "/etc/hosts", f"127.0.0.1 localhost\n127.0.1.1 {settings.hostname}\n"
+                              "::1 localhost ip6-localhost ip6-loopback\n")
+    write(tree, disk_plan.CONFIG_DIR + "/hostname", settings.hostname + "\n")
+    write(tree, disk_plan.CONFIG_DIR + "/authorized_keys", "".join(key + "\n" for key in settings.keys), 0o600)
+    write(tree, guest.NETWORK_FILE, guest.NETWORK)
+    write(tree, guest.SSH_SERVICE_DROPIN, guest.SSH_SERVICE_OVERRIDE)
+    write(tree, guest.FIRSTBOOT_PATH, guest.FIRSTBOOT_SCRIPT, 0o755)
+    units = [(guest.FIRSTBOOT_UNIT, guest.FIRSTBOOT_UNIT_TEXT, "sysinit.target"),
+             (guest.HOSTKEYS_UNIT, guest.hostkeys_unit(settings.key_types), "sysinit.target"),
+             (guest.READY_UNIT, guest.READY_UNIT_TEXT, "multi-user.target")]
+    if settings.command_unit is not None:
+        units.append((disk_plan.COMMAND_UNIT, settings.command_unit, "multi-user.target"))
+    for unit, text, target in units:
+        write(tree, "/etc/systemd/system/" + unit, text)
+        enable(tree, unit, target)
     enable(tree, "systemd-networkd.service", "multi-user.target")
     enable(tree, "ssh.service", "multi-user.target")
-    if command_unit is not None:
-        write(tree, "/etc/systemd/system/" + disk_plan.COMMAND_UNIT, command_unit)
-        enable(tree, disk_plan.COMMAND_UNIT, "multi-user.target")
+    for name in settings.masked:
+        mask(tree, name)
+
+
+def mask(tree: str, name: str) -> None:
+    """What `systemctl mask` does: the unit (or generator) becomes a link to /dev/null."""
+    path = os.path.join(tree, guest.mask_path(name).lstrip("/"))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    if os.path.lexists(path):
+        os.unlink(path)
+    os.symlink("/dev/null", path)
+
+
+def take_out(tree: str, path: str) -> str:
+    """Moves a directory the build container staged out of the root tree, into the tree's parent."""
+    source = os.path.join(tree, path.lstrip("/"))
+    if not os.path.isdir(source):
+        raise InfraError(f"The build container left nothing in {path}; the disk cannot be built without it.")
+    destination = os.path.join(os.path.dirname(os.path.abspath(tree)), os.path.basename(path))
+    shutil.move(source, destination)
+    return destination
 
 
 def config_of(image: dict[str, Any]) -> dict[str, Any]:

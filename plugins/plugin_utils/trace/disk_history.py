@@ -49,7 +49,9 @@ def disk_verdict(record: dict[str, Any] | None) -> dict[str, Any]:
         return {"result": None, "time": None, "tests": None, "by": None, "failures": None, "accel": None,
                 "boot_to_ssh": None, "ledger_id": None, "broken": None}
     return {"result": record.get("result"), "time": record.get("time"), "tests": record.get("tests"),
-            "by": _who(record), "failures": len(record.get("failures") or []), "accel": record.get("accel"),
+            "by": _who(record), "failures": len(record.get("failures") or []),
+            # The VM's accelerator is in its host record; records before there was one had it at the top.
+            "accel": (record.get("host") or {}).get("accel") or record.get("accel"),
             "boot_to_ssh": (record.get("timings") or {}).get("boot_to_ssh"), "ledger_id": record.get("id"),
             "broken": (record.get("broken") or {}).get("reason")}
 

@@ -1,8 +1,9 @@
 # Copyright: immutable.infra contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The throwaway host of a verify: started from the exact image ID, removed whatever happens.
+"""The throwaway container host of a verify: started from the exact image ID, removed whatever happens.
 
 The host is labelled as a verify host, so that prune finds one a killed controller left behind.
+testinfra reaches it through Docker; a disk's VM host (vm_host.py) offers the runner the same face.
 """
 
 from __future__ import annotations
@@ -36,23 +37,28 @@ class Broken(Exception):
 class ThrowawayHost:
     """One container from the image under test. Use it through started(), which removes it again."""
 
+    subject = "image"
+
     def __init__(self, client: DockerClient, image: dict[str, Any], described: str, network: str | None,
-                 progress: Callable[[str], None]) -> None:
+                 progress: Callable[[str], None], exec_user: str = "root", keep_alive: bool = False) -> None:
         self.client = client
         self.image = image
         self.described = described
         self.network = network
         self.progress = progress
+        self.exec_user = exec_user
+        self.keep_alive = keep_alive
         self.name = verify_host_name(short_id(image["Id"]), uuid.uuid4().hex[:6])
         self.id: str | None = None
         self.cleanup_seconds = 0.0
 
     @contextmanager
-    def started(self, guard: Guard, keep_alive: bool = False) -> Iterator[ThrowawayHost]:
-        """Starts the host and removes it when the block ends, Ctrl-C included. keep_alive runs a
-        sleeping stand-in instead of the image's command (always, when the image has none)."""
+    def started(self, guard: Guard, keep_alive: bool | None = None) -> Iterator[ThrowawayHost]:
+        """Starts the host and removes it when the block ends, Ctrl-C included. keep_alive (by default
+        the host's own setting) runs a sleeping stand-in instead of the image's command (always, when
+        the image has none)."""
         try:
-            self._start(keep_alive)
+            self._start(self.keep_alive if keep_alive is None else keep_alive)
             yield self
         finally:
             begun = time.monotonic()
@@ -68,6 +74,20 @@ class ThrowawayHost:
                                            entrypoint=builder.KEEP_ALIVE if keep_alive else None,
                                            command=[] if keep_alive else None, user="root" if keep_alive else None,
                                            networks=[self.network] if self.network else None)
+
+    def pytest_target(self) -> list[str]:
+        """testinfra's options that reach this host: its docker backend, as exec_user."""
+        return [f"--hosts=docker://{self.exec_user}@{self.container_id}"]
+
+    def test_environment(self) -> dict[str, str]:
+        return {"IMMUTABLE_INFRA_HOST": self.container_id}
+
+    def timings(self) -> dict[str, float]:
+        return {}
+
+    def details(self) -> dict[str, Any]:
+        """What the verdict records of the host the tests ran against."""
+        return {"kind": "container", "image_id": self.image["Id"]}
 
     @property
     def container_id(self) -> str:

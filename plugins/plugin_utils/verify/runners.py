@@ -2,9 +2,11 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The runners of a verify: pytest-testinfra, idempotence and Molecule, each adding to one Verdict.
 
-Testinfra and idempotence run against a throwaway host (host.py); a Molecule scenario makes its own
-instances from the image. Each runner records what it found in the Verdict and its time in
-verdict.timings; the verify (manager.py) decides what runs and records the verdict.
+Testinfra runs against a test host: a throwaway container of an image (host.py) or a VM booted from
+a disk (vm_host.py), which offer it the same face (HostUnderTest). Idempotence runs in a throwaway
+container; a Molecule scenario makes its own instances from the image. Each runner records what it
+found in the Verdict and its time in verdict.timings; the verify (manager.py) decides what runs and
+records the verdict.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.bake import builder
 from ansible_collections.immutable.infra.plugins.plugin_utils.bake.play_runner import PlaySpec, run_play
@@ -49,10 +52,42 @@ class Verdict:
     broken: Broken | None = None
     idempotence: dict[str, Any] | None = None
     molecule: dict[str, Any] | None = None
+    host: dict[str, Any] | None = None  # the test host: container or VM (with its boot timeline)
 
     @property
     def passed(self) -> bool:
         return self.broken is None and not self.failures and self.tests["failed"] == 0 and self.tests["errors"] == 0
+
+    def record_fields(self, report: str | None, test_files: list[str], duration: float) -> dict[str, Any]:
+        """The verdict's fields in its ledger record, the same for an image and a disk."""
+        broken = self.broken
+        return {"result": "passed" if self.passed else "failed",
+                "broken": {"reason": broken.reason, "exit_code": broken.exit_code} if broken else None,
+                "tests": self.tests, "failures": self.failures[:50], "report": report, "test_files": test_files,
+                "files": self.files, "workers": self.workers, "timings": self.timings, "host": self.host,
+                "idempotence": self.idempotence, "molecule": self.molecule, "duration": duration}
+
+
+class HostUnderTest(Protocol):
+    """What testinfra's runner needs of the host it tests: a container (host.ThrowawayHost) or a VM
+    (vm_host.VmHost)."""
+
+    cleanup_seconds: float
+    subject: str  # what its failure breaks: image, disk
+
+    def started(self, guard: Guard) -> AbstractContextManager[Any]: ...
+
+    def wait_ready(self, ports: list[int] | None, start_timeout: int, remaining: float) -> None: ...
+
+    def check_running(self, when: str = ...) -> None: ...
+
+    def pytest_target(self) -> list[str]: ...
+
+    def test_environment(self) -> dict[str, str]: ...
+
+    def timings(self) -> dict[str, float]: ...
+
+    def details(self) -> dict[str, Any]: ...
 
 
 @dataclass
@@ -130,41 +165,44 @@ class Runner:
         return max(self.deadline - time.monotonic(), 0.0)
 
     def host(self, client: DockerClient, image: dict[str, Any]) -> ThrowawayHost:
-        return ThrowawayHost(client, image, self.described, self.params["network"], self.progress)
+        return ThrowawayHost(client, image, self.described, self.params["network"], self.progress,
+                             self.params["exec_user"], self.params["keep_alive"])
 
 
 class TestinfraRunner(Runner):
-    """pytest-testinfra against a throwaway host; the JUnit report gives the counts and failures."""
+    """pytest-testinfra against a test host; the JUnit report gives the counts and failures."""
 
     __test__ = False  # not a pytest test class, whatever its name
 
-    def run(self, client: DockerClient, image: dict[str, Any], paths: list[str], file_count: int, report: str,
+    def run(self, host: HostUnderTest, environment: dict[str, str], paths: list[str], file_count: int, report: str,
             verdict: Verdict, guard: Guard) -> None:
+        """environment: what the tests learn of the subject (IMMUTABLE_INFRA_IMAGE_ID, ...)."""
         begun = time.monotonic()
-        host = self.host(client, image)
         try:
-            with host.started(guard, keep_alive=self.params["keep_alive"]):
+            with host.started(guard):
                 host.wait_ready(self.params["wait_for_ports"], self.params["start_timeout"], self.remaining())
                 verdict.timings["start"] = round(time.monotonic() - begun, 3)
-                self._pytest(host.container_id, image["Id"], paths, file_count, report, verdict)
+                verdict.timings.update(host.timings())
+                self._pytest(host, environment, paths, file_count, report, verdict)
                 host.check_running()
         except Broken as broken:
             verdict.broken = broken
-            # Test results from a host whose command died say nothing about the image.
-            verdict.failures = [{"test": "host", "message": f"the image is broken: {broken.reason}"}]
+            # Test results from a host whose command died say nothing about the subject.
+            verdict.failures = [{"test": "host", "message": f"the {host.subject} is broken: {broken.reason}"}]
         finally:
+            verdict.timings.update(host.timings())
             verdict.timings["cleanup"] = host.cleanup_seconds
+            verdict.host = host.details()
 
-    def _pytest(self, host_id: str, image_id: str, paths: list[str], file_count: int, report: str,
+    def _pytest(self, host: HostUnderTest, environment: dict[str, str], paths: list[str], file_count: int, report: str,
                 verdict: Verdict) -> None:
         command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-o", "junit_family=xunit1",
-                   f"--junitxml={report}", f"--hosts=docker://{self.params['exec_user']}@{host_id}",
+                   f"--junitxml={report}", *host.pytest_target(),
                    "-v", "-rN", "--tb=short", "--color=no", "-o", "console_output_style=classic"]
         if verdict.workers:
             command += ["-n", str(verdict.workers), "--dist", "loadfile"]
         command += [*self.params["pytest_args"], *paths]
-        env = child_environment(self.params["docker_host"], {"IMMUTABLE_INFRA_IMAGE_ID": image_id,
-                                                             "IMMUTABLE_INFRA_HOST": host_id})
+        env = child_environment(self.params["docker_host"], {**environment, **host.test_environment()})
         self.progress(f"verify: running {file_count} test file(s)"
                       + (f" in {verdict.workers} parallel workers" if verdict.workers else ""))
         begun = time.monotonic()

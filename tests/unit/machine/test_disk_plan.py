@@ -134,13 +134,35 @@ def test_versions_are_read_from_dpkg_query_output():
     assert release == "6.1.0-50-cloud-amd64"
 
 
-def test_a_cached_disk_counts_only_with_its_hash_and_size():
-    found = {"inputs_hash": "h", "disk_bytes": 100}
-    assert plan.cache_matches(found, "h", 100)
-    assert not plan.cache_matches(found, "h", 99)
-    assert not plan.cache_matches(found, "other", 100)
-    assert not plan.cache_matches(None, "h", 100)
-    assert not plan.cache_matches(found, "h", None)
+def test_a_cached_disk_counts_only_with_its_hash_its_size_and_its_boot_files():
+    found = {"inputs_hash": "h", "disk_bytes": 100, "boot": {"kernel_bytes": 7, "initrd_bytes": 3}}
+    files = {"kernel": 7, "initrd": 3}
+    assert plan.cache_matches(found, "h", 100, files)
+    assert not plan.cache_matches(found, "h", 99, files)
+    assert not plan.cache_matches(found, "other", 100, files)
+    assert not plan.cache_matches(None, "h", 100, files)
+    assert not plan.cache_matches(found, "h", None, files)
+    assert not plan.cache_matches(found, "h", 100, {"kernel": 7, "initrd": None})  # the initramfs was removed
+    assert not plan.cache_matches(found, "h", 100, {"kernel": 8, "initrd": 3})
+
+
+def test_the_direct_boot_files_lie_beside_the_disk_and_its_command_line_is_quiet():
+    assert plan.boot_file_names("web-0123456789ab.qcow2") == {"kernel": "web-0123456789ab.vmlinuz",
+                                                              "initrd": "web-0123456789ab.initrd"}
+    line = plan.direct_command_line("1234", ["mitigations=auto"])
+    assert line.startswith("root=UUID=1234 rw ") and "quiet" in line.split() and line.endswith(" mitigations=auto")
+    assert "console=tty0" not in line  # the serial console only: a VM of the collection has no screen
+    section = plan.boot_section(kernel="k", kernel_digest="sha256:1", kernel_bytes=7, initrd="i",
+                                initrd_digest="sha256:2", initrd_bytes=3, command_line=line, ready_mark="up")
+    assert section["seed"] == {"serial": plan.SEED_SERIAL, "format": "tar", "files": ["hostname", "authorized_keys"]}
+
+
+def test_the_install_script_fetches_busybox_for_the_initramfs_outside_the_disk():
+    script = plan.install_script("linux-image-cloud-amd64", [])
+    assert "apt-get download -q busybox-static" in script and "exit 6" in script
+    assert f"mkdir -p {plan.INITRAMFS_STAGING}" in script
+    versions, _release = plan.parse_versions("udev=1\nkernel=6.1.0\nbusybox-static=1:1.35.0-4\n")
+    assert versions["busybox-static"] == "1:1.35.0-4"
 
 
 def test_file_names_carry_the_short_hash():

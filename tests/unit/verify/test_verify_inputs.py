@@ -68,8 +68,9 @@ def test_scenarios_are_located_where_molecule_finds_them(project):
 
 
 def params(**options):
-    base = {"image": "x", "tests": ["t.py"], "molecule_scenario": None, "idempotence": False, "timeout": 300,
-            "start_timeout": 30}
+    base = {"image": "x", "disk": None, "tests": ["t.py"], "molecule_scenario": None, "idempotence": False,
+            "timeout": 300, "start_timeout": 30, "boot_timeout": 300, "memory": 1024, "roles": None,
+            "keep_alive": False, "network": None}
     return dict(base, **options)
 
 
@@ -77,6 +78,13 @@ def params(**options):
     ({"tests": []}, "Nothing to verify"),
     ({"timeout": 0}, "timeout must be a positive number"),
     ({"start_timeout": -1}, "start_timeout must be a positive number"),
+    ({"disk": "d.qcow2"}, "Give either image or disk to verify, not both"),
+    ({"image": None}, r"Give the image to verify \(image\), or a disk"),
+    ({"image": None, "disk": "d.qcow2", "tests": []}, "give tests to run against the booted disk"),
+    ({"image": None, "disk": "d.qcow2", "idempotence": True}, "idempotence applies to images, not to disks"),
+    ({"image": None, "disk": "d.qcow2", "molecule_scenario": "molecule/web"}, "molecule_scenario applies to images"),
+    ({"image": None, "disk": "d.qcow2", "boot_timeout": 0}, "boot_timeout must be a positive number"),
+    ({"image": None, "disk": "d.qcow2", "memory": -5}, "memory must be a positive number"),
 ])
 def test_options_are_checked_first(options, message):
     with pytest.raises(InfraError, match=message):
