@@ -54,10 +54,11 @@ def test_nothing_outside_the_balancer_area_names_a_balancer_kind():
     assert naming == []
 
 
-def test_the_rollout_core_sees_only_the_seam_never_docker():
-    """service/ works through the host back-end seam: no Docker client, no Docker SDK."""
+@pytest.mark.parametrize("area", ["service", "balancer", "rollout"])
+def test_the_rollout_core_sees_only_the_seam_never_docker(area):
+    """The rollout core works through the host back-end seam: no Docker client, no Docker SDK."""
     importing = {}
-    for path in python_files("service"):
+    for path in python_files(area):
         tree = ast.parse(path.read_text(encoding="utf-8"))
         modules = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
         modules |= {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
