@@ -17,9 +17,9 @@ class ActionModule(InfraAction):
         VERIFY_ARGUMENT_SPEC, image=dict(VERIFY_ARGUMENT_SPEC["image"], required=False), **DISK_VERIFY_OPTIONS)
     manager = Verifier
 
-    def manage(self, params, context):
+    def manager_for(self, params):
         if params["disk"]:
-            return DiskVerifier(params, context).run()
+            return DiskVerifier
         if not params["image"]:
             raise InfraError("Give the image to verify (image), or a disk built by immutable.infra.disk (disk).")
-        return Verifier(params, context).run()
+        return Verifier

@@ -79,7 +79,7 @@ class DiskVerifier(Manager):
                 raise InfraError(f"{option} applies to images, not to disks; drop it when verifying disk.")
         if params.get("image"):
             raise InfraError("Give either image or disk to verify, not both.")
-        for option in ("timeout", "start_timeout", "boot_timeout", "memory"):
+        for option in ("verify_timeout", "start_timeout", "boot_timeout", "memory"):
             if params[option] <= 0:
                 raise InfraError(f"{option} must be a positive number.")
         if not params["tests"]:
@@ -89,7 +89,7 @@ class DiskVerifier(Manager):
         from ansible_collections.immutable.infra.plugins.plugin_utils.verify.manager import find_test_files
 
         started = time.monotonic()
-        deadline = started + self.params["timeout"]
+        deadline = started + self.params["verify_timeout"]
         disk, manifest_path = locate(self.params["disk"], self.basedir)
         manifest = read_manifest(manifest_path) or {}
         paths, files = find_test_files(self.params["tests"], self.basedir)
@@ -186,8 +186,8 @@ class DiskVerifier(Manager):
         finished = run_streaming(command, self.basedir, env, remaining, self._show_test_line)
         if finished.timed_out:
             return {"tests": verify_report.empty_counts(), "files": [],
-                    "failures": [{"test": "(timeout)", "message": f"the tests did not finish within the timeout "
-                                                                  f"of {self.params['timeout']} s"}]}
+                    "failures": [{"test": "(timeout)", "message": f"the tests did not finish within the "
+                                                                  f"verify_timeout of {self.params['verify_timeout']} s"}]}
         if finished.returncode in (3, 4, 127) or not os.path.exists(report):
             raise InfraError(f"pytest could not run the tests (exit code {finished.returncode}):\n"
                              f"{finished.tail.strip()[-2500:]}")

@@ -58,7 +58,7 @@ VERIFY_ARGUMENT_SPEC: dict[str, Any] = {
     "idempotence": {"type": "bool", "default": False},
     "roles": {"type": "list", "elements": "str"},
     "vars": {"type": "dict", "default": {}},
-    "timeout": {"type": "int", "default": 300},
+    "verify_timeout": {"type": "int", "default": 300},
     "start_timeout": {"type": "int", "default": 30},
     "wait_for_ports": {"type": "list", "elements": "int"},
     "keep_alive": {"type": "bool", "default": False},
@@ -106,7 +106,7 @@ class Verifier(Manager):
     # run -----------------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         started = time.monotonic()
-        self.deadline = started + self.params["timeout"]
+        self.deadline = started + self.params["verify_timeout"]
         plan = self._plan()
         image_id = plan.image["Id"]
         result: dict[str, Any] = {"image": self.params["image"], "image_id": image_id, "test_files": plan.files,
@@ -126,7 +126,7 @@ class Verifier(Manager):
                 self._runner(IdempotenceRunner, image_id).run(plan.client, plan.image, plan.roles, plan.replay,
                                                               verdict, guard)
             if plan.scenario and verdict.broken is None:
-                self._runner(MoleculeRunner, image_id).run(plan.scenario, image_id, report, verdict)
+                self._runner(MoleculeRunner, image_id).run(plan.client, plan.scenario, image_id, report, verdict)
         duration = round(time.monotonic() - started, 3)
         verdict.timings["total"] = duration
         report_or_none = report if plan.files else None
@@ -200,8 +200,7 @@ class Verifier(Manager):
             container_id="", host_name="verify",
             roles=[role.path if role.given_as_path else role.name for role in requested],
             variables=self.params["vars"], roles_path=resolver.search_dirs, collections_path=collections.paths,
-            python_interpreter=self.params["python_interpreter"], become_method=self.params["become_method"],
-            docker_host=self.params["docker_host"])
+            python_interpreter=self.params["python_interpreter"], become_method=self.params["become_method"])
 
     # recording -----------------------------------------------------------------------------------
     def _report_path(self, ledger: Ledger, image_id: str) -> str:
