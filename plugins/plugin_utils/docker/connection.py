@@ -20,6 +20,7 @@ try:
     import requests
     import urllib3
     from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+    from docker.transport.unixconn import UnixHTTPAdapter
     from requests.exceptions import ConnectionError as RequestsConnectionError
     from requests.exceptions import ReadTimeout
     LOST_CONNECTION: tuple[type[BaseException], ...] = (
@@ -79,6 +80,11 @@ def _root_cause(error: BaseException) -> str:
     return text[:200]
 
 
+# Idle HTTP connections the SDK keeps to an ssh:// engine: each holds a channel of the SSH connection, and
+# sshd allows 10 by default (MaxSessions). Others are made when needed and closed after use.
+RELAYED_POOL_SIZE = 4
+
+
 def connect(endpoint: Endpoint) -> tuple[docker.DockerClient, SSHRelay | None]:
     """The SDK client of the engine, which has answered a ping, and for an ssh:// engine the relay it
     goes through (closed with the client)."""
@@ -91,6 +97,8 @@ def connect(endpoint: Endpoint) -> tuple[docker.DockerClient, SSHRelay | None]:
         sdk: docker.DockerClient = _EngineSDK(base_url=relay.local_host if relay else endpoint.docker_host,
                                               timeout=endpoint.timeout, tls=_sdk_tls(endpoint.tls))
         sdk.api.trust_env = False
+        if relay:
+            _one_pool(sdk.api, relay.path)
         sdk.ping()
     except DockerException as error:
         if relay:
@@ -98,6 +106,15 @@ def connect(endpoint: Endpoint) -> tuple[docker.DockerClient, SSHRelay | None]:
         raise InfraError(f"Cannot reach the Docker engine at {endpoint.describe()}: {error}. "
                          f"{_advice(endpoint, relay)}") from None
     return sdk, relay
+
+
+def _one_pool(api: docker.APIClient, socket_path: str) -> None:
+    """The SDK keeps one pool of connections per request URL, so every new container or exec would hold
+    one more idle connection (a channel of the SSH connection); through the relay, one pool serves all."""
+    previous = api._custom_adapter
+    api._custom_adapter = _RelayedAdapter(f"http+unix://{socket_path}", api.timeout, max_pool_size=RELAYED_POOL_SIZE)
+    api.mount("http+docker://", api._custom_adapter)
+    previous.close()
 
 
 def _advice(endpoint: Endpoint, relay: SSHRelay | None) -> str:
@@ -120,6 +137,10 @@ if docker is not None:
         def _retrieve_server_version(self) -> str:  # the first request the SDK makes
             self.trust_env = False
             return super()._retrieve_server_version()  # type: ignore[misc]
+
+    class _RelayedAdapter(UnixHTTPAdapter):
+        def get_connection(self, url: str, proxies: Any = None) -> Any:
+            return super().get_connection("relay", proxies)
 
     class _EngineSDK(docker.DockerClient):
         def __init__(self, **options: Any) -> None:  # the SDK's own __init__ does only this, with APIClient

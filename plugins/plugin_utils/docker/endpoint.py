@@ -22,6 +22,7 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import
 
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 DEFAULT_TIMEOUT = 120
+MAX_TIMEOUT = 86400
 SCHEMES = ("unix", "tcp", "ssh")
 CONNECTION_OPTIONS: dict[str, Any] = {
     "docker_host": {"type": "str"},
@@ -84,8 +85,9 @@ def _positive(value: Any, where: str) -> int:
         number = int(value)
     except (TypeError, ValueError):
         number = 0
-    if isinstance(value, bool) or number <= 0:
-        raise InfraError(f"{where} must be a whole number of seconds above 0, not {value!r}.")
+    if isinstance(value, bool) or not 0 < number <= MAX_TIMEOUT:
+        raise InfraError(f"{where} must be a whole number of seconds above 0 and at most {MAX_TIMEOUT} (a day), "
+                         f"not {value!r}.")
     return number
 
 

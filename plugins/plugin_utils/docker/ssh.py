@@ -9,6 +9,10 @@ controller. Each connection to that socket becomes one more channel of the same 
 CLI there reaches. The SDK keeps its HTTP connections to the socket open, so a call starts neither ssh
 nor a channel; child processes (the bake's play, testinfra, Molecule) reach the engine through the same
 socket as a local one.
+
+sshd allows a number of channels per connection (MaxSessions, 10 by default). A channel is closed as
+soon as the engine's side of it ends; when a burst of connections needs more channels than the server
+allows, the relay opens one more SSH connection for them rather than fail.
 """
 
 from __future__ import annotations
@@ -90,16 +94,21 @@ class SSHRelay:
         self.docker_host = docker_host
         self.channels = 0  # opened so far: one per connection to the socket
         self.failures: collections.deque[str] = collections.deque(maxlen=5)  # what the far side said, if anything
+        self._timeout = timeout
         self._closed = threading.Event()
-        self._client = self._connect(docker_host, timeout)
-        self._transport = self._client.get_transport()
-        self._transport.set_keepalive(30)
+        self._lock = threading.Lock()
+        self._clients = [self._connect(docker_host, timeout)]
         self._directory = tempfile.mkdtemp(prefix="immutable-infra-ssh-")  # 0700: this user's only
         self.path = os.path.join(self._directory, "docker.sock")
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._listener.bind(self.path)
         self._listener.listen(64)
         threading.Thread(target=self._accept, name=f"ssh relay {docker_host}", daemon=True).start()
+
+    @property
+    def connections(self) -> int:
+        """SSH connections made: one, unless a burst needed more channels than the server allows on one."""
+        return len(self._clients)
 
     @property
     def local_host(self) -> str:
@@ -118,6 +127,7 @@ class SSHRelay:
         except (paramiko.SSHException, OSError) as error:
             client.close()
             raise InfraError(_refusal(error, docker_host, target["hostname"])) from None
+        client.get_transport().set_keepalive(30)
         return client
 
     def _accept(self) -> None:
@@ -129,33 +139,43 @@ class SSHRelay:
             threading.Thread(target=self._relay, args=(local,), daemon=True).start()
 
     def _open_channel(self) -> Any:
-        channel = self._transport.open_session(timeout=POLL_SECONDS * 6)
+        """A channel running dial-stdio, on the first connection that has one to spare."""
+        with self._lock:
+            for client in self._clients:
+                try:
+                    channel = client.get_transport().open_session(timeout=POLL_SECONDS * 6)
+                    break
+                except paramiko.ChannelException:
+                    continue  # the server's MaxSessions on this connection
+            else:
+                self._clients.append(self._connect(self.docker_host, self._timeout))
+                channel = self._clients[-1].get_transport().open_session(timeout=POLL_SECONDS * 6)
+            self.channels += 1
         channel.exec_command(DIAL)
-        self.channels += 1
         return channel
 
     def _relay(self, local: socket.socket) -> None:
         try:
             channel = self._open_channel()
-        except (paramiko.SSHException, OSError, EOFError) as error:
+        except (paramiko.SSHException, OSError, EOFError, InfraError) as error:
             self.failures.append(f"the SSH connection could not open a channel: {error}")
             local.close()
             return
         try:
             self._pump(local, channel)
-        except OSError:
-            pass  # either end went away: both are closed below
+        except (OSError, EOFError, paramiko.SSHException):
+            pass  # either end went away (the SSH connection too, when the task ends): both are closed below
         finally:
             channel.close()
             local.close()
 
     def _pump(self, local: socket.socket, channel: Any) -> None:
-        """Copies bytes both ways until both sides are done; an end that stops sending is passed on
-        (the engine's hijacked streams use half-closed connections)."""
-        local_open, remote_open = True, True
-        while (local_open or remote_open) and not self._closed.is_set():
-            watched = [end for end, is_open in ((local, local_open), (channel, remote_open)) if is_open]
-            readable = select.select(watched, [], [], POLL_SECONDS)[0]
+        """Copies bytes both ways until the engine's side ends. A client that stops sending is passed on
+        (the engine's hijacked streams use half-closed connections) and its answer still read; once the
+        engine's side has ended, nothing more can be said on the connection, and its channel is freed."""
+        local_open = True
+        while not self._closed.is_set():
+            readable = select.select([local, channel] if local_open else [channel], [], [], POLL_SECONDS)[0]
             if local in readable:
                 data = local.recv(CHUNK)
                 if data:
@@ -168,11 +188,9 @@ class SSHRelay:
                     self.failures.append(channel.recv_stderr(CHUNK).decode("utf-8", "replace").strip())
                 if channel.recv_ready() or channel.eof_received:
                     data = channel.recv(CHUNK)
-                    if data:
-                        local.sendall(data)
-                    else:
-                        local.shutdown(socket.SHUT_WR)
-                        remote_open = False
+                    if not data:
+                        return
+                    local.sendall(data)
 
     def close(self) -> None:
         if self._closed.is_set():
@@ -183,5 +201,6 @@ class SSHRelay:
         except OSError:
             pass
         self._listener.close()
-        self._client.close()
+        for client in self._clients:
+            client.close()
         shutil.rmtree(self._directory, ignore_errors=True)

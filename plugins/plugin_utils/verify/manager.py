@@ -91,7 +91,7 @@ class Plan:
 class Verifier(Manager):
     def __init__(self, params: dict[str, Any], context: TaskContext) -> None:
         super().__init__(params, context)
-        for option in ("timeout", "start_timeout"):
+        for option in ("verify_timeout", "start_timeout"):
             if params[option] <= 0:
                 raise InfraError(f"{option} must be a positive number of seconds.")
             if params[option] > MAX_SECONDS:
