@@ -88,11 +88,14 @@ class RigEngine:
         return os.path.join(RUN_DIR, f"{self.name}.pid")
 
     def describe(self) -> dict:
-        return {"name": self.name, "docker_host": self.docker_host, "unix_socket": f"unix://{self.socket}",
-                "subnet": str(self.subnet), "bridge": self.bridge,
-                "tls": {"ca_cert": os.path.join(CLIENT_DIR, "ca.pem"),
-                        "client_cert": os.path.join(CLIENT_DIR, "cert.pem"),
-                        "client_key": os.path.join(CLIENT_DIR, "key.pem")}}
+        """The engine as an engines entry takes it (validate_certs, ca_path...), and its TLS files once more
+        in the older tls form, which engine entries still read."""
+        files = {"ca_path": os.path.join(CLIENT_DIR, "ca.pem"), "client_cert": os.path.join(CLIENT_DIR, "cert.pem"),
+                 "client_key": os.path.join(CLIENT_DIR, "key.pem")}
+        return {"name": self.name, "docker_host": self.docker_host, "validate_certs": True, **files,
+                "unix_socket": f"unix://{self.socket}", "subnet": str(self.subnet), "bridge": self.bridge,
+                "tls": {"ca_cert": files["ca_path"], "client_cert": files["client_cert"],
+                        "client_key": files["client_key"]}}
 
 
 def engines() -> list[RigEngine]:

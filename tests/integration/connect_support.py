@@ -11,14 +11,16 @@ import sys
 from dataclasses import dataclass, field
 
 import certifi
+import docker
 import pytest
 from engines_support import RIG_DIR, rig_description
-from support import BASE_IMAGE, REPO_ROOT
+from support import BASE_IMAGE, REPO_ROOT, RUN_ID
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.docker.client import DockerClient
 from ansible_collections.immutable.infra.plugins.plugin_utils.docker.endpoint import endpoint_from_environment
 
 SSH_ENGINE_SCRIPT = os.path.join(REPO_ROOT, "scripts", "ssh_engine.py")
+SSH_ENGINE = "immutable-infra-ssh-engine"
 
 
 @dataclass
@@ -27,6 +29,12 @@ class ReachedEngine:
     environment: dict[str, str]  # what a play's process is given; the engine comes from nothing else
     client: DockerClient = field(repr=False)
     address: str | None = None  # where the engine's published ports answer (None: the hosts' own addresses)
+    ssh_user: str | None = None  # the user this run logs in as, made for it alone
+
+    def ssh_logins(self, since: float) -> int:
+        """SSH logins of this run's user on the ssh:// engine since then, as its sshd logged them."""
+        logs = docker.from_env().containers.get(SSH_ENGINE).logs(since=since).decode(errors="replace")
+        return logs.count(f"Accepted publickey for {self.ssh_user} ")
 
 
 def tls_environment(description: dict) -> dict[str, str]:
@@ -67,7 +75,8 @@ def reach(kind: str, local: DockerClient) -> ReachedEngine:
         environment = tls_environment(description)
     else:
         described = ssh_engine_description()
-        environment = {"DOCKER_HOST": described["docker_host"], "HOME": described["home"]}
+        user = ssh_user(described["container"])
+        environment = {"DOCKER_HOST": f"ssh://{user}@{described['address']}", "HOME": described["home"]}
     old = {name: os.environ.get(name) for name in environment}
     os.environ.update(environment)  # the client settles its engine from the environment, as a task does
     try:
@@ -79,4 +88,21 @@ def reach(kind: str, local: DockerClient) -> ReachedEngine:
             else:
                 os.environ[name] = value
     with_base_image(client, local)
-    return ReachedEngine(kind, environment, client, described["address"] if kind == "ssh" else None)
+    if kind == "ssh":
+        return ReachedEngine(kind, environment, client, described["address"], user)
+    return ReachedEngine(kind, environment, client)
+
+
+def ssh_user(container: str) -> str:
+    """A user of this run's own on the ssh:// engine (in its docker group, with the rig's key), so the
+    logins the engine logs for it are this run's."""
+    user = f"it{RUN_ID}"
+    script = (f"id {user} >/dev/null 2>&1 || {{ useradd -m -G docker {user} && mkdir -m 700 /home/{user}/.ssh "
+              f"&& cp /root/.ssh/authorized_keys /home/{user}/.ssh/ && chown -R {user} /home/{user}/.ssh; }}")
+    result = docker.from_env().containers.get(container).exec_run(["sh", "-c", script])
+    assert result.exit_code == 0, result.output.decode(errors="replace")
+    return user
+
+
+def remove_ssh_user(container: str, user: str) -> None:
+    docker.from_env().containers.get(container).exec_run(["userdel", "-r", user])

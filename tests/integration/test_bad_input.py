@@ -3,9 +3,10 @@
 Each case feeds one module one bad option: a wrong type, an empty or huge value, an unknown key, a
 control character, path traversal in a name, or a reference to something that does not exist. Every
 case must fail with one sentence (one line, no traceback) that contains the expected words, and the
-whole table must leave nothing behind: no container, volume or image, no balancer server, no ledger
-record. All cases of the table run as tasks of one play (ignore_errors, registered results), so the
-table costs a few ansible-playbook runs, not one per case.
+whole table must leave nothing behind: no container, volume or image of the names and labels its cases
+use (other runs may share the engine), no builder on its network, no balancer server, no ledger record.
+All cases of the table run as tasks of one play (ignore_errors, registered results), so the table costs
+a few ansible-playbook runs, not one per case.
 """
 
 from __future__ import annotations
@@ -17,14 +18,18 @@ import tempfile
 
 import pytest
 from rollout_support import BACKEND, DEMO_DIR, remove_service, rollout_task, service_name
-from support import BASE_IMAGE, Playbooks, image_name
+from support import BASE_IMAGE, RUN_ID, Playbooks, image_name
 
 HUGE = "a" * 5000
 SENTENCE_BREAK = re.compile(r"[.!?] [A-Z]")
 
 
+BUILDER_NETWORK = f"itest-bad-input-{RUN_ID}"  # a builder on it would be one of the table's bakes
+
+
 def bake(**change):
-    return dict({"name": image_name("bad-input"), "base": BASE_IMAGE, "roles": ["hello"]}, **change)
+    return dict({"name": image_name("bad-input"), "base": BASE_IMAGE, "roles": ["hello"], "network": BUILDER_NETWORK},
+                **change)
 
 
 def verify(image, **change):
@@ -177,13 +182,21 @@ def cases(image, proxy, service, live_service):
     return table
 
 
-def snapshot(docker_client, proxy, ledger):
-    """What a module could leave behind: containers, volumes, images, balancer servers, ledger records."""
+def snapshot(docker_client, proxy, ledger, image, services):
+    """What the table's cases could leave behind: containers of its services, its image and its builders'
+    network, their volumes, images of its names, balancer servers and ledger records."""
     with open(ledger, encoding="utf-8") if os.path.exists(ledger) else open(os.devnull, encoding="utf-8") as handle:
         records = handle.read().count("\n")
-    return {"containers": sorted(container.name for container in docker_client.containers.list(all=True)),
-            "volumes": sorted(volume.name for volume in docker_client.volumes.list()),
-            "images": sorted(image.id for image in docker_client.images.list(all=True)),
+    api = docker_client.api
+    filters = [{"network": BUILDER_NETWORK}, {"label": f"immutable.infra.verifying={image}"}]
+    for service in services:
+        filters += [{"label": f"immutable.infra.service={service}"}, {"name": f"immutable-infra-lock-{service}"}]
+    volumes = [volume["Name"] for service in services
+               for volume in api.volumes(filters={"name": service})["Volumes"] or []]
+    containers = [container["Id"] for where in filters for container in api.containers(all=True, filters=where)]
+    return {"containers": sorted(containers),
+            "volumes": sorted(volumes),
+            "images": sorted(found["Id"] for found in api.images(filters={"reference": image_name("bad-input")})),
             # name, address, operational and admin state, port (not the seconds since the last change)
             "servers": [tuple(line.split()[index] for index in (3, 4, 5, 6, 18))
                         for line in proxy.command("show servers state web").splitlines()[2:] if line.strip()],
@@ -199,20 +212,22 @@ def setup(docker_client, shared_hello, start_haproxy):
     ledger = os.path.join(project_dir, "ledger.jsonl")
     project = Playbooks(project_dir)
     live_service, service = service_name(), service_name()
+    docker_client.api.create_network(BUILDER_NETWORK, driver="bridge")
     live = project.run([rollout_task(live_service, image, proxy, replicas=1)], env={"IMMUTABLE_INFRA_LEDGER": ledger})
     assert live["rollout"]["changed"], live["rollout"].get("msg")
     yield project, image, proxy, ledger, service, live_service
     for name in (service, live_service):
         remove_service(docker_client, name)
+    docker_client.api.remove_network(BUILDER_NETWORK)
 
 
 def test_every_module_refuses_bad_input_in_one_sentence_and_leaves_nothing_behind(docker_client, setup):
     project, image, proxy, ledger, service, live_service = setup
     table = cases(image, proxy, service, live_service)
-    before = snapshot(docker_client, proxy, ledger)
+    before = snapshot(docker_client, proxy, ledger, image, (service, live_service))
     run = project.run([{"name": case, f"immutable.infra.{module}": options} for case, module, options, _words in table],
                       env={"IMMUTABLE_INFRA_LEDGER": ledger})
-    after = snapshot(docker_client, proxy, ledger)
+    after = snapshot(docker_client, proxy, ledger, image, (service, live_service))
     problems = []
     for case, _module, _options, words in table:
         result = run.results.get(case)

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 import urllib.request
 import uuid
 from dataclasses import replace
 
 import pytest
-from connect_support import reach
+from connect_support import SSH_ENGINE, reach, remove_ssh_user
 from rollout_support import BACKEND, DEMO_DIR, HELLO_CONFIG, remove_service, rollout_task, service_name
 from support import BASE_IMAGE, Playbooks, image_name
 
@@ -30,6 +31,8 @@ def engine(request, docker_client, base_image):
     reached = reach(request.param, DockerClient())
     yield reached
     reached.client.close()
+    if reached.ssh_user:
+        remove_ssh_user(SSH_ENGINE, reached.ssh_user)
 
 
 @pytest.fixture
@@ -50,6 +53,7 @@ def test_bake_verify_and_rollout_reach_the_engine(engine, hello_project, start_h
     bake = {"name": "bake", "immutable.infra.bake": {
         "name": name, "base": BASE_IMAGE, "roles": ["hello"], "config": HELLO_CONFIG,
         "vars": {"hello_version": "1.0", "test_nonce": uuid.uuid4().hex}}}
+    began = time.time()
     baked = hello_project.run([bake], env=engine.environment)["bake"]
     assert baked.get("changed") and not baked.get("failed"), baked.get("msg")
     image_id = baked["image_id"]
@@ -63,6 +67,8 @@ def test_bake_verify_and_rollout_reach_the_engine(engine, hello_project, start_h
                 "image": image_id, "tests": [os.path.join(DEMO_DIR, "tests", "test_hello.py")]}},
             rollout_task(service, image_id, proxy, replicas=2, **published),
         ], env=engine.environment)
+        if engine.ssh_user:  # one SSH connection per task: its play, testinfra and every call went through it
+            assert engine.ssh_logins(began) == 3
         assert run["verify"].get("passed"), run["verify"].get("msg")
         assert run["rollout"].get("changed"), run["rollout"].get("msg")
         hosts = engine.client.api.containers(filters={"label": f"immutable.infra.service={service}",
