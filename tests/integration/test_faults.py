@@ -3,7 +3,7 @@ rollout's back. Each trial ends with the whole end state checked (hosts, balance
 hosts, no orphans, no lock, no lease, no journal) and 0 failed requests.
 
 The short form runs in `make test`; `make faults` sets IMMUTABLE_INFRA_FAULTS=long for the long one
-(more pairs and kills). Results are written up in docs/reliability.md.
+(more pairs and kills). Results are written up in docs/design/reliability.md.
 """
 
 from __future__ import annotations
