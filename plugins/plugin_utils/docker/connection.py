@@ -94,11 +94,11 @@ def connect(endpoint: Endpoint) -> tuple[docker.DockerClient, SSHRelay | None]:
     relay = SSHRelay(endpoint.docker_host, endpoint.timeout) if endpoint.scheme == "ssh" else None
     try:
         # Never docker.from_env(): its session trusts the environment (see _EngineAPI).
-        sdk: docker.DockerClient = _EngineSDK(base_url=relay.local_host if relay else endpoint.docker_host,
+        sdk = _EngineSDK(base_url=relay.local_host if relay else endpoint.docker_host,
                                               timeout=endpoint.timeout, tls=_sdk_tls(endpoint.tls))
         sdk.api.trust_env = False
         if relay:
-            _one_pool(sdk.api, relay.path)
+            sdk.api.one_pool(relay.path)
         sdk.ping()
     except DockerException as error:
         if relay:
@@ -106,15 +106,6 @@ def connect(endpoint: Endpoint) -> tuple[docker.DockerClient, SSHRelay | None]:
         raise InfraError(f"Cannot reach the Docker engine at {endpoint.describe()}: {error}. "
                          f"{_advice(endpoint, relay)}") from None
     return sdk, relay
-
-
-def _one_pool(api: docker.APIClient, socket_path: str) -> None:
-    """The SDK keeps one pool of connections per request URL, so every new container or exec would hold
-    one more idle connection (a channel of the SSH connection); through the relay, one pool serves all."""
-    previous = api._custom_adapter
-    api._custom_adapter = _RelayedAdapter(f"http+unix://{socket_path}", api.timeout, max_pool_size=RELAYED_POOL_SIZE)
-    api.mount("http+docker://", api._custom_adapter)
-    previous.close()
 
 
 def _advice(endpoint: Endpoint, relay: SSHRelay | None) -> str:
@@ -134,15 +125,29 @@ if docker is not None:
         REQUESTS_CA_BUNDLE override the engine's own CA (so TLS engines fail verification), and an
         engine is always reached directly."""
 
+        _custom_adapter: Any  # the SDK's adapter of its unix socket (not in its type stubs)
+
         def _retrieve_server_version(self) -> str:  # the first request the SDK makes
             self.trust_env = False
             return super()._retrieve_server_version()  # type: ignore[misc]
 
+        def one_pool(self, socket_path: str) -> None:
+            """The SDK keeps one pool of connections per request URL, so every new container or exec would
+            hold one more idle connection (a channel of the SSH connection); through the relay, one pool
+            serves them all."""
+            previous = self._custom_adapter
+            self._custom_adapter = _RelayedAdapter(f"http+unix://{socket_path}", self.timeout,
+                                                   max_pool_size=RELAYED_POOL_SIZE)
+            self.mount("http+docker://", self._custom_adapter)
+            previous.close()
+
     class _RelayedAdapter(UnixHTTPAdapter):
-        def get_connection(self, url: str, proxies: Any = None) -> Any:
+        def get_connection(self, url: str | bytes, proxies: Any = None) -> Any:
             return super().get_connection("relay", proxies)
 
     class _EngineSDK(docker.DockerClient):
+        api: _EngineAPI
+
         def __init__(self, **options: Any) -> None:  # the SDK's own __init__ does only this, with APIClient
             self.api = _EngineAPI(**options)
 

@@ -68,14 +68,14 @@ def test_scenarios_are_located_where_molecule_finds_them(project):
 
 
 def params(**options):
-    base = {"image": "x", "tests": ["t.py"], "molecule_scenario": None, "idempotence": False, "timeout": 300,
+    base = {"image": "x", "tests": ["t.py"], "molecule_scenario": None, "idempotence": False, "verify_timeout": 300,
             "start_timeout": 30}
     return dict(base, **options)
 
 
 @pytest.mark.parametrize("options, message", [
     ({"tests": []}, "Nothing to verify"),
-    ({"timeout": 0}, "timeout must be a positive number"),
+    ({"verify_timeout": 0}, "verify_timeout must be a positive number"),
     ({"start_timeout": -1}, "start_timeout must be a positive number"),
 ])
 def test_options_are_checked_first(options, message):
