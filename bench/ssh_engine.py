@@ -72,7 +72,7 @@ class Approach:
         api.start(self.container)
 
     def calls(self, count: int) -> None:
-        for _ in range(count):
+        for _round in range(count):
             self.api.info()
             self.api.inspect_image(self.image)
             self.api.containers(filters={"label": "immutable-infra.bench=ssh"})
@@ -137,9 +137,10 @@ def run(args: argparse.Namespace) -> dict:
                                       "most_open": relay.most_open}
                 approach.close()
             say(f"round {round_index + 1}: {name} done")
-    with open(os.path.join(wrapper, "calls"), encoding="utf-8") if os.path.exists(os.path.join(wrapper, "calls")) \
-            else open(os.devnull, encoding="utf-8") as handle:
-        notes["per-call ssh processes"] = sum(1 for _ in handle)
+    calls_file = os.path.join(wrapper, "calls")
+    if os.path.exists(calls_file):
+        with open(calls_file, encoding="utf-8") as handle:
+            notes["per-call ssh processes"] = len(handle.readlines())
     return _report(results, notes, calls, args.runs)
 
 

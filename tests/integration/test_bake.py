@@ -203,8 +203,8 @@ def test_roles_pulled_in_by_include_role_are_hashed_and_templated_names_warned_a
     ({"roles": []}, "roles is empty"),
     ({"cleanup_paths": ["var/lib"]}, "must be an absolute path"),
 ])
-def test_bad_input_is_refused_and_leaves_nothing(roles_project, docker_client, base_image, builder_network, change,
-                                                message):
+def test_bad_input_is_refused_and_leaves_nothing(
+        roles_project, docker_client, base_image, builder_network, change, message):
     name = image_name("bad")
     task = bake(name, ["motd"], network=builder_network)
     task["immutable.infra.bake"].update(change)

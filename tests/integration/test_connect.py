@@ -94,7 +94,7 @@ def test_the_engine_ca_is_the_only_one_trusted_for_it(engine):
 def test_an_ssh_engine_keeps_one_connection_for_every_call(engine):
     relay = engine.client.relay
     opened = relay.channels
-    for _ in range(40):
+    for _call in range(40):
         engine.client.api.info()
     assert relay.channels - opened <= 1, "calls opened new channels instead of keeping their connection"
     assert not relay.failures

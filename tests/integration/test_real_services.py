@@ -67,8 +67,8 @@ def assert_balancer_is_the_hosts(docker_client, proxy, live):
 
 
 def running(docker_client, service):
-    return sorted(container.name for container in listed(docker_client, all=False,
-                                                          label=f"immutable.infra.service={service}"))
+    found = listed(docker_client, all=False, label=f"immutable.infra.service={service}")
+    return sorted(container.name for container in found)
 
 
 def warnings(output):

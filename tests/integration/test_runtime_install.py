@@ -95,8 +95,8 @@ def test_bake_verify_and_rollout_run_with_only_the_declared_requirements(runtime
         {"name": "What ran", "ansible.builtin.assert": {"that": [
             "baked is changed", "verified.passed", "rolled.live | length == 2"]}},
     ]
-    (tmp_path / "play.yml").write_text(yaml.safe_dump([{"hosts": "localhost", "gather_facts": False,
-                                                         "tasks": tasks}], sort_keys=False))
+    play = [{"hosts": "localhost", "gather_facts": False, "tasks": tasks}]
+    (tmp_path / "play.yml").write_text(yaml.safe_dump(play, sort_keys=False))
     environment = {"PATH": f"{runtime_venv}/bin:/usr/local/bin:/usr/bin:/bin", "HOME": os.environ.get("HOME", "/root"),
                    "ANSIBLE_COLLECTIONS_PATH": str(installed), "IMMUTABLE_INFRA_LEDGER": str(tmp_path / "ledger.jsonl"),
                    "ANSIBLE_NOCOLOR": "1"}

@@ -2,9 +2,11 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Runs roles in a container through a child ansible-playbook and follows it event by event.
 
-The child reaches the container on the task's engine with community.docker's API connection over a
-local socket (an ssh:// engine's relay socket included), or its CLI connection over TLS, which the API
-connection does not support; no SSH in the image either way. It runs with pipelining and the
+The child reaches the container on the task's engine with community.docker's API connection over the
+engine's own unix socket, and with its CLI connection (the Docker CLI, told the engine by the child's
+DOCKER_* variables) otherwise: the API connection does not support TLS, and over an ssh:// engine's
+relay it would keep an idle HTTP connection, that is an SSH channel, for every module it runs, where a
+CLI process closes its own. No SSH in the image either way. It runs with pipelining and the
 immutable.infra.events stdout callback, whose JSON lines become progress and failure reports.
 """
 
@@ -103,9 +105,8 @@ def _inventory(spec: PlaySpec) -> dict[str, Any]:
         "ansible_python_interpreter": spec.python_interpreter,
         "ansible_become_method": spec.become_method,
     }
-    if spec.engine is not None and spec.engine.endpoint.tls:
-        # The CLI finds the engine and its TLS files in the child's DOCKER_* variables.
-        host["ansible_connection"] = CLI_CONNECTION
+    if spec.engine is not None and spec.engine.endpoint.scheme != "unix":
+        host["ansible_connection"] = CLI_CONNECTION  # the engine is in the child's DOCKER_* variables
     elif spec.engine is not None:
         host["ansible_docker_docker_host"] = spec.engine.local_host  # ansible_docker_host names the container
     return {"all": {"hosts": {spec.host_name: host}}}

@@ -38,8 +38,8 @@ class HAProxyBalancer:
         self.runtime.servers(self.backend)
 
     def describe(self) -> dict[str, Any]:
-        return {"type": "haproxy", **{key: self.options[key] for key in ("runtime_api", "backend", "server_options",
-                                                                        "up_timeout", "trust_gate") if key in self.options}}
+        keys = ("runtime_api", "backend", "server_options", "up_timeout", "trust_gate")
+        return {"type": "haproxy", **{key: self.options[key] for key in keys if key in self.options}}
 
     def members(self, is_ours: Callable[[str], bool]) -> list[Member]:
         """The backend's servers that belong to the service: template slots not in maintenance (a slot

@@ -51,8 +51,8 @@ class TLSConfig:
 
     def files(self) -> dict[str, str]:
         """{option: path} of the files given."""
-        return {option: path for option, path in (("ca_path", self.ca_path), ("client_cert", self.client_cert),
-                                                   ("client_key", self.client_key)) if path}
+        given = (("ca_path", self.ca_path), ("client_cert", self.client_cert), ("client_key", self.client_key))
+        return {option: path for option, path in given if path}
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ nor a channel; child processes (the bake's play, testinfra, Molecule) reach the 
 socket as a local one.
 
 sshd allows a number of channels per connection (MaxSessions, 10 by default). A channel is closed as
-soon as the engine's side of it ends; when a burst of connections needs more channels than the server
-allows, the relay opens one more SSH connection for them rather than fail.
+soon as the engine's side of it ends; a connection that finds none free waits a moment for one, and
+only a burst that outlasts that wait gets one more SSH connection rather than a failure.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ except ImportError:  # named when an ssh:// engine is used; the other schemes do
 DIAL = "docker system dial-stdio"
 CHUNK = 65536
 POLL_SECONDS = 5.0
+FREE_CHANNEL_WAIT = 2.0  # seconds a connection waits for a channel before the relay makes another SSH connection
 
 
 def ssh_target(docker_host: str, config: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -93,10 +94,12 @@ class SSHRelay:
                              "collection's meta/ee-requirements.txt lists every package it needs).")
         self.docker_host = docker_host
         self.channels = 0  # opened so far: one per connection to the socket
+        self.open = 0  # open now
+        self.most_open = 0  # the most open at once
         self.failures: collections.deque[str] = collections.deque(maxlen=5)  # what the far side said, if anything
         self._timeout = timeout
         self._closed = threading.Event()
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
         self._clients = [self._connect(docker_host, timeout)]
         self._directory = tempfile.mkdtemp(prefix="immutable-infra-ssh-")  # 0700: this user's only
         self.path = os.path.join(self._directory, "docker.sock")
@@ -141,18 +144,26 @@ class SSHRelay:
     def _open_channel(self) -> Any:
         """A channel running dial-stdio, on the first connection that has one to spare."""
         with self._lock:
-            for client in self._clients:
-                try:
-                    channel = client.get_transport().open_session(timeout=POLL_SECONDS * 6)
-                    break
-                except paramiko.ChannelException:
-                    continue  # the server's MaxSessions on this connection
-            else:
+            channel = self._spare_channel()
+            full = self.open
+            if channel is None and self._lock.wait_for(lambda: self.open < full, FREE_CHANNEL_WAIT):
+                channel = self._spare_channel()
+            if channel is None:
                 self._clients.append(self._connect(self.docker_host, self._timeout))
                 channel = self._clients[-1].get_transport().open_session(timeout=POLL_SECONDS * 6)
             self.channels += 1
+            self.open += 1
+            self.most_open = max(self.most_open, self.open)
         channel.exec_command(DIAL)
         return channel
+
+    def _spare_channel(self) -> Any:
+        for client in self._clients:
+            try:
+                return client.get_transport().open_session(timeout=POLL_SECONDS * 6)
+            except paramiko.ChannelException:
+                continue  # the server's MaxSessions on this connection
+        return None
 
     def _relay(self, local: socket.socket) -> None:
         try:
@@ -168,6 +179,9 @@ class SSHRelay:
         finally:
             channel.close()
             local.close()
+            with self._lock:
+                self.open -= 1
+                self._lock.notify_all()
 
     def _pump(self, local: socket.socket, channel: Any) -> None:
         """Copies bytes both ways until the engine's side ends. A client that stops sending is passed on

@@ -85,8 +85,8 @@ def observe(backend: HostBackend, balancer: Balancer, stopping: dict[str, float]
         labels = HostLabels.from_labels(host.labels)
         running = host.running and host.name not in stopping
         server = matched.get(host.name)
-        balancer_state = server.admin_state if server else ("ready" if running and not balancer.tracks_membership
-                                                             else None)
+        balancer_state = server.admin_state if server else (
+            "ready" if running and not balancer.tracks_membership else None)
         observation.hosts.append(rp.Host(host.name, labels.generation or 0, labels.index or 0, labels.spec_hash or "",
                                          running, balancer_state, host.engine))
         endpoint = endpoints.get(host.name)

@@ -38,8 +38,8 @@ def test_options_win_over_the_environment():
     assert resolve_endpoint({"validate_certs": False}, CLI_TLS).tls is None
 
 
-@pytest.mark.parametrize(("value", "verify"), [("1", True), ("yes", True), ("anything", True), ("0", None),
-                                                ("false", None), ("", None)])
+@pytest.mark.parametrize(("value", "verify"), [
+    ("1", True), ("yes", True), ("anything", True), ("0", None), ("false", None), ("", None)])
 def test_docker_tls_verify_is_read_as_the_cli_reads_it(value, verify):
     tls = resolve_endpoint({}, dict(CLI_TLS, DOCKER_TLS_VERIFY=value)).tls
     assert (tls.validate_certs if tls else None) == verify
