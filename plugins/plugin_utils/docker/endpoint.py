@@ -37,6 +37,9 @@ CONNECTION_OPTIONS: dict[str, Any] = {
 CERT_FILES = {"ca_path": "ca.pem", "client_cert": "cert.pem", "client_key": "key.pem"}
 # The Docker CLI's variables for the engine; a child process gets those of its task's engine, and no other.
 CLI_VARIABLES = ("DOCKER_HOST", "DOCKER_TLS", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH", "DOCKER_CONTEXT")
+# A child that reaches a TLS engine through the Docker SDK (community.docker's modules under Molecule) would
+# take these over the engine's CA, as requests lets them replace a session's CA.
+CA_BUNDLE_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
 FALSE_WORDS = ("0", "false", "no", "off", "n", "f")
 
 
@@ -196,8 +199,10 @@ def cert_directory(tls: TLSConfig) -> str | None:
 def cli_environment(base: Mapping[str, str], docker_host: str, tls: TLSConfig | None,
                     cert_dir: str | None) -> dict[str, str]:
     """base (a child process's environment) with the Docker CLI's variables of one engine and none of
-    another, so the CLI, community.docker, testinfra and Molecule in the child reach that engine."""
-    environment = {name: value for name, value in base.items() if name not in CLI_VARIABLES}
+    another, so the CLI, community.docker, testinfra and Molecule in the child reach that engine; for a
+    TLS engine, without the CA bundle variables that would replace its CA."""
+    dropped = CLI_VARIABLES + (CA_BUNDLE_VARIABLES if tls else ())
+    environment = {name: value for name, value in base.items() if name not in dropped}
     environment["DOCKER_HOST"] = docker_host
     if tls:
         environment["DOCKER_TLS_VERIFY" if tls.validate_certs else "DOCKER_TLS"] = "1"

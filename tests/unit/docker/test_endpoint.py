@@ -89,8 +89,11 @@ def test_a_child_gets_the_engine_variables_and_loses_those_of_another_engine():
     assert cli_environment(base, "unix:///tmp/relay/docker.sock", None, None) == {
         "PATH": "/usr/bin", "DOCKER_HOST": "unix:///tmp/relay/docker.sock"}
     tls = TLSConfig(validate_certs=True, ca_path="/etc/engine/ca.pem")
-    assert cli_environment({}, "tcp://127.0.0.1:2376", tls, "/etc/engine") == {
+    bundle = {"REQUESTS_CA_BUNDLE": "/etc/ssl/certs/ca-certificates.crt"}
+    assert cli_environment(bundle, "tcp://127.0.0.1:2376", tls, "/etc/engine") == {
         "DOCKER_HOST": "tcp://127.0.0.1:2376", "DOCKER_TLS_VERIFY": "1", "DOCKER_CERT_PATH": "/etc/engine"}
+    assert cli_environment(bundle, "unix:///run/docker.sock", None, None) == dict(
+        bundle, DOCKER_HOST="unix:///run/docker.sock")
     assert cli_environment({}, "tcp://127.0.0.1:2376", TLSConfig(validate_certs=False), None) == {
         "DOCKER_HOST": "tcp://127.0.0.1:2376", "DOCKER_TLS": "1"}
 
