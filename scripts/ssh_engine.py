@@ -32,7 +32,7 @@ import docker
 from docker.errors import APIError, BuildError, DockerException, ImageNotFound, NotFound
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ensure_host import die, say
+from ensure_host import die, say, up_down_status
 
 RIG_DIR = os.environ.get("IMMUTABLE_INFRA_RIG_DIR", "/var/lib/immutable-infra/rig")
 BASE_IMAGE = os.environ.get("IMMUTABLE_INFRA_BASE_IMAGE", "immutable-infra/base:bookworm")
@@ -218,14 +218,7 @@ def status() -> None:
 
 
 def main(argv: list[str]) -> None:
-    if argv == ["up"]:
-        up()
-    elif argv and argv[0] == "down" and argv[1:] in ([], ["--purge"]):
-        down(purge=argv[1:] == ["--purge"])
-    elif argv == ["status"]:
-        status()
-    else:
-        die(__doc__.strip().split("Usage: ", 1)[1].splitlines()[0])
+    up_down_status(argv, __doc__.strip().split("Usage: ", 1)[1].splitlines()[0], up, down, status)
 
 
 if __name__ == "__main__":
