@@ -94,8 +94,8 @@ def connect(endpoint: Endpoint) -> tuple[docker.DockerClient, SSHRelay | None]:
     relay = SSHRelay(endpoint.docker_host, endpoint.timeout) if endpoint.scheme == "ssh" else None
     try:
         # Never docker.from_env(): its session trusts the environment (see _EngineAPI).
-        sdk = _EngineSDK(base_url=relay.local_host if relay else endpoint.docker_host,
-                                              timeout=endpoint.timeout, tls=_sdk_tls(endpoint.tls))
+        sdk = _EngineSDK(base_url=relay.local_host if relay else endpoint.docker_host, timeout=endpoint.timeout,
+                         tls=_sdk_tls(endpoint.tls))
         sdk.api.trust_env = False
         if relay:
             sdk.api.one_pool(relay.path)
