@@ -110,7 +110,7 @@ def remove_service(client: docker.DockerClient, service: str) -> None:
     remove_listed(client, label=f"immutable.infra.service={service}")
     remove_listed(client, name=f"immutable-infra-lock-{service}")
     for prefix in ("immutable-infra-rollout-", "immutable-infra-stopping-", "immutable-infra-lease-",
-                   "immutable-infra-stopnote-"):
+                   "immutable-infra-stopnote-", "immutable-infra-service-"):
         for volume in client.api.volumes(filters={"name": f"{prefix}{service}"})["Volumes"] or []:
             client.api.remove_volume(volume["Name"], force=True)
 

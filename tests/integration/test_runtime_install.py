@@ -72,7 +72,7 @@ def installed(runtime_venv, tmp_path_factory):
     done = run([galaxy, "collection", "install", tarball, "-p", str(collections), "--no-deps"], cwd=where,
                env={"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root")})
     assert done.returncode == 0, done.stdout
-    shutil.copytree(list(community_docker.__path__)[0],
+    shutil.copytree(next(iter(community_docker.__path__)),
                     collections / "ansible_collections" / "community" / "docker")
     return collections
 
