@@ -61,6 +61,9 @@ done
 printf '%s\\n' "$AUTHORIZED_KEY" > /root/.ssh/authorized_keys
 chmod 600 /root/.ssh/authorized_keys
 [ -f /etc/ssh/ssh_host_ed25519_key ] || ssh-keygen -q -t ed25519 -N '' -f /etc/ssh/ssh_host_ed25519_key
+# /run is the container's own (no tmpfs), so it keeps what the last dockerd left when the container restarts;
+# nothing runs yet, and a pid file left there would stop dockerd from starting.
+rm -rf /var/run/docker.pid /var/run/docker
 dockerd --bip {INNER_BRIDGE} --host unix:///var/run/docker.sock > /var/log/dockerd.log 2>&1 &
 exec /usr/sbin/sshd -D -e -o HostKey=/etc/ssh/ssh_host_ed25519_key -o PasswordAuthentication=no \\
   -o PermitRootLogin=prohibit-password
