@@ -129,7 +129,10 @@ def engine_entries(reached) -> list[dict]:
 
 def test_a_signed_image_rolls_out_over_a_tls_and_an_ssh_engine_entry_each_on_its_own_connection(
         tls_and_ssh, hello_project, start_haproxy):
-    private, public = new_key_pair()
+    for name, text in zip(("release.key", "release.pub"), new_key_pair(), strict=True):
+        with open(os.path.join(hello_project.project, name), "w", encoding="utf-8") as handle:
+            handle.write(text)
+    private, public = "release.key", "release.pub"
     name, service = image_name("connect-fleet"), service_name()
     baked = hello_project.run([{"name": "bake", "immutable.infra.bake": {
         "name": name, "base": BASE_IMAGE, "roles": ["hello"], "config": HELLO_CONFIG, "signing_key": private,
