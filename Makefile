@@ -15,18 +15,21 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export IMMUTABLE_INFRA_BASE_IMAGE := $(BASE_IMAGE)
 export ANSIBLE_NOCOLOR := 1
 
-.PHONY: help setup venv engine engines engines-down base-image host-packages bench-packages collection demo test faults bench sanity lint clean \
+.PHONY: help setup venv engine engines engines-down base-image host-packages bench-packages collection demo test \
+	test-matrix faults bench sanity lint clean \
 	vm-packages setup-vm demo-vm test-vm bench-vm
 
 help:
 	@echo "make demo   bake, verify, ship and roll out the example service over three Docker engines"
 	@echo "make test   unit, integration, Molecule, ansible-test sanity and ansible-lint"
+	@echo "make test-matrix  sanity, unit tests and a Galaxy-install smoke test under ansible-core 2.17, 2.18 and 2.19"
 	@echo "make faults the long fault suite: 20 simultaneous-controller pairs, 20 controller kills (docs/reliability.md)"
 	@echo "make bench  benchmarks against the anchors (see bench/README.md)"
 	@echo "make demo-vm  bake the example service, make a VM disk of it, boot it under qemu and test it"
 	@echo "make test-vm  the VM disk tests (build, boot, passing and failing verdicts, cache, bad input)"
-	@echo "make engines       start the multi-engine rig: 3 more engines over TLS and two registries on loopback (one with auth)"
-	@echo "make engines-down  stop it (scripts/engines.py down --purge also removes its images and certificates)"
+	@echo "make engines       start the multi-engine rig: 3 more engines over TLS and two registries on loopback (one with"
+	@echo "                   auth), and an engine in a container reached over ssh://"
+	@echo "make engines-down  stop them (scripts/engines.py and scripts/ssh_engine.py down --purge also remove their data)"
 
 venv:
 	@scripts/setup-venv $(VENV)
@@ -34,13 +37,16 @@ venv:
 engine: venv
 	@$(PYTHON) scripts/ensure_host.py engine
 
-# Three more Docker engines (TLS on 127.0.0.1) and two registries, for the multi-engine tests and demo.
-# About a second when they are up already; see docs/fleet.md.
-engines: venv engine
+# Three more Docker engines (TLS on 127.0.0.1) and two registries, for the multi-engine tests and demo,
+# and an engine in a container reached over ssh:// (its image is built from the base image with apt, about
+# two minutes the first time). About a second when they are up already.
+engines: venv engine base-image
 	@$(PYTHON) scripts/engines.py up
+	@$(PYTHON) scripts/ssh_engine.py up
 
 engines-down: venv
 	@$(PYTHON) scripts/engines.py down
+	@$(PYTHON) scripts/ssh_engine.py down
 
 base-image: engine
 	@$(PYTHON) scripts/ensure_host.py base-image $(BASE_IMAGE)
@@ -81,6 +87,10 @@ demo: setup engines
 # The rig starts in under a second once its package is installed, so make test brings it up.
 test: setup vm-packages engines
 	@$(PYTHON) -m pytest
+
+# Every ansible-core version meta/runtime.yml admits (noxfile.py); long, so not part of make test.
+test-matrix: setup engines
+	@$(VENV)/bin/nox -f noxfile.py
 
 # The short form of the fault suite runs in make test; this is the long one.
 faults: setup engines

@@ -169,11 +169,12 @@ def sdk_client(engine: dict[str, Any]) -> docker.DockerClient:
     REQUESTS_CA_BUNDLE from replacing the engine's CA)."""
     from ansible_collections.immutable.infra.plugins.plugin_utils.docker.client import (  # pylint: disable=import-outside-toplevel
         DockerClient,
+        Endpoint,
         TLSConfig,
     )
     tls = engine.get("tls")
-    return DockerClient(engine["docker_host"], tls=TLSConfig(tls["ca_cert"], tls["client_cert"], tls["client_key"])
-                        if tls else None).sdk
+    return DockerClient(Endpoint(engine["docker_host"], TLSConfig(ca_path=tls["ca_cert"], client_cert=tls["client_cert"],
+                                                                  client_key=tls["client_key"]) if tls else None)).sdk
 
 
 def free_subnets(count: int) -> list[ipaddress.IPv4Network]:

@@ -35,7 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ensure_host import die, ensure_packages, say
+from ensure_host import die, ensure_packages, say, up_down_status
 
 RIG_DIR = os.environ.get("IMMUTABLE_INFRA_RIG_DIR", "/var/lib/immutable-infra/rig")
 RUN_DIR = "/run/immutable-infra-rig"  # exec roots and sockets: short paths (unix sockets are limited to 108 bytes)
@@ -88,11 +88,14 @@ class RigEngine:
         return os.path.join(RUN_DIR, f"{self.name}.pid")
 
     def describe(self) -> dict:
-        return {"name": self.name, "docker_host": self.docker_host, "unix_socket": f"unix://{self.socket}",
-                "subnet": str(self.subnet), "bridge": self.bridge,
-                "tls": {"ca_cert": os.path.join(CLIENT_DIR, "ca.pem"),
-                        "client_cert": os.path.join(CLIENT_DIR, "cert.pem"),
-                        "client_key": os.path.join(CLIENT_DIR, "key.pem")}}
+        """The engine as an engines entry takes it (validate_certs, ca_path...), and its TLS files once more
+        in the older tls form, which engine entries still read."""
+        files = {"ca_path": os.path.join(CLIENT_DIR, "ca.pem"), "client_cert": os.path.join(CLIENT_DIR, "cert.pem"),
+                 "client_key": os.path.join(CLIENT_DIR, "key.pem")}
+        return {"name": self.name, "docker_host": self.docker_host, "validate_certs": True, **files,
+                "unix_socket": f"unix://{self.socket}", "subnet": str(self.subnet), "bridge": self.bridge,
+                "tls": {"ca_cert": files["ca_path"], "client_cert": files["client_cert"],
+                        "client_key": files["client_key"]}}
 
 
 def engines() -> list[RigEngine]:
@@ -453,14 +456,7 @@ def status() -> None:
 
 
 def main(argv: list[str]) -> None:
-    if argv == ["up"]:
-        up()
-    elif argv and argv[0] == "down" and argv[1:] in ([], ["--purge"]):
-        down(purge=argv[1:] == ["--purge"])
-    elif argv == ["status"]:
-        status()
-    else:
-        die(__doc__.strip().split("Usage: ", 1)[1].splitlines()[0])
+    up_down_status(argv, __doc__.strip().split("Usage: ", 1)[1].splitlines()[0], up, down, status)
 
 
 if __name__ == "__main__":

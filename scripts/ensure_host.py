@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 
 import docker
 from docker.errors import DockerException, ImageNotFound
@@ -28,6 +29,19 @@ def say(message: str) -> None:
 def die(message: str) -> None:
     print(f"error: {message}", file=sys.stderr, flush=True)
     sys.exit(1)
+
+
+def up_down_status(argv: list[str], usage: str, up: Callable[[], object], down: Callable[[bool], None],
+                   status: Callable[[], None]) -> None:
+    """The command line of a script that runs something for the tests: up | down [--purge] | status."""
+    if argv == ["up"]:
+        up()
+    elif argv and argv[0] == "down" and argv[1:] in ([], ["--purge"]):
+        down(argv[1:] == ["--purge"])
+    elif argv == ["status"]:
+        status()
+    else:
+        die(usage)
 
 
 def engine_client() -> docker.DockerClient | None:

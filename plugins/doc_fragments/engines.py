@@ -16,6 +16,8 @@ options:
       - Not together with O(docker_host) (the one-engine form of this option) or O(engines_group).
       - A plain V(tcp://) engine on an address that is not loopback is refused unless it sets
         O(engines[].allow_insecure).
+      - The task's own connection options (O(docker_host), O(validate_certs) and the rest) are the
+        one-engine form of this option.
     type: list
     elements: dict
     suboptions:
@@ -26,27 +28,34 @@ options:
       docker_host:
         description:
           - How the controller reaches the engine, V(unix:///var/run/docker.sock),
-            V(tcp://10.0.0.5:2376) (with O(engines[].tls)) or V(ssh://deploy@10.0.0.5) (the Docker CLI
-            must be installed on the far side).
+            V(tcp://10.0.0.5:2376) (with O(engines[].validate_certs)) or V(ssh://deploy@10.0.0.5) (the Docker
+            CLI must be installed on the far side; one SSH connection serves the whole task).
         type: str
         required: true
       tls:
-        description: TLS for a V(tcp://) engine that runs with C(--tlsverify).
-        type: dict
-        suboptions:
-          ca_cert:
-            description: The CA that signed the engine's certificate.
-            type: path
-          client_cert:
-            description: The controller's client certificate (with O(engines[].tls.client_key)).
-            type: path
-          client_key:
-            description: The key of O(engines[].tls.client_cert).
-            type: path
-          verify:
-            description: Check the engine's certificate against O(engines[].tls.ca_cert).
-            type: bool
-            default: true
+        description:
+          - Talk to the V(tcp://) engine over TLS without checking its certificate;
+            O(engines[].validate_certs=true) takes precedence.
+          - The older form, a dictionary C({ca_cert, client_cert, client_key, verify}), is still read as
+            O(engines[].ca_path), O(engines[].client_cert), O(engines[].client_key) and
+            O(engines[].validate_certs).
+          - Unlike the task's own O(tls), the options of an engine entry never fall back to environment variables.
+        type: raw
+      validate_certs:
+        description: Talk to the V(tcp://) engine over TLS and check its certificate against O(engines[].ca_path).
+        type: bool
+      ca_path:
+        description: The CA that signed the engine's certificate; the only CA trusted for it.
+        type: path
+      client_cert:
+        description: The controller's client certificate (with O(engines[].client_key)).
+        type: path
+      client_key:
+        description: The key of O(engines[].client_cert).
+        type: path
+      timeout:
+        description: Seconds to wait for the engine to answer one call; V(120) when not set.
+        type: int
       weight:
         description: The engine's share of a service's hosts, relative to the other engines (V(0) takes none).
         type: int
@@ -70,9 +79,9 @@ options:
   engines_group:
     description:
       - An inventory group of engine hosts, as the task's inventory holds it; each host is an engine named
-        after it (lower-cased), described by its variables C(docker_host), C(docker_tls) (the
-        O(engines[].tls) dictionary), C(engine_weight), C(engine_max_hosts), C(engine_allow_insecure) and
-        C(engine_advertise_address).
+        after it (lower-cased), described by its variables C(docker_host), C(docker_validate_certs),
+        C(docker_tls), C(docker_ca_path), C(docker_client_cert), C(docker_client_key), C(docker_timeout),
+        C(engine_weight), C(engine_max_hosts), C(engine_allow_insecure) and C(engine_advertise_address).
       - Not together with O(docker_host) or O(engines).
     type: str
 """

@@ -23,7 +23,7 @@ description:
     container name and C(ansible_user=root), so plays reach hosts with no SSH (override with
     O(compose)), and a C(immutable_infra) variable with its service, engine, generation, image ID,
     state, address and the provenance labels of its image.
-  - A host on an engine other than the controller's default one also gets C(ansible_docker_extra_args)
+  - A host on an engine other than the controller's default socket also gets C(ansible_docker_extra_args)
     naming that engine and its TLS files (C(--host tcp://... --tlsverify --tlscacert=...)), because the
     C(community.docker.docker) connection reads C(ansible_docker_host) as the container's name, and the
     C(community.docker.docker_api) connection does not work over TCP+TLS engines.
@@ -39,6 +39,7 @@ author:
   - immutable.infra contributors (@immutable-infra)
 requirements:
   - Docker SDK for Python (C(docker)) on the controller
+  - paramiko on the controller, for an V(ssh://) engine
 extends_documentation_fragment:
   - constructed
 options:
@@ -52,6 +53,24 @@ options:
       - The Docker engine of a fleet of one; E(DOCKER_HOST) or the default local socket when neither this
         nor O(engines) nor O(engines_group) is set.
     type: str
+  tls:
+    description: TLS to the O(docker_host) engine without checking its certificate; E(DOCKER_TLS) when not set.
+    type: bool
+  validate_certs:
+    description: TLS to the O(docker_host) engine, checking its certificate; E(DOCKER_TLS_VERIFY) when not set.
+    type: bool
+  ca_path:
+    description: The CA of the O(docker_host) engine; C(ca.pem) in E(DOCKER_CERT_PATH) when not set.
+    type: path
+  client_cert:
+    description: The controller's client certificate; C(cert.pem) in E(DOCKER_CERT_PATH) when not set.
+    type: path
+  client_key:
+    description: The key of O(client_cert); C(key.pem) in E(DOCKER_CERT_PATH) when not set.
+    type: path
+  timeout:
+    description: Seconds to wait for an engine to answer one call; E(DOCKER_TIMEOUT), else V(120), when not set.
+    type: int
   engines:
     description:
       - The engines of the fleet, as M(immutable.infra.rollout) takes them. Not together with
@@ -64,26 +83,29 @@ options:
         type: str
         required: true
       docker_host:
-        description: How the engine is reached, V(unix://...), V(tcp://...) (with O(engines[].tls)) or V(ssh://...).
+        description: How the engine is reached, V(unix://...), V(tcp://...) (with O(engines[].validate_certs)) or V(ssh://...).
         type: str
         required: true
       tls:
-        description: TLS files for a V(tcp://) engine.
-        type: dict
-        suboptions:
-          ca_cert:
-            description: The CA that signed the engine's certificate.
-            type: path
-          client_cert:
-            description: The controller's client certificate.
-            type: path
-          client_key:
-            description: The key of O(engines[].tls.client_cert).
-            type: path
-          verify:
-            description: Check the engine's certificate against O(engines[].tls.ca_cert).
-            type: bool
-            default: true
+        description:
+          - TLS to the V(tcp://) engine without checking its certificate.
+          - The older form, a dictionary C({ca_cert, client_cert, client_key, verify}), is still read.
+        type: raw
+      validate_certs:
+        description: TLS to the V(tcp://) engine, checking its certificate against O(engines[].ca_path).
+        type: bool
+      ca_path:
+        description: The CA that signed the engine's certificate.
+        type: path
+      client_cert:
+        description: The controller's client certificate.
+        type: path
+      client_key:
+        description: The key of O(engines[].client_cert).
+        type: path
+      timeout:
+        description: Seconds to wait for the engine to answer one call.
+        type: int
       weight:
         description: Placement weight (not used by the inventory; accepted so one engines list serves every task).
         type: int
@@ -102,7 +124,8 @@ options:
   engines_group:
     description:
       - An inventory group of engine hosts, from an inventory source listed B(before) this one; each host
-        is an engine named after it, described by its variables C(docker_host), C(docker_tls),
+        is an engine named after it, described by its variables C(docker_host), C(docker_validate_certs),
+        C(docker_tls), C(docker_ca_path), C(docker_client_cert), C(docker_client_key), C(docker_timeout),
         C(engine_weight), C(engine_max_hosts), C(engine_allow_insecure) and C(engine_advertise_address)
         (host and group variables of that source). Not together with O(docker_host) or O(engines).
     type: str
@@ -170,7 +193,10 @@ services: [web]
 #   rig1 docker_host=tcp://10.0.0.5:2376
 #   rig2 docker_host=tcp://10.0.0.6:2376
 #   [docker_engines:vars]
-#   docker_tls={"ca_cert": "/etc/ii/ca.pem", "client_cert": "/etc/ii/cert.pem", "client_key": "/etc/ii/key.pem"}
+#   docker_validate_certs=true
+#   docker_ca_path=/etc/ii/ca.pem
+#   docker_client_cert=/etc/ii/cert.pem
+#   docker_client_key=/etc/ii/key.pem
 # inventory/web.fleet.yml
 ---
 plugin: immutable.infra.fleet
@@ -191,6 +217,8 @@ keyed_groups:
     prefix: revision
 """
 
+import os
+
 from ansible.errors import AnsibleParserError
 from ansible.inventory.helpers import get_group_vars
 from ansible.plugins.inventory import BaseInventoryPlugin, Constructable
@@ -198,6 +226,7 @@ from ansible.utils.display import Display
 from ansible.utils.vars import combine_vars
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
+from ansible_collections.immutable.infra.plugins.plugin_utils.docker.endpoint import CONNECTION_OPTIONS
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.declaration import engines_from_group, parse_engines
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.inventory import list_fleet
 
@@ -240,7 +269,8 @@ class InventoryModule(BaseInventoryPlugin, Constructable):
             raise InfraError("Set either engines or engines_group, not both.")
         if group:
             engines = engines_from_group(group, self._groups(), self._engine_host_vars(group))
-        return parse_engines(engines, self.get_option("docker_host"))
+        connection = {option: self.get_option(option) for option in CONNECTION_OPTIONS}
+        return parse_engines(engines, connection, os.environ)
 
     def _groups(self):
         return {name: [host.name for host in group.get_hosts()] for name, group in self.inventory.groups.items()}

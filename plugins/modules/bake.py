@@ -212,10 +212,16 @@ options:
   network:
     description: Docker network of the builder (for example V(host)); the engine's default when not set.
     type: str
-  timeout:
-    description: Seconds the roles may run before the bake is stopped and fails.
+  bake_timeout:
+    description:
+      - Seconds the roles may run before the bake is stopped and fails.
+      - O(timeout) is how long one call to the Docker engine may take.
     type: int
     default: 3600
+requirements:
+  - the community.docker collection (the builder's connection)
+  - the Docker CLI (C(docker)) on the controller, for an engine reached over TLS (the builder's play reaches
+    it with the C(community.docker.docker) connection)
 seealso:
   - module: immutable.infra.verify
   - module: community.docker.docker_image_info

@@ -151,9 +151,10 @@ options:
     description:
       - The Docker network of the build container (it downloads the boot packages).
     type: str
-  timeout:
+  build_timeout:
     description:
-      - Seconds the Docker engine may take for one call, the package installation included.
+      - Seconds the build container may take to install the boot packages (one call to the Docker engine);
+        the engine is waited on for the larger of this and O(timeout).
     type: int
     default: 1800
 requirements:

@@ -138,8 +138,10 @@ options:
         bake, so give the same ones here.
     type: dict
     default: {}
-  timeout:
-    description: Seconds the whole verify may take. Tests still running then fail the verdict.
+  verify_timeout:
+    description:
+      - Seconds the whole verify may take. Tests still running then fail the verdict.
+      - O(timeout) is how long one call to the Docker engine may take.
     type: int
     default: 300
   start_timeout:
@@ -192,6 +194,10 @@ options:
     description: Become method for tasks with C(become) during O(idempotence).
     type: str
     default: su
+requirements:
+  - pytest, pytest-testinfra and pytest-xdist on the controller (in the collection's C(meta/ee-requirements.txt))
+  - the Docker CLI (C(docker)) on the controller (testinfra's C(docker://) hosts use it)
+  - molecule and molecule-plugins[docker], only for O(molecule_scenario)
 notes:
   - testinfra's docker backend runs the C(docker) command on the controller, so the Docker CLI must be installed there.
   - The task reports C(changed) when the verdict changes what the gate decides for the image, that is
@@ -230,7 +236,7 @@ EXAMPLES = r"""
     tests: [tests/image/test_nginx.py, tests/image/test_tls.py]
     idempotence: true
     molecule_scenario: molecule/web
-    timeout: 600
+    verify_timeout: 600
   register: verdict
 
 - name: What would be verified, without starting anything

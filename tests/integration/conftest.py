@@ -13,6 +13,11 @@ from haproxy_support import start_haproxy, start_http_backend
 from rollout_support import SharedHello, proxy, service
 from support import BASE_IMAGE, IMAGE_PREFIX, Playbooks
 
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import (
+    LABEL_NAME,
+    attestation_volume_name,
+    verdict_volume_name,
+)
 from ansible_collections.immutable.infra.plugins.plugin_utils.docker.client import DockerClient
 
 __all__ = ["proxy", "service", "start_haproxy", "start_http_backend"]  # fixtures for every module
@@ -26,18 +31,24 @@ def docker_client():
     except docker.errors.DockerException as error:
         pytest.fail(f"no Docker engine is reachable ({error}); run 'make setup' first")
     yield client
-    removed = set()
-    for image in client.images.list():
-        for tag in image.tags:
-            if tag.startswith(IMAGE_PREFIX):
-                client.images.remove(tag, force=True)
-                removed.add(image.id)
-    client.images.prune(filters={"dangling": True})
-    # Verdicts and attestations recorded for this run's images (verify, bake with signing_key) go with them.
-    for volume in client.volumes.list(filters={"label": "immutable.infra.image_id"}):
-        if volume.name.startswith(("immutable-infra-verdict-", "immutable-infra-attestations-")) and \
-                (volume.attrs.get("Labels") or {}).get("immutable.infra.image_id") in removed:
-            volume.remove(force=True)
+    remove_own_images(client)
+
+
+def remove_own_images(client: docker.DockerClient) -> None:
+    """Removes what this run baked or tagged (its images carry the run's prefix in their name label or tag,
+    dangling ones included) and the verdicts and attestations recorded for them. Nothing else on the engine
+    is touched: another run, or the demo, may be using it."""
+    ours = {image["Id"] for image in client.api.images(filters={"label": LABEL_NAME})
+            if (image.get("Labels") or {}).get(LABEL_NAME, "").startswith(IMAGE_PREFIX)}
+    ours |= {image["Id"] for image in client.api.images(filters={"reference": f"{IMAGE_PREFIX}/*"})}
+    for image_id in ours:
+        try:
+            client.api.remove_image(image_id, force=True)
+        except docker.errors.NotFound:
+            pass
+        for name in (verdict_volume_name(image_id), attestation_volume_name(image_id)):
+            for volume in client.api.volumes(filters={"name": name}).get("Volumes") or []:
+                client.api.remove_volume(volume["Name"], force=True)
 
 
 @pytest.fixture(scope="session")

@@ -41,7 +41,7 @@ def rig_or_skip() -> tuple[dict, list[Engine], dict[str, DockerClient]]:
     if description is None:
         pytest.skip(f"the engine rig is not up (no {RIG_DIR}/rig.json); run 'make engines'")
     engines = rig_engines(description)
-    reached = connect_engines(engines, timeout=60)
+    reached = connect_engines(engines)
     if reached.down:
         reasons = "; ".join(f"{name}: {reason[:200]}" for name, reason in reached.down.items())
         pytest.skip(f"the engine rig is not up ({reasons}); run 'make engines'")

@@ -11,7 +11,7 @@ import uuid
 import docker
 import pytest
 from haproxy_support import BackendConfig
-from support import BASE_IMAGE, REPO_ROOT, Playbooks, image_name
+from support import BASE_IMAGE, REPO_ROOT, Playbooks, image_name, remove_listed
 
 sys.path.insert(0, os.path.join(REPO_ROOT, "scripts"))
 
@@ -107,14 +107,12 @@ def service_name() -> str:
 
 def remove_service(client: docker.DockerClient, service: str) -> None:
     """Removes every host, lock and journal of the service."""
-    for container in client.containers.list(all=True, filters={"label": f"immutable.infra.service={service}"}):
-        container.remove(force=True)
-    for container in client.containers.list(all=True, filters={"name": f"immutable-infra-lock-{service}"}):
-        container.remove(force=True)
+    remove_listed(client, label=f"immutable.infra.service={service}")
+    remove_listed(client, name=f"immutable-infra-lock-{service}")
     for prefix in ("immutable-infra-rollout-", "immutable-infra-stopping-", "immutable-infra-lease-",
                    "immutable-infra-stopnote-", "immutable-infra-service-"):
-        for volume in client.volumes.list(filters={"name": f"{prefix}{service}"}):
-            volume.remove(force=True)
+        for volume in client.api.volumes(filters={"name": f"{prefix}{service}"})["Volumes"] or []:
+            client.api.remove_volume(volume["Name"], force=True)
 
 
 def rollout_task(service: str, image: str, proxy, backend: str = "web", **options) -> dict:

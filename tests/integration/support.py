@@ -89,6 +89,34 @@ def init_git(path: str) -> str:
     return git("rev-parse", "HEAD")
 
 
+@dataclass(frozen=True)
+class Listed:
+    """A container as the engine lists it."""
+    id: str
+    name: str
+    status: str  # its state: created, running, exited...
+    image: str  # the ID of its image
+    address: str | None  # on the default bridge network
+
+
+def listed(client, all: bool = True, **filters) -> list[Listed]:
+    """Containers matching the filters, from the engine's list alone: no inspect of each, so a container a
+    rollout removes meanwhile is simply not listed (the SDK's containers.list inspects each and fails)."""
+    return [Listed(found["Id"], found["Names"][0].lstrip("/"), found["State"], found["ImageID"],
+                   (((found.get("NetworkSettings") or {}).get("Networks") or {}).get("bridge") or {}).get("IPAddress"))
+            for found in client.api.containers(all=all, filters=filters)]
+
+
+def remove_listed(client, **filters) -> None:
+    """Removes the containers matching the filters; one already gone is fine."""
+    for container in listed(client, **filters):
+        try:
+            client.api.remove_container(container.id, force=True)
+        except Exception as error:  # the SDK's NotFound, or ours
+            if "No such container" not in str(error) and "404" not in str(error):
+                raise
+
+
 def containers_created(client, since: float, name_prefixes: tuple[str, ...]) -> list[str]:
     """Names of containers created since `since` whose names start with one of the prefixes.
 

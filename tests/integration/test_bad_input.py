@@ -3,9 +3,10 @@
 Each case feeds one module one bad option: a wrong type, an empty or huge value, an unknown key, a
 control character, path traversal in a name, or a reference to something that does not exist. Every
 case must fail with one sentence (one line, no traceback) that contains the expected words, and the
-whole table must leave nothing behind: no container, volume or image, no balancer server, no ledger
-record. All cases of the table run as tasks of one play (ignore_errors, registered results), so the
-table costs a few ansible-playbook runs, not one per case.
+whole table must leave nothing behind: no container, volume or image of the names and labels its cases
+use (other runs may share the engine), no builder on its network, no balancer server, no ledger record.
+All cases of the table run as tasks of one play (ignore_errors, registered results), so the table costs
+a few ansible-playbook runs, not one per case.
 """
 
 from __future__ import annotations
@@ -17,14 +18,18 @@ import tempfile
 
 import pytest
 from rollout_support import BACKEND, DEMO_DIR, remove_service, rollout_task, service_name
-from support import BASE_IMAGE, Playbooks, image_name
+from support import BASE_IMAGE, RUN_ID, Playbooks, image_name
 
 HUGE = "a" * 5000
 SENTENCE_BREAK = re.compile(r"[.!?] [A-Z]")
 
 
+BUILDER_NETWORK = f"itest-bad-input-{RUN_ID}"  # a builder on it would be one of the table's bakes
+
+
 def bake(**change):
-    return dict({"name": image_name("bad-input"), "base": BASE_IMAGE, "roles": ["hello"]}, **change)
+    return dict({"name": image_name("bad-input"), "base": BASE_IMAGE, "roles": ["hello"], "network": BUILDER_NETWORK},
+                **change)
 
 
 def verify(image, **change):
@@ -60,8 +65,22 @@ def cases(image, proxy, service, live_service):
          "is not in the local Docker engine"),
         ("bake: role that does not exist", "bake", bake(roles=["no_such_role"]), "no_such_role"),
         ("bake: path traversal in a role", "bake", bake(roles=["../../../../etc"]), "is a directory but not a role"),
-        ("bake: negative timeout", "bake", bake(timeout=-1), "timeout"),
-        ("bake: huge timeout", "bake", bake(timeout=10**12), "timeout"),
+        ("bake: negative bake_timeout", "bake", bake(bake_timeout=-1), "bake_timeout"),
+        ("bake: huge bake_timeout", "bake", bake(bake_timeout=10**12), "bake_timeout"),
+        ("bake: zero engine timeout", "bake", bake(timeout=0), "timeout must be a whole number of seconds above 0"),
+        ("bake: huge engine timeout", "bake", bake(timeout=10**12), "timeout must be a whole number"),
+        ("bake: engine that is not a URL", "bake", bake(docker_host="10.0.0.5:2376"),
+         "must start with unix://, tcp:// or ssh://"),
+        ("bake: validate_certs without a CA", "bake", bake(docker_host="tcp://127.0.0.1:9", validate_certs=True),
+         "validate_certs needs ca_path"),
+        ("bake: client_cert without its key", "bake",
+         bake(docker_host="tcp://127.0.0.1:9", tls=True, client_cert="/etc/hostname"), "client_cert and client_key go"),
+        ("bake: TLS to a socket", "bake",
+         bake(docker_host="unix:///var/run/docker.sock", validate_certs=True, ca_path="/etc/hostname"),
+         "TLS applies to tcp:// engines only"),
+        ("bake: CA file that does not exist", "bake",
+         bake(docker_host="tcp://127.0.0.1:9", validate_certs=True, ca_path="/nonexistent/ca.pem"),
+         "/nonexistent/ca.pem"),
         ("bake: relative cleanup path", "bake", bake(cleanup_paths=["../tmp"]), "absolute path without '..'"),
         ("bake: project_dir that does not exist", "bake", bake(project_dir="/nonexistent/project"),
          "/nonexistent/project"),
@@ -75,8 +94,8 @@ def cases(image, proxy, service, live_service):
         ("verify: path traversal in tests", "verify", verify(image, tests=["../../../../../../../etc/passwd"]),
          "neither a directory nor a Python test file"),
         ("verify: parallel not a choice", "verify", verify(image, parallel="sometimes"), "parallel"),
-        ("verify: zero timeout", "verify", verify(image, timeout=0), "timeout"),
-        ("verify: huge timeout", "verify", verify(image, timeout=10**12), "timeout"),
+        ("verify: zero verify_timeout", "verify", verify(image, verify_timeout=0), "verify_timeout"),
+        ("verify: huge verify_timeout", "verify", verify(image, verify_timeout=10**12), "verify_timeout"),
         ("verify: port out of range", "verify", verify(image, wait_for_ports=[70000]), "70000"),
         ("verify: port of the wrong type", "verify", verify(image, wait_for_ports=["http"]), "wait_for_ports"),
         # rollout
@@ -165,13 +184,21 @@ def cases(image, proxy, service, live_service):
     return table
 
 
-def snapshot(docker_client, proxy, ledger):
-    """What a module could leave behind: containers, volumes, images, balancer servers, ledger records."""
+def snapshot(docker_client, proxy, ledger, image, services):
+    """What the table's cases could leave behind: containers of its services, its image and its builders'
+    network, their volumes, images of its names, balancer servers and ledger records."""
     with open(ledger, encoding="utf-8") if os.path.exists(ledger) else open(os.devnull, encoding="utf-8") as handle:
         records = handle.read().count("\n")
-    return {"containers": sorted(container.name for container in docker_client.containers.list(all=True)),
-            "volumes": sorted(volume.name for volume in docker_client.volumes.list()),
-            "images": sorted(image.id for image in docker_client.images.list(all=True)),
+    api = docker_client.api
+    filters = [{"network": BUILDER_NETWORK}, {"label": f"immutable.infra.verifying={image}"}]
+    for service in services:
+        filters += [{"label": f"immutable.infra.service={service}"}, {"name": f"immutable-infra-lock-{service}"}]
+    volumes = [volume["Name"] for service in services
+               for volume in api.volumes(filters={"name": service})["Volumes"] or []]
+    containers = [container["Id"] for where in filters for container in api.containers(all=True, filters=where)]
+    return {"containers": sorted(containers),
+            "volumes": sorted(volumes),
+            "images": sorted(found["Id"] for found in api.images(filters={"reference": image_name("bad-input")})),
             # name, address, operational and admin state, port (not the seconds since the last change)
             "servers": [tuple(line.split()[index] for index in (3, 4, 5, 6, 18))
                         for line in proxy.command("show servers state web").splitlines()[2:] if line.strip()],
@@ -187,20 +214,22 @@ def setup(docker_client, shared_hello, start_haproxy):
     ledger = os.path.join(project_dir, "ledger.jsonl")
     project = Playbooks(project_dir)
     live_service, service = service_name(), service_name()
+    docker_client.api.create_network(BUILDER_NETWORK, driver="bridge")
     live = project.run([rollout_task(live_service, image, proxy, replicas=1)], env={"IMMUTABLE_INFRA_LEDGER": ledger})
     assert live["rollout"]["changed"], live["rollout"].get("msg")
     yield project, image, proxy, ledger, service, live_service
     for name in (service, live_service):
         remove_service(docker_client, name)
+    docker_client.api.remove_network(BUILDER_NETWORK)
 
 
 def test_every_module_refuses_bad_input_in_one_sentence_and_leaves_nothing_behind(docker_client, setup):
     project, image, proxy, ledger, service, live_service = setup
     table = cases(image, proxy, service, live_service)
-    before = snapshot(docker_client, proxy, ledger)
+    before = snapshot(docker_client, proxy, ledger, image, (service, live_service))
     run = project.run([{"name": case, f"immutable.infra.{module}": options} for case, module, options, _words in table],
                       env={"IMMUTABLE_INFRA_LEDGER": ledger})
-    after = snapshot(docker_client, proxy, ledger)
+    after = snapshot(docker_client, proxy, ledger, image, (service, live_service))
     problems = []
     for case, _module, _options, words in table:
         result = run.results.get(case)

@@ -11,6 +11,7 @@ import sys
 import time
 import uuid
 
+import docker
 import pytest
 import requests
 from support import BASE_IMAGE, containers_created, image_name, init_git, output_of
@@ -33,26 +34,37 @@ def bake(name, roles, nonce=None, **options):
 
 
 @pytest.fixture
-def new_builders(docker_client):
-    """Lists the builder containers that exist now and did not when the test started.
+def builder_network(docker_client):
+    """A network of the test's own for its bakes' builders (the network option): a builder on it is this
+    test's, whatever other runs bake on the same engine at the time."""
+    name = f"itest-{uuid.uuid4().hex[:12]}"
+    docker_client.api.create_network(name, driver="bridge")
+    yield name
+    docker_client.api.remove_network(name)
 
-    Builders left by an earlier run that was killed (nothing can clean up after SIGKILL) do not count.
-    """
-    def builders():
-        return [container for container in docker_client.containers.list(all=True)
-                if container.name.startswith("immutable-infra-bake-")]
-    existing = {container.id for container in builders()}
-    return lambda: [container for container in builders() if container.id not in existing]
+
+@pytest.fixture
+def new_builders(docker_client, builder_network):
+    """The builder containers on the test's network (ID, name and state, from the engine's list)."""
+    return lambda: docker_client.api.containers(all=True, filters={"network": builder_network})
 
 
 def container_creations(client, since, inputs_hash=""):
-    """Builders started since `since` (for that inputs hash, when given)."""
+    """Builders started since `since` for that inputs hash (unique to the test: it bakes with a nonce)."""
     return containers_created(client, since, (f"immutable-infra-bake-{inputs_hash[:12]}",))
 
 
-def test_server_role_bakes_unmodified_into_a_working_image(roles_project, docker_client, base_image, new_builders):
+def network_joins(client, since, network):
+    """Containers that joined the network since `since`: a builder of a bake on that network."""
+    events = client.events(since=since, until=time.time() + 0.5, decode=True,
+                           filters={"type": "network", "event": "connect", "network": network})
+    return [event.get("Actor", {}).get("Attributes", {}).get("container") for event in events]
+
+
+def test_server_role_bakes_unmodified_into_a_working_image(roles_project, docker_client, base_image, new_builders,
+                                                           builder_network):
     name = image_name("web")
-    run = roles_project.run([bake(name, ["web"], vars={"web_version": "1.4"}, config={
+    run = roles_project.run([bake(name, ["web"], vars={"web_version": "1.4"}, network=builder_network, config={
         "cmd": ["nginx", "-g", "daemon off;"], "exposed_ports": ["8080"], "env": {"APP_ENV": "prod"},
         "workdir": "/srv/app", "labels": {"team": "web"}})])
     result = run["bake"]
@@ -130,11 +142,11 @@ def test_unchanged_bake_is_a_cache_hit_and_starts_no_container(roles_project, do
 
     # Changing a role file gives a new image, and check mode says why before anything is built.
     (roles_project.path / "roles/motd/templates/motd.j2").write_text("Welcome, {{ motd_owner }}.\n")
-    images_before = {image.id for image in docker_client.images.list(name=name)}
+    images_before = {image["Id"] for image in docker_client.api.images(filters={"reference": name})}
     planned = roles_project.run([task], check=True)["bake"]
     assert planned["changed"] and planned["would_bake"] and planned["image_id"] is None
     assert any("role motd files changed" in reason for reason in planned["reasons"]), planned["reasons"]
-    assert {image.id for image in docker_client.images.list(name=name)} == images_before
+    assert {image["Id"] for image in docker_client.api.images(filters={"reference": name})} == images_before
 
     rebaked = roles_project.run([task])["bake"]
     assert rebaked["changed"] and not rebaked["cache_hit"]
@@ -155,17 +167,17 @@ def test_force_rebuilds_and_collection_roles_carry_their_version(roles_project, 
     assert forced["inputs_hash"] == first["inputs_hash"] and forced["image_id"] != first["image_id"]
 
 
-def test_failing_role_fails_cleanly(roles_project, docker_client, base_image, new_builders):
+def test_failing_role_fails_cleanly(roles_project, docker_client, base_image, new_builders, builder_network):
     name = image_name("broken")
-    result = roles_project.run([bake(name, ["broken"])])["bake"]
+    result = roles_project.run([bake(name, ["broken"], network=builder_network)])["bake"]
     assert result["failed"]
     assert "Run the migration" in result["msg"]
     assert "schema version mismatch" in result["msg"] and "migrating users" in result["msg"]
     assert result["failed_task"] == "broken : Run the migration"
-    assert not docker_client.images.list(name=name)
+    assert not docker_client.api.images(filters={"reference": name})
     assert not new_builders()
 
-    again = roles_project.run([bake(name, ["broken"], keep_failed=True)])["bake"]
+    again = roles_project.run([bake(name, ["broken"], keep_failed=True, network=builder_network)])["bake"]
     assert again["failed"] and again["kept_image"].startswith(f"{name}:failed-")
     kept = docker_client.images.get(again["kept_image"])
     assert output_of(docker_client, kept.id, ["cat", "/tmp/migration.log"]) == b"step 1\n"
@@ -191,28 +203,30 @@ def test_roles_pulled_in_by_include_role_are_hashed_and_templated_names_warned_a
     ({"roles": []}, "roles is empty"),
     ({"cleanup_paths": ["var/lib"]}, "must be an absolute path"),
 ])
-def test_bad_input_is_refused_and_leaves_nothing(roles_project, docker_client, base_image, change, message):
-    task = bake(image_name("bad"), ["motd"])
+def test_bad_input_is_refused_and_leaves_nothing(
+        roles_project, docker_client, base_image, builder_network, change, message):
+    name = image_name("bad")
+    task = bake(name, ["motd"], network=builder_network)
     task["immutable.infra.bake"].update(change)
-    images_before = {image.id for image in docker_client.images.list(all=True)}
     since = time.time()
     result = roles_project.run([task])["bake"]
     assert result["failed"] and message in result["msg"], result["msg"]
     assert "\n" not in result["msg"] and "Traceback" not in result["msg"]
-    assert not container_creations(docker_client, since)
-    assert {image.id for image in docker_client.images.list(all=True)} == images_before
+    assert not network_joins(docker_client, since, builder_network)  # no builder was started
+    assert not docker_client.api.images(filters={"reference": name})
+    assert not docker_client.api.images(filters={"label": f"immutable.infra.name={name}"})
 
 
-def test_interrupted_bake_removes_its_builder(roles_project, docker_client, base_image, new_builders):
+def test_interrupted_bake_removes_its_builder(roles_project, docker_client, base_image, new_builders, builder_network):
     playbook = roles_project.path / "interrupted.yml"
-    task = bake(image_name("slow"), ["slow"])
+    task = bake(image_name("slow"), ["slow"], network=builder_network)
     playbook.write_text(json.dumps([{"hosts": "localhost", "gather_facts": False, "tasks": [task]}]))
     process = subprocess.Popen([sys.executable, "-m", "ansible.cli.playbook", str(playbook)], cwd=roles_project.path,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 120
-        while not any(container.exec_run(["test", "-e", "/tmp/slow-started"]).exit_code == 0
-                      for container in new_builders() if container.status == "running"):
+        while not any(_has_file(docker_client, container["Id"], "/tmp/slow-started")
+                      for container in new_builders() if container["State"] == "running"):
             assert time.monotonic() < deadline and process.poll() is None, "the slow task never started"
             time.sleep(0.2)
         process.send_signal(signal.SIGINT)
@@ -225,7 +239,16 @@ def test_interrupted_bake_removes_its_builder(roles_project, docker_client, base
     while new_builders():
         assert time.monotonic() < deadline, f"the builder was left behind:\n{output[-2000:]}"
         time.sleep(0.2)
-    assert not docker_client.images.list(name=image_name("slow"))
+    assert not docker_client.api.images(filters={"reference": image_name("slow")})
+
+
+def _has_file(client, container_id: str, path: str) -> bool:
+    try:
+        execution = client.api.exec_create(container_id, ["test", "-e", path])
+        client.api.exec_start(execution["Id"])
+        return client.api.exec_inspect(execution["Id"])["ExitCode"] == 0
+    except docker.errors.APIError:
+        return False  # the builder is going away
 
 
 def test_a_second_bake_from_the_same_base_takes_its_facts_from_the_cache(

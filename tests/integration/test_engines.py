@@ -15,7 +15,7 @@ from support import image_name
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import verdict_volume_name
-from ansible_collections.immutable.infra.plugins.plugin_utils.docker.client import DockerClient, TLSConfig
+from ansible_collections.immutable.infra.plugins.plugin_utils.docker.client import DockerClient, Endpoint, TLSConfig
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.clients import connect_engines, image_presence
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.declaration import parse_engines
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.shipping import (
@@ -56,11 +56,12 @@ def test_tls_engine_answers_with_client_certificates_and_refuses_without(rig):
     assert clients[engine.name].api.info()["ServerVersion"]
     files = description["engines"][0]["tls"]
     with pytest.raises(InfraError, match="Cannot reach the Docker engine"):
-        DockerClient(engine.docker_host, timeout=10, tls=TLSConfig(ca_cert=files["ca_cert"]))
+        DockerClient(Endpoint(engine.docker_host, TLSConfig(ca_path=files["ca_cert"]), timeout=10))
     with pytest.raises(InfraError, match="Cannot reach the Docker engine"):
-        DockerClient(engine.docker_host, timeout=10)  # plain TCP to a TLS port
-    with pytest.raises(InfraError, match="TLS client key /nonexistent/key.pem does not exist"):
-        DockerClient(engine.docker_host, tls=TLSConfig(files["ca_cert"], files["client_cert"], "/nonexistent/key.pem"))
+        DockerClient(Endpoint(engine.docker_host, timeout=10))  # plain TCP to a TLS port
+    with pytest.raises(InfraError, match=r"The TLS file /nonexistent/key.pem \(client_key\) does not exist"):
+        DockerClient(Endpoint(engine.docker_host, TLSConfig(ca_path=files["ca_cert"], client_cert=files["client_cert"],
+                                                            client_key="/nonexistent/key.pem")))
 
 
 def _own_address() -> str:
@@ -76,8 +77,9 @@ def test_plain_tcp_to_a_non_loopback_address_is_refused_before_connecting(rig):
     assert not address.startswith("127.")
     with pytest.raises(InfraError, match="plain TCP to another machine"):
         parse_engines([{"name": "far", "docker_host": f"tcp://{address}:{port}"}])
-    allowed = parse_engines([{"name": "far", "docker_host": f"tcp://{address}:{port}", "allow_insecure": True}])
-    reached = connect_engines(allowed, timeout=5)  # said explicitly: tried, and the rig listens on loopback only
+    allowed = parse_engines([{"name": "far", "docker_host": f"tcp://{address}:{port}", "allow_insecure": True,
+                             "timeout": 5}])
+    reached = connect_engines(allowed)  # said explicitly: tried, and the rig listens on loopback only
     assert list(reached.down) == ["far"]
     with pytest.raises(InfraError, match=r"Engine\(s\) far cannot be reached .* Nothing was changed"):
         reached.require_all()

@@ -3,7 +3,7 @@ rollout's back. Each trial ends with the whole end state checked (hosts, balance
 hosts, no orphans, no lock, no lease, no journal) and 0 failed requests.
 
 The short form runs in `make test`; `make faults` sets IMMUTABLE_INFRA_FAULTS=long for the long one
-(more pairs and kills). Results are written up in docs/reliability.md.
+(more pairs and kills). Results are written up in docs/design/reliability.md.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import pytest
 from engines_support import rig_description
 from haproxy_support import restart_forgetting_servers
 from rollout_support import IGNORING_SIGTERM, SteadyLoad, rollout_task
+from support import listed, remove_listed
 from test_rollout import in_balancer, kill_controller
 
 pytestmark = pytest.mark.faults
@@ -59,23 +60,19 @@ def assert_consistent(docker_client, proxy, service, live):
     other hosts are kept stopped (never half-made), and no lock, lease or journal is left.
     docker_client: the engine the service runs on."""
     def hosts():
-        return docker_client.containers.list(all=True, filters={"label": f"immutable.infra.service={service}"})
+        return listed(docker_client, label=f"immutable.infra.service={service}")
 
     # Retired hosts left their balancer first; the engine may still be stopping those that ignore
     # SIGTERM (they are recorded as stopping), for stop_timeout at most.
     def only_live_run():
-        try:
-            return sorted(c.name for c in hosts() if c.status == "running") == sorted(live)
-        except docker.errors.NotFound:
-            return False  # a retired host was removed between list and inspect
+        return sorted(c.name for c in hosts() if c.status == "running") == sorted(live)
 
     wait_until(only_live_run, 15, f"exactly {sorted(live)} running")
     containers = hosts()
     orphans = [f"{container.name} ({container.status})" for container in containers
                if container.status not in ("running", "exited")]
     assert not orphans, f"hosts neither live nor kept: {orphans}"
-    addresses = {container.attrs["NetworkSettings"]["Networks"]["bridge"]["IPAddress"]
-                 for container in containers if container.name in live}
+    addresses = {container.address for container in containers if container.name in live}
     members = in_balancer(proxy)
     assert {address for address, _state in members.values()} == addresses, members
     assert all(state == "ready" for _address, state in members.values()), members
@@ -306,7 +303,7 @@ def rollback_task(service, proxy, **options):
 
 
 def service_hosts(client, service):
-    return client.containers.list(all=True, filters={"label": f"immutable.infra.service={service}"})
+    return listed(client, label=f"immutable.infra.service={service}")
 
 
 @long_only
@@ -332,7 +329,7 @@ def test_a_controller_killed_mid_rollback_leaves_nothing_a_rerun_cannot_undo(doc
             rerun = project.run([task])["rollback"]
             assert not rerun.get("failed"), rerun.get("msg")
             recovered += bool(rerun.get("recovered"))
-            images = {c.name: c.attrs["Image"] for c in service_hosts(docker_client, service)}
+            images = {c.name: c.image for c in service_hosts(docker_client, service)}
             assert len(rerun["live"]) == 3, rerun
             assert {images[name] for name in rerun["live"]} == {stubborn[f"{revision}.0"]}, (rerun["live"], images)
             assert_consistent(docker_client, proxy, service, rerun["live"])
@@ -508,8 +505,7 @@ def rig_hello(rig, hello, docker_client):
             client.images.load(docker_client.images.get(image_id).save())
     yield hello
     for image_id in hello.values():
-        for container in client.containers.list(all=True, filters={"ancestor": image_id}):
-            container.remove(force=True)
+        remove_listed(client, ancestor=image_id)
         client.images.remove(image_id, force=True)
 
 
@@ -628,7 +624,7 @@ def test_an_engine_restart_mid_rollout_with_live_restore_drops_nothing_and_the_n
     if "FAILED" in output:
         assert "stopped answering" in output and "the next run" in output, output[-3000:]
     assert not rerun.get("failed"), rerun.get("msg")
-    images = {c.name: c.attrs["Image"] for c in service_hosts(client, rig_service)}
+    images = {c.name: c.image for c in service_hosts(client, rig_service)}
     assert len(rerun["live"]) == 3 and {images[name] for name in rerun["live"]} == {rig_hello["2.0"]}, rerun
     assert_consistent(client, proxy, rig_service, rerun["live"])
     assert kept_generation(client, rig_service, 1) == sorted(first["live"])

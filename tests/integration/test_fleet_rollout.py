@@ -16,7 +16,7 @@ import time
 import pytest
 from engines_support import remove_everywhere, rig_or_skip
 from rollout_support import SteadyLoad, remove_service, rollout_task, service_name
-from support import REPO_ROOT
+from support import REPO_ROOT, listed
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import verdict_volume_name
 
@@ -53,8 +53,10 @@ def fleet_service(rig):
 
 
 def engines_option(description: dict) -> list[dict]:
-    return [{"name": engine["name"], "docker_host": engine["docker_host"], "tls": engine["tls"]}
-            for engine in description["engines"]]
+    """The rig's engines with community.docker's TLS options (engines_support declares them the older way)."""
+    return [{"name": engine["name"], "docker_host": engine["docker_host"], "validate_certs": True,
+             "ca_path": engine["tls"]["ca_cert"], "client_cert": engine["tls"]["client_cert"],
+             "client_key": engine["tls"]["client_key"]} for engine in description["engines"]]
 
 
 def fleet_task(rig, service: str, image: str, proxy, **options) -> dict:
@@ -68,7 +70,7 @@ def where(rig, service: str, running: bool | None = True) -> dict[str, str]:
     """{host: engine} of the service's containers on the rig engines (running ones by default)."""
     found = {}
     for engine, client in rig[2].items():
-        for container in client.sdk.containers.list(all=True, filters={"label": f"immutable.infra.service={service}"}):
+        for container in listed(client, label=f"immutable.infra.service={service}"):
             if running is None or (container.status == "running") == running:
                 found[container.name] = engine
     return found

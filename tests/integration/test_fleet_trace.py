@@ -55,7 +55,8 @@ class Fleet:
         tls = self.description["engines"][0]["tls"]
         lines = ["[docker_engines]"] + [f"{engine['name']} docker_host={engine['docker_host']}"
                                         for engine in self.description["engines"]]
-        lines += ["", "[docker_engines:vars]", f"docker_tls={json.dumps(tls)}"]
+        lines += ["", "[docker_engines:vars]", "docker_validate_certs=true", f"docker_ca_path={tls['ca_cert']}",
+                  f"docker_client_cert={tls['client_cert']}", f"docker_client_key={tls['client_key']}"]
         path = os.path.join(self.workdir, "engines.ini")
         with open(path, "w", encoding="utf-8") as handle:
             handle.write("\n".join(lines) + "\n")

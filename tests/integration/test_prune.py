@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import docker
 import pytest
 from rollout_support import remove_service, rollout_task, service_name
-from support import RUN_ID, Playbooks, image_name
+from support import RUN_ID, Playbooks, image_name, listed
 from traceability_support import derive_image, haproxy, hello_baked_once, record_verified
 
 
@@ -52,7 +52,7 @@ def fleet(docker_client, base_image, tmp_path_factory):
 
 
 def containers(docker_client, service):
-    found = docker_client.containers.list(all=True, filters={"label": f"immutable.infra.service={service}"})
+    found = listed(docker_client, label=f"immutable.infra.service={service}")
     return {container.name: container.status for container in found}
 
 

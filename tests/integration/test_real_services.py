@@ -17,6 +17,7 @@ import uuid
 import pytest
 from haproxy_support import BackendConfig
 from rollout_support import DEMO_DIR, IGNORING_SIGTERM, SteadyLoad, remove_service, rollout_task
+from support import listed
 from test_rollout import run_in_background, wait_for_container
 
 STOP_TIMEOUT = 30  # long, so that waiting for a host that ignores SIGTERM would show in every duration
@@ -66,8 +67,8 @@ def assert_balancer_is_the_hosts(docker_client, proxy, live):
 
 
 def running(docker_client, service):
-    return sorted(container.name for container in docker_client.containers.list(
-        filters={"label": f"immutable.infra.service={service}"}))
+    found = listed(docker_client, all=False, label=f"immutable.infra.service={service}")
+    return sorted(container.name for container in found)
 
 
 def warnings(output):

@@ -11,6 +11,7 @@ import time
 
 import pytest
 from rollout_support import SteadyLoad, bake_hello_images, rollout_task
+from support import listed
 from test_rollout import assert_balancer_matches, in_balancer
 
 
@@ -24,8 +25,8 @@ def balancer(proxy):
 
 
 def running(docker_client, service):
-    return sorted(container.name for container in docker_client.containers.list(
-        filters={"label": f"immutable.infra.service={service}"}))
+    found = listed(docker_client, all=False, label=f"immutable.infra.service={service}")
+    return sorted(container.name for container in found)
 
 
 def test_rollback_to_revision_1_of_3_starts_its_kept_hosts_without_dropping_requests(

@@ -13,7 +13,7 @@ import time
 import pytest
 from haproxy_support import BackendConfig
 from rollout_support import SteadyLoad, bake_hello_images, rollout_task
-from support import containers_created
+from support import containers_created, listed
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,7 @@ def hello(shared_hello):
 
 
 def hosts(docker_client, service, running=None):
-    containers = docker_client.containers.list(all=True, filters={"label": f"immutable.infra.service={service}"})
+    containers = listed(docker_client, label=f"immutable.infra.service={service}")
     return sorted(container.name for container in containers
                   if running is None or (container.status == "running") == running)
 

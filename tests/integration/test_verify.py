@@ -236,10 +236,10 @@ def test_check_mode_starts_nothing_and_says_what_would_run(verify_project, image
 
 def test_timeout_fails_the_verdict_and_removes_the_host(verify_project, images, docker_client):
     begun, image_id = time.monotonic(), images["stamped"]["image_id"]
-    result = verify_project.run([verify(image=image_id, tests=["tests/slow/"], timeout=4)])["verify"]
+    result = verify_project.run([verify(image=image_id, tests=["tests/slow/"], verify_timeout=4)])["verify"]
     assert time.monotonic() - begun < 30
     assert result["failed"] and result["passed"] is False
-    assert "did not finish within the timeout of 4 s" in result["msg"]
+    assert "did not finish within the verify_timeout of 4 s" in result["msg"]
     assert not verify_hosts(docker_client, image_id)
 
 

@@ -82,10 +82,11 @@ class VerifyKey:
 
 
 def require_crypto() -> None:
-    """Signing and verifying need the Python packages of requirements.txt on the controller."""
+    """Signing and verifying need cryptography and PyNaCl (meta/ee-requirements.txt) on the controller."""
     if ec is None or importlib.util.find_spec("nacl") is None:
         raise InfraError("Signing and verifying need the Python packages cryptography and PyNaCl on the controller; "
-                         "install the collection's requirements (pip install -r requirements.txt).")
+                         "install them with 'pip install cryptography PyNaCl' (the collection's "
+                         "meta/ee-requirements.txt lists every package it needs).")
 
 
 def key_text(value: str, option: str, basedir: str) -> tuple[str, str]:

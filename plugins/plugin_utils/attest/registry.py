@@ -118,7 +118,7 @@ class RegistryAPI:
                  ca_cert: str | None = None) -> None:
         if requests is None:
             raise InfraError("Pushing signatures needs the Python package requests on the controller; install the "
-                             "collection's requirements (pip install -r requirements.txt).")
+                             "collection's requirements (pip install -r meta/ee-requirements.txt).")
         self.base = url.rstrip("/") + "/"  # https://host:port/v2/
         self.repository = repository
         self.session = requests.Session()

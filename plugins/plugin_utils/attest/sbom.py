@@ -152,8 +152,9 @@ def _distro(os_release: Mapping[str, str]) -> str:
 
 def require_cyclonedx() -> None:
     if importlib.util.find_spec("cyclonedx") is None or importlib.util.find_spec("packageurl") is None:
-        raise InfraError("The SBOM needs the Python package cyclonedx-python-lib on the controller; install the "
-                         "collection's requirements (pip install -r requirements.txt).")
+        raise InfraError("The SBOM needs the Python package cyclonedx-python-lib on the controller; install it with "
+                         "'pip install cyclonedx-python-lib[json-validation]' (the collection's "
+                         "meta/ee-requirements.txt lists every package it needs).")
 
 
 def build_sbom(described: Described, contents: Contents) -> dict[str, Any]:

@@ -87,7 +87,7 @@ BAKE_ARGUMENT_SPEC: dict[str, Any] = {
     "python_interpreter": {"type": "str", "default": "/usr/bin/python3"},
     "become_method": {"type": "str", "default": "su"},
     "network": {"type": "str"},
-    "timeout": {"type": "int", "default": 3600},
+    "bake_timeout": {"type": "int", "default": 3600},
     "project_dir": {"type": "path"},
     **SIGNING_OPTIONS,
 }
@@ -102,8 +102,8 @@ class Baker(Manager):
         for path in params["cleanup_paths"]:
             if not path.startswith("/") or ".." in path.split("/"):
                 raise InfraError(f"cleanup_paths entry '{path}' must be an absolute path without '..'.")
-        if not 0 < params["timeout"] <= MAX_TIMEOUT:
-            raise InfraError(f"timeout must be a positive number of seconds, at most {MAX_TIMEOUT} (a week).")
+        if not 0 < params["bake_timeout"] <= MAX_TIMEOUT:
+            raise InfraError(f"bake_timeout must be a positive number of seconds, at most {MAX_TIMEOUT} (a week).")
         if not params["roles"]:
             raise InfraError("roles is empty; list at least one role to bake.")
         if not os.path.isdir(self.context.basedir):
@@ -271,7 +271,7 @@ class Baker(Manager):
                               requested: list[Role], digest: str, labels: dict[str, str]):
         tag = bake_plan.image_tag(digest)
         builder.prepare(client, container_id, self.params["python_interpreter"])
-        spec = self._play_spec(container_id, requested)
+        spec = self._play_spec(client, container_id, requested)
         key = self._facts_key(client, base_image) if facts_cache.applies(self.params["gather_subset"]) else None
         spec.cached_facts = facts_cache.load(key) if key else None
         spec.capture_facts = bool(key) and spec.cached_facts is None
@@ -312,7 +312,7 @@ class Baker(Manager):
         client.commit(container_id, self.name, tag, config, message="failed immutable.infra bake, kept for debugging")
         return f"{self.name}:{tag}"
 
-    def _play_spec(self, container_id: str, requested: list[Role]) -> PlaySpec:
+    def _play_spec(self, client: DockerClient, container_id: str, requested: list[Role]) -> PlaySpec:
         # The child resolves names through the same search path, so it runs exactly the files hashed.
         return PlaySpec(
             container_id=container_id, host_name="builder",
@@ -321,7 +321,7 @@ class Baker(Manager):
             collections_path=self.collections.paths, python_interpreter=self.params["python_interpreter"],
             become_method=self.params["become_method"], gather_subset=self.params["gather_subset"],
             tags=self.params["tags"], skip_tags=self.params["skip_tags"],
-            docker_host=self.params["docker_host"], timeout=self.params["timeout"])
+            engine=client, timeout=self.params["bake_timeout"])
 
     def _show_event(self, event: dict[str, Any]) -> None:
         if event["event"] == "task_start":

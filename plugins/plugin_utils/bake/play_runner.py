@@ -2,7 +2,11 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Runs roles in a container through a child ansible-playbook and follows it event by event.
 
-The child uses community.docker's API connection (no SSH in the image) with pipelining, and the
+The child reaches the container on the task's engine with community.docker's API connection over the
+engine's own unix socket, and with its CLI connection (the Docker CLI, told the engine by the child's
+DOCKER_* variables) otherwise: the API connection does not support TLS, and over an ssh:// engine's
+relay it would keep an idle HTTP connection, that is an SSH channel, for every module it runs, where a
+CLI process closes its own. No SSH in the image either way. It runs with pipelining and the
 immutable.infra.events stdout callback, whose JSON lines become progress and failure reports.
 """
 
@@ -22,6 +26,7 @@ from ansible.plugins.loader import cache_loader
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.processes import lines_of
+from ansible_collections.immutable.infra.plugins.plugin_utils.docker.client import DockerClient
 
 COLLECTION_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 # .../ansible_collections/immutable/infra -> the directory that holds ansible_collections
@@ -64,13 +69,12 @@ class PlaySpec:
     variables: dict[str, Any]
     roles_path: list[str]
     collections_path: list[str]
-    connection: str = "community.docker.docker_api"
     python_interpreter: str = "/usr/bin/python3"
     become_method: str = "su"
     gather_subset: list[str] = field(default_factory=lambda: ["all"])
     tags: list[str] = field(default_factory=list)
     skip_tags: list[str] = field(default_factory=list)
-    docker_host: str | None = None
+    engine: DockerClient | None = None  # the engine of the container: the controller's default one when None
     timeout: int = 3600
     # Facts of an earlier builder of the same base and settings: the play then gathers only live_subset
     # (the facts of this container and this moment) on top of them.
@@ -90,20 +94,26 @@ def play_document(spec: PlaySpec) -> list[dict[str, Any]]:
     }]
 
 
+API_CONNECTION = "community.docker.docker_api"
+CLI_CONNECTION = "community.docker.docker"
+
+
 def _inventory(spec: PlaySpec) -> dict[str, Any]:
     host = {
-        "ansible_connection": spec.connection,
+        "ansible_connection": API_CONNECTION,
         "ansible_host": spec.container_id,
         "ansible_python_interpreter": spec.python_interpreter,
         "ansible_become_method": spec.become_method,
     }
-    if spec.docker_host:
-        host["ansible_docker_docker_host"] = spec.docker_host  # ansible_docker_host names the container
+    if spec.engine is not None and spec.engine.endpoint.scheme != "unix":
+        host["ansible_connection"] = CLI_CONNECTION  # the engine is in the child's DOCKER_* variables
+    elif spec.engine is not None:
+        host["ansible_docker_docker_host"] = spec.engine.local_host  # ansible_docker_host names the container
     return {"all": {"hosts": {spec.host_name: host}}}
 
 
 def play_environment(spec: PlaySpec, facts_dir: str) -> dict[str, str]:
-    env = dict(os.environ)
+    env = spec.engine.engine_environment(os.environ) if spec.engine is not None else dict(os.environ)
     env.pop("ANSIBLE_CALLBACKS_ENABLED", None)  # the caller's extra callbacks would only add noise
     collections_path = [OWN_COLLECTIONS_PATH] + [path for path in spec.collections_path if path != OWN_COLLECTIONS_PATH]
     env.update({
@@ -117,8 +127,6 @@ def play_environment(spec: PlaySpec, facts_dir: str) -> dict[str, str]:
         "ANSIBLE_COLLECTIONS_PATH": os.pathsep.join(collections_path),
         "PYTHONUNBUFFERED": "1",
     })
-    if spec.docker_host:
-        env["DOCKER_HOST"] = spec.docker_host
     # The builder's facts come from this run (and the cached ones given), never from a fact cache the
     # caller configured for its own hosts.
     env.update({"ANSIBLE_CACHE_PLUGIN": "jsonfile", "ANSIBLE_CACHE_PLUGIN_CONNECTION": facts_dir,

@@ -1,17 +1,18 @@
 # Copyright: immutable.infra contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Reaching a Docker engine: the SDK client of docker_host (or of DOCKER_HOST and the default socket),
-its TLS files, and a lost connection during a call turned into EngineUnreachable, a sentence."""
+"""Reaching a Docker engine: the SDK client of an Endpoint (endpoint.py), over TLS or through the SSH
+relay (ssh.py), and a lost connection during a call turned into EngineUnreachable, a sentence."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import EngineUnreachable, InfraError
+from ansible_collections.immutable.infra.plugins.plugin_utils.docker.endpoint import Endpoint, TLSConfig
+from ansible_collections.immutable.infra.plugins.plugin_utils.docker.ssh import DIAL, SSHRelay
 
 try:
     import docker
@@ -19,6 +20,7 @@ try:
     import requests
     import urllib3
     from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+    from docker.transport.unixconn import UnixHTTPAdapter
     from requests.exceptions import ConnectionError as RequestsConnectionError
     from requests.exceptions import ReadTimeout
     LOST_CONNECTION: tuple[type[BaseException], ...] = (
@@ -48,17 +50,7 @@ except ImportError:  # reported when a client is created, so ansible-doc works w
         pass
 
 __all__ = ["LOST_CONNECTION", "APIError", "DockerException", "EngineUnreachable", "ImageNotFound", "NotFound",
-           "ReadTimeout", "RequestsConnectionError", "SDKCalls", "TLSConfig", "connect", "engine_address"]
-
-
-@dataclass(frozen=True)
-class TLSConfig:
-    """Files for a tcp:// engine that speaks TLS: the CA that signed the engine's certificate and the
-    controller's client certificate and key (the engine's --tlsverify checks them)."""
-    ca_cert: str | None = None
-    client_cert: str | None = None
-    client_key: str | None = None
-    verify: bool = True
+           "ReadTimeout", "RequestsConnectionError", "SDKCalls", "connect"]
 
 
 class SDKCalls:
@@ -88,42 +80,74 @@ def _root_cause(error: BaseException) -> str:
     return text[:200]
 
 
-def connect(docker_host: str | None, timeout: int, tls: TLSConfig | None) -> docker.DockerClient:
-    """The SDK client of the engine, which has answered a ping."""
+# Idle HTTP connections the SDK keeps to an ssh:// engine: each holds a channel of the SSH connection, and
+# sshd allows 10 by default (MaxSessions). Others are made when needed and closed after use.
+RELAYED_POOL_SIZE = 4
+
+
+def connect(endpoint: Endpoint) -> tuple[docker.DockerClient, SSHRelay | None]:
+    """The SDK client of the engine, which has answered a ping, and for an ssh:// engine the relay it
+    goes through (closed with the client)."""
     if docker is None:
         raise InfraError("The Python package 'docker' (Docker SDK) is not installed on the controller; "
                          "install it with 'pip install docker'.")
+    relay = SSHRelay(endpoint.docker_host, endpoint.timeout) if endpoint.scheme == "ssh" else None
     try:
-        if docker_host:
-            sdk: docker.DockerClient = _EngineSDK(base_url=docker_host, timeout=timeout, tls=_sdk_tls(tls),
-                                                  use_ssh_client=docker_host.startswith("ssh://"))
-            sdk.api.trust_env = False
-        else:
-            sdk = docker.from_env(timeout=timeout)
+        # Never docker.from_env(): its session trusts the environment (see _EngineAPI).
+        sdk = _EngineSDK(base_url=relay.local_host if relay else endpoint.docker_host, timeout=endpoint.timeout,
+                         tls=_sdk_tls(endpoint.tls))
+        sdk.api.trust_env = False
+        if relay:
+            sdk.api.one_pool(relay.path)
         sdk.ping()
     except DockerException as error:
-        where = docker_host or "the engine named by DOCKER_HOST or the default socket"
-        raise InfraError(f"Cannot reach the Docker engine at {where}: {error}. "
-                         "Start the engine or set docker_host / DOCKER_HOST.") from None
-    return sdk
+        if relay:
+            relay.close()
+        raise InfraError(f"Cannot reach the Docker engine at {endpoint.describe()}: {error}. "
+                         f"{_advice(endpoint, relay)}") from None
+    return sdk, relay
 
 
-def engine_address(docker_host: str | None) -> str:
-    """Where the engine is, as the client names it in its sentences."""
-    return docker_host or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+def _advice(endpoint: Endpoint, relay: SSHRelay | None) -> str:
+    if relay is not None:
+        said = "; ".join(relay.failures)
+        return (f"On its machine, '{DIAL}' said: {said[-300:]}. An ssh:// engine needs the Docker CLI there." if said
+                else "Start the engine on that machine.")
+    if endpoint.tls:
+        return ("Check that the engine runs with TLS on that address and that ca_path, client_cert and client_key "
+                "(or DOCKER_CERT_PATH) are its CA and a certificate it accepts.")
+    return "Start the engine or set docker_host / DOCKER_HOST."
 
 
 if docker is not None:
     class _EngineAPI(docker.APIClient):
         """The SDK's API client, deaf to the controller's proxy and CA-bundle variables: requests lets
         REQUESTS_CA_BUNDLE override the engine's own CA (so TLS engines fail verification), and an
-        engine named by docker_host is reached directly."""
+        engine is always reached directly."""
+
+        _custom_adapter: Any  # the SDK's adapter of its unix socket (not in its type stubs)
 
         def _retrieve_server_version(self) -> str:  # the first request the SDK makes
             self.trust_env = False
             return super()._retrieve_server_version()  # type: ignore[misc]
 
+        def one_pool(self, socket_path: str) -> None:
+            """The SDK keeps one pool of connections per request URL, so every new container or exec would
+            hold one more idle connection (a channel of the SSH connection); through the relay, one pool
+            serves them all."""
+            previous = self._custom_adapter
+            self._custom_adapter = _RelayedAdapter(f"http+unix://{socket_path}", self.timeout,
+                                                   max_pool_size=RELAYED_POOL_SIZE)
+            self.mount("http+docker://", self._custom_adapter)
+            previous.close()
+
+    class _RelayedAdapter(UnixHTTPAdapter):
+        def get_connection(self, url: str | bytes, proxies: Any = None) -> Any:
+            return super().get_connection("relay", proxies)
+
     class _EngineSDK(docker.DockerClient):
+        api: _EngineAPI
+
         def __init__(self, **options: Any) -> None:  # the SDK's own __init__ does only this, with APIClient
             self.api = _EngineAPI(**options)
 
@@ -131,10 +155,8 @@ if docker is not None:
 def _sdk_tls(tls: TLSConfig | None) -> docker.tls.TLSConfig | None:
     if tls is None:
         return None
-    for what, path in (("CA certificate", tls.ca_cert), ("client certificate", tls.client_cert),
-                       ("client key", tls.client_key)):
-        if path and not os.path.isfile(path):
-            raise InfraError(f"The TLS {what} {path} does not exist; give the path of a PEM file.")
+    for option, path in tls.files().items():
+        if not os.path.isfile(path):
+            raise InfraError(f"The TLS file {path} ({option}) does not exist; give the path of a PEM file.")
     client_cert = (tls.client_cert, tls.client_key) if tls.client_cert and tls.client_key else None
-    return docker.tls.TLSConfig(client_cert=client_cert,
-                                ca_cert=tls.ca_cert, verify=tls.verify)
+    return docker.tls.TLSConfig(client_cert=client_cert, ca_cert=tls.ca_path, verify=tls.validate_certs)

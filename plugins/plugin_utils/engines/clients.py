@@ -26,14 +26,18 @@ class EngineClients:
                              engines_down=sorted(self.down))
         return self.clients
 
+    def close(self) -> None:
+        for client in self.clients.values():
+            client.close()
 
-def connect_engines(engines: Sequence[Engine], timeout: int = 120) -> EngineClients:
+
+def connect_engines(engines: Sequence[Engine]) -> EngineClients:
     """Reaches every engine in parallel (a slow engine costs its own timeout, not the sum)."""
     reached = EngineClients()
 
     def attempt(engine: Engine) -> DockerClient | str:
         try:
-            return DockerClient(engine.docker_host, timeout=timeout, tls=engine.tls)
+            return DockerClient(engine.endpoint)
         except InfraError as error:
             return error.message
 

@@ -3,9 +3,12 @@
 """The engines a service runs on, declared once: parsed and validated here, with no I/O.
 
 Three ways to declare them, all ending in the same list of Engine:
-- the `engines` option: a list of {name, docker_host, tls, weight, max_hosts, allow_insecure};
+- the `engines` option: a list of {name, docker_host, tls, validate_certs, ca_path, client_cert,
+  client_key, timeout, weight, max_hosts, allow_insecure, advertise_address};
 - an inventory group of engine hosts, whose variables give each engine (engines_from_group);
-- the single `docker_host` option (or none: DOCKER_HOST / the default socket), a one-engine fleet.
+- the task's own connection options (docker_host and the rest, or the Docker CLI's environment
+  variables when they are unset), a one-engine fleet.
+An engine entry may still give TLS the older way, tls: {ca_cert, client_cert, client_key, verify}.
 """
 
 from __future__ import annotations
@@ -18,23 +21,28 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from ansible.module_utils.parsing.convert_bool import boolean
+
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
-from ansible_collections.immutable.infra.plugins.plugin_utils.docker.client import TLSConfig
+from ansible_collections.immutable.infra.plugins.plugin_utils.docker.endpoint import (
+    CONNECTION_OPTIONS,
+    DEFAULT_DOCKER_HOST,
+    Endpoint,
+    TLSConfig,
+    resolve_endpoint,
+)
 
 DEFAULT_ENGINE = "default"
-SCHEMES = ("unix", "tcp", "ssh")
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 
-TLS_OPTIONS: dict[str, Any] = {
-    "ca_cert": {"type": "path"},
-    "client_cert": {"type": "path"},
-    "client_key": {"type": "path", "no_log": False},
-    "verify": {"type": "bool", "default": True},
-}
+# tls: {...} as engine entries gave it before they took community.docker's option names.
+LEGACY_TLS_OPTIONS = {"ca_cert": "ca_path", "client_cert": "client_cert", "client_key": "client_key",
+                      "verify": "validate_certs"}
 ENGINE_OPTIONS: dict[str, Any] = {
     "name": {"type": "str", "required": True},
+    **CONNECTION_OPTIONS,
     "docker_host": {"type": "str", "required": True},
-    "tls": {"type": "dict", "options": TLS_OPTIONS},
+    "tls": {"type": "raw"},  # true or false; or the older {ca_cert, client_cert, client_key, verify}
     "weight": {"type": "int", "default": 1},
     "max_hosts": {"type": "int"},
     "allow_insecure": {"type": "bool", "default": False},
@@ -46,10 +54,15 @@ ENGINES_ARGUMENT_SPEC: dict[str, Any] = {
     "engines_group": {"type": "str"},
 }
 
-# Host variables of an engine host in the inventory-group form.
+# Host variables of an engine host in the inventory-group form, and the engine option each gives.
 GROUP_VARIABLES = {
     "docker_host": "docker_host",
     "docker_tls": "tls",
+    "docker_validate_certs": "validate_certs",
+    "docker_ca_path": "ca_path",
+    "docker_client_cert": "client_cert",
+    "docker_client_key": "client_key",
+    "docker_timeout": "timeout",
     "engine_weight": "weight",
     "engine_max_hosts": "max_hosts",
     "engine_allow_insecure": "allow_insecure",
@@ -60,22 +73,29 @@ GROUP_VARIABLES = {
 @dataclass(frozen=True)
 class Engine:
     name: str
-    docker_host: str | None  # None: DOCKER_HOST or the default socket of the controller
-    tls: TLSConfig | None = None
+    endpoint: Endpoint
     weight: int = 1
     max_hosts: int | None = None
     allow_insecure: bool = False
     advertise_address: str | None = None  # where the balancer reaches its hosts' published ports, if not `machine`
 
     @property
+    def docker_host(self) -> str:
+        return self.endpoint.docker_host
+
+    @property
+    def tls(self) -> TLSConfig | None:
+        return self.endpoint.tls
+
+    @property
     def scheme(self) -> str:
-        return urlsplit(self.docker_host).scheme if self.docker_host else "unix"
+        return self.endpoint.scheme
 
     @property
     def machine(self) -> str | None:
         """The host part of docker_host: the engine's machine as the controller reaches it (None for a
         unix socket: this machine)."""
-        if not self.docker_host or self.scheme == "unix":
+        if self.scheme == "unix":
             return None
         return urlsplit(self.docker_host).hostname
 
@@ -94,8 +114,7 @@ class Engine:
         return self.machine or "127.0.0.1"
 
     def describe(self) -> str:
-        where = self.docker_host or "the default engine"
-        return f"{self.name} ({where}{', TLS' if self.tls else ''})"
+        return f"{self.name} ({self.docker_host}{', TLS' if self.tls else ''})"
 
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "docker_host": self.docker_host, "tls": bool(self.tls), "weight": self.weight,
@@ -106,12 +125,12 @@ class Engine:
         container on this engine. Its ansible_docker_host is the container name, not the engine, so the
         engine goes in the CLI's global options. The docker_api connection is not used: it does not
         work over TCP+TLS engines."""
-        if not self.docker_host:
+        if self.docker_host == DEFAULT_DOCKER_HOST and not self.tls:
             return {}
         arguments = ["--host", self.docker_host]
         if self.tls:
-            arguments.append("--tlsverify" if self.tls.verify else "--tls")
-            for flag, path in (("--tlscacert", self.tls.ca_cert), ("--tlscert", self.tls.client_cert),
+            arguments.append("--tlsverify" if self.tls.validate_certs else "--tls")
+            for flag, path in (("--tlscacert", self.tls.ca_path), ("--tlscert", self.tls.client_cert),
                                ("--tlskey", self.tls.client_key)):
                 if path:
                     arguments.append(f"{flag}={path}")
@@ -137,22 +156,33 @@ def is_loopback(hostname: str | None) -> bool:
         return False  # a name other than localhost is not resolved here: it may point anywhere
 
 
-def _tls(name: str, raw: Mapping[str, Any] | None) -> TLSConfig | None:
-    if not raw:
-        return None
-    unknown = sorted(set(raw) - set(TLS_OPTIONS))
-    if unknown:
-        raise InfraError(f"Engine {name}: tls has unknown option(s) {', '.join(unknown)}; "
-                         f"use {', '.join(TLS_OPTIONS)}.")
-    tls = TLSConfig(ca_cert=raw.get("ca_cert"), client_cert=raw.get("client_cert"), client_key=raw.get("client_key"),
-                    verify=bool(raw.get("verify", True)))
-    if bool(tls.client_cert) != bool(tls.client_key):
-        raise InfraError(f"Engine {name}: tls needs both client_cert and client_key (the engine checks the "
-                         "controller's certificate), or neither.")
-    if tls.verify and not tls.ca_cert:
-        raise InfraError(f"Engine {name}: tls.verify needs tls.ca_cert, the CA that signed the engine's certificate "
-                         "(or set verify: false to skip checking it, which lets anyone in between pose as the engine).")
-    return tls
+def _flag(name: str, option: str, value: Any) -> bool:
+    try:
+        return boolean(value, strict=True)
+    except TypeError:
+        raise InfraError(f"Engine {name}: {option} must be true or false, not {value!r}.") from None
+
+
+def _connection(name: str, raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The entry's connection options, the older tls: {...} form read as the names it stands for."""
+    options = {option: raw.get(option) for option in CONNECTION_OPTIONS}
+    tls = options["tls"]
+    if isinstance(tls, Mapping):
+        unknown = sorted(set(tls) - set(LEGACY_TLS_OPTIONS))
+        if unknown:
+            raise InfraError(f"Engine {name}: tls has unknown option(s) {', '.join(unknown)}; give validate_certs, "
+                             "ca_path, client_cert and client_key beside docker_host instead.")
+        clashing = sorted(LEGACY_TLS_OPTIONS[key] for key in tls if options.get(LEGACY_TLS_OPTIONS[key]) is not None)
+        if clashing:
+            raise InfraError(f"Engine {name}: {', '.join(clashing)} given both in tls and beside it; keep the one "
+                             "beside docker_host.")
+        verify = _flag(name, "tls.verify", tls.get("verify", True))
+        options.update(tls=not verify, validate_certs=verify, ca_path=tls.get("ca_cert"),
+                       client_cert=tls.get("client_cert"), client_key=tls.get("client_key"))
+    for option in ("tls", "validate_certs"):
+        if options[option] is not None:
+            options[option] = _flag(name, option, options[option])
+    return options
 
 
 def _count(name: str, field: str, value: Any, allow_none: bool) -> int | None:
@@ -171,51 +201,42 @@ def parse_engine(raw: Mapping[str, Any]) -> Engine:
     unknown = sorted(set(raw) - set(ENGINE_OPTIONS))
     if unknown:
         raise InfraError(f"Engine {name}: unknown option(s) {', '.join(unknown)}; use {', '.join(ENGINE_OPTIONS)}.")
-    docker_host = raw.get("docker_host")
-    if not isinstance(docker_host, str) or not docker_host:
+    if not isinstance(raw.get("docker_host"), str) or not raw.get("docker_host"):
         raise InfraError(f"Engine {name}: docker_host is required, e.g. unix:///var/run/docker.sock, "
-                         "tcp://10.0.0.5:2376 (with tls) or ssh://deploy@10.0.0.5.")
-    parts = urlsplit(docker_host)
-    if parts.scheme not in SCHEMES:
-        raise InfraError(f"Engine {name}: docker_host {docker_host!r} must start with unix://, tcp:// or ssh://.")
-    tls = _tls(name, raw.get("tls"))
+                         "tcp://10.0.0.5:2376 (with validate_certs) or ssh://deploy@10.0.0.5.")
+    endpoint = resolve_endpoint(_connection(name, raw), what=f"Engine {name}")
     allow_insecure = bool(raw.get("allow_insecure", False))
-    if parts.scheme == "unix" and not parts.path:
-        raise InfraError(f"Engine {name}: docker_host {docker_host!r} names no socket path (unix:///var/run/docker.sock).")
-    if parts.scheme in ("tcp", "ssh"):
-        try:
-            port = parts.port
-        except ValueError:
-            port = -1
-        if not parts.hostname or port == -1:
-            raise InfraError(f"Engine {name}: docker_host {docker_host!r} needs a host name or address "
-                             "(and a numeric port, if any).")
-    if tls and parts.scheme != "tcp":
-        raise InfraError(f"Engine {name}: tls applies to tcp:// engines only; {parts.scheme}:// is secured by "
-                         f"{'the socket permissions' if parts.scheme == 'unix' else 'SSH'}.")
-    if parts.scheme == "tcp" and not tls and not is_loopback(parts.hostname) and not allow_insecure:
-        raise InfraError(f"Engine {name}: {docker_host} is plain TCP to another machine, so anyone on the network can "
-                         "run containers as root there; give it tls (ca_cert, client_cert, client_key), use ssh://, "
-                         "or set allow_insecure: true if that network is yours alone.")
+    _refuse_plain_tcp(name, endpoint, allow_insecure)
     advertise_address = raw.get("advertise_address")
     if advertise_address is not None and not (isinstance(advertise_address, str) and is_ip_address(advertise_address)):
         raise InfraError(f"Engine {name}: advertise_address {advertise_address!r} is not an IP address; give the "
                          "address at which the balancer and the health check reach this engine's machine.")
-    return Engine(name=name, docker_host=docker_host, tls=tls, advertise_address=advertise_address,
+    return Engine(name=name, endpoint=endpoint, advertise_address=advertise_address,
                   weight=_count(name, "weight", raw.get("weight", 1), allow_none=False) or 0,
                   max_hosts=_count(name, "max_hosts", raw.get("max_hosts"), allow_none=True),
                   allow_insecure=allow_insecure)
 
 
-def parse_engines(engines: Sequence[Mapping[str, Any]] | None, docker_host: str | None = None) -> list[Engine]:
-    """The fleet's engines, in declaration order. Without `engines`, docker_host (or the default
-    engine) is a fleet of one."""
-    if engines is not None and docker_host:
+def _refuse_plain_tcp(name: str, endpoint: Endpoint, allow_insecure: bool) -> None:
+    if endpoint.scheme == "tcp" and not endpoint.tls and not is_loopback(urlsplit(endpoint.docker_host).hostname) \
+            and not allow_insecure:
+        raise InfraError(f"Engine {name}: {endpoint.docker_host} is plain TCP to another machine, so anyone on the "
+                         "network can run containers as root there; give it validate_certs with ca_path, client_cert "
+                         "and client_key, use ssh://, or set allow_insecure: true if that network is yours alone.")
+
+
+def parse_engines(engines: Sequence[Mapping[str, Any]] | None, connection: Mapping[str, Any] | None = None,
+                  environ: Mapping[str, str] | None = None) -> list[Engine]:
+    """The fleet's engines, in declaration order. Without `engines`, the task's connection options
+    (docker_host and the rest, falling back to environ, the Docker CLI's variables) are a fleet of one."""
+    connection = connection or {}
+    if engines is not None and connection.get("docker_host"):
         raise InfraError("Set either engines or docker_host, not both: docker_host is the one-engine form of engines.")
     if engines is None:
-        if docker_host:
-            return [parse_engine({"name": DEFAULT_ENGINE, "docker_host": docker_host})]
-        return [Engine(name=DEFAULT_ENGINE, docker_host=None)]
+        endpoint = resolve_endpoint({option: connection.get(option) for option in CONNECTION_OPTIONS}, environ or {})
+        if connection.get("docker_host"):
+            _refuse_plain_tcp(DEFAULT_ENGINE, endpoint, allow_insecure=False)
+        return [Engine(name=DEFAULT_ENGINE, endpoint=endpoint)]
     if not engines:
         raise InfraError("engines is empty; list at least one engine, or leave it out to use docker_host.")
     parsed = [parse_engine(raw) for raw in engines]
@@ -223,13 +244,13 @@ def parse_engines(engines: Sequence[Mapping[str, Any]] | None, docker_host: str 
     for engine in parsed:
         if engine.name in seen:
             raise InfraError(f"Engine name {engine.name} is used twice; each engine needs its own name.")
-        seen[engine.name] = engine.docker_host or ""
+        seen[engine.name] = engine.docker_host
     by_host: dict[str, str] = {}
     for engine in parsed:
         if engine.docker_host in by_host:
             raise InfraError(f"Engines {by_host[engine.docker_host]} and {engine.name} are the same engine "
                              f"({engine.docker_host}); declare it once.")
-        by_host[engine.docker_host or ""] = engine.name
+        by_host[engine.docker_host] = engine.name
     if not any(engine.weight and engine.max_hosts != 0 for engine in parsed):
         raise InfraError("Every engine has weight 0 or max_hosts 0, so no host can be placed; "
                          "give at least one engine a weight above 0.")
@@ -239,8 +260,7 @@ def parse_engines(engines: Sequence[Mapping[str, Any]] | None, docker_host: str 
 def engines_from_group(group: str, groups: Mapping[str, Sequence[str]],
                        hostvars: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
     """The `engines` option built from an inventory group of engine hosts: each host is an engine
-    named after it, whose variables docker_host, docker_tls ({ca_cert, client_cert, client_key,
-    verify}), engine_weight, engine_max_hosts and engine_allow_insecure describe it."""
+    named after it, which the variables of GROUP_VARIABLES describe."""
     if group not in groups:
         raise InfraError(f"Inventory group {group} (engines_group) does not exist; add the engine hosts to it.")
     members = list(groups[group])

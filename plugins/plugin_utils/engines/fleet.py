@@ -166,10 +166,11 @@ def _local_engine(engines: Sequence[Engine]) -> DockerClient | None:
     """The controller's own engine, as a place to find images baked there; None when it is a fleet engine
     or does not answer (then images are looked for on the fleet's engines only)."""
     try:
-        local = DockerClient(None, timeout=60)
+        local = DockerClient()
     except InfraError:
         return None
-    if any(engine.docker_host in (local.where, None) for engine in engines):
+    if any(engine.docker_host == local.where for engine in engines):
+        local.close()
         return None
     return local
 

@@ -5,6 +5,7 @@ liveness, generation and engine."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -128,16 +129,20 @@ def list_fleet(engines: list[Engine] | None, services: list[str], include_stoppe
                ) -> tuple[list[FleetHost], list[str]]:
     """Every service host on every engine (in parallel), and warnings. An engine that does not answer
     fails the whole listing: an inventory missing one engine's hosts would look like a smaller fleet."""
-    engines = engines or parse_engines(None)
+    engines = engines or parse_engines(None, environ=os.environ)
     if len(engines) == 1:
-        clients = {engines[0].name: DockerClient(engines[0].docker_host, tls=engines[0].tls)}
+        clients = {engines[0].name: DockerClient(engines[0].endpoint)}
     else:
-        clients = connect_engines(engines, timeout=60).require_all()
+        clients = connect_engines(engines).require_all()
 
     def listed(engine: Engine) -> list[FleetHost]:
         return engine_hosts(engine, clients[engine.name], services, include_stopped, drift, writable_paths or [],
                             ledger_path)
 
-    with ThreadPoolExecutor(max_workers=len(engines)) as pool:
-        found = dict(zip((engine.name for engine in engines), pool.map(listed, engines), strict=True))
+    try:
+        with ThreadPoolExecutor(max_workers=len(engines)) as pool:
+            found = dict(zip((engine.name for engine in engines), pool.map(listed, engines), strict=True))
+    finally:
+        for client in clients.values():
+            client.close()
     return merge_engines(found)

@@ -5,6 +5,7 @@ inventory the task sees, or the single docker_host) resolved once per task, and 
 
 from __future__ import annotations
 
+import os
 from typing import Any, ClassVar
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
@@ -44,7 +45,7 @@ class FleetManager(Manager):
     def __init__(self, params: dict[str, Any], context: TaskContext) -> None:
         params = group_resolved(params, context.inventory)
         super().__init__(params, context)
-        self.engines: list[Engine] = parse_engines(params.get("engines"), params.get("docker_host"))
+        self.engines: list[Engine] = parse_engines(params.get("engines"), params, os.environ)
         self._reached: EngineClients | None = None
         self.given = {name: params.get(name) for name in self.record_options}  # as the task gave them
         if self.record_options and SERVICE_PATTERN.fullmatch(str(params.get("service") or "")):
@@ -59,8 +60,8 @@ class FleetManager(Manager):
         moved = any(merged.get(name) != self.params.get(name) for name in ("engines", "docker_host"))
         self.params = merged
         if moved:
-            self.engines = parse_engines(merged.get("engines"), merged.get("docker_host"))
-            self._reached = None
+            self.engines = parse_engines(merged.get("engines"), merged, os.environ)
+            self.close()
 
     @property
     def several(self) -> bool:
@@ -72,7 +73,7 @@ class FleetManager(Manager):
         if self._reached is None:
             if self.params.get("engines") is None:
                 engine = self.engines[0]
-                self._reached = EngineClients({engine.name: DockerClient(engine.docker_host, tls=engine.tls)})
+                self._reached = EngineClients({engine.name: DockerClient(engine.endpoint)})
             else:
                 self._reached = connect_engines(self.engines)
         return self._reached
@@ -83,3 +84,8 @@ class FleetManager(Manager):
 
     def client(self) -> DockerClient:
         return next(iter(self.clients().values()))
+
+    def close(self) -> None:
+        if self._reached is not None:
+            self._reached.close()
+            self._reached = None

@@ -16,6 +16,7 @@ import shutil
 import tempfile
 import time
 import uuid
+from dataclasses import replace
 from typing import Any
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.attest import sbom as sboms
@@ -37,7 +38,7 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.interrupts import Guard, interruptible
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import DISK_BUILDER_PREFIX, LABEL_INPUTS_HASH
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.provenance import controller_identity
-from ansible_collections.immutable.infra.plugins.plugin_utils.docker.client import DockerClient
+from ansible_collections.immutable.infra.plugins.plugin_utils.docker.client import DockerClient, Endpoint
 from ansible_collections.immutable.infra.plugins.plugin_utils.machine import assemble, guest
 from ansible_collections.immutable.infra.plugins.plugin_utils.machine import container as build_container
 from ansible_collections.immutable.infra.plugins.plugin_utils.machine import plan as disk_plan
@@ -63,7 +64,7 @@ DISK_ARGUMENT_SPEC: dict[str, Any] = {
     "masked_units": {"type": "list", "elements": "str", "default": list(guest.MASKED_UNITS)},
     "force": {"type": "bool", "default": False},
     "network": {"type": "str"},
-    "timeout": {"type": "int", "default": 1800},
+    "build_timeout": {"type": "int", "default": 1800},
     **SIGNING_OPTIONS,
 }
 
@@ -121,11 +122,16 @@ class DiskBuilder(Manager):
         self.key_types = guest.validate_key_types(params["ssh_host_key_types"])
         self.masked = guest.validate_masked(params["masked_units"])
         disk_plan.validate_packages([params["kernel_package"]], "kernel_package")
-        if params["timeout"] <= 0:
-            raise InfraError("timeout must be a positive number of seconds.")
+        if params["build_timeout"] <= 0:
+            raise InfraError("build_timeout must be a positive number of seconds.")
         self.dest = os.path.normpath(os.path.join(self.basedir, os.path.expanduser(params["dest"] or DEFAULT_DEST)))
         self.signer = signing_key_from(params, self.basedir)
         self.record: dict[str, Any] = {}
+
+    def endpoint(self) -> Endpoint:
+        """The task's engine, waited on for as long as the build may take: the package installation is one call."""
+        endpoint = super().endpoint()
+        return replace(endpoint, timeout=max(endpoint.timeout, self.params["build_timeout"]))
 
     def _boot_settings(self) -> dict[str, Any]:
         return {"hostname": self.hostname, "ssh_authorized_keys": self.keys, "kernel_args": self.params["kernel_args"],
@@ -134,7 +140,7 @@ class DiskBuilder(Manager):
 
     def run(self) -> dict[str, Any]:
         started = time.monotonic()
-        client = DockerClient(self.params["docker_host"], timeout=self.params["timeout"])
+        client = self.client()
         image = client.image(self.params["image"])
         if image is None:
             raise InfraError(f"Image '{self.params['image']}' is not in the Docker engine; bake it "

@@ -50,9 +50,17 @@ class InfraAction(ActionBase):
             result.update(failed=True, msg=error.message, **error.details)
         return remove_values(result, secrets) if secrets else result
 
+    def manager_for(self, params: dict[str, Any]) -> type[Manager]:
+        """The manager that does the work these params ask for."""
+        return self.manager
+
     def manage(self, params: dict[str, Any], context: TaskContext) -> dict[str, Any]:
-        """Does the module's work; returns its result."""
-        return self.manager(params, context).run()
+        """Does the module's work; returns its result. The task's engine connections end with it."""
+        manager = self.manager_for(params)(params, context)
+        try:
+            return manager.run()
+        finally:
+            manager.close()
 
     def task_context(self, task_vars: dict[str, Any]) -> TaskContext:
         # basedir is the playbook's directory: where roles/ and the git checkout for provenance are.

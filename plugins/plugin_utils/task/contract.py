@@ -18,9 +18,16 @@ from typing import Any
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import Ledger
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import default_path as default_ledger_path
 from ansible_collections.immutable.infra.plugins.plugin_utils.docker.client import DockerClient
+from ansible_collections.immutable.infra.plugins.plugin_utils.docker.endpoint import (
+    CONNECTION_OPTIONS,
+    Endpoint,
+    resolve_endpoint,
+)
 
+# How to reach the Docker engine (community.docker's names, with the Docker CLI's environment
+# variables as fallbacks: docker/endpoint.py), and where the ledger is.
 SHARED_OPTIONS: dict[str, Any] = {
-    "docker_host": {"type": "str"},
+    **CONNECTION_OPTIONS,
     "ledger": {"type": "path"},
 }
 
@@ -64,11 +71,22 @@ class Manager:
         self._client: DockerClient | None = None
         self._ledger: Ledger | None = None
 
+    def endpoint(self) -> Endpoint:
+        """The engine of the connection options; those unset fall back to the Docker CLI's environment
+        variables (DOCKER_HOST, DOCKER_TLS_VERIFY, DOCKER_CERT_PATH...), then to the default socket."""
+        return resolve_endpoint(self.params, os.environ)
+
     def client(self) -> DockerClient:
-        """The Docker engine of the docker_host option (DOCKER_HOST or the default socket when unset)."""
+        """The Docker engine of endpoint(), reached once per task."""
         if self._client is None:
-            self._client = DockerClient(self.params["docker_host"])
+            self._client = DockerClient(self.endpoint())
         return self._client
+
+    def close(self) -> None:
+        """Ends the task's connections to its engines (an ssh:// engine's SSH connection among them)."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
 
     def ledger(self) -> Ledger:
         """The ledger of the ledger option (IMMUTABLE_INFRA_LEDGER or the default path when unset)."""

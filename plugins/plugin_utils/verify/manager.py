@@ -63,7 +63,7 @@ VERIFY_ARGUMENT_SPEC: dict[str, Any] = {
     "idempotence": {"type": "bool", "default": False},
     "roles": {"type": "list", "elements": "str"},
     "vars": {"type": "dict", "default": {}},
-    "timeout": {"type": "int", "default": 300},
+    "verify_timeout": {"type": "int", "default": 300},
     "start_timeout": {"type": "int", "default": 30},
     "wait_for_ports": {"type": "list", "elements": "int"},
     "keep_alive": {"type": "bool", "default": False},
@@ -108,7 +108,7 @@ class Verifier(Manager):
         if bool(params["image"]) == bool(params["disk"]):
             raise InfraError("Give either image or disk to verify, not both." if params["image"] else
                              "Give the image to verify (image), or a disk built by immutable.infra.disk (disk).")
-        for option in ("timeout", "start_timeout", *(("boot_timeout", "memory") if params["disk"] else ())):
+        for option in ("verify_timeout", "start_timeout", *(("boot_timeout", "memory") if params["disk"] else ())):
             if params[option] <= 0:
                 raise InfraError(f"{option} must be a positive number.")
             if params[option] > MAX_SECONDS and option != "memory":
@@ -130,7 +130,7 @@ class Verifier(Manager):
     # run -----------------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         started = time.monotonic()
-        self.deadline = started + self.params["timeout"]
+        self.deadline = started + self.params["verify_timeout"]
         plan = self._plan()
         subject = plan.subject
         result: dict[str, Any] = dict(subject.result_fields(), test_files=plan.files, workers=plan.workers,
@@ -150,8 +150,8 @@ class Verifier(Manager):
                 self._runner(IdempotenceRunner, subject.described).run(
                     subject.client, subject.image, plan.roles, plan.replay, verdict, guard)
             if plan.scenario and verdict.broken is None and isinstance(subject, ImageSubject):
-                self._runner(MoleculeRunner, subject.described).run(plan.scenario, subject.image["Id"], report,
-                                                                    verdict)
+                self._runner(MoleculeRunner, subject.described).run(subject.client, plan.scenario, subject.image["Id"],
+                                                                    report, verdict)
         duration = round(time.monotonic() - started, 3)
         verdict.timings["total"] = duration
         report_or_none = report if plan.files else None
@@ -286,5 +286,4 @@ class Verifier(Manager):
             container_id="", host_name="verify",
             roles=[role.path if role.given_as_path else role.name for role in requested],
             variables=self.params["vars"], roles_path=resolver.search_dirs, collections_path=collections.paths,
-            python_interpreter=self.params["python_interpreter"], become_method=self.params["become_method"],
-            docker_host=self.params["docker_host"])
+            python_interpreter=self.params["python_interpreter"], become_method=self.params["become_method"])

@@ -75,6 +75,10 @@ class HostUnderTest(Protocol):
     cleanup_seconds: float
     subject: str  # what its failure breaks: image, disk
 
+    @property
+    def client(self) -> DockerClient | None:
+        """The engine a container runs on; None for a VM."""
+
     def started(self, guard: Guard) -> AbstractContextManager[Any]: ...
 
     def wait_ready(self, ports: list[int] | None, start_timeout: int, remaining: float) -> None: ...
@@ -137,15 +141,14 @@ def locate_scenario(given: str, basedir: str) -> Scenario:
     return Scenario(directory, os.path.basename(directory), grandparent, "molecule/*/molecule.yml")
 
 
-def child_environment(docker_host: str | None, extra: dict[str, str]) -> dict[str, str]:
-    """The controller's environment, with this Python's tools first on PATH (pytest, molecule, ansible)."""
-    env = dict(os.environ)
+def child_environment(client: DockerClient | None, extra: dict[str, str]) -> dict[str, str]:
+    """The controller's environment, with the Docker CLI's variables of the client's engine (if any) and
+    this Python's tools first on PATH (pytest, molecule, ansible)."""
+    env = client.engine_environment(os.environ) if client is not None else dict(os.environ)
     bindir = os.path.dirname(sys.executable)
     env["PATH"] = os.pathsep.join([bindir, env.get("PATH", "/usr/local/bin:/usr/bin:/bin")])
     env["PYTHONDONTWRITEBYTECODE"] = "1"  # keep __pycache__ out of the user's test directories
     env.pop("ANSIBLE_CALLBACKS_ENABLED", None)
-    if docker_host:
-        env["DOCKER_HOST"] = docker_host
     env.update(extra)
     return env
 
@@ -202,7 +205,7 @@ class TestinfraRunner(Runner):
         if verdict.workers:
             command += ["-n", str(verdict.workers), "--dist", "loadfile"]
         command += [*self.params["pytest_args"], *paths]
-        env = child_environment(self.params["docker_host"], {**environment, **host.test_environment()})
+        env = child_environment(host.client, {**environment, **host.test_environment()})
         self.progress(f"verify: running {file_count} test file(s)"
                       + (f" in {verdict.workers} parallel workers" if verdict.workers else ""))
         begun = time.monotonic()
@@ -210,7 +213,7 @@ class TestinfraRunner(Runner):
         verdict.timings["tests"] = round(time.monotonic() - begun, 3)
         if finished.timed_out:
             verdict.failures.append({"test": "(timeout)", "message": f"the tests did not finish within the "
-                                                                     f"timeout of {self.params['timeout']} s"})
+                                                                     f"verify_timeout of {self.params['verify_timeout']} s"})
             return
         if finished.returncode in (3, 4, 127) or not os.path.exists(report):
             raise InfraError(f"pytest could not run the tests (exit code {finished.returncode}):\n"
@@ -244,7 +247,7 @@ class IdempotenceRunner(Runner):
             builder.prepare(client, host.container_id)
             client.exec(host.container_id, ["/bin/sh", "-c", MARK_ENABLED_ACTIVE])
             self.progress(f"verify: applying {', '.join(roles)} again; nothing may report changed")
-            spec.container_id, spec.timeout = host.container_id, max(int(self.remaining()), 1)
+            spec.container_id, spec.engine, spec.timeout = host.container_id, client, max(int(self.remaining()), 1)
             play = run_play(spec, self._show_event)
         verdict.timings["idempotence"] = round(time.monotonic() - begun, 3)
         verdict.idempotence = {"roles": roles, "passed": play.succeeded and not play.changed_tasks,
@@ -267,12 +270,12 @@ class IdempotenceRunner(Runner):
 class MoleculeRunner(Runner):
     """`molecule test` of a user's scenario, with the image under test in its image variable."""
 
-    def run(self, scenario: Scenario, image_id: str, report: str, verdict: Verdict) -> None:
+    def run(self, client: DockerClient, scenario: Scenario, image_id: str, report: str, verdict: Verdict) -> None:
         begun = time.monotonic()
         log, junit = os.path.splitext(report)[0] + ".molecule.log", os.path.splitext(report)[0] + ".molecule.xml"
         # The scenario's testinfra verifier runs pytest, which reads PYTEST_ADDOPTS: its tests get a JUnit report too.
         addopts = f"{os.environ.get('PYTEST_ADDOPTS', '')} --junitxml={junit} -o junit_family=xunit1".strip()
-        env = child_environment(self.params["docker_host"], {
+        env = child_environment(client, {
             self.params["molecule_image_env"]: image_id, "IMMUTABLE_INFRA_IMAGE_ID": image_id,
             "MOLECULE_GLOB": scenario.glob, "PYTEST_ADDOPTS": addopts, "ANSIBLE_NOCOLOR": "1", "NO_COLOR": "1"})
         self.progress(f"verify: molecule test -s {scenario.name} with {self.params['molecule_image_env']}="
@@ -301,7 +304,7 @@ class MoleculeRunner(Runner):
                                 for failure in parsed["failures"])
         verdict.passed_tests.extend(f"molecule {scenario.name}: {test}" for test in parsed.get("passed") or [])
         if not passed and not parsed["failures"]:
-            why = (f"did not finish within the timeout of {self.params['timeout']} s" if finished.timed_out
+            why = (f"did not finish within the verify_timeout of {self.params['verify_timeout']} s" if finished.timed_out
                    else f"failed (exit code {finished.returncode})")
             tail = "\n".join(finished.tail.strip().splitlines()[-15:])
             verdict.failures.append({"test": f"molecule {scenario.name}",

@@ -41,6 +41,7 @@ class VmHost:
     """One VM booted from a disk. Use it through started(), which stops it again."""
 
     subject = "disk"
+    client = None  # a VM is reached over SSH, not through an engine
 
     def __init__(self, disk: str, disk_format: str, options: VmOptions, ports: list[int], units: list[str],
                  hostname: str, progress: Callable[[str], None]) -> None:

@@ -14,30 +14,44 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.engines.declaratio
 )
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.manager import group_resolved
 
-TLS = {"ca_cert": "/etc/ii/ca.pem", "client_cert": "/etc/ii/cert.pem", "client_key": "/etc/ii/key.pem"}
+TLS = {"validate_certs": True, "ca_path": "/etc/ii/ca.pem", "client_cert": "/etc/ii/cert.pem",
+       "client_key": "/etc/ii/key.pem"}
+# The form engine entries had before they took community.docker's names; still read.
+OLDER_TLS = {"tls": {"ca_cert": "/etc/ii/ca.pem", "client_cert": "/etc/ii/cert.pem", "client_key": "/etc/ii/key.pem"}}
 
 
 def test_no_engines_is_the_default_engine_alone():
     [engine] = parse_engines(None)
-    assert (engine.name, engine.docker_host, engine.tls) == (DEFAULT_ENGINE, None, None)
+    assert (engine.name, engine.docker_host, engine.tls) == (DEFAULT_ENGINE, "unix:///var/run/docker.sock", None)
     assert engine.connection_variables() == {}
 
 
 def test_docker_host_is_a_fleet_of_one():
-    [engine] = parse_engines(None, "unix:///run/other.sock")
+    [engine] = parse_engines(None, {"docker_host": "unix:///run/other.sock"})
     assert (engine.name, engine.docker_host, engine.scheme, engine.address) == (
         DEFAULT_ENGINE, "unix:///run/other.sock", "unix", None)
 
 
+def test_the_fleet_of_one_takes_the_task_connection_options_and_the_docker_cli_environment():
+    environ = {"DOCKER_HOST": "tcp://127.0.0.1:2376", "DOCKER_TLS_VERIFY": "1", "DOCKER_CERT_PATH": "/etc/ii"}
+    [engine] = parse_engines(None, {}, environ)
+    assert (engine.docker_host, engine.tls.validate_certs, engine.tls.client_key) == (
+        "tcp://127.0.0.1:2376", True, "/etc/ii/key.pem")
+    [engine] = parse_engines(None, {"docker_host": "tcp://127.0.0.1:2376", "tls": True, "timeout": 5}, {})
+    assert (engine.tls.validate_certs, engine.tls.ca_path, engine.endpoint.timeout) == (False, None, 5)
+    with pytest.raises(InfraError, match="plain TCP to another machine"):
+        parse_engines(None, {"docker_host": "tcp://10.0.0.5:2375"}, {})
+
+
 def test_engines_and_docker_host_together_are_refused():
     with pytest.raises(InfraError, match="either engines or docker_host"):
-        parse_engines([{"name": "a", "docker_host": "unix:///a.sock"}], "unix:///b.sock")
+        parse_engines([{"name": "a", "docker_host": "unix:///a.sock"}], {"docker_host": "unix:///b.sock"})
 
 
 def test_three_schemes_are_accepted_in_declaration_order():
     engines = parse_engines([
         {"name": "local", "docker_host": "unix:///var/run/docker.sock"},
-        {"name": "web-2", "docker_host": "tcp://10.0.0.5:2376", "tls": TLS, "weight": 2, "max_hosts": 10},
+        {"name": "web-2", "docker_host": "tcp://10.0.0.5:2376", **TLS, "weight": 2, "max_hosts": 10},
         {"name": "web-3", "docker_host": "ssh://deploy@10.0.0.6:2222"},
     ])
     assert [engine.name for engine in engines] == ["local", "web-2", "web-3"]
@@ -65,15 +79,24 @@ def test_plain_tcp_is_allowed_on_loopback_or_when_said_explicitly():
     ({"name": "Bad Name", "docker_host": "unix:///a"}, "Engine name 'Bad Name' is not valid"),
     ({"name": "a"}, "docker_host is required"),
     ({"name": "a", "docker_host": "http://10.0.0.5:2375"}, "must start with unix://, tcp:// or ssh://"),
-    ({"name": "a", "docker_host": "tcp://:2376", "tls": TLS}, "needs a host name"),
-    ({"name": "a", "docker_host": "tcp://10.0.0.5:port", "tls": TLS}, "numeric port"),
+    ({"name": "a", "docker_host": "tcp://:2376", **TLS}, "needs a host name"),
+    ({"name": "a", "docker_host": "tcp://10.0.0.5:port", **TLS}, "numeric port"),
     ({"name": "a", "docker_host": "unix://"}, "names no socket path"),
-    ({"name": "a", "docker_host": "ssh://10.0.0.5", "tls": TLS}, "tls applies to tcp:// engines only"),
+    ({"name": "a", "docker_host": "ssh://10.0.0.5", **TLS}, "TLS applies to tcp:// engines only"),
+    ({"name": "a", "docker_host": "tcp://10.0.0.5:2376", "validate_certs": True, "ca_path": "/ca",
+      "client_cert": "/c"}, "client_cert and client_key go together"),
+    ({"name": "a", "docker_host": "tcp://10.0.0.5:2376", "validate_certs": True, "client_cert": "/c",
+      "client_key": "/k"}, "validate_certs needs ca_path"),
+    ({"name": "a", "docker_host": "tcp://10.0.0.5:2376", "ca_path": "/ca"}, "ca_path are used only over TLS"),
+    ({"name": "a", "docker_host": "tcp://10.0.0.5:2376", "validate_certs": "maybe?", "ca_path": "/ca"},
+     "must be true or false"),
+    ({"name": "a", "docker_host": "tcp://10.0.0.5:2376", "timeout": 0, **TLS}, "timeout must be a whole number"),
     ({"name": "a", "docker_host": "tcp://10.0.0.5:2376", "tls": {"ca_cert": "/ca", "client_cert": "/c"}},
-     "both client_cert and client_key"),
+     "client_cert and client_key go together"),
     ({"name": "a", "docker_host": "tcp://10.0.0.5:2376", "tls": {"client_cert": "/c", "client_key": "/k"}},
-     "tls.verify needs tls.ca_cert"),
-    ({"name": "a", "docker_host": "tcp://10.0.0.5:2376", "tls": dict(TLS, cert="/x")}, "unknown option"),
+     "validate_certs needs ca_path"),
+    ({"name": "a", "docker_host": "tcp://10.0.0.5:2376", "tls": dict(OLDER_TLS["tls"], cert="/x")}, "unknown option"),
+    ({"name": "a", "docker_host": "tcp://10.0.0.5:2376", **OLDER_TLS, "ca_path": "/other"}, "both in tls and beside"),
     ({"name": "a", "docker_host": "unix:///a", "weight": -1}, "weight must be a whole number"),
     ({"name": "a", "docker_host": "unix:///a", "max_hosts": "3"}, "max_hosts must be a whole number"),
     ({"name": "a", "docker_host": "unix:///a", "zone": "x"}, "unknown option"),
@@ -96,14 +119,22 @@ def test_duplicates_and_an_unplaceable_fleet_are_refused():
         parse_engines([])
 
 
-def test_tls_verify_false_needs_no_ca():
-    engine = parse_engine({"name": "a", "docker_host": "tcp://10.0.0.5:2376",
-                           "tls": {"client_cert": "/c", "client_key": "/k", "verify": False}})
-    assert engine.tls is not None and not engine.tls.verify
+def test_tls_without_checking_the_engine_needs_no_ca():
+    engine = parse_engine({"name": "a", "docker_host": "tcp://10.0.0.5:2376", "tls": True, "client_cert": "/c",
+                           "client_key": "/k"})
+    assert engine.tls is not None and not engine.tls.validate_certs
+    older = parse_engine({"name": "a", "docker_host": "tcp://10.0.0.5:2376",
+                          "tls": {"client_cert": "/c", "client_key": "/k", "verify": False}})
+    assert older.tls == engine.tls
+
+
+def test_the_older_tls_form_reads_as_the_new_names():
+    older = parse_engine({"name": "a", "docker_host": "tcp://10.0.0.5:2376", **OLDER_TLS})
+    assert older.endpoint == parse_engine({"name": "a", "docker_host": "tcp://10.0.0.5:2376", **TLS}).endpoint
 
 
 def test_connection_variables_reach_the_engine_through_the_docker_cli():
-    engine = parse_engine({"name": "a", "docker_host": "tcp://10.0.0.5:2376", "tls": TLS})
+    engine = parse_engine({"name": "a", "docker_host": "tcp://10.0.0.5:2376", **TLS})
     arguments = shlex.split(engine.connection_variables()["ansible_docker_extra_args"])
     assert arguments == ["--host", "tcp://10.0.0.5:2376", "--tlsverify", "--tlscacert=/etc/ii/ca.pem",
                          "--tlscert=/etc/ii/cert.pem", "--tlskey=/etc/ii/key.pem"]
@@ -112,12 +143,16 @@ def test_connection_variables_reach_the_engine_through_the_docker_cli():
 
 def test_inventory_group_of_engine_hosts_becomes_engines():
     groups = {"engines": ["Web1", "web2"], "empty": []}
-    hostvars = {"Web1": {"docker_host": "tcp://10.0.0.5:2376", "docker_tls": TLS, "engine_weight": 2},
-                "web2": {"docker_host": "ssh://deploy@10.0.0.6", "engine_max_hosts": 4, "ansible_host": "x"}}
-    declared = engines_from_group("engines", groups, hostvars)
+    hostvars = {"Web1": {"docker_host": "tcp://10.0.0.5:2376", "docker_validate_certs": True,
+                         "docker_ca_path": "/etc/ii/ca.pem", "docker_client_cert": "/etc/ii/cert.pem",
+                         "docker_client_key": "/etc/ii/key.pem", "engine_weight": 2},
+                "web2": {"docker_host": "ssh://deploy@10.0.0.6", "engine_max_hosts": 4, "ansible_host": "x"},
+                "web3": {"docker_host": "tcp://10.0.0.7:2376", "docker_tls": OLDER_TLS["tls"]}}
+    declared = engines_from_group("engines", dict(groups, engines=["Web1", "web2", "web3"]), hostvars)
     engines = parse_engines(declared)
-    assert [(engine.name, engine.weight, engine.max_hosts) for engine in engines] == [("web1", 2, None), ("web2", 1, 4)]
-    assert engines[0].tls is not None
+    assert [(engine.name, engine.weight, engine.max_hosts) for engine in engines] == [
+        ("web1", 2, None), ("web2", 1, 4), ("web3", 1, None)]
+    assert engines[0].tls is not None and engines[0].tls == engines[2].tls
     with pytest.raises(InfraError, match="group nope .* does not exist"):
         engines_from_group("nope", groups, hostvars)
     with pytest.raises(InfraError, match="has no hosts"):
@@ -128,10 +163,10 @@ def test_inventory_group_of_engine_hosts_becomes_engines():
 
 @pytest.mark.parametrize(("raw", "address", "bind"), [
     ({"docker_host": "unix:///run/docker.sock"}, None, "127.0.0.1"),
-    ({"docker_host": "tcp://10.0.0.5:2376", "tls": TLS}, "10.0.0.5", "10.0.0.5"),
+    ({"docker_host": "tcp://10.0.0.5:2376", **TLS}, "10.0.0.5", "10.0.0.5"),
     ({"docker_host": "ssh://deploy@web1.example.com"}, "web1.example.com", "0.0.0.0"),
     # Reached for management at one address, by the balancer at another (a NAT, another network).
-    ({"docker_host": "tcp://203.0.113.5:2376", "tls": TLS, "advertise_address": "10.0.0.5"}, "10.0.0.5", "0.0.0.0"),
+    ({"docker_host": "tcp://203.0.113.5:2376", **TLS, "advertise_address": "10.0.0.5"}, "10.0.0.5", "0.0.0.0"),
 ])
 def test_an_engine_is_reached_at_its_advertised_address_else_its_machine(raw, address, bind):
     engine = parse_engine(dict(raw, name="a"))
@@ -150,7 +185,7 @@ def test_a_task_names_its_engines_one_way():
 
     def engines_of(params):
         resolved = group_resolved(params, task_vars)
-        return parse_engines(resolved.get("engines"), resolved.get("docker_host"))
+        return parse_engines(resolved.get("engines"), resolved)
     assert [engine.name for engine in engines_of({"engines_group": "engines"})] == ["e1"]
     assert engines_of({"docker_host": "unix:///x.sock"})[0].docker_host == "unix:///x.sock"
     assert engines_of({})[0].name == DEFAULT_ENGINE

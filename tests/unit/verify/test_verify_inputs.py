@@ -69,14 +69,14 @@ def test_scenarios_are_located_where_molecule_finds_them(project):
 
 def params(**options):
     base = {"image": "x", "disk": None, "tests": ["t.py"], "molecule_scenario": None, "idempotence": False,
-            "timeout": 300, "start_timeout": 30, "boot_timeout": 300, "memory": 1024, "roles": None,
+            "verify_timeout": 300, "start_timeout": 30, "boot_timeout": 300, "memory": 1024, "roles": None,
             "keep_alive": False, "network": None}
     return dict(base, **options)
 
 
 @pytest.mark.parametrize("options, message", [
     ({"tests": []}, "Nothing to verify"),
-    ({"timeout": 0}, "timeout must be a positive number"),
+    ({"verify_timeout": 0}, "verify_timeout must be a positive number"),
     ({"start_timeout": -1}, "start_timeout must be a positive number"),
     ({"disk": "d.qcow2"}, "Give either image or disk to verify, not both"),
     ({"image": None}, r"Give the image to verify \(image\), or a disk"),
