@@ -12,6 +12,8 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import
 
 MAX_TEXT = 4096  # longer than any name, reference or path the collection takes
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+PEM_BEGIN = "-----BEGIN "
+CONTROL_IN_PEM = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # PEM text has its line breaks
 UNSUPPORTED = re.compile(r"^Unsupported parameters for \((?P<module>[^)]*)\) module: (?P<names>.*?)\. "
                          r"Supported parameters include: (?P<supported>.*?)\.?$", re.S)
 TEXT_TYPES = ("str", "path", "raw")
@@ -37,7 +39,7 @@ def check_text(params: dict[str, Any], argument_spec: dict[str, Any], prefix: st
         for text in _text_values(value, spec):
             if len(text) > MAX_TEXT:
                 raise InfraError(f"Option {option} is {len(text)} characters long; at most {MAX_TEXT} are taken.")
-            control = CONTROL.search(text)
+            control = (CONTROL_IN_PEM if text.lstrip().startswith(PEM_BEGIN) else CONTROL).search(text)
             if control:
                 raise InfraError(f"Option {option} holds the control character {control.group()!r}; "
                                  "names, references and paths cannot hold control characters.")
