@@ -200,6 +200,7 @@ from ansible.utils.vars import combine_vars
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.declaration import engines_from_group, parse_engines
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.inventory import list_fleet
+from ansible_collections.immutable.infra.plugins.plugin_utils.hypervisors.inventory import list_vms
 
 display = Display()
 
@@ -214,9 +215,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable):
         super().parse(inventory, loader, path, cache)
         self._read_config_data(path)
         try:
-            hosts, warnings = list_fleet(self._engines(), self.get_option("services"),
-                                         self.get_option("include_stopped"), self.get_option("drift"),
-                                         self.get_option("writable_paths"), self.get_option("ledger"))
+            hosts, warnings = self._list(self._engines())
         except InfraError as error:
             raise AnsibleParserError(f"immutable.infra.fleet: {error.message}") from None
         for warning in warnings:
@@ -233,6 +232,15 @@ class InventoryModule(BaseInventoryPlugin, Constructable):
             self._set_composite_vars(self.get_option("compose"), variables, name, strict=strict)
             self._add_host_to_composed_groups(self.get_option("groups"), variables, name, strict=strict)
             self._add_host_to_keyed_groups(self.get_option("keyed_groups"), variables, name, strict=strict)
+
+    def _list(self, engines):
+        if engines[0].hypervisor:
+            if self.get_option("drift"):
+                raise InfraError("drift applies to container hosts in the inventory; check VM hosts with "
+                                 "immutable.infra.drift.")
+            return list_vms(engines, self.get_option("services"), self.get_option("include_stopped"))
+        return list_fleet(engines, self.get_option("services"), self.get_option("include_stopped"),
+                          self.get_option("drift"), self.get_option("writable_paths"), self.get_option("ledger"))
 
     def _engines(self):
         engines, group = self.get_option("engines"), self.get_option("engines_group")

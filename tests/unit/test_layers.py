@@ -10,7 +10,8 @@ import pytest
 PLUGIN_UTILS = pathlib.Path(__file__).resolve().parents[2] / "plugins" / "plugin_utils"
 PACKAGE = "ansible_collections.immutable.infra.plugins.plugin_utils"
 # Bottom first. An area may import from itself and from any area before it in this list.
-LAYERS = ["core", "docker", "task", "balancer", "service", "engines", "bake", "verify", "machine", "rollout", "trace"]
+LAYERS = ["core", "docker", "task", "balancer", "service", "engines", "bake", "verify", "machine", "hypervisors", "rollout",
+          "trace"]
 
 
 def imported_areas(path: pathlib.Path) -> set[str]:

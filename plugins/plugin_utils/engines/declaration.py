@@ -2,8 +2,9 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The engines a service runs on, declared once: parsed and validated here, with no I/O.
 
-Three ways to declare them, all ending in the same list of Engine:
-- the `engines` option: a list of {name, docker_host, tls, weight, max_hosts, allow_insecure};
+An engine is a Docker engine (docker_host) or a libvirt hypervisor (libvirt_uri); a service runs on
+engines of one kind. Three ways to declare them, all ending in the same list of Engine:
+- the `engines` option: a list of {name, docker_host or libvirt_uri, tls, weight, max_hosts, ...};
 - an inventory group of engine hosts, whose variables give each engine (engines_from_group);
 - the single `docker_host` option (or none: DOCKER_HOST / the default socket), a one-engine fleet.
 """
@@ -23,6 +24,9 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.docker.client impo
 
 DEFAULT_ENGINE = "default"
 SCHEMES = ("unix", "tcp", "ssh")
+LIBVIRT_SCHEMES = ("qemu", "qemu+ssh", "qemu+tcp", "qemu+tls", "qemu+unix", "qemu+libssh2", "qemu+libssh")
+DEFAULT_VM_NETWORK = "immutable-infra"  # the libvirt network of a hypervisor's VMs, made with its own subnet
+ACCELS = ("auto", "kvm", "tcg")
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 
 TLS_OPTIONS: dict[str, Any] = {
@@ -33,13 +37,18 @@ TLS_OPTIONS: dict[str, Any] = {
 }
 ENGINE_OPTIONS: dict[str, Any] = {
     "name": {"type": "str", "required": True},
-    "docker_host": {"type": "str", "required": True},
+    "docker_host": {"type": "str"},
+    "libvirt_uri": {"type": "str"},
     "tls": {"type": "dict", "options": TLS_OPTIONS},
     "weight": {"type": "int", "default": 1},
     "max_hosts": {"type": "int"},
     "allow_insecure": {"type": "bool", "default": False},
     "advertise_address": {"type": "str"},
+    "network": {"type": "str"},
+    "accel": {"type": "str", "choices": list(ACCELS)},
 }
+DOCKER_ONLY = ("tls", "allow_insecure", "advertise_address")
+LIBVIRT_ONLY = ("network", "accel")
 # The argument spec entries a module that runs over several engines adds to its own.
 ENGINES_ARGUMENT_SPEC: dict[str, Any] = {
     "engines": {"type": "list", "elements": "dict", "options": ENGINE_OPTIONS},
@@ -54,6 +63,9 @@ GROUP_VARIABLES = {
     "engine_max_hosts": "max_hosts",
     "engine_allow_insecure": "allow_insecure",
     "engine_advertise_address": "advertise_address",
+    "libvirt_uri": "libvirt_uri",
+    "engine_network": "network",
+    "engine_accel": "accel",
 }
 
 
@@ -66,18 +78,30 @@ class Engine:
     max_hosts: int | None = None
     allow_insecure: bool = False
     advertise_address: str | None = None  # where the balancer reaches its hosts' published ports, if not `machine`
+    libvirt_uri: str | None = None  # a hypervisor instead of a Docker engine
+    network: str = DEFAULT_VM_NETWORK  # a hypervisor's network for its VMs
+    accel: str = "auto"  # a hypervisor's accelerator: kvm, tcg, or auto (kvm where it really boots guests)
+
+    @property
+    def hypervisor(self) -> bool:
+        return self.libvirt_uri is not None
+
+    @property
+    def where(self) -> str | None:
+        """How the engine is reached: its docker_host or libvirt_uri (None: the controller's default engine)."""
+        return self.libvirt_uri or self.docker_host
 
     @property
     def scheme(self) -> str:
-        return urlsplit(self.docker_host).scheme if self.docker_host else "unix"
+        return urlsplit(self.where).scheme if self.where else "unix"
 
     @property
     def machine(self) -> str | None:
-        """The host part of docker_host: the engine's machine as the controller reaches it (None for a
-        unix socket: this machine)."""
-        if not self.docker_host or self.scheme == "unix":
+        """The host part of docker_host or libvirt_uri: the engine's machine as the controller reaches it
+        (None for a unix socket or a local hypervisor: this machine)."""
+        if not self.where or self.scheme in ("unix", "qemu", "qemu+unix"):
             return None
-        return urlsplit(self.docker_host).hostname
+        return urlsplit(self.where).hostname
 
     @property
     def address(self) -> str | None:
@@ -94,10 +118,13 @@ class Engine:
         return self.machine or "127.0.0.1"
 
     def describe(self) -> str:
-        where = self.docker_host or "the default engine"
+        where = self.where or "the default engine"
         return f"{self.name} ({where}{', TLS' if self.tls else ''})"
 
     def as_dict(self) -> dict[str, Any]:
+        if self.hypervisor:
+            return {"name": self.name, "libvirt_uri": self.libvirt_uri, "network": self.network, "accel": self.accel,
+                    "weight": self.weight, "max_hosts": self.max_hosts}
         return {"name": self.name, "docker_host": self.docker_host, "tls": bool(self.tls), "weight": self.weight,
                 "max_hosts": self.max_hosts, "advertise_address": self.advertise_address}
 
@@ -171,25 +198,30 @@ def parse_engine(raw: Mapping[str, Any]) -> Engine:
     unknown = sorted(set(raw) - set(ENGINE_OPTIONS))
     if unknown:
         raise InfraError(f"Engine {name}: unknown option(s) {', '.join(unknown)}; use {', '.join(ENGINE_OPTIONS)}.")
+    if raw.get("libvirt_uri") is not None:
+        return _hypervisor(name, raw)
+    given = [option for option in LIBVIRT_ONLY if raw.get(option) is not None]
+    if given:
+        raise InfraError(f"Engine {name}: {', '.join(given)} applies to hypervisors (libvirt_uri) only.")
+    return _docker_engine(name, raw)
+
+
+def _docker_engine(name: str, raw: Mapping[str, Any]) -> Engine:
     docker_host = raw.get("docker_host")
     if not isinstance(docker_host, str) or not docker_host:
-        raise InfraError(f"Engine {name}: docker_host is required, e.g. unix:///var/run/docker.sock, "
-                         "tcp://10.0.0.5:2376 (with tls) or ssh://deploy@10.0.0.5.")
+        raise InfraError(f"Engine {name}: docker_host (a Docker engine) or libvirt_uri (a hypervisor) is required, "
+                         "e.g. unix:///var/run/docker.sock, tcp://10.0.0.5:2376 (with tls), ssh://deploy@10.0.0.5 "
+                         "or qemu:///system.")
     parts = urlsplit(docker_host)
     if parts.scheme not in SCHEMES:
-        raise InfraError(f"Engine {name}: docker_host {docker_host!r} must start with unix://, tcp:// or ssh://.")
+        raise InfraError(f"Engine {name}: docker_host {docker_host!r} must start with unix://, tcp:// or ssh://"
+                         + (" (a hypervisor is declared with libvirt_uri)." if parts.scheme.startswith("qemu") else "."))
     tls = _tls(name, raw.get("tls"))
     allow_insecure = bool(raw.get("allow_insecure", False))
     if parts.scheme == "unix" and not parts.path:
         raise InfraError(f"Engine {name}: docker_host {docker_host!r} names no socket path (unix:///var/run/docker.sock).")
     if parts.scheme in ("tcp", "ssh"):
-        try:
-            port = parts.port
-        except ValueError:
-            port = -1
-        if not parts.hostname or port == -1:
-            raise InfraError(f"Engine {name}: docker_host {docker_host!r} needs a host name or address "
-                             "(and a numeric port, if any).")
+        _require_host(name, "docker_host", docker_host)
     if tls and parts.scheme != "tcp":
         raise InfraError(f"Engine {name}: tls applies to tcp:// engines only; {parts.scheme}:// is secured by "
                          f"{'the socket permissions' if parts.scheme == 'unix' else 'SSH'}.")
@@ -207,6 +239,38 @@ def parse_engine(raw: Mapping[str, Any]) -> Engine:
                   allow_insecure=allow_insecure)
 
 
+def _require_host(name: str, option: str, value: str) -> None:
+    parts = urlsplit(value)
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if not parts.hostname or port == -1:
+        raise InfraError(f"Engine {name}: {option} {value!r} needs a host name or address (and a numeric port, if any).")
+
+
+def _hypervisor(name: str, raw: Mapping[str, Any]) -> Engine:
+    """A libvirt hypervisor: qemu:///system on this machine, qemu+ssh://user@host/system on another."""
+    uri = raw["libvirt_uri"]
+    docker_only = [option for option in ("docker_host", *DOCKER_ONLY) if raw.get(option) not in (None, False)]
+    if docker_only:
+        raise InfraError(f"Engine {name}: {', '.join(docker_only)} applies to Docker engines; a hypervisor is reached "
+                         "through libvirt_uri alone.")
+    parts = urlsplit(uri) if isinstance(uri, str) else None
+    if parts is None or parts.scheme not in LIBVIRT_SCHEMES or parts.path.rstrip("/") not in ("/system", "/session"):
+        raise InfraError(f"Engine {name}: libvirt_uri {uri!r} is not a libvirt URI of a QEMU hypervisor, such as "
+                         "qemu:///system (this machine) or qemu+ssh://deploy@10.0.0.5/system.")
+    if parts.scheme not in ("qemu", "qemu+unix"):
+        _require_host(name, "libvirt_uri", uri)
+    network = raw.get("network") or DEFAULT_VM_NETWORK
+    if not isinstance(network, str) or not NAME_PATTERN.match(network):
+        raise InfraError(f"Engine {name}: network {network!r} is not a libvirt network name (lower-case letters, digits, "
+                         "'.', '_', '-').")
+    return Engine(name=name, docker_host=None, libvirt_uri=uri, network=network, accel=raw.get("accel") or "auto",
+                  weight=_count(name, "weight", raw.get("weight", 1), allow_none=False) or 0,
+                  max_hosts=_count(name, "max_hosts", raw.get("max_hosts"), allow_none=True))
+
+
 def parse_engines(engines: Sequence[Mapping[str, Any]] | None, docker_host: str | None = None) -> list[Engine]:
     """The fleet's engines, in declaration order. Without `engines`, docker_host (or the default
     engine) is a fleet of one."""
@@ -219,17 +283,20 @@ def parse_engines(engines: Sequence[Mapping[str, Any]] | None, docker_host: str 
     if not engines:
         raise InfraError("engines is empty; list at least one engine, or leave it out to use docker_host.")
     parsed = [parse_engine(raw) for raw in engines]
+    if len({engine.hypervisor for engine in parsed}) > 1:
+        raise InfraError("engines mixes Docker engines (docker_host) and hypervisors (libvirt_uri); a service runs "
+                         "on one kind: declare its containers' engines and its VMs' hypervisors in separate tasks.")
     seen: dict[str, str] = {}
     for engine in parsed:
         if engine.name in seen:
             raise InfraError(f"Engine name {engine.name} is used twice; each engine needs its own name.")
-        seen[engine.name] = engine.docker_host or ""
+        seen[engine.name] = engine.where or ""
     by_host: dict[str, str] = {}
     for engine in parsed:
-        if engine.docker_host in by_host:
-            raise InfraError(f"Engines {by_host[engine.docker_host]} and {engine.name} are the same engine "
-                             f"({engine.docker_host}); declare it once.")
-        by_host[engine.docker_host or ""] = engine.name
+        if engine.where in by_host:
+            raise InfraError(f"Engines {by_host[engine.where]} and {engine.name} are the same engine "
+                             f"({engine.where}); declare it once.")
+        by_host[engine.where or ""] = engine.name
     if not any(engine.weight and engine.max_hosts != 0 for engine in parsed):
         raise InfraError("Every engine has weight 0 or max_hosts 0, so no host can be placed; "
                          "give at least one engine a weight above 0.")
@@ -239,8 +306,9 @@ def parse_engines(engines: Sequence[Mapping[str, Any]] | None, docker_host: str 
 def engines_from_group(group: str, groups: Mapping[str, Sequence[str]],
                        hostvars: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
     """The `engines` option built from an inventory group of engine hosts: each host is an engine
-    named after it, whose variables docker_host, docker_tls ({ca_cert, client_cert, client_key,
-    verify}), engine_weight, engine_max_hosts and engine_allow_insecure describe it."""
+    named after it, whose variables docker_host (or libvirt_uri, engine_network, engine_accel for a
+    hypervisor), docker_tls ({ca_cert, client_cert, client_key, verify}), engine_weight, engine_max_hosts
+    and engine_allow_insecure describe it."""
     if group not in groups:
         raise InfraError(f"Inventory group {group} (engines_group) does not exist; add the engine hosts to it.")
     members = list(groups[group])
@@ -249,9 +317,9 @@ def engines_from_group(group: str, groups: Mapping[str, Sequence[str]],
     engines = []
     for host in members:
         variables = hostvars.get(host) or {}
-        if not variables.get("docker_host"):
-            raise InfraError(f"Engine host {host} in group {group} has no docker_host variable, "
-                             "e.g. docker_host: tcp://10.0.0.5:2376.")
+        if not variables.get("docker_host") and not variables.get("libvirt_uri"):
+            raise InfraError(f"Engine host {host} in group {group} has no docker_host variable (nor libvirt_uri for a "
+                             "hypervisor), e.g. docker_host: tcp://10.0.0.5:2376.")
         engine: dict[str, Any] = {"name": host.lower()}
         for variable, option in GROUP_VARIABLES.items():
             if variables.get(variable) is not None:

@@ -19,14 +19,14 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.engines.fleet impo
     Fleet,
     find_image,
     open_fleet,
-    plan_ship,
     require_fleet_verified,
 )
-from ansible_collections.immutable.infra.plugins.plugin_utils.engines.manager import FleetManager
+from ansible_collections.immutable.infra.plugins.plugin_utils.hypervisors.task import VM_OPTIONS, check_kind, open_vm_hosts
+from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.backends import HostsManager
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.revisions import recently_live_generations
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.service_record import keep_service_record
 from ansible_collections.immutable.infra.plugins.plugin_utils.service import plan as rp
-from ansible_collections.immutable.infra.plugins.plugin_utils.service.backend import Placed
+from ansible_collections.immutable.infra.plugins.plugin_utils.service.backend import HostBackend, Placed
 from ansible_collections.immutable.infra.plugins.plugin_utils.service.health import HEALTH_OPTIONS, HealthCheck
 from ansible_collections.immutable.infra.plugins.plugin_utils.service.lock import unfinished_work
 from ansible_collections.immutable.infra.plugins.plugin_utils.service.membership import Observation
@@ -52,7 +52,8 @@ CONTAINER_OPTIONS = {
 
 ROLLOUT_ARGUMENT_SPEC: dict[str, Any] = {
     "service": {"type": "str", "required": True},
-    "image": {"type": "str", "required": True},
+    "image": {"type": "str"},
+    "disk": {"type": "str"},
     "replicas": {"type": "int", "required": True},
     "strategy": {"type": "str", "default": "rolling", "choices": list(rp.STRATEGIES)},
     "batch_size": {"type": "int", "default": 1},
@@ -68,6 +69,7 @@ ROLLOUT_ARGUMENT_SPEC: dict[str, Any] = {
     "require_verified": {"type": "bool", "default": True},
     "keep_previous": {"type": "int", "default": 1},
     "container": {"type": "dict", "default": {}, "options": CONTAINER_OPTIONS},
+    "vm": {"type": "dict", "default": {}, "options": VM_OPTIONS},
     **SWAP_OPTIONS,
     **FLEET_ARGUMENT_SPEC,
 }
@@ -98,13 +100,16 @@ def check_limits(params: dict[str, Any]) -> None:
             raise InfraError(f"container.networks entry {network!r} is not a Docker network name.")
 
 
-class Rollout(FleetManager):
+class Rollout(HostsManager):
     record_options = ("engines", "docker_host", "balancer", "addressing")
 
     def __init__(self, params: dict[str, Any], context: TaskContext) -> None:
         super().__init__(params, context)
         params = self.params
         self.service = validate_service(params["service"])
+        if bool(params.get("image")) == bool(params.get("disk")):
+            raise InfraError("Give the artifact to roll out: image (containers) or disk (VM hosts), one of them.")
+        check_kind(params, self.engines)
         if not 0 < params["port"] < 65536:
             raise InfraError(f"port must be between 1 and 65535, got {params['port']}.")
         check_limits(params)
@@ -120,12 +125,21 @@ class Rollout(FleetManager):
         self.record_fields: dict[str, Any] = {}
         self.fleet = Fleet([], {})
 
-    def run(self) -> dict[str, Any]:
+    def open_backend(self) -> tuple[HostBackend, HostSpec]:
+        """The hosts' back-end and the spec of the hosts to make, from the gated artifact."""
+        if self.on_vms:
+            backend, spec = open_vm_hosts(self.params, self.engines, self.service, self.context.basedir, self.progress)
+            self.record_fields.update(disk=backend.artifact.path if backend.artifact else None)
+            return backend, spec
         fleet = self.fleet = open_fleet(self.params, self.engines, self.reach())
         image = self._gated_image(fleet)
         spec = HostSpec(self.service, image["Id"], self.params["port"], self.params["container"],
                         self.params["health"], ImageProvenance.from_labels(image_labels(image)).inputs_hash or "")
-        backend = DockerHosts(fleet, self.service, spec.image_id, self.progress)
+        return DockerHosts(fleet, self.service, spec.image_id, self.progress), spec
+
+    def run(self) -> dict[str, Any]:
+        backend, spec = self.open_backend()
+        coordinator = backend.engine_names[0]
         backend.check_settings(spec)
         self.balancer.check()
         steps = HostSteps(backend, self.balancer, spec, backend.store(), self.progress, self.params["drain_timeout"],
@@ -139,20 +153,19 @@ class Rollout(FleetManager):
                                    [host.labels for host in backend.hosts()])
             plan = rp.plan_rollout(observation.hosts, desired)
             placed = backend.place(plan, observation.hosts)
-            shipping = plan_ship(fleet, spec.image_id, [*placed.engines.values(), fleet.coordinator_name]
-                                 if plan.changed else [])
+            shipping = backend.plan_prepare(spec.image_id, [*placed.engines.values(), coordinator] if plan.changed else [])
             repair = plan_repair(observation.hosts, observation.exited())
-            recorded = keep_service_record(fleet, self.service, self.params, tx.ledger, self.context.basedir,
-                                           check_mode=self.context.check_mode)
+            recorded = keep_service_record(backend.record_stores(), self.service, self.params, tx.ledger,
+                                           self.context.basedir, check_mode=self.context.check_mode)
             if self.context.check_mode or not (plan.changed or observation.stale_servers or repair.steps
                                                or unfinished_work(tx.store, self.service)):
                 return self._result(tx, plan, changed=plan.changed or bool(observation.stale_servers or recorded),
-                                    placed=placed, shipping=shipping.as_dict() if shipping else None,
+                                    placed=placed, shipping=shipping,
                                     observation=observation, recorded=recorded)
             # Before the lock, which is a container made from the image on the coordinator: an image on an
             # engine changes nothing that runs, and a registry that is down stops the run before any change.
-            backend.prepare(spec.image_id, list(placed.engines.values()) + [fleet.coordinator_name]
-                            if plan.changed else [fleet.coordinator_name])
+            backend.prepare(spec.image_id, list(placed.engines.values()) + [coordinator]
+                            if plan.changed else [coordinator])
             with tx.locked():
                 return self._locked_run(tx, backend, desired, recorded)
         finally:
@@ -167,7 +180,7 @@ class Rollout(FleetManager):
             require_fleet_verified(fleet, self.params["image"], image["Id"])
         return image
 
-    def _locked_run(self, tx: Transaction, backend: DockerHosts, desired: rp.Desired,
+    def _locked_run(self, tx: Transaction, backend: HostBackend, desired: rp.Desired,
                     recorded: dict[str, Any]) -> dict[str, Any]:
         recovered = tx.recover()
         reconciled = tx.reconcile()
@@ -242,10 +255,8 @@ class Rollout(FleetManager):
         hosts = {name: engine_of.get(name) for name in plan.live_after}
         steps = [dict(step, engines=[engine_of.get(name) for name in step["hosts"]])
                  for step in (step.as_dict() for step in plan.steps)]
-        backend = tx.backend
-        shipped = backend.shipped if isinstance(backend, DockerHosts) else None
-        return {"engines": self.fleet.describe(), "addressing": self.fleet.addressing, "hosts": hosts,
-                "placement": placed.summary, "plan": steps, "shipping": shipped or shipping}
+        return {**tx.backend.describe(), "hosts": hosts, "placement": placed.summary, "plan": steps,
+                "shipping": tx.backend.shipped or shipping}
 
 
 def retire_old_generations(tx: Transaction, plan: rp.Plan) -> None:

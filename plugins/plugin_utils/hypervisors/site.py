@@ -1,0 +1,115 @@
+# Copyright: immutable.infra contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""One hypervisor of a fleet as VM hosts use it: its connection, pools, network, store, the disks
+copied to it, and the accelerator its VMs run with.
+
+Everything is made when first needed: the pools and the network of the collection's own, on a
+hypervisor that has none yet.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import VerdictLabels, verdict_volume_name
+from ansible_collections.immutable.infra.plugins.plugin_utils.engines.declaration import DEFAULT_VM_NETWORK, Engine
+from ansible_collections.immutable.infra.plugins.plugin_utils.hypervisors import disk as disks
+from ansible_collections.immutable.infra.plugins.plugin_utils.hypervisors import pool as pools
+from ansible_collections.immutable.infra.plugins.plugin_utils.hypervisors.connection import Hypervisor
+from ansible_collections.immutable.infra.plugins.plugin_utils.hypervisors.network import VmNetwork
+from ansible_collections.immutable.infra.plugins.plugin_utils.hypervisors.store import LibvirtStore
+from ansible_collections.immutable.infra.plugins.plugin_utils.machine import qemu
+
+
+class Site:
+    def __init__(self, engine: Engine, hypervisor: Hypervisor) -> None:
+        self.engine = engine
+        self.name = engine.name
+        self.hypervisor = hypervisor
+        self.local = engine.machine is None or engine.machine in ("localhost", "127.0.0.1", "::1")
+        self.store = LibvirtStore(hypervisor)
+        self._pool: Any = None
+        self._network: VmNetwork | None = None
+        self._accel: tuple[str, str] | None = None
+
+    @property
+    def pool(self) -> Any:
+        if self._pool is None:
+            self._pool = pools.ensure_pool(self.hypervisor, pools.HOSTS_POOL)
+        return self._pool
+
+    @property
+    def network(self) -> VmNetwork:
+        if self._network is None:
+            self._network = VmNetwork(self.hypervisor, self.engine.network,
+                                      owned=self.engine.network == DEFAULT_VM_NETWORK, local=self.local)
+        return self._network
+
+    # disks ----------------------------------------------------------------------------------------
+    def disk_record(self, digest: str) -> dict[str, str] | None:
+        return self.store.get(disks.disk_record_name(digest))
+
+    def disk_volume(self, digest: str) -> Any | None:
+        """The pool volume holding the disk, when a finished copy is recorded."""
+        record = self.disk_record(digest)
+        name = (record or {}).get(disks.LABEL_DISK_VOLUME)
+        return pools.volume(self.hypervisor, self.pool, name) if name else None
+
+    def verdict(self, digest: str) -> dict[str, str] | None:
+        return self.store.get(verdict_volume_name(digest))
+
+    def copy_disk(self, artifact: disks.DiskArtifact, verdict: VerdictLabels | None,
+                  progress: Callable[[str], None]) -> float:
+        """Copies the disk into the pool (its digest checked on the way) and records it; returns the seconds."""
+        if artifact.path is None:
+            raise InfraError(f"Disk {artifact.describe()} is not on hypervisor {self.name} and this task names it by "
+                             "digest only; give disk: as the path of the disk file so that it can be copied there.")
+        started = time.monotonic()
+        size = _size(artifact.path)
+        name = disks.disk_volume_name(artifact.digest, artifact.disk_format)
+        progress(f"disk {artifact.describe()}: copying it to hypervisor {self.name} ({size / 2 ** 20:.0f} MiB)")
+        made = pools.create_volume(self.hypervisor, self.pool, name, size, artifact.disk_format)
+        try:
+            sent = pools.upload_file(self.hypervisor, made, artifact.path, size, f"disk {artifact.describe()}")
+            if sent != artifact.digest:
+                raise InfraError(f"Disk {artifact.describe()} changed while it was copied to hypervisor {self.name} "
+                                 f"(the copy's digest is {sent[:19]}); build it again. Nothing was changed.")
+            if verdict is not None:
+                self.store.replace(*disks.verdict_record(artifact, verdict))
+            self.store.put(disks.disk_record_name(artifact.digest), disks.record_labels(artifact, name))
+        except BaseException:
+            pools.delete_volume(self.hypervisor, self.pool, name)
+            raise
+        if (self.disk_record(artifact.digest) or {}).get(disks.LABEL_DISK_VOLUME) != name:
+            pools.delete_volume(self.hypervisor, self.pool, name)  # another controller recorded its copy first
+        return disks.elapsed(started)
+
+    # the accelerator --------------------------------------------------------------------------------
+    def accel(self, local_disk: str | None, disk_format: str) -> tuple[str, str]:
+        """(kvm or tcg, why). auto on this machine boots a guest under KVM once and remembers the answer
+        (as verify does); on another machine, KVM when the hypervisor offers it."""
+        if self._accel is None:
+            wanted = self.engine.accel
+            if wanted != "auto":
+                self._accel = (wanted, "asked for")
+            elif self.local and local_disk:
+                self._accel = qemu.choose_accel("auto", local_disk, disk_format)
+            elif self.local:
+                self._accel = ("tcg", "no disk on this machine to try KVM with")
+            else:
+                capabilities = self.hypervisor.call("read the hypervisor's capabilities",
+                                                    self.hypervisor.conn.getCapabilities)
+                offered = "<domain type='kvm'" in capabilities or '<domain type="kvm"' in capabilities
+                self._accel = ("kvm", "the hypervisor offers it") if offered else ("tcg", "no KVM on the hypervisor")
+        return self._accel
+
+
+def _size(path: str) -> int:
+    try:
+        with open(path, "rb") as handle:
+            return handle.seek(0, 2)
+    except OSError as error:
+        raise InfraError(f"Cannot read disk {path}: {error.strerror}.") from None
