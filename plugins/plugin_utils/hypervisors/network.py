@@ -30,6 +30,7 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.hypervisors.connec
 DNSMASQ_URI = "http://libvirt.org/schemas/network/dnsmasq/1.0"
 CANDIDATE_SUBNETS = [f"10.214.{third}.0/24" for third in range(256)]
 FIRST_HOST, LAST_HOST = 10, 249  # reserved addresses; .250-.254 are leased to anything else that asks
+LEASE_MINUTES = 10  # a destroyed VM's lease holds its address this long at most
 ATTEMPTS = 20
 
 
@@ -38,10 +39,13 @@ class Reservation:
     mac: str
     name: str
     address: str
+    lease_minutes: int | None = None  # as the entry was made (a delete must name it the same way)
 
-    def xml(self) -> str:
-        return ElementTree.tostring(ElementTree.Element("host", mac=self.mac, name=self.name, ip=self.address),
-                                    encoding="unicode")
+    def xml(self, lease_minutes: int | None = None) -> str:
+        host = ElementTree.Element("host", mac=self.mac, name=self.name, ip=self.address)
+        if lease_minutes:
+            ElementTree.SubElement(host, "lease", expiry=str(lease_minutes), unit="minutes")
+        return ElementTree.tostring(host, encoding="unicode")
 
 
 def bridge_name(network: str) -> str:
@@ -75,8 +79,15 @@ def subnet_of(xml: str) -> ipaddress.IPv4Network | None:
 
 
 def reservations(xml: str) -> list[Reservation]:
-    return [Reservation(host.get("mac", ""), host.get("name", ""), host.get("ip", ""))
+    return [Reservation(host.get("mac", ""), host.get("name", ""), host.get("ip", ""), _lease_minutes(host))
             for host in ElementTree.fromstring(xml).findall("./ip/dhcp/host")]
+
+
+def _lease_minutes(host: ElementTree.Element) -> int | None:
+    lease = host.find("lease")
+    if lease is None or not (lease.get("expiry") or "").isdigit():
+        return None
+    return int(lease.get("expiry") or 0) * (60 if lease.get("unit") == "hours" else 1)
 
 
 def pick_subnet(in_use: Iterable[ipaddress.IPv4Network]) -> str | None:
@@ -180,18 +191,24 @@ class VmNetwork:
     def reservations(self) -> list[Reservation]:
         return reservations(self.hypervisor.call(f"read network {self.name}", self.network.XMLDesc, 0))
 
+    def leased(self) -> list[str]:
+        """Addresses dnsmasq has leased and not yet seen expire: a destroyed VM's stays leased to its MAC, and
+        dnsmasq would not hand it to another one meanwhile."""
+        leases = self.hypervisor.call(f"read the leases of network {self.name}", self.network.DHCPLeases)
+        return [str(lease.get("ipaddr")) for lease in leases or []]
+
     def reserve(self, host: str, mac: str) -> str:
-        """Reserves a free address for the MAC; returns it."""
+        """Reserves an address nobody holds (no reservation, no lease) for the MAC; returns it."""
         libvirt = binding()
         flags = libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE | libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG
         for _attempt in range(ATTEMPTS):
-            address = free_address(self.subnet, [entry.address for entry in self.reservations()])
+            address = free_address(self.subnet, [entry.address for entry in self.reservations()] + self.leased())
             if address is None:
                 break
             entry = Reservation(mac, dhcp_name(host), address)
             try:
                 self.network.update(libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST, libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST,
-                                    -1, entry.xml(), flags)
+                                    -1, entry.xml(LEASE_MINUTES), flags)
                 return address
             except libvirt.libvirtError as error:
                 if getattr(error, "get_error_code", lambda: None)() != ERR_OPERATION_INVALID:
@@ -207,7 +224,7 @@ class VmNetwork:
             if entry.name == dhcp_name(host) or (address and entry.address == address):
                 try:
                     self.network.update(libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE,
-                                        libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST, -1, entry.xml(), flags)
+                                        libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST, -1, entry.xml(entry.lease_minutes), flags)
                 except libvirt.libvirtError as error:
                     if not any(held == entry for held in self.reservations()):
                         continue  # released meanwhile

@@ -9,6 +9,7 @@ hypervisor's network reserved for this host, on a network of the collection's ow
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 
 SSH_OPTIONS = ["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
@@ -23,7 +24,8 @@ def ssh_arguments(key: str | None) -> list[str]:
 def run_over_ssh(user: str, address: str, key: str | None, command: list[str], timeout: float = 60) -> tuple[int, str]:
     """(exit code, output) of the command in the host; 255 when SSH itself failed."""
     try:
-        finished = subprocess.run(["ssh", *ssh_arguments(key), f"{user}@{address}", "--", *command],
+        # ssh hands the remote shell one line: the command's words are quoted for it.
+        finished = subprocess.run(["ssh", *ssh_arguments(key), f"{user}@{address}", "--", shlex.join(command)],
                                   stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                   text=True, errors="replace", timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
