@@ -16,15 +16,16 @@ export IMMUTABLE_INFRA_BASE_IMAGE := $(BASE_IMAGE)
 export ANSIBLE_NOCOLOR := 1
 
 .PHONY: help setup venv engine engines engines-down base-image host-packages collection demo test faults bench sanity lint clean \
-	vm-packages setup-vm demo-vm test-vm bench-vm
+	vm-packages libvirt setup-vm demo-vm test-vm bench-vm
 
 help:
 	@echo "make demo   bake, verify, ship and roll out the example service over three Docker engines"
 	@echo "make test   unit, integration, Molecule, ansible-test sanity and ansible-lint"
 	@echo "make faults the long fault suite: 20 simultaneous-controller pairs, 20 controller kills (docs/reliability.md)"
 	@echo "make bench  benchmarks against the anchors (see bench/README.md)"
-	@echo "make demo-vm  bake the example service, make a VM disk of it, boot it under qemu and test it"
-	@echo "make test-vm  the VM disk tests (build, boot, passing and failing verdicts, cache, bad input)"
+	@echo "make demo-vm  the example service as VMs: bake, build the disk, verify it by booting, roll out 2 VMs behind"
+	@echo "              HAProxy under load through libvirt, roll out a second version, roll back"
+	@echo "make test-vm  the VM tests: disks (build, boot, verdicts) and VM hosts (3 VMs, rollback, drift, faults)"
 	@echo "make engines       start the multi-engine rig: 3 more engines over TLS and two registries on loopback (one with auth)"
 	@echo "make engines-down  stop it (scripts/engines.py down --purge also removes its images and certificates)"
 
@@ -62,22 +63,27 @@ vm-packages: venv
 		mke2fs=e2fsprogs mkfs.vfat=dosfstools mcopy=mtools syslinux=syslinux sfdisk=fdisk ssh=openssh-client \
 		ssh-keygen=openssh-client
 
-setup-vm: setup vm-packages
+# VM hosts: libvirt's daemon, started here when none runs, and the pinned Python binding (requirements-vm.txt).
+libvirt: venv vm-packages
+	@$(PYTHON) scripts/ensure_host.py libvirt
+
+setup-vm: setup vm-packages libvirt
 
 demo-vm: setup-vm
-	@$(PYTHON) -m ansible.cli.playbook examples/demo/demo-vm.yml
+	@$(PYTHON) -m ansible.cli.playbook -i examples/demo/vm.fleet.yml examples/demo/demo-vm.yml
 
 test-vm: setup-vm
-	@IMMUTABLE_INFRA_VM=long $(PYTHON) -m pytest tests/integration/test_disk.py
+	@IMMUTABLE_INFRA_VM=long $(PYTHON) -m pytest tests/integration/test_disk.py tests/integration/test_vm_hosts.py
 
 bench-vm: setup-vm
 	@$(PYTHON) bench/disk.py
+	@$(PYTHON) bench/run.py vm_rollout
 
 demo: setup engines
 	@$(PYTHON) -m ansible.cli.playbook examples/demo/demo.yml
 
 # The rig starts in under a second once its package is installed, so make test brings it up.
-test: setup vm-packages engines
+test: setup vm-packages libvirt engines
 	@$(PYTHON) -m pytest
 
 # The short form of the fault suite runs in make test; this is the long one.

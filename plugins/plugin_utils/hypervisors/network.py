@@ -29,7 +29,7 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.hypervisors.connec
 
 DNSMASQ_URI = "http://libvirt.org/schemas/network/dnsmasq/1.0"
 CANDIDATE_SUBNETS = [f"10.214.{third}.0/24" for third in range(256)]
-FIRST_HOST, LAST_HOST = 10, 249  # reserved addresses; .250-.254 are leased to anything else that asks
+FIRST_HOST, LAST_HOST = 10, 249  # reserved addresses (the range .10-.254 is dnsmasq's; see network_xml)
 LEASE_MINUTES = 10  # a destroyed VM's lease holds its address this long at most
 ATTEMPTS = 20
 
@@ -61,7 +61,9 @@ def network_xml(name: str, subnet: str) -> str:
     ElementTree.SubElement(network, "bridge", name=bridge_name(name), stp="off", delay="0")
     address = ElementTree.SubElement(network, "ip", address=str(hosts[0]), netmask=str(net.netmask))
     dhcp = ElementTree.SubElement(address, "dhcp")
-    ElementTree.SubElement(dhcp, "range", start=str(hosts[LAST_HOST]), end=str(hosts[-1]))
+    # libvirt caps dnsmasq's leases (dhcp-lease-max) at the size of the range, reserved hosts' included, and
+    # dnsmasq never hands a reserved address to another MAC: so the range covers every address hosts get.
+    ElementTree.SubElement(dhcp, "range", start=str(hosts[FIRST_HOST - 1]), end=str(hosts[-1]))
     options = ElementTree.SubElement(network, f"{{{DNSMASQ_URI}}}options")
     ElementTree.SubElement(options, f"{{{DNSMASQ_URI}}}option", value="no-ping")
     ElementTree.register_namespace("dnsmasq", DNSMASQ_URI)
