@@ -98,7 +98,7 @@ def plan_leftovers(observed: dict[str, Any], min_age: float, now: float) -> list
                                                                   volume["name"] not in recorded)
         if not orphan:
             continue
-        age = now - volume["created"] if volume["created"] else 0.0
+        age = now - volume["created"] if volume["created"] is not None else 0.0
         if age >= min_age:
             what = f"storage of host {host}, which no longer exists" if host else "a copy of a disk no record names"
             leftovers.append({"name": volume["name"], "id": volume["name"], "bytes": volume["bytes"], "kind": "volume",
