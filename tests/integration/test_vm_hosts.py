@@ -20,7 +20,7 @@ import pytest
 from rollout_support import SteadyLoad
 from support import Playbooks
 from test_fleet_trace import unwrapped
-from test_rollout import kill_controller, run_in_background
+from test_rollout import in_balancer, kill_controller, run_in_background
 from vm_support import build_disks, leftovers, record_disk_verdict, remove_service, service_name, ssh_key
 
 LONG = os.environ.get("IMMUTABLE_INFRA_VM") == "long"
@@ -60,11 +60,9 @@ def run(vm_project, *tasks, check=False):
     return Playbooks(vm_project["project"]).run(list(tasks), check=check, timeout=1800)
 
 
-def in_balancer(proxy):
-    """Servers taking traffic in the web backend, by the address they point at."""
-    lines = proxy.command("show servers state web").splitlines()[2:]
-    return sorted(fields[4] for fields in (line.split() for line in lines)
-                  if len(fields) > 6 and fields[5] == "2" and fields[6] == "0")
+def ready_addresses(proxy):
+    """The addresses of the web backend's servers that take traffic."""
+    return sorted(address for address, state in in_balancer(proxy).values() if state == "ready")
 
 
 def inventory(vm_project, service):
@@ -103,7 +101,7 @@ def test_two_vms_roll_out_and_the_inventory_reaches_exactly_the_live_ones(vm_pro
     live = sorted(listed[f"{vm_service}_live"]["hosts"])
     assert live == first["live"]
     addresses = sorted(listed["_meta"]["hostvars"][name]["ansible_host"] for name in live)
-    assert in_balancer(proxy) == addresses
+    assert ready_addresses(proxy) == addresses
     for name in live:
         variables = listed["_meta"]["hostvars"][name]
         assert variables["ansible_user"] == "root" and variables["ansible_ssh_private_key_file"] == vm_project["key"]

@@ -39,18 +39,21 @@ DISK_RECORD_PREFIX = "immutable-infra-disk-"
 LABEL_DISK_RECORD = LABEL_PREFIX + "disk_record"  # value: the disk's digest
 LABEL_DISK_VOLUME = LABEL_PREFIX + "volume"  # the pool volume that holds it
 LABEL_DISK_MANIFEST = LABEL_PREFIX + "manifest"  # what the manifest says about the disk (JSON, no verdict)
+LABEL_BOOT_VOLUMES = LABEL_PREFIX + "boot_volumes"  # direct boot: {"kernel": volume, "initrd": volume} (JSON)
 MANIFEST_FIELDS = ("name", "disk", "disk_format", "disk_digest", "disk_bytes", "inputs_hash", "image", "image_id",
-                   "image_inputs_hash", "kernel_release", "kernel_command_line", "packages", "installed_packages",
-                   "exposed_ports", "created", "built_by")
+                   "image_inputs_hash", "kernel_release", "kernel_command_line", "packages", "exposed_ports",
+                   "created", "built_by", "boot")
+BOOT_FILES = ("kernel", "initrd")  # a disk built for direct kernel boot has them beside it (its manifest's boot)
 
 
 def disk_record_name(digest: str) -> str:
     return DISK_RECORD_PREFIX + digest.split(":", 1)[-1]
 
 
-def disk_volume_name(digest: str, disk_format: str) -> str:
-    """A volume name of its own for each upload (never a host's: it holds dots)."""
-    return f"disk.{digest.split(':', 1)[-1][:24]}.{uuid.uuid4().hex[:6]}.{disk_format}"
+def disk_volume_name(digest: str, disk_format: str, kind: str = "disk") -> str:
+    """A volume name of its own for each upload (never a host's: it holds dots): disk.<digest>.<id>.qcow2, and
+    kernel.<digest>.<id>.disk / initrd.<digest>.<id>.disk for the disk's direct-boot files."""
+    return f"{kind}.{digest.split(':', 1)[-1][:24]}.{uuid.uuid4().hex[:6]}.{disk_format}"
 
 
 @dataclass
@@ -71,6 +74,17 @@ class DiskArtifact:
     @property
     def name(self) -> str:
         return str(self.manifest.get("name") or short_id(self.digest))
+
+    @property
+    def boot(self) -> dict[str, Any]:
+        """The manifest's direct-boot section (kernel, initrd, their digests, command_line), or {} for a
+        disk its firmware boots."""
+        boot = self.manifest.get("boot")
+        return boot if isinstance(boot, dict) and boot.get("kernel") and boot.get("initrd") else {}
+
+    def boot_file(self, part: str) -> str | None:
+        """The kernel or initramfs beside the disk file."""
+        return os.path.join(os.path.dirname(self.path), self.boot[part]) if self.path and self.boot else None
 
     def describe(self) -> str:
         shown = os.path.basename(self.path) if self.path else self.name
@@ -93,14 +107,19 @@ def resolve(given: str, basedir: str) -> DiskArtifact:
 
 
 def require_unchanged(artifact: DiskArtifact) -> None:
-    """The file is still the disk its manifest describes (a file changed after its build is refused)."""
+    """The file (and its kernel and initramfs, for direct boot) is still what its manifest describes: a file
+    changed after its build is refused."""
     if artifact.path is None:
         return
-    digest = file_digest(artifact.path)
-    if digest != artifact.digest:
-        raise InfraError(f"Disk {os.path.basename(artifact.path)} is not the disk its manifest describes (digest "
-                         f"{digest[:19]}, manifest {artifact.digest[:19]}); it was changed after it was built: build "
-                         "it again with immutable.infra.disk (force: true) and verify it. Nothing was changed.")
+    expected = {artifact.path: artifact.digest}
+    for part in BOOT_FILES if artifact.boot else ():
+        expected[artifact.boot_file(part) or ""] = str(artifact.boot.get(f"{part}_digest") or "")
+    for path, wanted in expected.items():
+        digest = file_digest(path) if os.path.isfile(path) else "missing"
+        if digest != wanted:
+            raise InfraError(f"{os.path.basename(path)} is not the file the manifest of disk {artifact.name} describes "
+                             f"(digest {digest[:19]}, manifest {wanted[:19]}); it was changed after it was built: build "
+                             "it again with immutable.infra.disk (force: true) and verify it. Nothing was changed.")
 
 
 def manifest_verdict_labels(artifact: DiskArtifact) -> dict[str, str] | None:
@@ -137,9 +156,21 @@ def require_disk_verified(artifact: DiskArtifact, recorded: dict[str, dict[str, 
     return verdict
 
 
-def record_labels(artifact: DiskArtifact, volume: str) -> dict[str, str]:
-    return {LABEL_DISK_RECORD: artifact.digest, LABEL_DISK_VOLUME: volume, LABEL_PREFIX + "time": utc_timestamp(),
-            LABEL_DISK_MANIFEST: json.dumps(artifact.manifest, sort_keys=True)}
+def record_labels(artifact: DiskArtifact, volume: str, boot_volumes: dict[str, str] | None = None) -> dict[str, str]:
+    labels = {LABEL_DISK_RECORD: artifact.digest, LABEL_DISK_VOLUME: volume, LABEL_PREFIX + "time": utc_timestamp(),
+              LABEL_DISK_MANIFEST: json.dumps(artifact.manifest, sort_keys=True)}
+    if boot_volumes:
+        labels[LABEL_BOOT_VOLUMES] = json.dumps(boot_volumes, sort_keys=True)
+    return labels
+
+
+def boot_volumes(labels: dict[str, str]) -> dict[str, str]:
+    """The pool volumes of a recorded disk's kernel and initramfs ({} for firmware boot)."""
+    try:
+        found = json.loads(labels.get(LABEL_BOOT_VOLUMES) or "{}")
+    except ValueError:
+        return {}
+    return {part: str(found[part]) for part in BOOT_FILES if isinstance(found, dict) and found.get(part)}
 
 
 def from_record(digest: str, labels: dict[str, str]) -> DiskArtifact:

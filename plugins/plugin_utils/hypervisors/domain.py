@@ -83,6 +83,12 @@ def domain_xml(spec: DomainSpec) -> str:
     _element(_element(domain, "features"), "acpi")
     if spec.accel == "kvm":
         _element(domain, "cpu", mode="host-passthrough")
+    else:
+        # qemu's default CPU under plain emulation, without the virtualisation extension it announces, so that
+        # the guest loads no KVM module it could not use anyway.
+        cpu = _element(domain, "cpu", mode="custom", match="exact")
+        _element(cpu, "model", "qemu64", fallback="allow")
+        _element(cpu, "feature", policy="disable", name="svm")
     for event, action in (("on_poweroff", "destroy"), ("on_reboot", "restart"), ("on_crash", "destroy")):
         _element(domain, event, action)
     devices = _element(domain, "devices")

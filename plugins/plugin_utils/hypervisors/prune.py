@@ -25,6 +25,7 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.hypervisors.disk i
     LABEL_DISK_MANIFEST,
     LABEL_DISK_RECORD,
     LABEL_DISK_VOLUME,
+    boot_volumes,
 )
 from ansible_collections.immutable.infra.plugins.plugin_utils.hypervisors.domain import host_of_volume, status_of
 from ansible_collections.immutable.infra.plugins.plugin_utils.hypervisors.network import dhcp_name
@@ -82,7 +83,7 @@ def disk_image(record: dict[str, Any], sizes: dict[str, int | None]) -> dict[str
     name = str(manifest.get("name") or "disk")
     return {"id": digest, "tags": [f"{name}:{short_id(digest)}"], "created": record["created"],
             "size": sizes.get(labels.get(LABEL_DISK_VOLUME, "")), "volume": labels.get(LABEL_DISK_VOLUME),
-            "record": record["name"],
+            "boot_volumes": list(boot_volumes(labels).values()), "record": record["name"],
             "labels": {LABEL_INPUTS_HASH: str(manifest.get("inputs_hash") or digest), LABEL_NAME: name,
                        OCI_CREATED: str(manifest.get("created") or "")}}
 
@@ -90,12 +91,12 @@ def disk_image(record: dict[str, Any], sizes: dict[str, int | None]) -> dict[str
 def plan_leftovers(observed: dict[str, Any], min_age: float, now: float) -> list[dict[str, Any]]:
     """Overlays and seeds of no domain, disk copies no record names, reservations of no domain (pure)."""
     domains = {container["name"] for container in observed["containers"]}
-    recorded = {image.get("volume") for image in observed["images"]}
+    recorded = {name for image in observed["images"] for name in [image.get("volume"), *image.get("boot_volumes", [])]}
     leftovers = []
     for volume in observed["host_volumes"]:
         host = host_of_volume(volume["name"])
-        orphan = (host is not None and host not in domains) or (volume["name"].startswith("disk.") and
-                                                                  volume["name"] not in recorded)
+        artifact = volume["name"].startswith(("disk.", "kernel.", "initrd."))
+        orphan = (host is not None and host not in domains) or (artifact and volume["name"] not in recorded)
         if not orphan:
             continue
         age = now - volume["created"] if volume["created"] is not None else 0.0
@@ -130,5 +131,6 @@ def remove_leftover(site: Site, entry: dict[str, Any]) -> None:
 def remove_disk(site: Site, entry: dict[str, Any], image: dict[str, Any]) -> None:
     """A disk copy goes with its record (the record first: without it the copy is never used again)."""
     site.store.remove(image["record"])
-    if image.get("volume"):
-        pools.delete_volume(site.hypervisor, site.pool, image["volume"])
+    for volume in [image.get("volume"), *image.get("boot_volumes", [])]:
+        if volume:
+            pools.delete_volume(site.hypervisor, site.pool, volume)

@@ -9,6 +9,7 @@ hypervisor that has none yet.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -63,29 +64,53 @@ class Site:
 
     def copy_disk(self, artifact: disks.DiskArtifact, verdict: VerdictLabels | None,
                   progress: Callable[[str], None]) -> float:
-        """Copies the disk into the pool (its digest checked on the way) and records it; returns the seconds."""
+        """Copies the disk (and its kernel and initramfs, for direct boot) into the pool, each digest checked on
+        the way, then records it; returns the seconds."""
         if artifact.path is None:
             raise InfraError(f"Disk {artifact.describe()} is not on hypervisor {self.name} and this task names it by "
                              "digest only; give disk: as the path of the disk file so that it can be copied there.")
         started = time.monotonic()
-        size = _size(artifact.path)
-        name = disks.disk_volume_name(artifact.digest, artifact.disk_format)
-        progress(f"disk {artifact.describe()}: copying it to hypervisor {self.name} ({size / 2 ** 20:.0f} MiB)")
-        made = pools.create_volume(self.hypervisor, self.pool, name, size, artifact.disk_format)
+        progress(f"disk {artifact.describe()}: copying it to hypervisor {self.name} "
+                 f"({_size(artifact.path) / 2 ** 20:.0f} MiB)")
+        made: list[str] = []
         try:
-            sent = pools.upload_file(self.hypervisor, made, artifact.path, size, f"disk {artifact.describe()}")
-            if sent != artifact.digest:
-                raise InfraError(f"Disk {artifact.describe()} changed while it was copied to hypervisor {self.name} "
-                                 f"(the copy's digest is {sent[:19]}); build it again. Nothing was changed.")
+            volume = self._upload(artifact, artifact.path, artifact.digest, "disk", artifact.disk_format, made)
+            booted = {part: self._upload(artifact, artifact.boot_file(part) or "", str(artifact.boot[f"{part}_digest"]),
+                                         part, "raw", made) for part in disks.BOOT_FILES if artifact.boot}
             if verdict is not None:
                 self.store.replace(*disks.verdict_record(artifact, verdict))
-            self.store.put(disks.disk_record_name(artifact.digest), disks.record_labels(artifact, name))
+            self.store.put(disks.disk_record_name(artifact.digest), disks.record_labels(artifact, volume, booted))
         except BaseException:
-            pools.delete_volume(self.hypervisor, self.pool, name)
+            for name in made:
+                pools.delete_volume(self.hypervisor, self.pool, name)
             raise
-        if (self.disk_record(artifact.digest) or {}).get(disks.LABEL_DISK_VOLUME) != name:
-            pools.delete_volume(self.hypervisor, self.pool, name)  # another controller recorded its copy first
+        if (self.disk_record(artifact.digest) or {}).get(disks.LABEL_DISK_VOLUME) != volume:
+            for name in made:  # another controller recorded its copy first
+                pools.delete_volume(self.hypervisor, self.pool, name)
         return disks.elapsed(started)
+
+    def _upload(self, artifact: disks.DiskArtifact, path: str, digest: str, kind: str, volume_format: str,
+                made: list[str]) -> str:
+        name = disks.disk_volume_name(artifact.digest, volume_format, kind)
+        size = _size(path)
+        target = pools.create_volume(self.hypervisor, self.pool, name, size, volume_format)
+        made.append(name)
+        sent = pools.upload_file(self.hypervisor, target, path, size, f"{os.path.basename(path)}")
+        if sent != digest:
+            raise InfraError(f"{os.path.basename(path)} of disk {artifact.describe()} changed while it was copied to "
+                             f"hypervisor {self.name} (the copy's digest is {sent[:19]}); build it again. Nothing was "
+                             "changed.")
+        return name
+
+    def boot_paths(self, record: dict[str, str]) -> dict[str, str]:
+        """The paths on the hypervisor of a recorded disk's kernel and initramfs ({} for firmware boot)."""
+        paths = {}
+        for part, name in disks.boot_volumes(record).items():
+            found = pools.volume(self.hypervisor, self.pool, name)
+            if found is None:
+                return {}
+            paths[part] = self.hypervisor.call(f"read the path of {name}", found.path)
+        return paths
 
     # the accelerator --------------------------------------------------------------------------------
     def accel(self, local_disk: str | None, disk_format: str) -> tuple[str, str]:

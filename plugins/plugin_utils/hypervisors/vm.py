@@ -64,12 +64,14 @@ def make(site: Site, name: str, spec: HostSpec, labels: dict[str, str], accel: s
     mac = new_mac()
     address = site.network.reserve(name, mac)
     labels = dict(labels, **{LABEL_ADDRESS: address, LABEL_MAC: mac})
+    booted, recorded = site.boot_paths(record), from_record(spec.image_id, record)
     xml = domain_xml(DomainSpec(
         name=name, labels=labels, memory_mib=int(settings.get("memory") or 1024), vcpus=int(settings.get("vcpus") or 1),
         accel=accel, pool=pools.HOSTS_POOL, overlay=overlay_volume(name), seed=seed_volume(name),
-        network=site.network.name, mac=mac, console_log=CONSOLE_LOG.format(name=name)))
+        network=site.network.name, mac=mac, console_log=CONSOLE_LOG.format(name=name), kernel=booted.get("kernel"),
+        initrd=booted.get("initrd"), cmdline=recorded.boot.get("command_line") if booted else None))
     domain = hypervisor.call(f"define {name}", hypervisor.conn.defineXML, xml)
-    disk_format = from_record(spec.image_id, record).disk_format
+    disk_format = recorded.disk_format
     capacity = hypervisor.call(f"read the size of the disk of {name}", disk.info)[1]
     pools.create_volume(hypervisor, site.pool, overlay_volume(name), capacity, "qcow2",
                         backing=(hypervisor.call("read the disk's path", disk.path), disk_format))

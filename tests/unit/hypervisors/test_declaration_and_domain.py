@@ -96,3 +96,8 @@ def test_macs_are_in_qemus_range_and_volumes_name_their_host():
     assert new_mac(random.Random(1)).startswith("52:54:00:") and len(new_mac()) == 17
     assert host_of_volume("web-api-3-1.qcow2") == "web-api-3-1" and host_of_volume("web-3-1.seed") == "web-3-1"
     assert host_of_volume("disk.3ce5d87ed49f.4a4d35.qcow2") is None and host_of_volume("notes.txt") is None
+
+
+def test_under_plain_emulation_the_cpu_announces_no_virtualisation_extension():
+    cpu = ElementTree.fromstring(domain_xml(SPEC)).find("cpu")
+    assert cpu.findtext("model") == "qemu64" and cpu.find("feature").attrib == {"policy": "disable", "name": "svm"}

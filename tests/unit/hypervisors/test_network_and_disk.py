@@ -21,6 +21,7 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.hypervisors.networ
     subnet_of,
 )
 from ansible_collections.immutable.infra.plugins.plugin_utils.hypervisors.store import decode, encode
+from ansible_collections.immutable.infra.plugins.plugin_utils.machine.assemble import file_digest
 
 DIGEST = "sha256:" + "ab" * 32
 
@@ -114,3 +115,21 @@ def test_a_disk_record_carries_its_manifest_back():
     assert back.manifest == artifact().manifest and back.path is None and back.disk_format == "qcow2"
     assert json.loads(labels[disks.LABEL_DISK_MANIFEST])["name"] == "hello"
     assert disks.disk_volume_name(DIGEST, "qcow2").startswith("disk.abababab") and "." in disks.disk_volume_name(DIGEST, "raw")
+
+
+def test_a_disk_built_for_direct_boot_brings_its_kernel_and_initramfs(tmp_path):
+    disk, kernel, initrd = (tmp_path / name for name in ("hello.qcow2", "hello.vmlinuz", "hello.initrd"))
+    for path, content in ((disk, b"disk"), (kernel, b"kernel"), (initrd, b"initrd")):
+        path.write_bytes(content)
+    boot = {"kernel": "hello.vmlinuz", "kernel_digest": file_digest(str(kernel)), "initrd": "hello.initrd",
+            "initrd_digest": file_digest(str(initrd)), "command_line": "root=UUID=x rw quiet"}
+    found = disks.DiskArtifact(file_digest(str(disk)), {"boot": boot}, str(disk))
+    assert found.boot_file("kernel") == str(kernel) and found.boot["command_line"] == "root=UUID=x rw quiet"
+    disks.require_unchanged(found)
+    initrd.write_bytes(b"changed")
+    with pytest.raises(InfraError, match="hello.initrd is not the file the manifest of disk"):
+        disks.require_unchanged(found)
+    labels = disks.record_labels(found, "disk.x.1.qcow2", {"kernel": "kernel.x.1.raw", "initrd": "initrd.x.1.raw"})
+    assert disks.boot_volumes(labels) == {"kernel": "kernel.x.1.raw", "initrd": "initrd.x.1.raw"}
+    assert disks.boot_volumes(disks.record_labels(found, "disk.x.1.qcow2")) == {}
+    assert disks.DiskArtifact(DIGEST, {}).boot == {}  # a disk its firmware boots
