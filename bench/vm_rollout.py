@@ -36,7 +36,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,12 +61,10 @@ from measure import (
     start_haproxy_process,
     stop_haproxy,
     summary,
+    under_steady_load,
 )
 
-sys.path.insert(0, os.path.join(REPO_ROOT, "scripts"))
 sys.path.insert(0, COLLECTIONS_PATH)
-
-from steady_load import SteadyLoad  # pylint: disable=wrong-import-position
 
 ANSIBLE_PLAYBOOK = os.path.join(VENV_BIN, "ansible-playbook")
 VIRSH = ["virsh", "-q", "-c", "qemu:///system"]
@@ -76,7 +73,6 @@ REPLICAS = 3
 PORT = 8000
 VERSIONS = ("1.0", "2.0")
 LOAD_RATE = 30.0
-LOAD_LEAD_IN, LOAD_TAIL = 1.0, 0.5
 BOOT_TIMEOUT = 300.0
 FLOOR_POLL = 0.02
 APPROACHES = ("ours", "naive", "floor")
@@ -209,15 +205,6 @@ def floor(bench: Bench, version: str, round_label: str) -> dict[str, Any]:
     return {"wall": round(wall, 3), "until_200": round(sum(until_200), 3), "round": round_label}
 
 
-def under_load(bench: Bench, backend: str, action: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    with SteadyLoad(bench.url(backend), rate=LOAD_RATE, max_seconds=1800, max_requests=90000) as load:
-        time.sleep(LOAD_LEAD_IN)
-        measured = action()
-        time.sleep(LOAD_TAIL)
-    counted = load.summary()
-    return dict(measured, sent=counted["sent"], failed=counted["failed"], errors=counted["errors"])
-
-
 # set-up --------------------------------------------------------------------------------------------
 def reserve_static(bench: Bench) -> None:
     """Fixed MACs and addresses (.200 up) on the collection's network for the naive fleet and the floor."""
@@ -277,7 +264,8 @@ def measure_round(bench: Bench, round_index: int, runs: int) -> dict[str, Any]:
     for approach in order:
         load_average = os.getloadavg()[0]
         backend, action = steps[approach]
-        measured[approach] = dict(under_load(bench, backend, action), load_before=round(load_average, 2))
+        measured[approach] = dict(under_steady_load(bench.url(backend), LOAD_RATE, action),
+                                  load_before=round(load_average, 2))
         entry = measured[approach]
         task = f" (task {entry['task']:.2f} s)" if "task" in entry else ""
         say(f"  round {round_index + 1}/{runs}: {approach} {source} -> {target} {entry['wall']:.2f} s{task}, "

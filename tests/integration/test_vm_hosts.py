@@ -181,8 +181,10 @@ def test_a_controller_killed_at_random_moments_converges_on_the_next_run(vm_proj
     chooser = random.Random(int(os.environ.get("IMMUTABLE_INFRA_SEED", "0")) or None)
     with SteadyLoad(proxy.url(), rate=20, max_seconds=3600) as load:
         for round_number in range(5):
+            # Another version and memory each round: every round makes new VMs and removes old ones.
             version = "2.0" if round_number % 2 == 0 else "1.0"
-            task = rollout(vm_project, vm_service, proxy, version)
+            task = rollout(vm_project, vm_service, proxy, version, vm={
+                "memory": 520 + 8 * round_number, "vcpus": 2, "ssh_key": vm_project["key"]})
             process = run_in_background(str(tmp_path), task)
             time.sleep(chooser.uniform(3, 60))
             kill_controller(process.pid)

@@ -169,13 +169,14 @@ class VmHosts:
 
     def request_stop(self, host: HostRecord, timeout: int, answer_wait: float) -> bool:
         site, domain = self.site(host.engine), self._domain(host)
+        run = site.hypervisor.call(f"read the ID of {host.name}", domain.ID)
         vm.shut_down(site, domain, host.name)
         if vm.wait_shut_off(site, domain, host.name, min(answer_wait, timeout)):
             return True
         if timeout <= answer_wait:
             vm.destroy(site, domain, host.name)
             return True
-        start_watch(site.hypervisor.uri, host.host_id, time.time() + timeout - answer_wait)
+        start_watch(site.hypervisor.uri, host.host_id, run, time.time() + timeout - answer_wait)
         return False
 
     def stop(self, host: HostRecord, timeout: int) -> None:
