@@ -72,7 +72,9 @@ setup-vm: setup vm-packages libvirt
 demo-vm: setup-vm
 	@$(PYTHON) -m ansible.cli.playbook -i examples/demo/vm.fleet.yml examples/demo/demo-vm.yml
 
+# The second hypervisor of the VM tests is this machine's libvirtd reached over SSH: an sshd of the tests' own.
 test-vm: setup-vm
+	@$(PYTHON) scripts/ensure_host.py packages /usr/sbin/sshd=openssh-server
 	@IMMUTABLE_INFRA_VM=long $(PYTHON) -m pytest tests/integration/test_disk.py tests/integration/test_vm_hosts.py
 
 bench-vm: setup-vm

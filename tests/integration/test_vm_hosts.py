@@ -21,7 +21,15 @@ from rollout_support import SteadyLoad
 from support import Playbooks
 from test_fleet_trace import unwrapped
 from test_rollout import in_balancer, kill_controller, run_in_background
-from vm_support import build_disks, leftovers, record_disk_verdict, remove_service, service_name, ssh_key
+from vm_support import (
+    LoopbackSshd,
+    build_disks,
+    leftovers,
+    record_disk_verdict,
+    remove_service,
+    service_name,
+    ssh_key,
+)
 
 LONG = os.environ.get("IMMUTABLE_INFRA_VM") == "long"
 long_form = pytest.mark.skipif(not LONG, reason="the long form runs in make test-vm (IMMUTABLE_INFRA_VM=long)")
@@ -195,3 +203,23 @@ def test_a_controller_killed_at_random_moments_converges_on_the_next_run(vm_proj
             assert sorted(name for name, state in found.domains.items() if state == "running") == rerun["live"]
             assert found.orphans() == [], f"round {round_number}: {found}"
     assert load.summary()["failed"] == 0, load.summary()
+
+
+@long_form
+def test_two_hypervisors_one_over_ssh_and_a_hypervisor_that_is_down_is_one_sentence(vm_project, vm_service, proxy,
+                                                                                    tmp_path):
+    sshd = LoopbackSshd(str(tmp_path), vm_project["key"])
+    sshd.start()
+    try:
+        engines = [{"name": "hv1", "libvirt_uri": "qemu:///system"}, {"name": "hv2", "libvirt_uri": sshd.uri}]
+        first = run(vm_project, rollout(vm_project, vm_service, proxy, "1.0", engines=engines))["rollout"]
+        assert not first.get("failed"), first.get("msg")
+        assert first["hosts"] == {f"{vm_service}-1-1": "hv1", f"{vm_service}-1-2": "hv2"}
+        assert [engine["up"] for engine in first["engines"]] == [True, True]
+        sshd.stop()
+        down = run(vm_project, rollout(vm_project, vm_service, proxy, "1.0", replicas=3, engines=engines))["rollout"]
+        assert down["failed"] and down["msg"].startswith("Hypervisor(s) hv2 cannot be reached"), down["msg"]
+        assert down["msg"].endswith("Nothing was changed.") and down["engines_down"] == ["hv2"]
+        assert sorted(leftovers(vm_service).domains) == first["live"]
+    finally:
+        sshd.stop()

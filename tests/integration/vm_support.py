@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import time
 import uuid
@@ -167,3 +168,54 @@ def remove_service(service: str) -> None:
                 ElementTree.tostring(host, encoding="unicode"), flags)
     finally:
         conn.close()
+
+
+class LoopbackSshd:
+    """An sshd of the test's own on 127.0.0.1 that lets the test's key in as root: the way a second
+    hypervisor is reached (qemu+ssh://) when it is this machine's own libvirtd. A libvirtd in a container
+    would need a bridge, NAT and its VMs' routes of its own; through SSH, the transport, the second
+    engine's name and its failure are the real ones."""
+
+    def __init__(self, directory: str, key: str) -> None:
+        self.directory, self.key = directory, key
+        self.port = _free_port()
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        host_key = os.path.join(self.directory, "sshd_host_ed25519")
+        if not os.path.exists(host_key):
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", host_key], check=True)
+        authorized = os.path.join(self.directory, "authorized_keys")
+        with open(self.key + ".pub", encoding="utf-8") as source, open(authorized, "w", encoding="utf-8") as target:
+            target.write(source.read())
+        config = os.path.join(self.directory, "sshd_config")
+        with open(config, "w", encoding="utf-8") as handle:
+            handle.write(f"ListenAddress 127.0.0.1:{self.port}\nHostKey {host_key}\nAuthorizedKeysFile {authorized}\n"
+                         "PermitRootLogin prohibit-password\nPasswordAuthentication no\nUsePAM no\nStrictModes no\n"
+                         f"PidFile {self.directory}/sshd.pid\n")
+        os.makedirs("/run/sshd", exist_ok=True)
+        self.process = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", config], stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"sshd did not listen on 127.0.0.1:{self.port}")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+
+    @property
+    def uri(self) -> str:
+        return f"qemu+ssh://root@127.0.0.1:{self.port}/system?keyfile={self.key}&no_verify=1&no_tty=1"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
