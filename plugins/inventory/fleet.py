@@ -34,6 +34,13 @@ description:
   - The source of truth is the Docker engines, so every controller using them sees the same fleet.
     After a rollout, C(ansible.builtin.meta) V(refresh_inventory) makes later plays of the same run see
     the new membership (the C(immutable.infra.rollout) role does this).
+  - B(VM hosts.) With hypervisors in O(engines) (O(engines[].libvirt_uri)), the hosts are the VMs that
+    M(immutable.infra.rollout) made from a disk, in the same groups. Each gets C(ansible_connection=ssh),
+    C(ansible_host) set to its address on the hypervisor's network, C(ansible_user) and
+    C(ansible_ssh_private_key_file) as its rollout's C(vm) option gave them, SSH options that record no
+    host key (a VM's host keys are made at its first boot and its address is reused by later VMs), and
+    C(immutable_infra) with its service, engine, hypervisor, generation, disk digest, state, address and
+    domain UUID. O(drift) applies to container hosts only (M(immutable.infra.drift) checks VMs).
   - The configuration file name must end in C(.fleet.yml) or C(.fleet.yaml).
 author:
   - immutable.infra contributors (@immutable-infra)
@@ -64,9 +71,18 @@ options:
         type: str
         required: true
       docker_host:
-        description: How the engine is reached, V(unix://...), V(tcp://...) (with O(engines[].tls)) or V(ssh://...).
+        description: How a Docker engine is reached, V(unix://...), V(tcp://...) (with O(engines[].tls)) or V(ssh://...).
         type: str
-        required: true
+      libvirt_uri:
+        description: How a hypervisor is reached, V(qemu:///system) or V(qemu+ssh://user@host/system).
+        type: str
+      network:
+        description: A hypervisor's network for its VMs (not used by the inventory; accepted so one engines list serves every task).
+        type: str
+      accel:
+        description: A hypervisor's accelerator (not used by the inventory; accepted so one engines list serves every task).
+        type: str
+        choices: [auto, kvm, tcg]
       tls:
         description: TLS files for a V(tcp://) engine.
         type: dict

@@ -15,8 +15,8 @@ import socket
 import subprocess
 import time
 import uuid
-import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass
+from xml.etree import ElementTree
 
 import libvirt
 from support import BASE_IMAGE, Playbooks, image_name

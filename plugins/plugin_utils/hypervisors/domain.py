@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import json
 import random
-import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass
+from xml.etree import ElementTree
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.machine.plan import SEED_SERIAL
 
@@ -155,7 +155,7 @@ def status_of(state: int, reason: int) -> tuple[bool, str]:
 def new_mac(chooser: random.Random | None = None) -> str:
     """A MAC in QEMU's range (52:54:00), random in its last three bytes."""
     chooser = chooser or random.SystemRandom()
-    return "52:54:00:" + ":".join(f"{chooser.randrange(256):02x}" for _ in range(3))
+    return "52:54:00:" + ":".join(f"{chooser.randrange(256):02x}" for _byte in range(3))
 
 
 def overlay_volume(host: str) -> str:

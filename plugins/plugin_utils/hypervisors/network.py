@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-import xml.etree.ElementTree as ElementTree
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
+from xml.etree import ElementTree
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
 from ansible_collections.immutable.infra.plugins.plugin_utils.hypervisors.connection import (

@@ -10,8 +10,8 @@ seeds (the hosts' storage), one for the service store's records (store.py).
 from __future__ import annotations
 
 import hashlib
-import xml.etree.ElementTree as ElementTree
 from typing import Any
+from xml.etree import ElementTree
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
 from ansible_collections.immutable.infra.plugins.plugin_utils.hypervisors.connection import (

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
-import xml.etree.ElementTree as ElementTree
+from xml.etree import ElementTree
 
 import pytest
 
@@ -67,7 +68,7 @@ def test_the_domain_boots_its_overlay_with_the_seed_beside_it_and_carries_its_la
 
 
 def test_kvm_and_direct_kernel_boot():
-    spec = DomainSpec(**dict(SPEC.__dict__, accel="kvm", kernel="/pool/k", initrd="/pool/i", cmdline="root=x"))
+    spec = dataclasses.replace(SPEC, accel="kvm", kernel="/pool/k", initrd="/pool/i", cmdline="root=x")
     domain = ElementTree.fromstring(domain_xml(spec))
     assert domain.get("type") == "kvm" and domain.find("cpu").get("mode") == "host-passthrough"
     assert [domain.findtext(f"./os/{tag}") for tag in ("kernel", "initrd", "cmdline")] == ["/pool/k", "/pool/i", "root=x"]
