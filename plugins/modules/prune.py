@@ -47,7 +47,7 @@ description:
     Shut-off VMs of old generations are removed as hosts are, with their overlays, seed drives and
     reserved addresses; the disks copied into the hypervisors' pools are the images (a disk's name is its
     repository), removed with their records and verdicts when no VM uses them; and, with
-    O(builders=true), RV(removed.leftovers) are what an interrupted rollout left, once older than
+    O(builders=true), the C(leftovers) in RV(removed) are what an interrupted rollout left, once older than
     O(min_age), namely overlays and seeds of no VM, disk copies no record names (an upload cut short), and
     addresses reserved for no VM on the collection's own network.
   - When something was removed, a C(prune) record listing it goes to the ledger.
