@@ -122,6 +122,18 @@ def leftovers(service: str) -> Leftovers:
         conn.close()
 
 
+def settled(service: str, live: list[str], timeout: float = 60) -> Leftovers:
+    """What the service holds once exactly its live VMs run: a retired VM is out of the balancer when its
+    rollout returns, but its guest may still be powering off (the rollout reports it in `stopping`)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = leftovers(service)
+        if sorted(name for name, state in found.domains.items() if state == "running") == sorted(live) \
+                or time.monotonic() > deadline:
+            return found
+        time.sleep(0.5)
+
+
 def _lookup(function, name):
     try:
         return function(name)
