@@ -90,7 +90,8 @@ class Bench:
     run_id: str
     base: str
     workdir: str
-    disks: dict[str, str] = field(default_factory=dict)
+    disks: dict[str, str] = field(default_factory=dict)  # version -> disk file
+    digests: dict[str, str] = field(default_factory=dict)  # version -> its digest
     key: str = ""
     ports: dict[str, int] = field(default_factory=dict)
     haproxy: subprocess.Popen | None = None
@@ -127,6 +128,7 @@ def release(bench: Bench) -> None:
                         env=bench.ansible_env(), cwd=os.path.join(REPO_ROOT, "examples", "demo"))
     built = play_results(timed)[1]["results"]
     bench.disks = {entry["item"]["item"]: entry["disk"] for entry in built}
+    bench.digests = {entry["item"]["item"]: entry["disk_digest"] for entry in built}
     bench.key = os.path.join(bench.workdir, "id_ed25519")
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", bench.key], check=True)
 
@@ -314,7 +316,13 @@ def tables(result: dict[str, Any]) -> list[dict[str, Any]]:
 def cleanup(bench: Bench) -> None:
     """Removes the VMs, addresses, overlays, disks, images and the HAProxy process this run made."""
     stop_haproxy(bench.haproxy)
+    from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import (
+        service_record_name,
+        verdict_volume_name,
+    )
     from ansible_collections.immutable.infra.plugins.plugin_utils.engines.declaration import parse_engines
+    from ansible_collections.immutable.infra.plugins.plugin_utils.hypervisors import disk as disks
+    from ansible_collections.immutable.infra.plugins.plugin_utils.hypervisors import pool as pools
     from ansible_collections.immutable.infra.plugins.plugin_utils.hypervisors.fleet import open_vm_fleet
     from ansible_collections.immutable.infra.plugins.plugin_utils.hypervisors.hosts import VmHosts
     from ansible_collections.immutable.infra.plugins.plugin_utils.service.backend import HostRecord
@@ -323,6 +331,15 @@ def cleanup(bench: Bench) -> None:
     backend = VmHosts(fleet, bench.service)
     for host in backend.hosts():
         backend.remove(HostRecord(host.name, host.host_id, engine=host.engine))
+    site = fleet.sites["default"]
+    for digest in bench.digests.values():  # the disks' copies in the pool, their records and verdicts
+        record = site.disk_record(digest) or {}
+        for volume in [record.get(disks.LABEL_DISK_VOLUME), *disks.boot_volumes(record).values()]:
+            if volume:
+                pools.delete_volume(site.hypervisor, site.pool, volume)
+        for name in (disks.disk_record_name(digest), verdict_volume_name(digest)):
+            site.store.remove(name)
+    site.store.remove(service_record_name(bench.service))
     for name, mac, address in bench.static:
         remove_vm(name)
         virsh("net-update", NETWORK, "delete", "ip-dhcp-host", f"<host mac='{mac}' name='{name}' ip='{address}'/>",

@@ -252,7 +252,6 @@ class VmHosts:
         return reasons + parse_probe(output, writable_paths)
 
     def check_settings(self, spec: HostSpec) -> None:
-        """Makes sure, before anything changes, that every hypervisor has its pools and network (made when
-        missing), so that a network that cannot be made fails the task at once."""
+        """Refuses, before anything changes, a network named in engines[].network that a hypervisor lacks."""
         for site in self.fleet.sites.values():
-            _pool, _network = site.pool, site.network
+            site.check_network()

@@ -59,6 +59,13 @@ def changed_time(xml: str) -> float | None:
         return None
 
 
+def existing_pool(hypervisor: Hypervisor, name: str) -> Any | None:
+    """The pool when it was made (started again if the daemon left it stopped), else None: what reads use,
+    so that looking changes nothing on a hypervisor the collection has not used yet."""
+    pool = hypervisor.find(f"look up storage pool {name}", hypervisor.conn.storagePoolLookupByName, name)
+    return ensure_pool(hypervisor, name) if pool is not None else None
+
+
 def ensure_pool(hypervisor: Hypervisor, name: str) -> Any:
     """The pool, made (a directory of its own), started and set to start with the daemon when needed."""
     conn = hypervisor.conn

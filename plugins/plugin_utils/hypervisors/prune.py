@@ -33,9 +33,9 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.hypervisors.site i
 from ansible_collections.immutable.infra.plugins.plugin_utils.service.plan import parse_host_name
 
 
-def _volumes(site: Site, pool: Any) -> list[dict[str, Any]]:
-    found = []
-    for volume in site.hypervisor.call("list a pool's volumes", pool.listAllVolumes, 0):
+def _volumes(site: Site, pool: Any | None) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    for volume in site.hypervisor.call("list a pool's volumes", pool.listAllVolumes, 0) if pool is not None else []:
         xml = site.hypervisor.find("read a volume", volume.XMLDesc, 0)
         info = site.hypervisor.find("read a volume", volume.info)
         found.append({"name": volume.name(), "created": pools.changed_time(xml) if xml else None,
@@ -56,17 +56,18 @@ def observe(site: Site) -> dict[str, Any]:
                                "image_id": labels.get("immutable.infra.image_id"), "state": status_of(*state[:2])[1],
                                "size": None})
     records = []
-    for volume in _volumes(site, site.store.pool):
+    for volume in _volumes(site, site.store.readable_pool()):
         labels = site.store.get(volume["name"]) or {}
         records.append({"name": volume["name"], "labels": labels, "created": volume["created"]})
-    host_volumes = _volumes(site, site.pool)
+    host_volumes = _volumes(site, site.readable_pool())
     sizes = {entry["name"]: entry["bytes"] for entry in host_volumes}
     images = [disk_image(record, sizes) for record in records if record["name"].startswith(DISK_RECORD_PREFIX)]
     return {"containers": containers, "images": [image for image in images if image],
             "volumes": [record for record in records if not record["name"].startswith(DISK_RECORD_PREFIX)],
             "host_volumes": host_volumes,
             # Reservations are looked at on the collection's own network only: another network's are not ours.
-            "reservations": site.network.reservations() if site.engine.network == DEFAULT_VM_NETWORK else []}
+            "reservations": site.network.reservations() if site.engine.network == DEFAULT_VM_NETWORK and
+            host_volumes else []}
 
 
 def disk_image(record: dict[str, Any], sizes: dict[str, int | None]) -> dict[str, Any] | None:

@@ -38,9 +38,26 @@ class Site:
 
     @property
     def pool(self) -> Any:
+        """The hosts' pool, made when missing (for writes)."""
         if self._pool is None:
             self._pool = pools.ensure_pool(self.hypervisor, pools.HOSTS_POOL)
         return self._pool
+
+    def readable_pool(self) -> Any | None:
+        """The hosts' pool for reads, or None when the hypervisor has none yet."""
+        if self._pool is None:
+            self._pool = pools.existing_pool(self.hypervisor, pools.HOSTS_POOL)
+        return self._pool
+
+    def check_network(self) -> None:
+        """Refuses a network named in engines[].network that does not exist (the collection's own is made
+        with the first host); changes nothing."""
+        name = self.engine.network
+        conn = self.hypervisor.conn
+        if name != DEFAULT_VM_NETWORK and self.hypervisor.find(f"look up network {name}", conn.networkLookupByName,
+                                                               name) is None:
+            raise InfraError(f"Network {name} (engines[].network) does not exist on hypervisor {self.name}; create it, "
+                             "or leave engines[].network out to use the collection's own. Nothing was changed.")
 
     @property
     def network(self) -> VmNetwork:
@@ -55,9 +72,9 @@ class Site:
 
     def disk_volume(self, digest: str) -> Any | None:
         """The pool volume holding the disk, when a finished copy is recorded."""
-        record = self.disk_record(digest)
-        name = (record or {}).get(disks.LABEL_DISK_VOLUME)
-        return pools.volume(self.hypervisor, self.pool, name) if name else None
+        name = (self.disk_record(digest) or {}).get(disks.LABEL_DISK_VOLUME)
+        pool = self.readable_pool() if name else None
+        return pools.volume(self.hypervisor, pool, name) if pool is not None and name else None
 
     def verdict(self, digest: str) -> dict[str, str] | None:
         return self.store.get(verdict_volume_name(digest))
@@ -106,7 +123,7 @@ class Site:
         """The paths on the hypervisor of a recorded disk's kernel and initramfs ({} for firmware boot)."""
         paths = {}
         for part, name in disks.boot_volumes(record).items():
-            found = pools.volume(self.hypervisor, self.pool, name)
+            found = pools.volume(self.hypervisor, self.pool, name)  # called when making a host
             if found is None:
                 return {}
             paths[part] = self.hypervisor.call(f"read the path of {name}", found.path)

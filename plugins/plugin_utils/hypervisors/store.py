@@ -54,8 +54,15 @@ class LibvirtStore:
 
     @property
     def pool(self) -> Any:
+        """The state pool, made when missing (for writes)."""
         if self._pool is None:
             self._pool = pools.ensure_pool(self.hypervisor, pools.STATE_POOL)
+        return self._pool
+
+    def readable_pool(self) -> Any | None:
+        """The state pool for reads, or None when the hypervisor has none yet (then there is no record)."""
+        if self._pool is None:
+            self._pool = pools.existing_pool(self.hypervisor, pools.STATE_POOL)
         return self._pool
 
     # markers ------------------------------------------------------------------------------------
@@ -109,7 +116,8 @@ class LibvirtStore:
         self.put(name, labels)
 
     def get(self, name: str) -> dict[str, str] | None:
-        found = pools.volume(self.hypervisor, self.pool, name)
+        pool = self.readable_pool()
+        found = pools.volume(self.hypervisor, pool, name) if pool is not None else None
         return self._read(found, name) if found is not None else None
 
     def _read(self, found: Any, name: str) -> dict[str, str] | None:
@@ -121,8 +129,11 @@ class LibvirtStore:
             raise error from None
 
     def find(self, label: str, value: str) -> list[Entry]:
-        entries = []
-        volumes = self.hypervisor.call("list the store's records", self.pool.listAllVolumes, 0)
+        entries: list[Entry] = []
+        pool = self.readable_pool()
+        if pool is None:
+            return entries
+        volumes = self.hypervisor.call("list the store's records", pool.listAllVolumes, 0)
         for found in volumes:
             name = found.name()
             if name.startswith(CLOCK_PREFIX):
@@ -135,11 +146,14 @@ class LibvirtStore:
 
     def names(self, prefix: str) -> list[str]:
         """The names of the records starting with prefix."""
-        volumes = self.hypervisor.call("list the store's records", self.pool.listAllVolumes, 0)
+        pool = self.readable_pool()
+        volumes = self.hypervisor.call("list the store's records", pool.listAllVolumes, 0) if pool is not None else []
         return sorted(name for name in (found.name() for found in volumes) if name.startswith(prefix))
 
     def remove(self, name: str) -> None:
-        pools.delete_volume(self.hypervisor, self.pool, name)
+        pool = self.readable_pool()
+        if pool is not None:
+            pools.delete_volume(self.hypervisor, pool, name)
 
     def now(self) -> float:
         name = f"{CLOCK_PREFIX}{uuid.uuid4().hex[:12]}"
