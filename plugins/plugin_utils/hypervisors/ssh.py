@@ -12,8 +12,10 @@ from __future__ import annotations
 import shlex
 import subprocess
 
-SSH_OPTIONS = ["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-               "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=5", "-o", "IdentitiesOnly=yes"]
+# What the inventory hands to Ansible too: no recorded host key, and give up on a VM that powers off mid-command.
+VM_SSH_OPTIONS = ["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+                  "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3"]
+SSH_OPTIONS = [*VM_SSH_OPTIONS, "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=5", "-o", "IdentitiesOnly=yes"]
 
 
 def ssh_arguments(key: str | None) -> list[str]:
