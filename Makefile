@@ -15,7 +15,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export IMMUTABLE_INFRA_BASE_IMAGE := $(BASE_IMAGE)
 export ANSIBLE_NOCOLOR := 1
 
-.PHONY: help setup venv engine engines engines-down base-image host-packages collection demo test faults bench sanity lint clean \
+.PHONY: help setup venv engine engines engines-down base-image host-packages bench-packages collection demo test faults bench sanity lint clean \
 	vm-packages libvirt setup-vm demo-vm test-vm bench-vm
 
 help:
@@ -92,7 +92,11 @@ test: setup vm-packages libvirt engines
 faults: setup engines
 	@IMMUTABLE_INFRA_FAULTS=long $(PYTHON) -m pytest tests/integration/test_faults.py -s
 
-bench: setup
+# wrk drives the rollout benchmark's keep-alive load; docker-compose is one of its approaches.
+bench-packages: venv
+	@$(PYTHON) scripts/ensure_host.py packages wrk=wrk docker-compose=docker-compose
+
+bench: setup bench-packages
 	@$(PYTHON) bench/run.py
 
 clean:

@@ -4,9 +4,10 @@ replaced under steady load, three ways in the same run.
 Two versions of the example hello service are baked and verified on the local engine
 (bench/rollout-release.yml) and shipped to every rig engine (and their verdicts with them) before any
 cell is measured, so the cells measure the rollout, not the transfer (bench/ship.py measures that).
-Each rig engine gets a network of its own for the run (10.232.16*j.0/20; dynamic addresses in the
-lower half, fixed ones in the upper). For every cell (hosts H, engines K = the first K rig engines), a
-fresh HAProxy on 127.0.0.1 fronts two backends, both checked with GET /healthz once a second:
+Each rig engine gets a network of its own for the run (a /20 of 10.232.0.0/16 that no route of the
+machine overlaps; dynamic addresses in the lower half, fixed ones in the upper). For every cell (hosts
+H, engines K = the first K rig engines), a fresh HAProxy on 127.0.0.1 fronts two backends, both checked
+with GET /healthz once a second:
 
 ours   immutable.infra.rollout over the K engines (rolling, batch_size H/10, placement even), one
        ansible-playbook run: a first rollout of version A (not under load, timed as "first"), then the
@@ -68,9 +69,11 @@ from measure import (
     ensure_collection_link,
     first_200,
     free_port,
+    machine_busy,
     machine_facts,
     play_results,
     remove_labelled,
+    routed_subnets,
     run_checked,
     say,
     servers_up,
@@ -101,6 +104,9 @@ SERVER_CHECK = "inter 1s rise 1 fall 2"
 # reported as not finished, with the requests it failed until then.
 PLAIN_LIMIT = float(os.environ.get("IMMUTABLE_INFRA_BENCH_FLEET_PLAIN_LIMIT", "900"))
 SAMPLE_EVERY = 0.2
+# The plain play is the slowest part of every cell; IMMUTABLE_INFRA_BENCH_FLEET_APPROACHES=ours,floor leaves it out.
+SURGE = os.environ.get("IMMUTABLE_INFRA_BENCH_FLEET_SURGE", "")
+APPROACHES = tuple(os.environ.get("IMMUTABLE_INFRA_BENCH_FLEET_APPROACHES", "ours,plain,floor").split(","))
 
 
 def _numbers(variable: str, default: str) -> list[int]:
@@ -126,8 +132,10 @@ class Bench:
     def runtime_api(self) -> str:
         return os.path.join(self.workdir, "admin.sock")
 
+    subnets: list[ipaddress.IPv4Network] = field(default_factory=list)  # per engine, free of routed ones
+
     def subnet(self, position: int) -> ipaddress.IPv4Network:
-        return ipaddress.ip_network(f"10.232.{16 * position}.0/20")
+        return self.subnets[position]
 
     def fixed_ip(self, position: int, index: int) -> str:
         return str(self.subnet(position)[8 * 256 + 10 + index])
@@ -168,7 +176,19 @@ def sdk_client(engine: dict[str, Any]) -> docker.DockerClient:
                         if tls else None).sdk
 
 
+def free_subnets(count: int) -> list[ipaddress.IPv4Network]:
+    """count /20s of 10.232.0.0/16 that no route of this machine overlaps (another engine's bridge there
+    would take the benchmark's traffic)."""
+    routed = routed_subnets()
+    free = [subnet for subnet in ipaddress.ip_network("10.232.0.0/16").subnets(new_prefix=20)
+            if not any(subnet.overlaps(other) for other in routed)]
+    if len(free) < count:
+        raise BenchError(f"fewer than {count} /20 subnets of 10.232.0.0/16 are free of routes on this machine")
+    return free[:count]
+
+
 def create_networks(bench: Bench) -> None:
+    bench.subnets = free_subnets(len(bench.engines))
     for position, engine in enumerate(bench.engines):
         subnet = bench.subnet(position)
         pool = docker.types.IPAMPool(subnet=str(subnet), iprange=str(next(subnet.subnets(1))),
@@ -319,6 +339,12 @@ def under_load(bench: Bench, backend: str, action: Callable[[], dict[str, Any]])
 
 
 # the approaches -------------------------------------------------------------------------------------
+def capacity_options(hosts: int) -> dict[str, Any]:
+    """How many hosts ours replaces at once: max_surge (IMMUTABLE_INFRA_BENCH_FLEET_SURGE, a count or a
+    percentage) when set, else batches of H/10 like the plain play's serial."""
+    return {"max_surge": SURGE} if SURGE else {"batch_size": batch(hosts)}
+
+
 def batch(hosts: int) -> int:
     return max(1, hosts // 10)
 
@@ -331,7 +357,7 @@ def engines_option(bench: Bench, count: int) -> list[dict[str, Any]]:
 def ours(bench: Bench, hosts: int, count: int, version: str, service: str) -> dict[str, Any]:
     task = {"name": "Rollout", "immutable.infra.rollout": {
         "service": service, "image": bench.images[version], "replicas": hosts, "strategy": "rolling",
-        "batch_size": batch(hosts), "port": PORT, "health": {"http_path": "/healthz", "interval": 0.1},
+        **capacity_options(hosts), "port": PORT, "health": {"http_path": "/healthz", "interval": 0.1},
         "container": {"networks": [bench.network], "labels": {LABEL_KEY: bench.run_id}},
         "balancer": {"runtime_api": bench.runtime_api, "backend": "ours"},
         "engines": engines_option(bench, count), "lock_timeout": 600}}
@@ -342,7 +368,8 @@ def ours(bench: Bench, hosts: int, count: int, version: str, service: str) -> di
         raise BenchError(f"the rollout of {hosts} hosts over {count} engines to {version} failed: "
                          f"{result.get('msg')}\n{timed.tail()}")
     return {"wall": round(timed.wall, 2), "task": result.get("duration"), "peak_mb": round(timed.peak_rss / 1e6),
-            "engines": placement_counts(result)}
+            "engines": placement_counts(result),
+            "progress": [f"{offset:7.3f} {line.rstrip()}"[:300] for offset, line in timed.lines if " gen " in line]}
 
 
 def placement_counts(result: dict[str, Any]) -> dict[str, int]:
@@ -451,19 +478,23 @@ def measure_cell(bench: Bench, hosts: int, count: int, round_number: int) -> dic
     try:
         first = ours(bench, hosts, count, VERSIONS[0], service)
         say(f"  ours first rollout: {first['wall']} s, placement {first['engines']}")
+        busy = machine_busy()
         cell["ours"] = under_load(bench, "ours", lambda: ours(bench, hosts, count, VERSIONS[1], service))
-        cell["ours"]["first"] = first["wall"]
+        cell["ours"].update(first=first["wall"], busy=busy)
         say(f"  ours under load: {cell['ours']['wall']} s, {cell['ours']['failed']} of {cell['ours']['sent']} failed, "
-            f"{cell['ours']['peak_mb']} MB")
+            f"{cell['ours']['peak_mb']} MB (load average {busy['load']}, {busy['vms']} VMs running)")
         remove_containers(bench)
-        plain_first(bench, members, VERSIONS[0])
-        wait_all_up(bench, "plain", hosts)
-        cell["plain"] = under_load(bench, "plain", lambda: plain(bench, hosts, inventory, VERSIONS[1]))
-        say(f"  plain under load: {cell['plain']['wall']} s{' (stopped: not finished)' if cell['plain'].get('unfinished') else ''}, "
-            f"{cell['plain']['failed']} of {cell['plain']['sent']} failed, {cell['plain']['peak_mb']} MB")
-        remove_containers(bench)
-        cell["floor"] = floor(bench, hosts, count, VERSIONS[1])
-        say(f"  floor: {cell['floor']['wall']} s")
+        if "plain" in APPROACHES:
+            plain_first(bench, members, VERSIONS[0])
+            wait_all_up(bench, "plain", hosts)
+            cell["plain"] = under_load(bench, "plain", lambda: plain(bench, hosts, inventory, VERSIONS[1]))
+            say(f"  plain under load: {cell['plain']['wall']} s"
+                f"{' (stopped: not finished)' if cell['plain'].get('unfinished') else ''}, "
+                f"{cell['plain']['failed']} of {cell['plain']['sent']} failed, {cell['plain']['peak_mb']} MB")
+            remove_containers(bench)
+        busy = machine_busy()
+        cell["floor"] = dict(floor(bench, hosts, count, VERSIONS[1]), busy=busy)
+        say(f"  floor: {cell['floor']['wall']} s (load average {busy['load']}, {busy['vms']} VMs running)")
     finally:
         remove_containers(bench)
     return cell
@@ -501,17 +532,52 @@ def plain_time(plain_cell: dict[str, Any], hosts: int = 1) -> str:
     return f"{'>' if plain_cell.get('unfinished') else ''}{plain_cell['wall'] / hosts:.2f}"
 
 
+def ratio(value: Any, floor_cell: dict[str, Any]) -> str:
+    return f"{value / floor_cell['wall']:.2f}" if isinstance(value, (int, float)) and floor_cell.get("wall") else "-"
+
+
 def result_table(cells: list[dict[str, Any]]) -> dict[str, Any]:
     rows = []
     for cell in cells:
-        ours_cell, plain_cell = cell.get("ours") or {}, cell.get("plain") or {}
-        rows.append([cell["hosts"], cell["engines"], ours_cell.get("wall", "-"), ours_cell.get("failed", "-"),
-                     ours_cell.get("sent", "-"), ours_cell.get("peak_mb", "-"), plain_time(plain_cell),
-                     plain_cell.get("failed", "-"), plain_cell.get("peak_mb", "-"),
-                     (cell.get("floor") or {}).get("wall", "-")])
-    return {"title": f"fleet rollout under load ({LOAD_RATE:g} requests/s through HAProxy), one round per cell",
-            "header": ["hosts", "engines", "ours s", "ours failed", "ours sent", "ours MB", "plain s", "plain failed",
-                       "plain MB", "floor s"], "rows": rows}
+        ours_cell, plain_cell, floor_cell = cell.get("ours") or {}, cell.get("plain") or {}, cell.get("floor") or {}
+        rows.append([cell["hosts"], cell["engines"], ours_cell.get("wall", "-"), ours_cell.get("task", "-"),
+                     ours_cell.get("failed", "-"), ours_cell.get("sent", "-"), ours_cell.get("peak_mb", "-"),
+                     plain_time(plain_cell), plain_cell.get("failed", "-"), plain_cell.get("peak_mb", "-"),
+                     floor_cell.get("wall", "-"), ratio(ours_cell.get("wall"), floor_cell),
+                     ratio(ours_cell.get("task"), floor_cell)])
+    return {"title": f"fleet rollout under load ({LOAD_RATE:g} requests/s through HAProxy), one round per cell; "
+                     f"ours: {capacity_text()}",
+            "header": ["hosts", "engines", "ours s", "ours task s", "ours failed", "ours sent", "ours MB", "plain s",
+                       "plain failed", "plain MB", "floor s", "ours / floor", "task / floor"], "rows": rows}
+
+
+def capacity_text() -> str:
+    return f"max_surge {SURGE}" if SURGE else "batch_size H/10"
+
+
+def anchor_table(cells: list[dict[str, Any]]) -> dict[str, Any]:
+    """The targets: every cell at most 1.3x its floor with nothing failed; 100 hosts on 4 engines at most
+    0.5x the time on 1; controller memory within 1.2x of 151 MB (the measurement before per-engine work)."""
+    rows = []
+    for cell in cells:
+        ours_cell, floor_cell = cell.get("ours") or {}, cell.get("floor") or {}
+        if "wall" in ours_cell and floor_cell.get("wall"):
+            wall, task = ours_cell["wall"] / floor_cell["wall"], (ours_cell.get("task") or 0) / floor_cell["wall"]
+            rows.append([f"{cell['hosts']}x{cell['engines']}: ours / floor, 0 failed", "<= 1.3x",
+                         f"{wall:.2f}x (task {task:.2f}x), {ours_cell.get('failed')} failed",
+                         "yes" if wall <= 1.3 and ours_cell.get("failed") == 0 else "NO"])
+    by_engines = {cell["engines"]: cell for cell in cells if cell["hosts"] == 100 and (cell.get("ours") or {}).get("wall")}
+    if 1 in by_engines and 4 in by_engines:
+        ours_ratio = by_engines[4]["ours"]["wall"] / by_engines[1]["ours"]["wall"]
+        floor_ratio = by_engines[4]["floor"]["wall"] / by_engines[1]["floor"]["wall"]
+        rows.append(["100 hosts: 4 engines / 1 engine", "<= 0.5x", f"{ours_ratio:.2f}x (floor {floor_ratio:.2f}x)",
+                     "yes" if ours_ratio <= 0.5 else "NO"])
+    peaks = [(cell["ours"]["peak_mb"], f"{cell['hosts']}x{cell['engines']}") for cell in cells if cell.get("ours")]
+    if peaks:
+        peak, where = max(peaks)
+        rows.append(["controller memory, largest cell", "<= 181 MB (1.2 x 151)", f"{peak} MB ({where})",
+                     "yes" if peak <= 181 else "NO"])
+    return {"title": "anchors", "header": ["anchor", "target", "measured", "met"], "rows": rows}
 
 
 def growth_table(cells: list[dict[str, Any]]) -> dict[str, Any]:
@@ -578,7 +644,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if needed > 3:
             rig_up(3)  # rig.json back to the three engines the tests and the demo use
     measured = [cell for cell in result["cells"] if "error" not in cell]
-    result["tables"] = [result_table(measured), growth_table(measured)]
+    result["tables"] = [result_table(measured), growth_table(measured), anchor_table(measured)]
     return result
 
 

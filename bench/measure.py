@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import csv
 import http.client
+import ipaddress
 import json
 import os
 import platform
 import re
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -113,6 +115,20 @@ def under_steady_load(url: str, rate: float, action: Callable[[], dict[str, Any]
         time.sleep(tail)
     counted = load.summary()
     return dict(measured, sent=counted["sent"], failed=counted["failed"], errors=counted["errors"])
+
+
+def routed_subnets() -> list[ipaddress.IPv4Network]:
+    """Subnets this host routes (the bridges of other engines on it too), from /proc/net/route; the
+    default route left out."""
+    with open("/proc/net/route", encoding="ascii") as handle:
+        rows = [line.split() for line in handle.read().splitlines()[1:]]
+    subnets = []
+    for row in rows:
+        # Addresses in the byte order of the kernel's memory: little-endian on this machine's x86.
+        destination, mask = (ipaddress.IPv4Address(int(value, 16).to_bytes(4, "little")) for value in (row[1], row[7]))
+        if int(mask):
+            subnets.append(ipaddress.ip_network(f"{destination}/{mask}", strict=False))
+    return subnets
 
 
 # HAProxy: one foreground process per benchmark, asked through its runtime API ---------------------
@@ -320,3 +336,68 @@ def ensure_collection_link() -> None:
 def ensure_base_image(base: str) -> None:
     if run_timed(["docker", "image", "inspect", base]).returncode != 0:
         raise BenchError(f"base image {base} is not in the local Docker engine; run 'make setup' first")
+
+
+# keep-alive load: Debian's wrk ----------------------------------------------------------------------
+WRK_REPORT = """done = function(summary, latency, requests)
+  io.write(string.format('{"requests": %d, "seconds": %.3f, "connect": %d, "read": %d, "write": %d, "timeout": %d, '
+    .. '"status": %d, "p50_ms": %.3f, "p99_ms": %.3f, "max_ms": %.3f}\\n', summary.requests, summary.duration / 1e6,
+    summary.errors.connect, summary.errors.read, summary.errors.write, summary.errors.timeout, summary.errors.status,
+    latency:percentile(50) / 1000, latency:percentile(99) / 1000, latency.max / 1000))
+end
+"""
+
+
+class WrkLoad:
+    """wrk on one URL (127.0.0.1 only) for as long as the block runs: keep-alive connections, each sending
+    its next request as soon as the last one is answered, so the load is what the service can take.
+    summary() gives requests, socket errors (connect, read, write, timeout), non-2xx/3xx answers
+    (status) and the p50, p99 and max latency in ms, from wrk's own histogram."""
+
+    def __init__(self, url: str, workdir: str, connections: int = 16, threads: int = 1, limit: float = 600) -> None:
+        if not url.startswith("http://127.0.0.1:"):
+            raise BenchError(f"wrk only loads 127.0.0.1, not {url}")
+        self.script = os.path.join(workdir, "wrk-report.lua")
+        with open(self.script, "w", encoding="utf-8") as handle:
+            handle.write(WRK_REPORT)
+        self.command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{int(limit)}s", "--timeout", "3s",
+                        "-s", self.script, url]
+        self.process: subprocess.Popen | None = None
+        self.output = ""
+
+    def __enter__(self) -> WrkLoad:
+        if not shutil.which("wrk"):
+            raise BenchError("wrk is not installed; run 'make bench-packages' (Debian's wrk)")
+        self.process = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL, text=True)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)  # wrk stops, then reports what it measured
+        self.output, _ = self.process.communicate(timeout=30)
+
+    def summary(self) -> dict[str, Any]:
+        for line in reversed(self.output.splitlines()):
+            if line.startswith("{"):
+                report = json.loads(line)
+                report["socket_errors"] = sum(report[key] for key in ("connect", "read", "write", "timeout"))
+                report["rate"] = round(report["requests"] / report["seconds"], 1) if report["seconds"] else 0.0
+                return report
+        raise BenchError(f"wrk printed no report: {self.output[-1000:]}")
+
+
+def machine_busy() -> dict[str, Any]:
+    """What else loads the machine as a measurement starts: the 1-minute load average and how many
+    qemu-system processes (virtual machines, which each keep a core busy under TCG) run, from /proc."""
+    vms = 0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/comm", encoding="utf-8") as handle:
+                    vms += handle.read().startswith("qemu-system")
+            except OSError:
+                continue
+    return {"load": round(os.getloadavg()[0], 2), "vms": vms}

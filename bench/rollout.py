@@ -11,6 +11,11 @@ rolling     immutable.infra.rollout, strategy rolling, batch_size 1, health GET 
             defaults otherwise, in a real ansible-playbook run (bench/rollout-ours.yml); the backend
             has 20 server-template slots as docs/haproxy.md describes
 blue_green  the same with strategy blue_green
+wrk         the same rolling rollout in a fleet of its own, under Debian's wrk instead of the steady load:
+            WRK_CONNECTIONS keep-alive connections through HAProxy, each sending its next request as soon
+            as the last is answered (what the service can take); wrk runs WRK_STEADY seconds before the
+            swap (steady state) and again from 1 s before the swap to 0.5 s after it, and the two p99
+            latencies, socket errors and non-2xx answers are compared
 compose     Debian's docker-compose (v1): 10 services at fixed addresses on a user-defined network,
             the image tag switched, `docker-compose up -d --force-recreate`; 10 static HAProxy servers
 loop        a naive playbook (bench/rollout-loop.yml): serial 1 over 10 inventory hosts,
@@ -38,6 +43,7 @@ import itertools
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -58,6 +64,7 @@ from measure import (
     VENV_BIN,
     BenchError,
     Timed,
+    WrkLoad,
     bench_env,
     command_version,
     ensure_base_image,
@@ -65,12 +72,14 @@ from measure import (
     ensure_debian_package,
     first_200,
     free_port,
+    machine_busy,
     machine_facts,
     marks_from_lines,
     phases,
     play_results,
     remove_labelled,
     retry_cleanup,
+    routed_subnets,
     run_checked,
     run_timed,
     say,
@@ -99,11 +108,14 @@ LOAD_TAIL = 0.5  # and after it is done
 UP_TIMEOUT = 120.0
 HEALTH_TIMEOUT = 60.0
 FLOOR_POLL = 0.02
-APPROACHES = ("rolling", "blue_green", "compose", "loop", "loop_stop1", "floor")
-BACKENDS = ("rolling", "blue_green", "compose", "loop", "loop_stop1")
+APPROACHES = ("rolling", "blue_green", "wrk", "compose", "loop", "loop_stop1", "floor")
+BACKENDS = ("rolling", "blue_green", "wrk", "compose", "loop", "loop_stop1")
 LOOPS = {"loop": None, "loop_stop1": 1}  # the naive loop, and the same with docker_container's stop_timeout: 1
-OURS = ("rolling", "blue_green")
-SERVICES = {"rolling": "rolling", "blue_green": "bg"}
+OURS = ("rolling", "blue_green", "wrk")
+SERVICES = {"rolling": "rolling", "blue_green": "bg", "wrk": "wrk"}
+STRATEGY = {"rolling": "rolling", "blue_green": "blue_green", "wrk": "rolling"}
+WRK_CONNECTIONS = 16
+WRK_STEADY = 5.0
 STATIC = {"compose": 11, "loop": 31, "loop_stop1": 51}  # first host address of each static fleet in the benchmark's /24
 OURS_PATTERNS = {"ledger record, journal": r": rollout to generation \d+", "step": r" gen \d+: batch \d+: (\w+) ",
                  "retention, ledger, lock": r"removing hosts beyond keep_previous", "end": r"^\{$"}
@@ -168,20 +180,7 @@ def ensure_prerequisites(base: str) -> None:
     if not os.environ.get("ANSIBLE_COLLECTIONS_PATH"):
         ensure_collection_link()
     ensure_debian_package("docker-compose", "docker-compose")
-
-
-def routed_subnets() -> list[ipaddress.IPv4Network]:
-    """Subnets this host routes (the bridges of other engines on it too), from /proc/net/route; the
-    default route left out."""
-    with open("/proc/net/route", encoding="ascii") as handle:
-        rows = [line.split() for line in handle.read().splitlines()[1:]]
-    subnets = []
-    for row in rows:
-        # Addresses in the byte order of the kernel's memory: little-endian on this machine's x86.
-        destination, mask = (ipaddress.IPv4Address(int(value, 16).to_bytes(4, "little")) for value in (row[1], row[7]))
-        if int(mask):
-            subnets.append(ipaddress.ip_network(f"{destination}/{mask}", strict=False))
-    return subnets
+    ensure_debian_package("wrk", "wrk")
 
 
 def used_subnets(client: docker.DockerClient) -> list[ipaddress.IPv4Network]:
@@ -282,20 +281,21 @@ def wait_all_up(bench: Bench, backend: str) -> float:
 
 
 # the approaches ----------------------------------------------------------------------------------
-def ours(bench: Bench, strategy: str, version: str, round_label: str) -> dict[str, Any]:
-    """One immutable.infra.rollout in ansible-playbook; every round's hosts carry the round in a label,
-    so each round starts new hosts instead of restarting the generation kept stopped for rollback."""
-    extra_vars = {"bench_service": bench.service(strategy), "bench_image": bench.images[version],
+def ours(bench: Bench, fleet: str, version: str, round_label: str) -> dict[str, Any]:
+    """One immutable.infra.rollout of the fleet in ansible-playbook; every round's hosts carry the round in a
+    label, so each round starts new hosts instead of restarting the generation kept stopped for rollback."""
+    strategy = STRATEGY[fleet]
+    extra_vars = {"bench_service": bench.service(fleet), "bench_image": bench.images[version],
                   "bench_strategy": strategy, "bench_network": bench.network, "bench_runtime_api": bench.runtime_api,
-                  "bench_backend": strategy, "bench_labels": {LABEL_KEY: bench.run_id, f"{LABEL_KEY}.round": round_label}}
+                  "bench_backend": fleet, "bench_labels": {LABEL_KEY: bench.run_id, f"{LABEL_KEY}.round": round_label}}
     timed = run_timed([ANSIBLE_PLAYBOOK, os.path.join(BENCH_DIR, "rollout-ours.yml"), "-e", json.dumps(extra_vars)],
                       env=bench.ansible_env(), cwd=BENCH_DIR)
     result = play_results(timed)[0]
     if timed.returncode != 0 or result.get("failed") or not result.get("changed"):
-        raise BenchError(f"the {strategy} rollout to {version} failed: {result.get('msg')}\n{timed.tail()}")
-    up = servers_up(bench.runtime_api, strategy)
+        raise BenchError(f"the {fleet} rollout to {version} failed: {result.get('msg')}\n{timed.tail()}")
+    up = servers_up(bench.runtime_api, fleet)
     if up != REPLICAS:
-        raise BenchError(f"after the {strategy} rollout HAProxy reports {up} servers up, not {REPLICAS}")
+        raise BenchError(f"after the {fleet} rollout HAProxy reports {up} servers up, not {REPLICAS}")
     return {"wall": round(timed.wall, 3), "task": result["duration"], "generation": result["generation"],
             "phases": ours_phases(timed, result["duration"]), "batches": batch_times(timed),
             "progress": [f"{offset:7.3f} {line.rstrip()}" for offset, line in timed.lines if " gen " in line
@@ -422,12 +422,28 @@ def under_load(bench: Bench, backend: str, action: Callable[[], dict[str, Any]])
                 answers=counted["answers_by_version"])
 
 
+def under_wrk(bench: Bench, backend: str, action: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """wrk on the backend's frontend for WRK_STEADY seconds (steady state), then again around the action;
+    the two runs' p99 latencies, socket errors and non-2xx answers."""
+    with WrkLoad(bench.url(backend), bench.workdir, WRK_CONNECTIONS) as steady:
+        time.sleep(WRK_STEADY)
+    with WrkLoad(bench.url(backend), bench.workdir, WRK_CONNECTIONS) as swap:
+        time.sleep(LOAD_LEAD_IN)
+        measured = action()
+        time.sleep(LOAD_TAIL)
+    before, during = steady.summary(), swap.summary()
+    failed = during["socket_errors"] + during["status"]
+    errors = [f"{key} {during[key]}" for key in ("connect", "read", "write", "timeout", "status") if during[key]]
+    return dict(measured, sent=during["requests"], failed=failed, errors=errors, answers={}, steady=before,
+                swap=during, p99_ratio=round(during["p99_ms"] / before["p99_ms"], 2) if before["p99_ms"] else None)
+
+
 # rounds ------------------------------------------------------------------------------------------
 def prepare(bench: Bench) -> None:
     """Every fleet runs VERSIONS[0]; HAProxy reports all of their servers up."""
-    for strategy in OURS:
-        say(f"  first rollout of the {strategy} fleet ({VERSIONS[0]})")
-        ours(bench, strategy, VERSIONS[0], "0")
+    for fleet in OURS:
+        say(f"  first rollout of the {fleet} fleet ({VERSIONS[0]})")
+        ours(bench, fleet, VERSIONS[0], "0")
     say("  compose fleet and naive loop fleets")
     compose_file(bench)
     compose(bench, VERSIONS[0], force=False)
@@ -449,6 +465,7 @@ def measure_round(bench: Bench, round_index: int, runs: int) -> dict[str, Any]:
     steps: dict[str, tuple[str, Callable[[], dict[str, Any]]]] = {
         "rolling": ("rolling", lambda: ours(bench, "rolling", target, label)),
         "blue_green": ("blue_green", lambda: ours(bench, "blue_green", target, label)),
+        "wrk": ("wrk", lambda: ours(bench, "wrk", target, label)),
         "compose": ("compose", lambda: compose(bench, target)),
         "loop": ("loop", lambda: loop(bench, "loop", target)),
         "loop_stop1": ("loop_stop1", lambda: loop(bench, "loop_stop1", target)),
@@ -457,9 +474,11 @@ def measure_round(bench: Bench, round_index: int, runs: int) -> dict[str, Any]:
     order = round_order(round_index)
     measured: dict[str, Any] = {"round": round_index + 1, "from": source, "to": target, "order": order}
     for approach in order:
-        load_average = os.getloadavg()[0]
+        busy = machine_busy()
+        load_average = busy["load"]
         backend, action = steps[approach]
-        measured[approach] = dict(under_load(bench, backend, action), load_before=round(load_average, 2))
+        load = under_wrk if approach == "wrk" else under_load
+        measured[approach] = dict(load(bench, backend, action), load_before=round(load_average, 2), vms=busy["vms"])
         entry = measured[approach]
         task = f" (task {entry['task']:.2f} s)" if "task" in entry else ""
         say(f"  round {round_index + 1}/{runs}: {approach} {source} -> {target} {entry['wall']:.2f} s{task}, "
@@ -473,6 +492,8 @@ MEASUREMENTS = (
     ("rolling", "task", "(a) ours, rolling: task duration"),
     ("blue_green", "wall", "(a) ours, blue_green: ansible-playbook"),
     ("blue_green", "task", "(a) ours, blue_green: task duration"),
+    ("wrk", "wall", "(a') ours, rolling under wrk: ansible-playbook"),
+    ("wrk", "task", "(a') ours, rolling under wrk: task duration"),
     ("compose", "command", "(b) docker-compose up -d --force-recreate"),
     ("compose", "wall", "(b) ... until HAProxy has all 10 up"),
     ("loop", "command", "(c) naive Ansible loop: ansible-playbook"),
@@ -483,7 +504,8 @@ MEASUREMENTS = (
     ("floor", "create_start", "(d) of which create + start + inspect"),
     ("floor", "until_200", "(d) of which until the first 200"),
 )
-PHASE_SETS = {"rolling": OURS_PHASES, "blue_green": OURS_PHASES, "loop": LOOP_PHASES, "loop_stop1": LOOP_PHASES}
+PHASE_SETS = {"rolling": OURS_PHASES, "blue_green": OURS_PHASES, "wrk": OURS_PHASES, "loop": LOOP_PHASES,
+              "loop_stop1": LOOP_PHASES}
 
 
 def summarize(rounds: list[dict[str, Any]]) -> dict[str, Any]:
@@ -555,14 +577,33 @@ def loop_table(result: dict[str, Any]) -> dict[str, Any]:
             "header": ["phase", "(c) loop", "(c') stop_timeout 1", "(c) per host", "(c') per host"], "rows": rows}
 
 
+def wrk_table(result: dict[str, Any]) -> dict[str, Any]:
+    rows = []
+    for measured in result["rounds"]:
+        steady, swap = measured["wrk"]["steady"], measured["wrk"]["swap"]
+        rows.append([measured["round"], f"{steady['rate']:.0f}", f"{steady['p50_ms']:.2f}", f"{steady['p99_ms']:.2f}",
+                     f"{swap['rate']:.0f}", f"{swap['p50_ms']:.2f}", f"{swap['p99_ms']:.2f}", f"{swap['max_ms']:.1f}",
+                     f"{measured['wrk']['p99_ratio']:.2f}x", swap["requests"], swap["socket_errors"], swap["status"]])
+    return {"title": f"(a') the rolling rollout under wrk ({WRK_CONNECTIONS} keep-alive connections through HAProxy): "
+                     f"steady state ({WRK_STEADY:g} s before) and during the swap",
+            "header": ["round", "steady req/s", "steady p50 ms", "steady p99 ms", "swap req/s", "swap p50 ms",
+                       "swap p99 ms", "swap max ms", "p99 swap/steady", "swap requests", "socket errors", "non-2xx"],
+            "rows": rows}
+
+
 def anchor_table(result: dict[str, Any]) -> dict[str, Any]:
     summarized = result["summary"]
     ratios, failed = summarized["ratios"], summarized["load"]
     ours_failed = sum(failed["rolling"]["failed"]) + sum(failed["blue_green"]["failed"])
+    wrk = [measured["wrk"] for measured in result["rounds"]]
+    wrk_failed = sum(entry["failed"] for entry in wrk)
+    worst_p99 = max(entry["p99_ratio"] or 0 for entry in wrk)
     checks = [
         ("ours drops no request (every round)", "0", str(ours_failed), ours_failed == 0),
-        ("rolling task duration / floor", "<= 1.5x", f"{ratios['rolling.task/floor']:.2f}x",
-         ratios["rolling.task/floor"] <= 1.5),
+        ("under wrk: socket errors + non-2xx (every round)", "0", str(wrk_failed), wrk_failed == 0),
+        ("under wrk: p99 during the swap / steady (worst round)", "<= 2x", f"{worst_p99:.2f}x", worst_p99 <= 2),
+        ("rolling task duration / floor", "<= 1.3x", f"{ratios['rolling.task/floor']:.2f}x",
+         ratios["rolling.task/floor"] <= 1.3),
         ("rolling ansible-playbook / floor", "<= 1.5x", f"{ratios['rolling.wall/floor']:.2f}x",
          ratios["rolling.wall/floor"] <= 1.5),
         ("rolling ansible-playbook / naive loop", "<= 0.5x", f"{ratios['rolling.wall/loop']:.2f}x",
@@ -577,13 +618,13 @@ def cleanup(bench: Bench) -> None:
     """Removes the HAProxy process, containers, images, volumes and network this run made."""
     stop_haproxy(bench.haproxy)
     client = docker.from_env()
-    for strategy in OURS:
-        for container in client.containers.list(all=True, filters={"name": f"immutable-infra-lock-{bench.service(strategy)}"}):
+    for fleet in OURS:
+        for container in client.containers.list(all=True, filters={"name": f"immutable-infra-lock-{bench.service(fleet)}"}):
             container.remove(force=True)
     for container in client.containers.list(all=True, filters={"name": bench.prefix}):
         container.remove(force=True)
     removed = retry_cleanup(lambda: remove_labelled(bench.run_id))
-    volumes = [f"immutable-infra-rollout-{bench.service(strategy)}" for strategy in OURS]
+    volumes = [f"immutable-infra-rollout-{bench.service(fleet)}" for fleet in OURS]
     volumes += [f"immutable-infra-verdict-{image.split(':', 1)[-1]}" for image in bench.images.values()]
     for name in volumes:
         try:
@@ -625,6 +666,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                            "load_rate": LOAD_RATE, "server_check": SERVER_CHECK},
                               "machine": dict(machine_facts(), **versions()), "rounds": []}
     say(f"rollout: {args.runs} rounds, {REPLICAS} replicas, base {args.base}, run id {bench.run_id}")
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))  # a timeout or kill still cleans up
     try:
         client = docker.from_env()
         create_network(bench, client)
@@ -641,6 +683,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         shutil.rmtree(bench.workdir, ignore_errors=True)
     result["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     result["summary"] = summarize(result["rounds"])
-    result["tables"] = [measurement_table(result), requests_table(result), phase_table(result),
+    result["tables"] = [measurement_table(result), requests_table(result), wrk_table(result), phase_table(result),
                         loop_table(result), anchor_table(result)]
     return result

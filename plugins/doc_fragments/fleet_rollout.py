@@ -45,6 +45,19 @@ options:
           - The password or access token of O(registry.username). Kept out of logs and results; keep it in
             Ansible Vault or an environment lookup rather than in the playbook.
         type: str
+      signing_key:
+        description:
+          - A private key (as O(immutable.infra.bake#module:signing_key), a PEM file relative to the directory
+            C(ansible-playbook) runs in like O(registry.ca_cert), or the PEM text) that signs what is pushed, in
+            cosign's layout beside the image (C(sha256-<manifest digest>.sig)), so that skopeo and podman with a
+            C(sigstoreSigned) policy, cosign and admission controllers accept the image.
+          - The image's attestations go to C(sha256-<manifest digest>.att); those this key signed are signed again
+            naming the manifest digest too, which is what C(cosign verify-attestation) matches. Without this key
+            the attestations are pushed as they are and no signature is made.
+        type: str
+      signing_key_password:
+        description: The password of an encrypted O(registry.signing_key). Kept out of logs and results.
+        type: str
   image_transfer:
     description:
       - How the image reaches engines that lack it, before any host starts. V(auto) uses O(registry) when

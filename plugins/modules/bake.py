@@ -43,6 +43,7 @@ extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - ansible.builtin.action_common_attributes.flow
   - immutable.infra.action
+  - immutable.infra.signing
 attributes:
   check_mode:
     support: full
@@ -221,6 +222,15 @@ seealso:
 """
 
 EXAMPLES = r"""
+- name: Bake and sign the image's provenance and SBOM with the team's cosign key (kept in Vault)
+  immutable.infra.bake:
+    name: acme/web
+    base: debian:bookworm
+    roles: [web]
+    signing_key: "{{ vault_cosign_key }}"
+    signing_key_password: "{{ vault_cosign_password }}"
+  register: baked
+
 - name: Bake the web roles into an image
   immutable.infra.bake:
     name: acme/web
@@ -253,6 +263,21 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+signed_by:
+  description: The key ID (sha256 of the public key) of O(signing_key), which signed the image's provenance and SBOM.
+  returned: when a bake happened with signing_key
+  type: str
+  sample: sha256:830d9f3976519c0f3be4a4b5e2b8f2a7d4e0c1b2a3f4e5d6c7b8a9f0e1d2c3b4
+attestations:
+  description:
+    - Per kind (C(provenance), C(sbom)) the keyids of its signatures, the sha256 of its DSSE envelope and its predicate
+      type; the provenance envelope in full. The same is in the ledger record (docs/attestations.md).
+  returned: when a bake happened with signing_key
+  type: dict
+attest_duration:
+  description: Seconds signing took (opening the key, listing the packages, making, signing and storing the statements).
+  returned: when a bake happened with signing_key
+  type: float
 image_id:
   description: ID of the baked or reused image. Null in check mode when a bake would happen.
   returned: always

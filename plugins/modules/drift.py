@@ -11,6 +11,11 @@ version_added: 0.1.0
 description:
   - Compares every running host of O(service) with what was rolled out, on every engine of the fleet
     (O(engines), O(engines_group), or the single O(docker_host)).
+  - Given only O(service), it reads where the service runs from the record its rollouts keep beside it
+    (its engines, its O(balancer) and its O(addressing)) on the engine it reaches first (O(docker_host), or C(DOCKER_HOST)),
+    which may be any engine of the service; every option given to the task wins over the record.
+  - A heal that cannot keep the balancer true is refused with nothing changed (no O(balancer) given or
+    recorded while the service's hosts were put in one).
   - The B(filesystem) is compared with the image (C(docker diff)), ignoring paths any process may
     write (C(/tmp), C(/var/tmp), C(/run), C(/var/run), C(/var/log), C(/var/cache)) and the paths in
     O(writable_paths).

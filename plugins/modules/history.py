@@ -12,6 +12,10 @@ description:
   - Lists the revisions of O(service), newest first. A revision is one rollout recorded in the ledger,
     whatever its result; they are numbered 1, 2, 3... in the order they started, and the numbers never
     change.
+  - Given only O(service), it reads where the service runs from the record its rollouts keep beside it
+    (its engines) on the engine it reaches first (O(docker_host), or C(DOCKER_HOST)),
+    which may be any engine of the service; every option given to the task wins over the record.
+  - Changes of where the service runs (its record) are listed after the revisions.
   - For each revision it says which image (ID and inputs hash) was rolled out, how that image was made
     (its provenance, that is its roles and git commit, source and creation time, from the image's labels
     while the image exists, else from the ledger's bake record), its latest verdict (from the verdict the engine holds
@@ -80,6 +84,14 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+service_record_changes:
+  description:
+    - Each change of where the service runs (the engines, balancer and addressing of its record), oldest first; the
+      first is where it started out. The table shows the later ones.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"time": "2026-12-07T10:00:00Z", "by": "ops@ci-1", "changes": {"balancer": {"before": null, "after": {}}}}]
 revisions:
   description: The revisions, newest first.
   returned: always

@@ -30,7 +30,8 @@ description:
   - B(Leftovers), with O(builders=true), whatever O(service) says. Bake builders (containers named
     C(immutable-infra-bake-*)), verify's throwaway hosts (containers labelled
     C(immutable.infra.verifying)), builders kept from failed bakes (images tagged
-    C(<name>:failed-*)) and verdict volumes (C(immutable-infra-verdict-*)) of images that no longer exist
+    C(<name>:failed-*)) and verdict volumes (C(immutable-infra-verdict-*)) and attestation volumes
+    (C(immutable-infra-attestations-*), counted with the verdict volumes) of images that no longer exist
     are removed once they are older than O(min_age) seconds, so that a bake or verify in progress is
     never touched.
   - Images are removed by their tags and never forced, so Docker refuses an image that a container

@@ -19,6 +19,9 @@ description:
     the lock all apply, and the rollback is recorded in the ledger as a rollout with
     C(rollback_to_revision).
   - Rolling back to a revision whose image no longer exists in the engine is a clear error.
+  - Given only O(service), it reads where the service runs from the record its rollouts keep beside it
+    (its engines, its O(balancer) and its O(addressing)) on the engine it reaches first (O(docker_host), or C(DOCKER_HOST)),
+    which may be any engine of the service; every option given to the task wins over the record.
   - Over several engines (O(engines) or O(engines_group)), the hosts of every engine are read, the kept
     hosts are started again on the engines their labels name, and the image is shipped to any engine
     that needs it and lacks it, as M(immutable.infra.rollout) does.
@@ -32,6 +35,7 @@ extends_documentation_fragment:
   - ansible.builtin.action_common_attributes.flow
   - immutable.infra.action
   - immutable.infra.swap
+  - immutable.infra.trust
   - immutable.infra.balancer
   - immutable.infra.engines
   - immutable.infra.fleet_rollout

@@ -53,6 +53,7 @@ extends_documentation_fragment:
   - ansible.builtin.action_common_attributes.flow
   - immutable.infra.action
   - immutable.infra.swap
+  - immutable.infra.trust
   - immutable.infra.balancer
   - immutable.infra.engines
   - immutable.infra.fleet_rollout
@@ -109,21 +110,30 @@ options:
     choices: [rolling, blue_green, canary]
     default: rolling
   batch_size:
-    description: Hosts replaced per batch (V(rolling) and V(canary)).
+    description:
+      - Hosts replaced per batch (V(rolling) and V(canary)).
+      - When not set, a batch is as many hosts as O(max_surge) + O(max_unavailable) allow if O(max_surge)
+        is set, else one host.
+      - Over several engines every batch takes its hosts from every engine in turn, so each engine starts,
+        gates and registers its share of a batch at the same time as the others.
     type: int
-    default: 1
   max_surge:
     description:
       - How many hosts above O(replicas) may be in service (started, not yet taken out of the balancer)
         during the rollout. New hosts are started before old
         ones leave as far as this allows.
-      - Defaults to O(batch_size), or O(replicas) for V(blue_green).
-    type: int
+      - A number of hosts (V(2)) or a percentage of the service's hosts (V(25%)). A percentage is taken
+        of each engine's share and rounded up per engine, so V(25%) of 10 hosts is 3 on one engine and 4
+        over four engines (one per engine); a team with more engines replaces more hosts at once.
+      - Defaults to O(batch_size) (one host), or O(replicas) for V(blue_green).
+    type: raw
   max_unavailable:
     description:
-      - How many hosts below O(replicas) may be out of the balancer during the rollout. With the
+      - How many hosts below O(replicas) may be out of the balancer during the rollout, as a number or a
+        percentage (taken of each engine's share and rounded down per engine). With the
         default V(0) capacity never dips. A batch needs O(max_surge) + O(max_unavailable) >= its size.
-    type: int
+      - When both are percentages that come to no host, the surge is one host.
+    type: raw
     default: 0
   canary:
     description: Settings of the V(canary) strategy.
@@ -221,6 +231,18 @@ seealso:
 """
 
 EXAMPLES = r"""
+- name: Roll out only an image whose provenance, SBOM and passing test result the release key signed
+  immutable.infra.rollout:
+    service: web
+    image: "{{ baked.image_id }}"
+    replicas: 3
+    port: 8000
+    balancer:
+      runtime_api: /run/haproxy/admin.sock
+      backend: web
+    trust:
+      keys: [keys/cosign.pub]
+
 - name: Roll out the verified image, one host at a time
   immutable.infra.rollout:
     service: web
@@ -250,6 +272,20 @@ EXAMPLES = r"""
   check_mode: true
   diff: true
 
+- name: Over four engines, a quarter of each engine's hosts at a time, capacity never dipping
+  immutable.infra.rollout:
+    service: web
+    image: "{{ baked.image_id }}"
+    replicas: 100
+    max_surge: 25%
+    port: 8000
+    health:
+      http_path: /healthz
+    balancer:
+      runtime_api: /run/haproxy/admin.sock
+      backend: web
+    engines_group: docker_engines
+
 - name: Canary, watched for a minute, then two hosts per batch
   immutable.infra.rollout:
     service: web
@@ -269,6 +305,15 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+service_record:
+  description:
+    - What changed in the service's record (where it runs), option by option, when this task wrote it; the
+      record holds its engines or O(docker_host), its O(balancer) and its O(addressing). The record is kept beside the
+      service on every engine it runs on, so M(immutable.infra.rollback), M(immutable.infra.drift),
+      M(immutable.infra.history) and M(immutable.infra.prune) need only the service's name.
+  returned: when the record was written (or would be, in check mode)
+  type: dict
+  sample: {"balancer": {"before": null, "after": {"type": "haproxy", "runtime_api": "127.0.0.1:9999", "backend": "web"}}}
 generation:
   description: The generation that is live after the task (or would be, in check mode).
   returned: always
@@ -325,6 +370,13 @@ duration:
   description: Seconds the task took.
   returned: always
   type: float
+capacity:
+  description:
+    - What O(max_surge), O(max_unavailable) and O(batch_size) came to in hosts for this placement
+      (C(max_surge), C(max_unavailable), C(batch_size)).
+  returned: when the service changes
+  type: dict
+  sample: {"max_surge": 4, "max_unavailable": 0, "batch_size": 4}
 recovered:
   description: ID of an interrupted earlier rollout whose hosts were put back before this one.
   returned: when an interrupted rollout was found
@@ -371,6 +423,18 @@ shipping:
       shipping C(seconds), C(digest) and C(per_engine) timings.
   returned: over several engines
   type: dict
+unmanaged:
+  description:
+    - With O(place_down_share), what this run could not manage on the engines that were down when it
+      began. C(engines) names each and why; C(hosts) the hosts the ledger last placed there, each
+      with C(state) V(running) (the balancer's own check still reaches as many servers on that engine)
+      or V(unknown); C(servers) the balancer servers kept because their check still passes (a server
+      that answers its check is not taken for a stale one while such an engine is down). The next run
+      that reaches the engine again replaces its hosts like any other.
+  returned: when an engine was down at the start
+  type: dict
+  sample: {"engines": {"rig2": "connection refused"}, "hosts": [{"host": "web-3-2", "engine": "rig2", "state": "running"}],
+           "servers": [{"server": "slot2", "address": "10.0.2.5", "port": 8000}]}
 engines_down:
   description: Engines that could not be reached (at the start, or when one stopped answering mid-way).
   returned: on failure, when an engine is down

@@ -31,6 +31,7 @@ extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - ansible.builtin.action_common_attributes.flow
   - immutable.infra.action
+  - immutable.infra.signing
 attributes:
   check_mode:
     support: full
@@ -221,6 +222,17 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+signed_by:
+  description: The key ID (sha256 of the public key) of O(signing_key), which signed the test result.
+  returned: when signing_key is given
+  type: str
+  sample: sha256:830d9f3976519c0f3be4a4b5e2b8f2a7d4e0c1b2a3f4e5d6c7b8a9f0e1d2c3b4
+attestations:
+  description:
+    - Per kind (C(test_result)) the keyids of its signatures, the sha256 of its DSSE envelope and its predicate
+      type; the envelope in full. The same is in the ledger record (docs/attestations.md).
+  returned: when signing_key is given
+  type: dict
 passed:
   description: Whether the image passed. Null in check mode.
   returned: always

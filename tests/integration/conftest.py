@@ -33,9 +33,10 @@ def docker_client():
                 client.images.remove(tag, force=True)
                 removed.add(image.id)
     client.images.prune(filters={"dangling": True})
-    # Verdicts recorded for this run's images (immutable.infra.verify) go with them.
-    for volume in client.volumes.list(filters={"label": "immutable.infra.verdict"}):
-        if (volume.attrs.get("Labels") or {}).get("immutable.infra.image_id") in removed:
+    # Verdicts and attestations recorded for this run's images (verify, bake with signing_key) go with them.
+    for volume in client.volumes.list(filters={"label": "immutable.infra.image_id"}):
+        if volume.name.startswith(("immutable-infra-verdict-", "immutable-infra-attestations-")) and \
+                (volume.attrs.get("Labels") or {}).get("immutable.infra.image_id") in removed:
             volume.remove(force=True)
 
 

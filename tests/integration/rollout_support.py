@@ -112,7 +112,7 @@ def remove_service(client: docker.DockerClient, service: str) -> None:
     for container in client.containers.list(all=True, filters={"name": f"immutable-infra-lock-{service}"}):
         container.remove(force=True)
     for prefix in ("immutable-infra-rollout-", "immutable-infra-stopping-", "immutable-infra-lease-",
-                   "immutable-infra-stopnote-"):
+                   "immutable-infra-stopnote-", "immutable-infra-service-"):
         for volume in client.volumes.list(filters={"name": f"{prefix}{service}"}):
             volume.remove(force=True)
 

@@ -22,6 +22,9 @@ import time
 import pytest
 from support import BASE_IMAGE, REPO_ROOT, Playbooks, containers_created, image_name
 
+from ansible_collections.immutable.infra.plugins.plugin_utils.attest import sbom
+from ansible_collections.immutable.infra.plugins.plugin_utils.attest.keys import new_key_pair
+
 DEMO = os.path.join(REPO_ROOT, "examples", "demo")
 LONG = os.environ.get("IMMUTABLE_INFRA_VM") == "long"
 CONFIG = {"cmd": ["/usr/local/bin/hello-server", "/etc/hello/hello.json"], "user": "hello",
@@ -38,8 +41,11 @@ def built(tmp_path_factory, docker_client, base_image):
     project = tmp_path_factory.mktemp("disk")
     shutil.copytree(os.path.join(DEMO, "roles"), project / "roles")
     dest, ledger = str(project / "disks"), str(project / "ledger.jsonl")
+    private, public = new_key_pair()
+    (project / "release.key").write_text(private)
+    (project / "release.pub").write_text(public)
     disk_task = {"immutable.infra.disk": {"name": "hello", "image": "{{ baked.image_id }}", "dest": dest,
-                                          "ledger": ledger}}
+                                          "ledger": ledger, "signing_key": "release.key"}}
     run = Playbooks(str(project)).run([
         {"name": "bake", "immutable.infra.bake": {"name": image_name("hello-vm"), "base": BASE_IMAGE,
                                                   "roles": ["hello"], "config": CONFIG, "ledger": ledger}},
@@ -79,6 +85,13 @@ def test_the_disk_records_what_went_into_it(built):
     assert manifest["command_unit"] is False
     [record] = [r for r in records(built["ledger"], "disk") if r["inputs_hash"] == disk["inputs_hash"]]
     assert record["result"] == "succeeded" and record["disk_digest"] == disk["disk_digest"]
+    # signed: provenance and SBOM beside the disk, bound to its digest; the SBOM lists the boot packages too
+    assert record["signed_by"] == disk["signed_by"] == manifest["signed_by"]
+    with open(disk["disk"].rsplit(".", 1)[0] + ".cdx.json", encoding="utf-8") as handle:
+        document = json.load(handle)
+    assert sbom.validation_errors(document) is None
+    assert document["metadata"]["component"]["hashes"][0]["content"] == disk["disk_digest"][7:]
+    assert sbom.packages_in(document)["openssh-server"] == manifest["packages"]["openssh-server"]
 
 
 def test_the_same_inputs_give_the_same_disk_back(built):
@@ -90,7 +103,8 @@ def test_the_same_inputs_give_the_same_disk_back(built):
 
 
 def test_the_disk_boots_and_the_image_tests_pass_against_the_vm(built):
-    result = verify(built, [os.path.join(DEMO, "tests"), os.path.join(DEMO, "vm_tests")], wait_for_ports=[8000])
+    result = verify(built, [os.path.join(DEMO, "tests"), os.path.join(DEMO, "vm_tests")], wait_for_ports=[8000],
+                    signing_key="release.key")
     assert result.get("passed") is True, result.get("msg")
     assert result["tests"]["failed"] == 0 and result["tests"]["passed"] >= 7
     assert result["disk_digest"] == built["disk"]["disk_digest"] and result["accel"] in ("kvm", "tcg")
@@ -111,6 +125,11 @@ def test_the_disk_boots_and_the_image_tests_pass_against_the_vm(built):
     assert entry["verdict"]["result"] == "passed" and entry["verdict"]["ledger_id"] == record["id"]
     assert any(os.path.basename(entry["disk"]) in line and "passed" in line for line in history["table"]), \
         history["table"]
+    # the disk's signed provenance, SBOM and passing test result pass the trust check, as the gate makes it
+    attested = Playbooks(built["project"]).run([{"name": "attest", "immutable.infra.attest": {
+        "disk": built["disk"]["disk"], "trust": {"keys": ["release.pub"]}}}])["attest"]
+    assert sorted(attested.get("trusted") or {}) == ["provenance", "sbom", "test_result"], attested.get("msg")
+    assert attested["attestations"]["test_result"]["summary"]["where"]["host"] == "vm"
 
 
 @pytest.mark.skipif(not LONG, reason="a second boot under TCG: in the long VM suite only (make test-vm)")

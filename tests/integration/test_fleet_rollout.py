@@ -322,3 +322,36 @@ def test_an_engine_down_at_the_start_is_named_unless_its_share_goes_to_the_other
     assert placed["changed"] and sorted(placed["hosts"].values()) == ["rig1", "rig2", "rig3"], placed.get("msg")
     assert placed["placement"]["counts"]["rig9"] == 0 and placed["placement"]["notes"]
     assert_balancer_matches(rig, proxy, placed["hosts"])
+
+
+def test_an_engine_down_at_the_start_keeps_its_serving_hosts_in_the_balancer_and_reports_them(
+        project, rig, hello, fleet_service, proxy):
+    """A Docker engine that dies leaves its containers running: with place_down_share the rollout goes ahead
+    on the other engines, keeps the lost engine's server (its check still passes) and says which host it
+    could not manage; once the engine is back, the next run replaces that host like any other."""
+    live = project.run([fleet_task(rig, fleet_service, hello["1.0"], proxy)])["rollout"]
+    assert live["changed"], live.get("msg")
+    stranded = next(name for name, engine in live["hosts"].items() if engine == "rig3")
+    stranded_at = endpoint(rig, "rig3", stranded)
+    task = fleet_task(rig, fleet_service, hello["2.0"], proxy, place_down_share=True)
+    try:
+        _kill_engine("rig3")
+        with SteadyLoad(proxy.url(), rate=100, max_seconds=120) as load:
+            placed = project.run([task])["rollout"]
+            time.sleep(0.5)
+    finally:
+        _start_rig()
+    assert placed["changed"] and sorted(set(placed["hosts"].values())) == ["rig1", "rig2"], placed.get("msg")
+    assert list(placed["unmanaged"]["engines"]) == ["rig3"]
+    assert placed["unmanaged"]["hosts"] == [{"host": stranded, "engine": "rig3", "state": "running"}]
+    assert [(server["address"], server["port"]) for server in placed["unmanaged"]["servers"]] == [stranded_at]
+    assert load.summary()["failed"] == 0, load.summary()
+    ledger = [json.loads(line) for line in open(os.environ["IMMUTABLE_INFRA_LEDGER"], encoding="utf-8")]
+    recorded = next(record for record in reversed(ledger) if record.get("service") == fleet_service
+                    and record.get("kind") == "rollout")
+    assert recorded["result"] == "succeeded" and recorded["unmanaged"]["hosts"][0]["host"] == stranded
+
+    again = project.run([fleet_task(rig, fleet_service, hello["2.0"], proxy)])["rollout"]
+    assert not again.get("failed"), again.get("msg")
+    assert "unmanaged" not in again and stranded not in where(rig, fleet_service)
+    assert_balancer_matches(rig, proxy, where(rig, fleet_service))

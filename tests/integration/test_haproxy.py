@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import threading
 import time
+from dataclasses import replace
 
 import pytest
 import requests
@@ -12,6 +13,7 @@ import requests
 # start_haproxy and start_http_backend are fixtures: pytest finds them by name in this module.
 from haproxy_support import BackendConfig, free_port
 
+from ansible_collections.immutable.infra.plugins.plugin_utils.balancer.base import Arrival
 from ansible_collections.immutable.infra.plugins.plugin_utils.balancer.haproxy import HAProxyRuntime
 from ansible_collections.immutable.infra.plugins.plugin_utils.balancer.haproxy_backend import HAProxyBalancer
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
@@ -399,3 +401,71 @@ def test_activation_that_times_out_takes_the_server_out_again(start_haproxy, sta
     with pytest.raises(InfraError, match=r"server web/slot1 did not come up within 1s; last seen: 127\.0\.0\.1:"):
         balancer.activate(server, "broken", broken.address, broken.port)
     assert balancer.runtime.server("web", "slot1").free_slot
+
+
+def counting_connections(runtime: HAProxyRuntime) -> list[str]:
+    """Notes the first command of every connection the runtime opens from now on."""
+    opened: list[str] = []
+    send = runtime._send
+
+    def noted(text: str, what: str) -> str:
+        opened.append(what)
+        return send(text, what)
+    runtime._send = noted  # type: ignore[method-assign]
+    return opened
+
+
+def test_a_batch_of_hosts_comes_in_and_goes_out_with_one_connection_per_change(start_haproxy, start_http_backend):
+    apps = [start_http_backend(f"app-{index}") for index in range(1, 4)]
+    proxy = start_haproxy(BackendConfig("web", slots=4))
+    balancer = HAProxyBalancer({"runtime_api": proxy.runtime_api, "backend": "web", "up_timeout": 10,
+                                "server_options": list(FAST_CHECKS)})
+    opened = counting_connections(balancer.runtime)
+    arrivals = [Arrival(app.name, app.address, app.port) for app in apps]
+
+    servers = balancer.register_all(arrivals)
+    assert servers == ["slot1", "slot2", "slot3"] and len(opened) == 2  # one read, one exchange of 12 commands
+    held = {record.name: record for record in balancer.runtime.servers("web")}
+    assert all(held[server].admin_state == "drain" and held[server].check_enabled for server in servers)
+    assert get(proxy.url()).status_code == 503  # nothing takes traffic yet
+
+    opened.clear()
+    assert balancer.activate_all([replace(arrival, server=server) for arrival, server in zip(arrivals, servers, strict=True)]) \
+        == servers
+    assert len(opened) == 3  # read, one exchange forcing them up and ready, read to see them so
+    assert answers(proxy.url(), count=9) == {"app-1", "app-2", "app-3"}
+
+    opened.clear()
+    balancer.set_states(servers, "drain")
+    assert balancer.wait_all_drained(servers, timeout=5) == []
+    balancer.detach_all(servers)
+    assert len(opened) == 4  # the drain, a read while draining, a read and one exchange taking them out
+    assert all(record.free_slot for record in balancer.runtime.servers("web"))
+
+
+def test_each_host_of_a_batch_has_its_own_outcome(start_haproxy, start_http_backend):
+    good, broken = start_http_backend("good"), start_http_backend("broken", healthy=False)
+    proxy = start_haproxy(BackendConfig("web", slots=2))
+    balancer = HAProxyBalancer({"runtime_api": proxy.runtime_api, "backend": "web", "up_timeout": 1,
+                                "server_options": list(FAST_CHECKS), "trust_gate": False})
+    outcomes = balancer.register_all([Arrival("good", good.address, good.port), Arrival("nowhere", "host.name", 80),
+                                      Arrival("broken", broken.address, broken.port)])
+    assert outcomes[0] == "slot1" and outcomes[2] == "slot2"
+    assert isinstance(outcomes[1], InfraError) and "is not an IP address" in outcomes[1].message
+
+    activated = balancer.activate_all([Arrival("good", good.address, good.port, "slot1"),
+                                       Arrival("broken", broken.address, broken.port, "slot2")])
+    assert activated[0] == "slot1"
+    assert isinstance(activated[1], InfraError) and "server web/slot2 did not come up within 1s" in activated[1].message
+    assert balancer.runtime.server("web", "slot2").free_slot  # the one that failed is out again
+    assert answers(proxy.url()) == {"good"}
+
+
+def test_replies_of_an_exchange_are_split_per_command(start_haproxy):
+    proxy = start_haproxy(BackendConfig("web", slots=1))
+    runtime = HAProxyRuntime(proxy.runtime_api)
+    replies = runtime.exchange(["show servers state web", "set server web/nope state ready",
+                                "set server web/slot1 state maint", "show backend"])
+    assert replies[0].startswith("1\n# be_id") and "slot1" in replies[0]
+    assert replies[1].strip() == "No such server." and replies[2] == ""
+    assert "web" in replies[3].split()

@@ -39,14 +39,19 @@ def test_ansible_lint_production_profile_is_clean():
 
 
 def test_ruff_lint_and_import_order_are_clean():
-    result = run([os.path.join(os.path.dirname(sys.executable), "ruff"), "check", "--no-cache", "plugins", "tests",
-                  "scripts", "bench"])
+    result = run([os.path.join(os.path.dirname(sys.executable), "ruff"), "check", "--no-cache", "plugins", "builder",
+                  "tests", "scripts", "bench"])
     assert result.returncode == 0, result.stdout[-4000:]
 
 
 def test_mypy_finds_no_type_errors_in_the_plugins():
     # mypy names modules as Ansible imports them, through the collection link made for the tests.
     result = run([sys.executable, "-m", "mypy", "--no-incremental", "-p", "ansible_collections.immutable.infra.plugins"])
+    assert result.returncode == 0 and "Success" in result.stdout, result.stdout[-4000:]
+
+
+def test_mypy_finds_no_type_errors_in_the_programs_that_run_inside_builders():
+    result = run([sys.executable, "-m", "mypy", "--no-incremental", *glob.glob(os.path.join(REPO_ROOT, "builder", "*.py"))])
     assert result.returncode == 0 and "Success" in result.stdout, result.stdout[-4000:]
 
 
@@ -84,6 +89,7 @@ def test_built_collection_installs_and_works_from_an_unrelated_directory(tmp_pat
     assert installed.returncode == 0, installed.stdout
     root = tmp_path / "collections" / "ansible_collections" / "immutable" / "infra"
     assert (root / "plugins" / "action" / "bake.py").exists()
+    assert (root / "builder" / "systemctl.py").exists()  # what a bake copies into its builder
     assert not (root / ".venv").exists() and not (root / ".build").exists()
 
     elsewhere = tmp_path / "elsewhere"

@@ -11,7 +11,7 @@ import time
 
 import pytest
 from rollout_support import SteadyLoad, bake_hello_images, rollout_task
-from test_rollout import in_balancer
+from test_rollout import assert_balancer_matches, in_balancer
 
 
 @pytest.fixture(scope="module")
@@ -168,3 +168,42 @@ def test_a_changed_env_and_a_container_started_by_hand_are_drift(project, docker
     assert healed["removed"] == [f"{service}-manual"]
     assert running(docker_client, service) == [f"{service}-1-2", f"{service}-1-3"]
     assert not project.run([drift_task(service)])["drift"]["drifted"]
+
+
+def test_heal_and_rollback_given_only_the_service_keep_the_balancer_true(project, docker_client, hello, service, proxy):
+    """The service record: the rollout was told the balancer; drift with heal and rollback are told only the
+    service's name (and a revision), and find the balancer, the engine and the addressing themselves."""
+    for version in ("1.0", "2.0"):
+        project.run([rollout_task(service, hello[version], proxy)])
+    tampered = f"{service}-2-2"
+    docker_client.containers.get(tampered).exec_run(["touch", "/etc/hotfix"], user="root")
+    with SteadyLoad(proxy.url(), rate=100, max_seconds=60) as load:
+        healed = project.run([drift_task(service, heal=True)])["drift"]
+        time.sleep(0.3)
+    assert healed["healed"] == [{"host": tampered, "replacement": f"{service}-2-4"}], healed.get("msg")
+    assert load.summary()["failed"] == 0, load.summary()
+    live = [f"{service}-2-1", f"{service}-2-3", f"{service}-2-4"]
+    assert running(docker_client, service) == live
+    assert_balancer_matches(docker_client, proxy, live)
+
+    with SteadyLoad(proxy.url(), rate=100, max_seconds=60) as load:
+        back = project.run([{"name": "rollback", "immutable.infra.rollback": {"service": service, "revision": 1}}])
+        time.sleep(0.3)
+    back = back["rollback"]
+    assert back["changed"] and back["revision"] == 1 and back["fast_path"], back.get("msg")
+    assert load.summary()["failed"] == 0, load.summary()
+    assert running(docker_client, service) == back["live"] == [f"{service}-1-{index}" for index in (1, 2, 3)]
+    assert_balancer_matches(docker_client, proxy, back["live"])
+    history = project.run([{"name": "history", "immutable.infra.history": {"service": service}}])["history"]
+    assert history["live_revision"] == 3 and len(history["service_record_changes"]) == 1
+
+
+def test_a_change_without_its_balancer_is_refused_when_the_service_has_no_record(
+        project, docker_client, hello, service, proxy):
+    project.run([rollout_task(service, hello["1.0"], proxy, replicas=2)])
+    docker_client.volumes.get(f"immutable-infra-service-{service}").remove()
+    docker_client.containers.get(f"{service}-1-2").exec_run(["touch", "/etc/hotfix"], user="root")
+    refused = project.run([drift_task(service, heal=True)])["drift"]
+    assert refused["failed"] and "no balancer is given" in refused["msg"] and "Nothing was changed" in refused["msg"]
+    assert running(docker_client, service) == [f"{service}-1-1", f"{service}-1-2"]
+    assert_balancer_matches(docker_client, proxy, [f"{service}-1-1", f"{service}-1-2"])

@@ -4,10 +4,10 @@
 
 While roles run, three things stand in for a booted server: a policy-rc.d that keeps package
 installs from starting daemons, a systemctl that really runs the services the roles start (a
-container has no init system; see systemctl_standin.py), and dpkg/apt settings that skip fsync and
-translation downloads. Before the commit every service the roles started is stopped cleanly, and
-the stand-ins and the residue of the run (Ansible temp dirs, apt lists) are removed; the image's
-own command starts the service when a host runs.
+container has no init system; see builder/systemctl.py at the collection's root), and dpkg/apt
+settings that skip fsync and translation downloads. Before the commit every service the roles
+started is stopped cleanly, and the stand-ins and the residue of the run (Ansible temp dirs, apt
+lists) are removed; the image's own command starts the service when a host runs.
 """
 
 from __future__ import annotations
@@ -30,7 +30,9 @@ POLICY_RC_D = b"#!/bin/sh\n# Installed only while a bake runs: packages must not
 DPKG_CONF = b"force-unsafe-io\n"
 APT_CONF = b'Acquire::Languages "none";\n'
 
-SYSTEMCTL_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "systemctl_standin.py")
+# Programs that run inside the builder, not on the controller, live in builder/ at the collection's root.
+COLLECTION_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+SYSTEMCTL_SOURCE = os.path.join(COLLECTION_ROOT, "builder", "systemctl.py")
 # The stand-in goes first on PATH, in a directory no Debian package ships files in, so a package that
 # installs systemd during the bake cannot replace it. On a merged-/usr base dpkg unpacks bookworm's
 # /bin/systemctl through the /bin symlink onto /usr/bin/systemctl, which a diversion of
@@ -44,8 +46,12 @@ ABSENT_PREFIX = "absent unit: "
 
 def systemctl_standin(python_interpreter: str) -> bytes:
     """The stand-in systemctl, run by the builder's own Python."""
-    with open(SYSTEMCTL_SOURCE, "rb") as handle:
-        return f"#!{python_interpreter}\n".encode() + handle.read()
+    try:
+        with open(SYSTEMCTL_SOURCE, "rb") as handle:
+            return f"#!{python_interpreter}\n".encode() + handle.read()
+    except OSError as error:
+        raise InfraError(f"The collection is incomplete: {SYSTEMCTL_SOURCE} cannot be read ({error.strerror}); "
+                         "install immutable.infra again.") from None
 
 
 PREPARE = f"""set -e

@@ -10,6 +10,21 @@ import uuid
 from dataclasses import replace
 from typing import Any
 
+from ansible_collections.immutable.infra.plugins.plugin_utils.attest.dsse import signers
+from ansible_collections.immutable.infra.plugins.plugin_utils.attest.keys import short_key_id
+from ansible_collections.immutable.infra.plugins.plugin_utils.attest.sbom import Contents
+from ansible_collections.immutable.infra.plugins.plugin_utils.attest.signing import (
+    SIGNING_OPTIONS,
+    BakeFacts,
+    attest_bake,
+    read_contents,
+    signing_key_from,
+)
+from ansible_collections.immutable.infra.plugins.plugin_utils.attest.store import (
+    read_image_attestations,
+    record_summary,
+    store_image_attestations,
+)
 from ansible_collections.immutable.infra.plugins.plugin_utils.bake import builder, facts_cache
 from ansible_collections.immutable.infra.plugins.plugin_utils.bake import plan as bake_plan
 from ansible_collections.immutable.infra.plugins.plugin_utils.bake.play_runner import PlaySpec, run_play
@@ -74,6 +89,7 @@ BAKE_ARGUMENT_SPEC: dict[str, Any] = {
     "network": {"type": "str"},
     "timeout": {"type": "int", "default": 3600},
     "project_dir": {"type": "path"},
+    **SIGNING_OPTIONS,
 }
 
 
@@ -97,6 +113,11 @@ class Baker(Manager):
         self.resolver = RoleResolver(self.context.basedir, context.roles_path, self.collections,
                                      context.play_collections)
         self.absent_units: list[str] = []  # services the roles started that the image does not have
+        began = time.monotonic()
+        self.signer = signing_key_from(params, self.context.basedir)  # a bad key is refused before anything runs
+        # what signing took: opening the key, listing the packages, making and storing the statements
+        self.attest_seconds = time.monotonic() - began
+        self.contents: Contents | None = None  # what the builder holds, for the SBOM (with signing_key only)
 
     # observe -------------------------------------------------------------------------------------
     def _base_image(self, client: DockerClient) -> dict[str, Any]:
@@ -149,6 +170,9 @@ class Baker(Manager):
             retag = f"{self.name}:{tag}" not in (cached.get("RepoTags") or [])
             if retag and not self.context.check_mode:
                 client.tag(cached["Id"], self.name, tag)
+            unsigned = self._unsigned_warning(client, cached["Id"], tag)
+            if unsigned:
+                result["warnings"] = [*result.get("warnings", []), unsigned]
             return dict(result, changed=retag, cache_hit=True, image_id=cached["Id"],
                         labels=cached["Config"].get("Labels") or {}, duration=round(time.monotonic() - started, 3),
                         msg=f"{self.name}:{tag} is up to date (inputs hash {tag})")
@@ -169,6 +193,7 @@ class Baker(Manager):
                                    inputs_hash=digest, roles=result["roles"], base_image_id=base_image["Id"])
         try:
             image_id, play = self._build(client, base_image, requested, digest, labels)
+            attested = self._attest(client, image_id, inputs, roles, record)
         except InfraError as error:
             ledger.append(dict(record, result="failed", image_id=None, error=error.message,
                                duration=round(time.monotonic() - started, 3)))
@@ -176,12 +201,41 @@ class Baker(Manager):
         duration = round(time.monotonic() - started, 3)
         if self.absent_units:
             result["warnings"] = [*result.get("warnings", []), builder.absent_units_warning(self.absent_units)]
-        ledger.append(dict(record, result="succeeded", image_id=image_id, duration=duration))
+        ledger.append(dict(record, result="succeeded", image_id=image_id, duration=duration, **attested))
         image = client.image(image_id) or {}
-        return dict(result, changed=True, cache_hit=False, image_id=image_id, reasons=reasons,
+        return dict(result, changed=True, cache_hit=False, image_id=image_id, reasons=reasons, **attested,
                     labels=(image.get("Config") or {}).get("Labels") or labels,
                     changed_tasks=play.changed_tasks, warnings_from_roles=play.warnings, duration=duration,
                     ledger=ledger.path, msg=f"baked {self.name}:{tag} ({short_id(image_id)}) in {duration:.1f} s")
+
+    def _attest(self, client: DockerClient, image_id: str, inputs: dict[str, Any], roles: list[Role],
+                record: dict[str, Any]) -> dict[str, Any]:
+        """With signing_key: the image's signed provenance and SBOM, kept beside it on the engine."""
+        if self.signer is None or self.contents is None:
+            return {}
+        began = time.monotonic()
+        facts = BakeFacts(name=self.name, tag=bake_plan.image_tag(record["inputs_hash"]), base=self.params["base"],
+                          requested=list(self.params["roles"]), roles=roles, inputs=inputs,
+                          inputs_hash=record["inputs_hash"], git=git_info(self.context.basedir),
+                          controller=controller_identity(), invocation=record["id"], started=record["time"],
+                          contents=self.contents)
+        found = attest_bake(self.signer, image_id, facts)
+        store_image_attestations(client, image_id, found)
+        self.attest_seconds += time.monotonic() - began
+        self.progress(f"bake {self.name}: provenance and SBOM signed by key {short_key_id(self.signer.keyid)}")
+        return {"attestations": record_summary(found), "signed_by": self.signer.keyid,
+                "attest_duration": round(self.attest_seconds, 3)}
+
+    def _unsigned_warning(self, client: DockerClient, image_id: str, tag: str) -> str | None:
+        """With signing_key, a reused image that has no provenance signed by that key is named: it was baked
+        before the key was given, and the trust gate would refuse it."""
+        if self.signer is None:
+            return None
+        provenance = read_image_attestations(client, image_id).envelopes.get("provenance")
+        if provenance is not None and signers(provenance, [self.signer.public]):
+            return None
+        return (f"{self.name}:{tag} was reused from an earlier bake that signing_key did not sign, so it has no "
+                "provenance or SBOM signed by that key; bake it again with force: true to sign it.")
 
     def _cached_image(self, client: DockerClient, digest: str) -> dict[str, Any] | None:
         images = client.images_with_label(LABEL_INPUTS_HASH, digest)
@@ -232,6 +286,10 @@ class Baker(Manager):
                              failed_task=(play.failure or {}).get("task"), kept_image=kept)
         self.progress(f"committing {self.name}:{tag}")
         self.absent_units = builder.finish(client, container_id, self.params["cleanup_paths"])
+        if self.signer is not None:
+            began = time.monotonic()
+            self.contents = read_contents(client, container_id)
+            self.attest_seconds += time.monotonic() - began
         config = bake_plan.commit_config(base_image.get("Config") or {}, self.config, labels)
         image_id = client.commit(container_id, self.name, tag, config,
                                  message=f"immutable.infra bake, inputs hash {digest}")

@@ -76,6 +76,11 @@ class Server:
     free_slot: bool
 
     @property
+    def answering(self) -> bool:
+        """Up, with HAProxy's own check enabled and passing: something answers at its address."""
+        return self.operational_state == "up" and self.check_enabled and self.check_result == "passed"
+
+    @property
     def healthy(self) -> bool:
         """Up, and its last health check passed (or it has none)."""
         return self.operational_state == "up" and (not self.check_enabled or self.check_result == "passed")
@@ -175,6 +180,39 @@ def server_records(backend: str, state_rows: Iterable[dict[str, str]],
     return servers
 
 
+PROMPT = "\n> "  # what ends each reply in the runtime API's interactive mode
+
+
+def split_replies(stream: str, count: int) -> list[str] | None:
+    """The replies to `count` commands sent after `prompt`: the stream is the prompt command's own (empty)
+    reply, then each command's output, each followed by the prompt. None when the stream ends early."""
+    parts = stream.split(PROMPT)
+    if len(parts) < count + 2:
+        return None
+    return parts[1:count + 1]
+
+
+Command = tuple[str, Sequence[str]]  # a change command and the replies that mean it was done (empty: no reply)
+
+
+def slot_commands(backend: str, slot: str, address: str, port: int, check: bool = True,
+                  state: str = "drain") -> list[Command]:
+    """Taking a free template slot for address:port. A slot keeps the check result of its previous host,
+    and a server leaving maint counts as up before its first check: with checks it is forced down, so it
+    takes traffic only once the new address has passed HAProxy's check. (HAProxy ignores that in maint,
+    so it comes last.)"""
+    return [(f"set server {backend}/{slot} addr {address} port {port}", ADDRESS_CHANGED_REPLIES),
+            (f"{'enable' if check else 'disable'} health {backend}/{slot}", ()),
+            (f"set server {backend}/{slot} state {state}", ()),
+            *([(f"set server {backend}/{slot} health down", ())] if check else [])]
+
+
+def park_commands(backend: str, slot: str) -> list[Command]:
+    """Returning a template slot to the free pool: maintenance, no checks, parked address."""
+    return [(f"set server {backend}/{slot} state maint", ()), (f"disable health {backend}/{slot}", ()),
+            (f"set server {backend}/{slot} addr {PARKED_ADDRESS}", ADDRESS_CHANGED_REPLIES)]
+
+
 def reply_is_success(reply: str, accepted: Sequence[str] = ()) -> bool:
     """Change commands answer with nothing or a known sentence; anything else is HAProxy's error."""
     text = reply.strip()
@@ -237,11 +275,8 @@ class HAProxyRuntime:
 
     def servers(self, backend: str) -> list[Server]:
         validate_name("backend", backend)
-        state_reply = self._command(f"show servers state {backend}")
-        if state_reply.strip() in UNKNOWN_BACKEND_REPLIES:
-            raise self._unknown_backend(backend)
-        stat_reply = self._command(f"show stat {backend} 4 -1")
-        if stat_reply.strip() in UNKNOWN_BACKEND_REPLIES:
+        state_reply, stat_reply = self.exchange([f"show servers state {backend}", f"show stat {backend} 4 -1"])
+        if state_reply.strip() in UNKNOWN_BACKEND_REPLIES or stat_reply.strip() in UNKNOWN_BACKEND_REPLIES:
             raise self._unknown_backend(backend)
         return server_records(backend, parse_servers_state(state_reply), parse_stat_csv(stat_reply))
 
@@ -278,15 +313,11 @@ class HAProxyRuntime:
         if not free_slots:
             return self._add_dynamic(backend, name, address, port, check, state, server_options, servers)
         slot = free_slots[0].name
-        self._change(f"set server {backend}/{slot} addr {address} port {port}", backend, ADDRESS_CHANGED_REPLIES)
+        (first, accepted), *rest = slot_commands(backend, slot, address, port, check, state)
+        self._change(first, backend, accepted)
         try:
-            self._change(f"{'enable' if check else 'disable'} health {backend}/{slot}", backend)
-            self._change(f"set server {backend}/{slot} state {state}", backend)
-            if check:
-                # A slot keeps the check result of its previous host, and a server leaving maint counts
-                # as up before its first check: forced down, it takes traffic only once the new
-                # address has passed HAProxy's check. (HAProxy ignores this in maint, so it comes last.)
-                self._change(f"set server {backend}/{slot} health down", backend)
+            for command, accepted in rest:
+                self._change(command, backend, accepted)
         except InfraError:
             self._park(backend, slot)
             raise
@@ -384,20 +415,27 @@ class HAProxyRuntime:
 
     def _park(self, backend: str, slot: str) -> None:
         """Returns a template slot to the free pool: maintenance, no checks, parked address."""
-        self._change(f"set server {backend}/{slot} state maint", backend)
-        self._change(f"disable health {backend}/{slot}", backend)
-        self._change(f"set server {backend}/{slot} addr {PARKED_ADDRESS}", backend, ADDRESS_CHANGED_REPLIES)
+        for command, accepted in park_commands(backend, slot):
+            self._change(command, backend, accepted)
 
     def _change(self, command: str, backend: str, accepted: Sequence[str] = ()) -> None:
         reply = self._command(command).strip()
-        if reply_is_success(reply, accepted):
-            return
+        if not reply_is_success(reply, accepted):
+            raise self.refusal(command, backend, reply)
+
+    def refusal(self, command: str, backend: str, reply: str) -> InfraError:
+        """The sentence for a change HAProxy refused: an unknown backend or server is named with the ones
+        that exist."""
+        reply = reply.strip()
         if reply in UNKNOWN_BACKEND_REPLIES:
-            raise self._unknown_backend(backend)
+            return self._unknown_backend(backend)
         if reply == UNKNOWN_SERVER_REPLY:
             server = command.split(f"{backend}/", 1)[1].split(maxsplit=1)[0]
-            self.server(backend, server)  # raises, naming the servers the backend does have
-        raise InfraError(f"HAProxy refused `{command}`: {reply}", backend=backend)
+            try:
+                self.server(backend, server)
+            except InfraError as error:  # names the servers the backend does have
+                return error
+        return InfraError(f"HAProxy refused `{command}`: {reply}", backend=backend)
 
     def _unknown_backend(self, backend: str) -> InfraError:
         names = ", ".join(self.backends()) or "none"
@@ -418,18 +456,39 @@ class HAProxyRuntime:
 
     def _command(self, text: str) -> str:
         """Sends one command and returns HAProxy's whole reply; HAProxy closes the connection after it."""
+        reply = self._send(text + "\n", text)
+        self._permitted(text, reply)
+        return reply
+
+    def exchange(self, commands: Sequence[str]) -> list[str]:
+        """Sends the commands over one connection, in order (the runtime API's interactive mode), and
+        returns each one's reply: many changes cost one connection instead of one each."""
+        if len(commands) == 1:
+            return [self._command(commands[0])]
+        stream = self._send("prompt\n" + "".join(f"{command}\n" for command in commands) + "quit\n", commands[0])
+        replies = split_replies(stream, len(commands))
+        if replies is None:
+            raise InfraError(f"The HAProxy runtime API at {self.address} closed the connection before answering "
+                             f"{len(commands)} commands (is its `stats timeout` very short?).", address=self.address,
+                             command=commands[0])
+        for command, reply in zip(commands, replies, strict=True):
+            self._permitted(command, reply)
+        return replies
+
+    def _send(self, text: str, what: str) -> str:
         chunks = []
         try:
             with self._connect() as connection:
-                connection.sendall(text.encode("utf-8") + b"\n")
+                connection.sendall(text.encode("utf-8"))
                 while chunk := connection.recv(RECEIVE_CHUNK):
                     chunks.append(chunk)
         except OSError as error:
             raise InfraError(f"Cannot reach the HAProxy runtime API at {self.address}: {failure_reason(error, self.timeout)}; "
                              "check the `stats socket` line of haproxy.cfg and the balancer.runtime_api option.",
-                             address=self.address, command=text) from None
-        reply = b"".join(chunks).decode("utf-8", "replace")
+                             address=self.address, command=what) from None
+        return b"".join(chunks).decode("utf-8", "replace")
+
+    def _permitted(self, command: str, reply: str) -> None:
         if reply.strip().startswith(PERMISSION_REPLY):
-            raise InfraError(f"The HAProxy runtime API at {self.address} refused `{text}`: permission denied; "
-                             "its `stats socket` line needs `level admin`.", address=self.address, command=text)
-        return reply
+            raise InfraError(f"The HAProxy runtime API at {self.address} refused `{command}`: permission denied; "
+                             "its `stats socket` line needs `level admin`.", address=self.address, command=command)

@@ -6,11 +6,17 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
-from ansible_collections.immutable.infra.plugins.plugin_utils.balancer.base import Member
-from ansible_collections.immutable.infra.plugins.plugin_utils.balancer.haproxy import HAProxyRuntime, Server
+from ansible_collections.immutable.infra.plugins.plugin_utils.balancer import haproxy_batch as batch
+from ansible_collections.immutable.infra.plugins.plugin_utils.balancer.base import Arrival, Member, Outcome
+from ansible_collections.immutable.infra.plugins.plugin_utils.balancer.haproxy import (
+    DEFAULT_TIMEOUT,
+    HAProxyRuntime,
+    Server,
+)
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
 
 POLL_INTERVAL = 0.05  # seconds between runtime API reads while waiting; each read is one small command
@@ -38,14 +44,14 @@ class HAProxyBalancer:
         self.runtime.servers(self.backend)
 
     def describe(self) -> dict[str, Any]:
-        return {"type": "haproxy", **{key: self.options[key] for key in ("runtime_api", "backend", "server_options",
-                                                                        "up_timeout", "trust_gate") if key in self.options}}
+        kept = ("runtime_api", "backend", "server_options", "up_timeout", "trust_gate")
+        return {"type": "haproxy", **{key: self.options[key] for key in kept if key in self.options}}
 
     def members(self, is_ours: Callable[[str], bool]) -> list[Member]:
         """The backend's servers that belong to the service: template slots not in maintenance (a slot
         in maintenance is free, whatever its placeholder address) and servers named like its hosts.
         Servers declared for other purposes are left alone."""
-        return [Member(server.name, server.address, server.port, server.admin_state)
+        return [Member(server.name, server.address, server.port, server.admin_state, answering=server.answering)
                 for server in self.runtime.servers(self.backend)
                 if not server.free_slot and (server.template_slot or is_ours(server.name))]
 
@@ -64,52 +70,104 @@ class HAProxyBalancer:
             return self.runtime.add_server(self.backend, host, address, port, check=True, state="drain",
                                            server_options=self.server_options)
 
+    def register_all(self, arrivals: Sequence[Arrival]) -> list[Outcome]:
+        with self._adding:
+            return batch.register_all(self.runtime, self.backend, arrivals, self.server_options)
+
     def activate(self, server: str, host: str, address: str, port: int) -> str:
         """Lets traffic in once the server is up; takes it out on failure. Returns the server's name,
-        which changes when HAProxy lost the registration meanwhile (a reload from a server state saved
-        before it) and the host had to be registered again.
+        which changes when HAProxy lost the registration meanwhile (see activate_all)."""
+        outcome = self.activate_all([Arrival(host, address, port, server)])[0]
+        if isinstance(outcome, InfraError):
+            raise outcome
+        return outcome
 
-        With trust_gate (the default) the rollout's own health gate has just passed at this address, so
-        the server is set up at once (`set server ... health up`) instead of waiting for HAProxy's own
-        checks to pass `rise` times at their own pace; those checks keep running and take the server
-        down after `fall` failures. Without it, this waits for HAProxy's checks to call it up."""
+    def activate_all(self, arrivals: Sequence[Arrival]) -> list[Outcome]:
+        """Lets traffic in to every registered server once it is up, all in one exchange per round; a server
+        that fails is taken out again. A server's name changes when HAProxy lost the registration meanwhile
+        (a reload from a server state saved before it) and its host had to be registered again.
+
+        With trust_gate (the default) the rollout's own health gate has just passed at these addresses, so
+        the servers are set up at once (`set server ... health up`) instead of waiting for HAProxy's own
+        checks to pass `rise` times at their own pace; those checks keep running and take a server down
+        after `fall` failures. Without it, this waits for HAProxy's checks to call each one up."""
         deadline = time.monotonic() + self.up_timeout
-        forced_up = False
-        try:
-            while True:
-                record = self._registered(server, address, port)
-                if record is None:
-                    if time.monotonic() >= deadline:
-                        raise InfraError(f"HAProxy backend {self.backend} kept losing the server of {host} for "
-                                         f"{self.up_timeout:g}s (is HAProxy reloading over and over?).",
-                                         backend=self.backend, server=server)
-                    server, forced_up = self.register(host, address, port), False
-                    continue
-                if (record.operational_state == "up") if self.trust_gate else record.healthy:
-                    break
-                if self.trust_gate and not forced_up:
-                    self.runtime.set_health(self.backend, server, "up")
-                    forced_up = True
-                    continue
+        pending = dict(enumerate(arrivals))
+        outcomes: dict[int, Outcome] = {}
+        sent: set[int] = set()  # positions whose ready (and forced health) went out
+        while pending:
+            records = {record.name: record for record in self.runtime.servers(self.backend)}
+            lost = [position for position, arrival in pending.items() if not _held(records.get(arrival.server or ""),
+                                                                                     arrival)]
+            if lost:
+                self._register_again(pending, lost, outcomes, sent, deadline)
+                continue
+            if not self._let_in(pending, records, sent, outcomes):
                 if time.monotonic() >= deadline:
-                    raise InfraError(f"HAProxy server {self.backend}/{server} did not come up within "
-                                     f"{self.up_timeout:g}s; last seen: {record.summary()}.",
-                                     backend=self.backend, server=server, last_state=record.status)
-                time.sleep(POLL_INTERVAL)
-        except InfraError:
-            if self._registered(server, address, port):
-                self.runtime.remove_server(self.backend, server)
-            raise
-        self.runtime.set_state(self.backend, server, "ready")
-        return server
+                    self._give_up(pending, records, outcomes)
+                else:
+                    time.sleep(POLL_INTERVAL)
+        return [outcomes[position] for position in range(len(arrivals))]
 
-    def _registered(self, server: str, address: str, port: int) -> Server | None:
-        """The server, while it is still this host's registration: at its endpoint and not in maintenance."""
-        for record in self.runtime.servers(self.backend):
-            if record.name == server:
-                held = (record.address, record.port) == (address, port) and record.admin_state != "maint"
-                return record if held else None
-        return None
+    def _register_again(self, pending: dict[int, Arrival], lost: list[int], outcomes: dict[int, Outcome],
+                        sent: set[int], deadline: float) -> None:
+        """Registers hosts whose server HAProxy lost (or that had none yet) again, until the deadline."""
+        for position in lost:
+            sent.discard(position)
+            if time.monotonic() >= deadline:
+                arrival = pending.pop(position)
+                outcomes[position] = InfraError(
+                    f"HAProxy backend {self.backend} kept losing the server of {arrival.host} for {self.up_timeout:g}s "
+                    "(is HAProxy reloading over and over?).", backend=self.backend, server=arrival.server)
+        again = [position for position in lost if position in pending]
+        for position, outcome in zip(again, self.register_all([pending[position] for position in again]),
+                                     strict=True):
+            if isinstance(outcome, InfraError):
+                outcomes[position] = outcome
+                del pending[position]
+            else:
+                pending[position] = replace(pending[position], server=outcome)
+
+    def _let_in(self, pending: dict[int, Arrival], records: dict[str, Server], sent: set[int],
+                outcomes: dict[int, Outcome]) -> bool:
+        """One round: servers that are up and ready are done; the others get their commands (forced up and
+        ready with trust_gate; ready once HAProxy calls them healthy without). False when nothing moved."""
+        moved = False
+        commands: list[tuple[int, str]] = []
+        for position, arrival in list(pending.items()):
+            record = records[arrival.server or ""]
+            up = record.operational_state == "up" if self.trust_gate else record.healthy
+            if up and record.admin_state == "ready" and position in sent:
+                outcomes[position] = pending.pop(position).server or ""
+                moved = True
+            elif position not in sent and (self.trust_gate or up):
+                server = f"{self.backend}/{arrival.server}"
+                commands += [(position, f"set server {server} health up")] if self.trust_gate else []
+                commands.append((position, f"set server {server} state ready"))
+                sent.add(position)
+        errors = batch.change_all(self.runtime, self.backend, [(command, ()) for _position, command in commands])
+        for (position, _command), error in zip(commands, errors, strict=True):
+            if error is not None and position in pending:
+                self._take_out(pending.pop(position))
+                outcomes[position] = error
+        return moved or bool(commands)
+
+    def _give_up(self, pending: dict[int, Arrival], records: dict[str, Server], outcomes: dict[int, Outcome]) -> None:
+        for position, arrival in list(pending.items()):
+            record = records[arrival.server or ""]
+            outcomes[position] = InfraError(f"HAProxy server {self.backend}/{arrival.server} did not come up within "
+                                            f"{self.up_timeout:g}s; last seen: {record.summary()}.",
+                                            backend=self.backend, server=arrival.server, last_state=record.status)
+            self._take_out(pending.pop(position))
+
+    def _take_out(self, arrival: Arrival) -> None:
+        """Takes a server that could not be let in out again, while it is still this host's registration."""
+        try:
+            record = self.runtime.server(self.backend, arrival.server or "")
+        except InfraError:
+            return
+        if _held(record, arrival):
+            self.runtime.remove_server(self.backend, record.name)
 
     def set_state(self, server: str, state: str) -> None:
         self.runtime.set_state(self.backend, server, state)
@@ -123,3 +181,18 @@ class HAProxyBalancer:
 
     def detach(self, server: str) -> None:
         self.runtime.remove_server(self.backend, server)
+
+    def set_states(self, servers: Sequence[str], state: str) -> None:
+        batch.set_states(self.runtime, self.backend, servers, state)
+
+    def wait_all_drained(self, servers: Sequence[str], timeout: float) -> list[str]:
+        return batch.wait_all_drained(self.runtime, self.backend, servers, timeout, POLL_INTERVAL)
+
+    def detach_all(self, servers: Sequence[str]) -> None:
+        batch.detach_all(self.runtime, self.backend, servers, DEFAULT_TIMEOUT)
+
+
+def _held(record: Server | None, arrival: Arrival) -> bool:
+    """The server is still this host's registration: at its endpoint and not in maintenance."""
+    return (record is not None and (record.address, record.port) == (arrival.address, arrival.port)
+            and record.admin_state != "maint")

@@ -10,6 +10,7 @@ or a prefix only together with a way to read what is already out there.
   failed bake      an image kept from a failed bake (keep_failed), tagged failed-<hash>
   host             a container of a service, labelled with what it was made from
   verdict volume   immutable-infra-verdict-<image hex>, labelled with the latest verdict of that image
+  attestations     immutable-infra-attestations-<image hex>, the image's signed statements (attest/store.py)
   lock container   immutable-infra-lock-<service>, a never-started container naming its owner
   journal volume   immutable-infra-rollout-<service>, what an unfinished rollout changed
   stopping volume  immutable-infra-stopping-<service>, hosts whose stop the engine is still finishing
@@ -77,6 +78,12 @@ LABEL_VERIFIED_BY = LABEL_PREFIX + "verified_by"
 LABEL_REPORT = LABEL_PREFIX + "report"
 LABEL_DURATION = LABEL_PREFIX + "duration"
 LABEL_BROKEN = LABEL_PREFIX + "broken"
+
+# attestation volumes: one label per kind (provenance, sbom, test_result) holding its DSSE envelope,
+# gzip-compressed and base64-encoded, and one with the time it was stored (they also carry LABEL_IMAGE_ID)
+ATTESTATION_VOLUME_PREFIX = "immutable-infra-attestations-"
+LABEL_ATTESTATION_PREFIX = LABEL_PREFIX + "attestation."
+LABEL_ATTESTED_AT_PREFIX = LABEL_PREFIX + "attested_at."
 
 # the rollout lock and journal (both also carry LABEL_ROLLOUT; the journal LABEL_IMAGE_ID) ----------
 LOCK_PREFIX = "immutable-infra-lock-"
@@ -338,12 +345,25 @@ def verdict_volume_name(image_id: str) -> str:
     return VERDICT_VOLUME_PREFIX + _image_hex(image_id)
 
 
-def verdict_volume_image(name: str, labels: dict[str, str] | None) -> str | None:
-    """The image a verdict volume speaks of (None for other volumes): its label, else its name."""
-    hex_id = _suffix(name, VERDICT_VOLUME_PREFIX)
+def _volume_image(name: str, prefix: str, labels: dict[str, str] | None) -> str | None:
+    hex_id = _suffix(name, prefix)
     if hex_id is None:
         return None
     return (labels or {}).get(LABEL_IMAGE_ID) or "sha256:" + hex_id
+
+
+def verdict_volume_image(name: str, labels: dict[str, str] | None) -> str | None:
+    """The image a verdict volume speaks of (None for other volumes): its label, else its name."""
+    return _volume_image(name, VERDICT_VOLUME_PREFIX, labels)
+
+
+def attestation_volume_name(image_id: str) -> str:
+    return ATTESTATION_VOLUME_PREFIX + _image_hex(image_id)
+
+
+def attestation_volume_image(name: str, labels: dict[str, str] | None) -> str | None:
+    """The image an attestation volume speaks of (None for other volumes): its label, else its name."""
+    return _volume_image(name, ATTESTATION_VOLUME_PREFIX, labels)
 
 
 # the rollout lock and journal ---------------------------------------------------------------------

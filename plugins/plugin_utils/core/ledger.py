@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError, utc_timestamp
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.provenance import controller_user, git_info
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.provenance import controller_user, git_state
 
 LEDGER_ENV = "IMMUTABLE_INFRA_LEDGER"
 DEFAULT_LEDGER = "~/.local/share/immutable-infra/ledger.jsonl"
@@ -41,7 +41,7 @@ class Ledger:
 
     def new_record(self, kind: str, basedir: str | None = None, **fields: Any) -> dict[str, Any]:
         """A record with who, where and when filled in; fields add the kind-specific data."""
-        git = git_info(basedir) if basedir else {}
+        git = git_state(basedir) if basedir else {}
         record = {"v": FORMAT_VERSION, "id": uuid.uuid4().hex, "kind": kind, "time": utc_timestamp(),
                   "user": controller_user(), "controller": socket.gethostname(),
                   "git_commit": git.get("commit"), "git_dirty": git.get("dirty")}

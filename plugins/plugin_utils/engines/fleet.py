@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ansible_collections.immutable.infra.plugins.plugin_utils.attest.signing import SIGNING_OPTIONS
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError, short_id
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import VerdictLabels
 from ansible_collections.immutable.infra.plugins.plugin_utils.docker.client import DockerClient
@@ -28,6 +29,7 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.engines.declaratio
     is_loopback,
 )
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.placement import Placement, place_new_hosts
+from ansible_collections.immutable.infra.plugins.plugin_utils.engines.publish import publish_shipped
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.shipping import (
     DEFAULT_REPOSITORY,
     METHODS,
@@ -52,6 +54,7 @@ FLEET_ARGUMENT_SPEC: dict[str, Any] = {
         "ca_cert": {"type": "path"},
         "username": {"type": "str"},
         "password": {"type": "str", "no_log": True},
+        **SIGNING_OPTIONS,
     }},
     "image_transfer": {"type": "str", "default": "auto", "choices": list(METHODS)},
     "place_down_share": {"type": "bool", "default": False},
@@ -69,7 +72,7 @@ def default_addressing(engines: Sequence[Engine]) -> str:
 
 
 def resolved_address(engine: Engine) -> str | None:
-    """The engine's address as an IP address (HAProxy servers take IP addresses): a host name is looked up
+    """The engine's address as an IP address (balancer servers take IP addresses): a host name is looked up
     here, IPv4 first."""
     address = engine.address
     if address is None or is_ip_address(address):
@@ -218,8 +221,9 @@ def ship(fleet: Fleet, plan: ShipPlan | None, progress: Callable[[str], None]) -
     if plan is None:
         return None
     result = ship_image(plan, fleet.sources(), fleet.registry, progress)
+    attestations = publish_shipped(fleet.sources(), plan, result.digest, fleet.registry, progress)
     if plan.targets:
         copy_verdict(fleet.sources(), plan.image_id, plan.targets)
         progress(f"image {short_id(plan.image_id)} is on {', '.join(plan.targets)} now "
                  f"({result.seconds:.1f} s, {plan.method})")
-    return result.as_dict()
+    return dict(result.as_dict(), attestations=attestations)

@@ -44,6 +44,8 @@ class Registry:
     ca_cert: str | None = None  # for a registry on another machine (TLS), when its CA is not the system's
     username: str | None = None
     password: str | None = field(default=None, repr=False)
+    signing_key: str | None = field(default=None, repr=False)  # signs what is pushed (engines/publish.py)
+    signing_key_password: str | None = field(default=None, repr=False)
 
     @property
     def auth_config(self) -> dict[str, str] | None:
@@ -87,7 +89,8 @@ def parse_registry(raw: Mapping[str, Any] | str | None) -> Registry | None:
         raise InfraError(f"Registry {address} has a {'username' if username else 'password'} but no "
                          f"{'password' if username else 'username'}; give both, or neither for a registry "
                          "without authentication.")
-    return Registry(address, repository, raw.get("ca_cert"), username, password)
+    return Registry(address, repository, raw.get("ca_cert"), username, password, raw.get("signing_key") or None,
+                    raw.get("signing_key_password") or None)
 
 
 @dataclass

@@ -36,6 +36,7 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.hypervisors.stop_w
 from ansible_collections.immutable.infra.plugins.plugin_utils.hypervisors.store import LibvirtStore
 from ansible_collections.immutable.infra.plugins.plugin_utils.service import plan as rp
 from ansible_collections.immutable.infra.plugins.plugin_utils.service.backend import FoundHost, HostRecord, Placed
+from ansible_collections.immutable.infra.plugins.plugin_utils.service.health import run_for_each
 from ansible_collections.immutable.infra.plugins.plugin_utils.service.spec import HostSpec
 from ansible_collections.immutable.infra.plugins.plugin_utils.service.store import ServiceStore
 
@@ -66,6 +67,10 @@ class VmHosts:
 
     def store(self) -> LibvirtStore:
         return self.site(self.fleet.coordinator_name).store
+
+    def stores(self) -> dict[str, LibvirtStore]:
+        """The store of every hypervisor that answers, by name."""
+        return {name: site.store for name, site in self.fleet.sites.items()}
 
     def record_stores(self) -> list[ServiceStore]:
         local = controller_store()
@@ -144,9 +149,12 @@ class VmHosts:
                              "disk: as the path of its file so that it can be copied there.")
         started = time.monotonic()
         verdict = newest_verdict({name: site.verdict(artifact) for name, site in self.fleet.sites.items()})
-        for name in planned["targets"]:
-            seconds = self.site(name).copy_disk(self.artifact, verdict[1] if verdict else None, self.progress)
-            self.progress(f"disk {self.artifact.describe()} is on hypervisor {name} now ({seconds:.1f} s)")
+        disk = self.artifact
+
+        def copy(name: str) -> None:
+            seconds = self.site(name).copy_disk(disk, verdict[1] if verdict else None, self.progress)
+            self.progress(f"disk {disk.describe()} is on hypervisor {name} now ({seconds:.1f} s)")
+        run_for_each(planned["targets"], copy)  # each hypervisor's copy at once
         self.shipped = dict(planned, seconds=round(time.monotonic() - started, 3))
         return self.shipped
 

@@ -10,6 +10,7 @@ hypervisor that has none yet.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +20,7 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.declaration import DEFAULT_VM_NETWORK, Engine
 from ansible_collections.immutable.infra.plugins.plugin_utils.hypervisors import disk as disks
 from ansible_collections.immutable.infra.plugins.plugin_utils.hypervisors import pool as pools
+from ansible_collections.immutable.infra.plugins.plugin_utils.hypervisors.attestations import store_disk_attestations
 from ansible_collections.immutable.infra.plugins.plugin_utils.hypervisors.connection import Hypervisor
 from ansible_collections.immutable.infra.plugins.plugin_utils.hypervisors.network import VmNetwork
 from ansible_collections.immutable.infra.plugins.plugin_utils.hypervisors.store import LibvirtStore
@@ -35,12 +37,15 @@ class Site:
         self._pool: Any = None
         self._network: VmNetwork | None = None
         self._accel: tuple[str, str] | None = None
+        self._making = threading.Lock()  # a batch's hosts are made in parallel: the pool and network once
+        self._choosing = threading.Lock()
 
     @property
     def pool(self) -> Any:
         """The hosts' pool, made when missing (for writes)."""
-        if self._pool is None:
-            self._pool = pools.ensure_pool(self.hypervisor, pools.HOSTS_POOL)
+        with self._making:
+            if self._pool is None:
+                self._pool = pools.ensure_pool(self.hypervisor, pools.HOSTS_POOL)
         return self._pool
 
     def readable_pool(self) -> Any | None:
@@ -61,9 +66,10 @@ class Site:
 
     @property
     def network(self) -> VmNetwork:
-        if self._network is None:
-            self._network = VmNetwork(self.hypervisor, self.engine.network,
-                                      owned=self.engine.network == DEFAULT_VM_NETWORK, local=self.local)
+        with self._making:
+            if self._network is None:
+                self._network = VmNetwork(self.hypervisor, self.engine.network,
+                                          owned=self.engine.network == DEFAULT_VM_NETWORK, local=self.local)
         return self._network
 
     # disks ----------------------------------------------------------------------------------------
@@ -96,6 +102,7 @@ class Site:
                                          part, "raw", made) for part in disks.BOOT_FILES if artifact.boot}
             if verdict is not None:
                 self.store.replace(*disks.verdict_record(artifact, verdict))
+            store_disk_attestations(self.store, artifact)
             self.store.put(disks.disk_record_name(artifact.digest), disks.record_labels(artifact, volume, booted))
         except BaseException:
             for name in made:
@@ -133,20 +140,21 @@ class Site:
     def accel(self, local_disk: str | None, disk_format: str) -> tuple[str, str]:
         """(kvm or tcg, why). auto on this machine boots a guest under KVM once and remembers the answer
         (as verify does); on another machine, KVM when the hypervisor offers it."""
-        if self._accel is None:
-            wanted = self.engine.accel
-            if wanted != "auto":
-                self._accel = (wanted, "asked for")
-            elif self.local and local_disk:
-                self._accel = qemu.choose_accel("auto", local_disk, disk_format)
-            elif self.local:
-                self._accel = ("tcg", "no disk on this machine to try KVM with")
-            else:
-                capabilities = self.hypervisor.call("read the hypervisor's capabilities",
-                                                    self.hypervisor.conn.getCapabilities)
-                offered = "<domain type='kvm'" in capabilities or '<domain type="kvm"' in capabilities
-                self._accel = ("kvm", "the hypervisor offers it") if offered else ("tcg", "no KVM on the hypervisor")
+        with self._choosing:
+            if self._accel is None:
+                self._accel = self._choose_accel(local_disk, disk_format)
         return self._accel
+
+    def _choose_accel(self, local_disk: str | None, disk_format: str) -> tuple[str, str]:
+        wanted = self.engine.accel
+        if wanted != "auto":
+            return wanted, "asked for"
+        if self.local:
+            return qemu.choose_accel("auto", local_disk, disk_format) if local_disk else (
+                "tcg", "no disk on this machine to try KVM with")
+        capabilities = self.hypervisor.call("read the hypervisor's capabilities", self.hypervisor.conn.getCapabilities)
+        offered = "<domain type='kvm'" in capabilities or '<domain type="kvm"' in capabilities
+        return ("kvm", "the hypervisor offers it") if offered else ("tcg", "no KVM on the hypervisor")
 
 
 def _size(path: str) -> int:

@@ -18,7 +18,17 @@ import time
 import uuid
 from typing import Any
 
+from ansible_collections.immutable.infra.plugins.plugin_utils.attest import sbom as sboms
+from ansible_collections.immutable.infra.plugins.plugin_utils.attest.keys import short_key_id
+from ansible_collections.immutable.infra.plugins.plugin_utils.attest.signing import (
+    SIGNING_OPTIONS,
+    DiskFacts,
+    attest_disk,
+    signing_key_from,
+)
+from ansible_collections.immutable.infra.plugins.plugin_utils.attest.store import record_summary, write_sidecars
 from ansible_collections.immutable.infra.plugins.plugin_utils.bake import builder
+from ansible_collections.immutable.infra.plugins.plugin_utils.bake.roles import CollectionIndex
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import (
     InfraError,
     short_id,
@@ -50,6 +60,7 @@ DISK_ARGUMENT_SPEC: dict[str, Any] = {
     "force": {"type": "bool", "default": False},
     "network": {"type": "str"},
     "timeout": {"type": "int", "default": 1800},
+    **SIGNING_OPTIONS,
 }
 
 
@@ -71,6 +82,11 @@ def write_manifest(path: str, manifest: dict[str, Any]) -> None:
     os.replace(temporary, path)
 
 
+def signed_fields(built: dict[str, Any]) -> dict[str, Any]:
+    """What a signed build adds to its ledger record and result (nothing without signing_key)."""
+    return {key: built[key] for key in ("attestations", "signed_by") if key in built}
+
+
 class DiskBuilder(Manager):
     def __init__(self, params: dict[str, Any], context: TaskContext) -> None:
         super().__init__(params, context)
@@ -85,6 +101,8 @@ class DiskBuilder(Manager):
         if params["timeout"] <= 0:
             raise InfraError("timeout must be a positive number of seconds.")
         self.dest = os.path.normpath(os.path.join(self.basedir, os.path.expanduser(params["dest"] or DEFAULT_DEST)))
+        self.signer = signing_key_from(params, self.basedir)
+        self.record: dict[str, Any] = {}
 
     def _boot_settings(self) -> dict[str, Any]:
         return {"hostname": self.hostname, "ssh_authorized_keys": self.keys, "kernel_args": self.params["kernel_args"],
@@ -112,12 +130,7 @@ class DiskBuilder(Manager):
         found = read_manifest(manifest_path)
         disk_bytes = os.path.getsize(disk) if os.path.isfile(disk) else None
         if found is not None and disk_plan.cache_matches(found, digest, disk_bytes) and not self.params["force"]:
-            self.progress(f"disk: {os.path.basename(disk)} has these inputs already (inputs hash {digest[:12]}), "
-                          "reused")
-            return dict(result, changed=False, cache_hit=True, disk_digest=found["disk_digest"],
-                        kernel_release=found.get("kernel_release"), packages=found.get("packages") or {},
-                        verdict=found.get("verdict"), duration=round(time.monotonic() - started, 3),
-                        msg=f"{os.path.basename(disk)} is up to date (inputs hash {digest[:12]})")
+            return self._reused(result, found, started)
         reason = ("force: true" if disk_bytes is not None and self.params["force"] else
                   "the disk beside the manifest is missing or was changed" if found else "no disk has these inputs yet")
         if self.check_mode:
@@ -134,9 +147,9 @@ class DiskBuilder(Manager):
             raise InfraError(f"Cannot create the disk directory {self.dest}: {error.strerror}; set dest.") from None
         self.progress(f"disk: building {os.path.basename(disk)} from {self._describe(image['Id'])}")
         ledger = self.ledger()
-        record = ledger.new_record("disk", self.basedir, name=self.name, image=self.params["image"],
-                                   image_id=image["Id"], inputs_hash=digest,
-                                   image_inputs_hash=inputs["image_inputs_hash"], disk=disk)
+        record = self.record = ledger.new_record(
+            "disk", self.basedir, name=self.name, image=self.params["image"], image_id=image["Id"], inputs_hash=digest,
+            image_inputs_hash=inputs["image_inputs_hash"], disk=disk)
         try:
             built = self._build(client, image, digest, inputs, disk, manifest_path, started)
         except InfraError as error:
@@ -145,12 +158,20 @@ class DiskBuilder(Manager):
             raise
         ledger.append(dict(record, result="succeeded", disk_digest=built["disk_digest"],
                            kernel_release=built["kernel_release"], packages=built["packages"],
-                           duration=built["build_seconds"]))
+                           duration=built["build_seconds"], **signed_fields(built)))
         return dict(result, changed=True, cache_hit=False, reason=reason, disk_digest=built["disk_digest"],
                     kernel_release=built["kernel_release"], packages=built["packages"], verdict=None,
-                    command_unit=built["command_unit"], duration=built["build_seconds"], ledger=ledger.path,
+                    command_unit=built["command_unit"], duration=built["build_seconds"], ledger=ledger.path, **signed_fields(built),
                     msg=f"built {os.path.basename(disk)} ({built['disk_bytes'] / disk_plan.MiB:.0f} MiB, kernel "
                         f"{built['kernel_release']}) in {built['build_seconds']:.1f} s")
+
+    def _reused(self, result: dict[str, Any], found: dict[str, Any], started: float) -> dict[str, Any]:
+        name, digest = os.path.basename(result["disk"]), result["inputs_hash"]
+        self.progress(f"disk: {name} has these inputs already (inputs hash {digest[:12]}), reused")
+        return dict(result, changed=False, cache_hit=True, disk_digest=found["disk_digest"],
+                    kernel_release=found.get("kernel_release"), packages=found.get("packages") or {},
+                    verdict=found.get("verdict"), duration=round(time.monotonic() - started, 3),
+                    msg=f"{name} is up to date (inputs hash {digest[:12]})")
 
     def _describe(self, image_id: str) -> str:
         given = self.params["image"]
@@ -222,6 +243,7 @@ class DiskBuilder(Manager):
         assemble.make_boot_partition(boot, layout.boot_size, layout.boot_start, kernel, initrd,
                                      disk_plan.syslinux_config("vmlinuz", "initrd.img", command_line))
         assemble.make_root_partition(rootfs, layout.root_size, tree, root)
+        contents = sboms.parse_contents(sboms.contents_from_tree(tree)) if self.signer else None
         shutil.rmtree(tree)
         assemble.assemble(raw, layout, boot, rootfs)
         os.unlink(boot)
@@ -235,7 +257,28 @@ class DiskBuilder(Manager):
             versions=versions, command_line=command_line, command_unit_written=write_unit, created=utc_timestamp(),
             built_by=controller_identity(), duration=round(time.monotonic() - started, 3),
             exposed_ports=sorted((config.get("ExposedPorts") or {}).keys()))
+        sidecars = self._attest(manifest, image, contents) if contents is not None else None
         with guard.shield():
             os.replace(staged, disk)
             write_manifest(manifest_path, manifest)
+            if sidecars:
+                write_sidecars(disk, *sidecars)
         return manifest
+
+    def _versions(self) -> dict[str, str]:
+        own = CollectionIndex(self.context.collections_path).version("immutable.infra")
+        return {"immutable.infra": own or "unknown", "ansible-core": self.context.ansible_core_version}
+
+    def _attest(self, manifest: dict[str, Any], image: dict[str, Any], contents: sboms.Contents):
+        """With signing_key: the disk's signed provenance and SBOM (written beside it), summed up in its manifest."""
+        if self.signer is None:
+            return None
+        facts = DiskFacts(name=self.name, disk_file=manifest["disk"], image=self.params["image"], image_id=image["Id"],
+                          inputs=manifest["inputs"], inputs_hash=manifest["inputs_hash"], packages=manifest["packages"],
+                          versions=self._versions(), controller=manifest["built_by"],
+                          invocation=self.record.get("id", ""), started=self.record.get("time", ""),
+                          contents=contents)
+        found, document = attest_disk(self.signer, manifest["disk_digest"], facts)
+        manifest.update(attestations=record_summary(found), signed_by=self.signer.keyid)
+        self.progress(f"disk: provenance and SBOM signed by key {short_key_id(self.signer.keyid)}")
+        return found, document

@@ -13,6 +13,13 @@ import sys
 import time
 from typing import Any
 
+from ansible_collections.immutable.infra.plugins.plugin_utils.attest.signing import (
+    VerifyRun,
+    attest_test_result,
+    signing_key_from,
+    verdict_tests,
+)
+from ansible_collections.immutable.infra.plugins.plugin_utils.attest.store import record_summary, write_sidecars
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.interrupts import interruptible
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import Ledger
@@ -84,6 +91,7 @@ class DiskVerifier(Manager):
                 raise InfraError(f"{option} must be a positive number.")
         if not params["tests"]:
             raise InfraError("Nothing to verify: give tests to run against the booted disk.")
+        self.signer = signing_key_from(params, self.basedir)
 
     def run(self) -> dict[str, Any]:
         from ansible_collections.immutable.infra.plugins.plugin_utils.verify.manager import find_test_files
@@ -115,8 +123,34 @@ class DiskVerifier(Manager):
         machine = qemu.Machine(disk=disk, disk_format=manifest.get("disk_format") or "qcow2", accel="tcg",
                                memory=self.params["memory"], guest_ports=ports)
         timings: dict[str, float] = {}
+        outcome, broken = self._boot_and_test(machine, digest, deadline, ports, (paths, files), report, manifest,
+                                              timings)
+        passed = verdict_passed(outcome, broken is not None)
+        duration = round(time.monotonic() - started, 3)
+        timings["total"] = duration
+        accel = machine.accel
+        record = self._record(ledger, manifest_path, manifest, digest, passed, outcome, broken, accel, timings, report)
+        result.update(changed=previous != record["result"], passed=passed, broken=broken is not None,
+                      disk_digest=digest, accel=accel, tests=outcome["tests"], failures=outcome["failures"],
+                      files=outcome["files"], timings=timings, report=report, duration=duration, ledger=ledger.path,
+                      ledger_id=record["id"])
+        name = os.path.basename(disk)
+        if broken is not None:
+            console = f"\nLast console lines:\n{broken.logs.rstrip()}" if broken.logs.strip() else ""
+            return dict(result, failed=True, msg=f"Disk {name} is broken: {broken.reason}.{console}")
+        what_ran = verify_report.verdict_summary(outcome["tests"], None, None)
+        if not passed:
+            message = verify_report.failure_report(name, what_ran, outcome["failures"], kind="Disk")
+            return dict(result, failed=True, msg=f"{message}\nReport: {report}")
+        return dict(result, msg=f"Disk {name} passed verification ({what_ran}) in {duration:.1f} s "
+                                f"({accel}, SSH after {timings['boot_to_ssh']:.1f} s). Report: {report}")
+
+    def _boot_and_test(self, machine: qemu.Machine, digest: str, deadline: float, ports: list[int],
+                       tests: tuple[list[str], list[str]], report: str, manifest: dict[str, Any],
+                       timings: dict[str, float]) -> tuple[dict[str, Any], _Broken | None]:
+        (paths, files), disk = tests, machine.disk
         outcome: dict[str, Any] = {"tests": verify_report.empty_counts(), "failures": [], "files": []}
-        broken = None
+        broken: _Broken | None = None
         with interruptible(f"verify of {os.path.basename(disk)}") as guard:
             try:
                 # Inside the guard: the KVM probe boots a VM too, which Ctrl-C must not leave behind.
@@ -150,25 +184,7 @@ class DiskVerifier(Manager):
                 with guard.shield():
                     machine.stop()
                 timings["cleanup"] = round(time.monotonic() - begun, 3)
-        passed = verdict_passed(outcome, broken is not None)
-        duration = round(time.monotonic() - started, 3)
-        timings["total"] = duration
-        accel = machine.accel
-        record = self._record(ledger, manifest_path, manifest, digest, passed, outcome, broken, accel, timings, report)
-        result.update(changed=previous != record["result"], passed=passed, broken=broken is not None,
-                      disk_digest=digest, accel=accel, tests=outcome["tests"], failures=outcome["failures"],
-                      files=outcome["files"], timings=timings, report=report, duration=duration, ledger=ledger.path,
-                      ledger_id=record["id"])
-        name = os.path.basename(disk)
-        if broken is not None:
-            console = f"\nLast console lines:\n{broken.logs.rstrip()}" if broken.logs.strip() else ""
-            return dict(result, failed=True, msg=f"Disk {name} is broken: {broken.reason}.{console}")
-        what_ran = verify_report.verdict_summary(outcome["tests"], None, None)
-        if not passed:
-            message = verify_report.failure_report(name, what_ran, outcome["failures"], kind="Disk")
-            return dict(result, failed=True, msg=f"{message}\nReport: {report}")
-        return dict(result, msg=f"Disk {name} passed verification ({what_ran}) in {duration:.1f} s "
-                                f"({accel}, SSH after {timings['boot_to_ssh']:.1f} s). Report: {report}")
+        return outcome, broken
 
     def _pytest(self, machine: qemu.Machine, paths: list[str], files: list[str], report: str,
                 manifest: dict[str, Any], remaining: float) -> dict[str, Any]:
@@ -218,6 +234,7 @@ class DiskVerifier(Manager):
             result="passed" if passed else "failed", broken={"reason": broken.reason} if broken else None,
             tests=outcome["tests"], failures=outcome["failures"][:50], files=outcome["files"], accel=accel,
             timings=timings, report=report, duration=timings["total"])
+        record.update(self._attest(manifest_path, manifest, record, outcome))
         ledger.append(record)
         # The manifest's verdict counts only for the disk it describes: re-read it, in case it was rebuilt.
         current = read_manifest(manifest_path) or {}
@@ -225,6 +242,24 @@ class DiskVerifier(Manager):
             current["verdict"] = manifest_verdict(record)
             write_manifest(manifest_path, current)
         return record
+
+    def _attest(self, manifest_path: str, manifest: dict[str, Any], record: dict[str, Any],
+                outcome: dict[str, Any]) -> dict[str, Any]:
+        """With signing_key: the signed test result, bound to the disk's digest, written beside the disk."""
+        if self.signer is None:
+            return {}
+        from ansible_collections.immutable.infra.plugins.plugin_utils.verify.manager import find_test_files
+
+        passed, failed = verdict_tests(outcome.get("passed") or [], outcome["failures"], None, None)
+        where = {"host": "vm", "accel": record["accel"], "controller": controller_identity(), "time": record["time"],
+                 "ledger_id": record["id"]}
+        found = attest_test_result(self.signer, str(manifest.get("disk")), record["disk_digest"],
+                                   VerifyRun(record["result"] == "passed",
+                                             find_test_files(self.params["tests"], self.basedir)[1], self.basedir,
+                                             passed, failed, where))
+        disk = os.path.join(os.path.dirname(manifest_path), str(manifest.get("disk")))
+        write_sidecars(disk, found)
+        return {"attestations": record_summary(found), "signed_by": self.signer.keyid}
 
 
 class _Broken(Exception):

@@ -10,9 +10,11 @@ import re
 import uuid
 from typing import Any
 
+from ansible_collections.immutable.infra.plugins.plugin_utils.attest.trust import TRUST_OPTION, require_trusted
 from ansible_collections.immutable.infra.plugins.plugin_utils.balancer.base import BALANCER_OPTIONS, make_balancer
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError, short_id
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import ImageProvenance, image_labels
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.provenance import prefetch_git_state
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.docker_hosts import DockerHosts
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.fleet import (
     FLEET_ARGUMENT_SPEC,
@@ -21,12 +23,15 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.engines.fleet impo
     open_fleet,
     require_fleet_verified,
 )
+from ansible_collections.immutable.infra.plugins.plugin_utils.hypervisors.attestations import require_trusted_disk
 from ansible_collections.immutable.infra.plugins.plugin_utils.hypervisors.task import VM_OPTIONS, check_kind, open_vm_hosts
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.backends import HostsManager
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.revisions import recently_live_generations
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.service_record import keep_service_record
 from ansible_collections.immutable.infra.plugins.plugin_utils.service import plan as rp
+from ansible_collections.immutable.infra.plugins.plugin_utils.service import unmanaged
 from ansible_collections.immutable.infra.plugins.plugin_utils.service.backend import HostBackend, Placed
+from ansible_collections.immutable.infra.plugins.plugin_utils.service.capacity import check_amount
 from ansible_collections.immutable.infra.plugins.plugin_utils.service.health import HEALTH_OPTIONS, HealthCheck
 from ansible_collections.immutable.infra.plugins.plugin_utils.service.lock import unfinished_work
 from ansible_collections.immutable.infra.plugins.plugin_utils.service.membership import Observation
@@ -56,9 +61,9 @@ ROLLOUT_ARGUMENT_SPEC: dict[str, Any] = {
     "disk": {"type": "str"},
     "replicas": {"type": "int", "required": True},
     "strategy": {"type": "str", "default": "rolling", "choices": list(rp.STRATEGIES)},
-    "batch_size": {"type": "int", "default": 1},
-    "max_surge": {"type": "int"},
-    "max_unavailable": {"type": "int", "default": 0},
+    "batch_size": {"type": "int"},
+    "max_surge": {"type": "raw"},
+    "max_unavailable": {"type": "raw", "default": 0},
     "canary": {"type": "dict", "default": {}, "options": {
         "replicas": {"type": "int", "default": 1},
         "seconds": {"type": "float", "default": 10},
@@ -67,6 +72,7 @@ ROLLOUT_ARGUMENT_SPEC: dict[str, Any] = {
     "health": {"type": "dict", "default": {}, "options": HEALTH_OPTIONS},
     "balancer": {"type": "dict", "options": BALANCER_OPTIONS},
     "require_verified": {"type": "bool", "default": True},
+    "trust": TRUST_OPTION,
     "keep_previous": {"type": "int", "default": 1},
     "container": {"type": "dict", "default": {}, "options": CONTAINER_OPTIONS},
     "vm": {"type": "dict", "default": {}, "options": VM_OPTIONS},
@@ -86,8 +92,9 @@ def check_limits(params: dict[str, Any]) -> None:
     """Refuses numbers beyond LIMITS and container settings the engine would refuse only mid-rollout."""
     check_swap_options(params)
     for name, limit in LIMITS.items():
-        if name in params and params[name] is not None and params[name] > limit:
-            raise InfraError(f"{name} is {params[name]}; at most {limit} is taken.")
+        value = params.get(name)
+        if isinstance(value, int) and value > limit:
+            raise InfraError(f"{name} is {value}; at most {limit} is taken.")
     for name, limit in CANARY_LIMITS.items():
         value = (params.get("canary") or {}).get(name)
         if value is not None and value > limit:
@@ -116,23 +123,32 @@ class Rollout(HostsManager):
         HealthCheck.from_options(params["health"], params["port"])  # refuses a bad health spec early
         self.desired_settings = dict(
             service=self.service, replicas=params["replicas"], strategy=params["strategy"],
-            batch_size=params["batch_size"], max_surge=params["max_surge"], max_unavailable=params["max_unavailable"],
+            batch_size=params["batch_size"],
+            max_surge=None if params["max_surge"] is None else check_amount("max_surge", params["max_surge"]),
+            max_unavailable=check_amount("max_unavailable", params["max_unavailable"]),
             canary_replicas=params["canary"]["replicas"], canary_seconds=params["canary"]["seconds"],
             keep_previous=params["keep_previous"])
         rp.validate(rp.Desired(spec_hash="", **self.desired_settings))
         self.rollout_id = uuid.uuid4().hex[:12]
+        prefetch_git_state(context.basedir)  # for the ledger record, while the engines are reached
         self.balancer = make_balancer(params["balancer"])
         self.record_fields: dict[str, Any] = {}
-        self.fleet = Fleet([], {})
+        self.down_at_start: dict[str, str] = {}  # engines down when the run began, whose share went to the others
 
     def open_backend(self) -> tuple[HostBackend, HostSpec]:
         """The hosts' back-end and the spec of the hosts to make, from the gated artifact."""
         if self.on_vms:
             backend, spec = open_vm_hosts(self.params, self.engines, self.service, self.context.basedir, self.progress)
-            self.record_fields.update(disk=backend.artifact.path if backend.artifact else None)
+            self.down_at_start = dict(backend.fleet.down)
+            self.record_fields.update(disk=backend.artifact.path if backend.artifact else None,
+                                      **require_trusted_disk(backend.stores(), backend.artifact, self.params["trust"],
+                                                             self.context.basedir))
             return backend, spec
-        fleet = self.fleet = open_fleet(self.params, self.engines, self.reach())
+        fleet = open_fleet(self.params, self.engines, self.reach())
+        self.down_at_start = dict(fleet.down)
         image = self._gated_image(fleet)
+        self.record_fields.update(require_trusted(fleet.sources(), self.params["image"], image, self.params["trust"],
+                                                  self.context.basedir))
         spec = HostSpec(self.service, image["Id"], self.params["port"], self.params["container"],
                         self.params["health"], ImageProvenance.from_labels(image_labels(image)).inputs_hash or "")
         return DockerHosts(fleet, self.service, spec.image_id, self.progress), spec
@@ -144,6 +160,7 @@ class Rollout(HostsManager):
         self.balancer.check()
         steps = HostSteps(backend, self.balancer, spec, backend.store(), self.progress, self.params["drain_timeout"],
                           self.params["stop_timeout"])
+        steps.unlisted = sorted(self.down_at_start)  # their share goes to the others (place_down_share)
         tx = Transaction(steps, backend.store(), self.ledger(), self.context.basedir, self.params["lock_timeout"],
                          self.rollout_id)
         desired = rp.Desired(spec_hash=spec.spec_hash, **self.desired_settings)
@@ -151,8 +168,7 @@ class Rollout(HostsManager):
             observation = steps.observe()
             require_balancer_known(self.service, self.balancer.tracks_membership,
                                    [host.labels for host in backend.hosts()])
-            plan = rp.plan_rollout(observation.hosts, desired)
-            placed = backend.place(plan, observation.hosts)
+            plan, placed = planned(backend, observation, desired)
             shipping = backend.plan_prepare(spec.image_id, [*placed.engines.values(), coordinator] if plan.changed else [])
             repair = plan_repair(observation.hosts, observation.exited())
             recorded = keep_service_record(backend.record_stores(), self.service, self.params, tx.ledger,
@@ -185,13 +201,12 @@ class Rollout(HostsManager):
         recovered = tx.recover()
         reconciled = tx.reconcile()
         observation = tx.observe()
-        plan = rp.plan_rollout(observation.hosts, desired,
+        plan, placed = planned(backend, observation, desired,
                                recently_live_generations(tx.ledger.records(kind="rollout", service=self.service)
                                                          if tx.ledger else []))
         if not plan.changed:
             return self._result(tx, plan, changed=bool(recovered or reconciled or observation.stale_servers or recorded),
                                 recovered=recovered, reconciled=reconciled, observation=observation, recorded=recorded)
-        placed = backend.place(plan, observation.hosts)
         tx.steps.placement = dict(placed.engines)
         backend.prepare(tx.steps.spec.image_id, list(placed.engines.values()))
         spec = tx.steps.spec
@@ -199,6 +214,8 @@ class Rollout(HostsManager):
         self.progress(f"{self.service}: {plan.kind} to generation {plan.generation} from {short_id(spec.image_id)} "
                       f"({self.params['strategy']}; {plan.reason}); {len(plan.steps)} steps{where}")
         engine_fields = {"engines": backend.engine_names, "placement": placed.engines} if backend.several else {}
+        if self.down_at_start:
+            engine_fields["unmanaged"] = self._unmanaged(tx, observation)
         if tx.ledger:
             tx.record = tx.ledger.new_record(
                 "rollout", self.context.basedir, rollout=self.rollout_id, service=self.service,
@@ -229,6 +246,8 @@ class Rollout(HostsManager):
             "plan": [step.as_dict() for step in plan.steps], "duration": tx.duration(),
             "rollout_id": self.rollout_id, "stopping": stopping or [],
         }
+        if plan.capacity:
+            result["capacity"] = plan.capacity.as_dict()
         if recovered:
             result["recovered"] = recovered
         if reconciled:
@@ -237,6 +256,8 @@ class Rollout(HostsManager):
             result["service_record"] = recorded
         if tx.backend.several:
             result.update(self._engine_result(tx, plan, placed or Placed(), shipping, observation))
+        if self.down_at_start:
+            result["unmanaged"] = self._unmanaged(tx, observation)
         if self.context.diff_mode:
             result["diff"] = {"before": "".join(f"{name}\n" for name in plan.live_before),
                               "after": "".join(f"{name}\n" for name in plan.live_after),
@@ -246,6 +267,11 @@ class Rollout(HostsManager):
                          f"({len(plan.new_hosts)} added, {len(plan.retired)} removed)" if plan.changed
                          else f"{self.service}: generation {plan.generation} is live and up to date")
         return result
+
+    def _unmanaged(self, tx: Transaction, observation: Observation | None) -> dict[str, Any]:
+        """The hosts on engines down at the start that this run cannot manage (service/unmanaged.py)."""
+        known = unmanaged.last_known_engines(tx.ledger.records(kind="rollout"), self.service) if tx.ledger else {}
+        return unmanaged.report(self.down_at_start, known, observation.unmanaged_servers if observation else [])
 
     def _engine_result(self, tx: Transaction, plan: rp.Plan, placed: Placed, shipping: dict[str, Any] | None,
                        observation: Observation | None) -> dict[str, Any]:
@@ -257,6 +283,18 @@ class Rollout(HostsManager):
                  for step in (step.as_dict() for step in plan.steps)]
         return {**tx.backend.describe(), "hosts": hosts, "placement": placed.summary, "plan": steps,
                 "shipping": tx.backend.shipped or shipping}
+
+
+def planned(backend: HostBackend, observation: Observation, desired: rp.Desired,
+            recently_live: list[int] | None = None) -> tuple[rp.Plan, Placed]:
+    """The plan and where its new hosts go. Placement needs the plan's hosts; the plan's batches need
+    their engines (each batch takes hosts from every engine, percentages are per engine): planned again
+    once placed, with the same hosts."""
+    plan = rp.plan_rollout(observation.hosts, desired, recently_live or [])
+    placed = backend.place(plan, observation.hosts)
+    if plan.changed and placed.engines:
+        plan = rp.plan_rollout(observation.hosts, desired, recently_live or [], placement=placed.engines)
+    return plan, placed
 
 
 def retire_old_generations(tx: Transaction, plan: rp.Plan) -> None:

@@ -41,8 +41,9 @@ ROLLBACK_ARGUMENT_SPEC: dict[str, Any] = {
     "service": {"type": "str", "required": True},
     "revision": {"type": "int"},
     "health": {"type": "dict", "options": HEALTH_OPTIONS},  # no default: the revision's own check
-    **{key: ROLLOUT_ARGUMENT_SPEC[key] for key in ("balancer", "strategy", "batch_size", "require_verified",
+    **{key: ROLLOUT_ARGUMENT_SPEC[key] for key in ("balancer", "strategy", "require_verified", "trust",
                                                    "keep_previous")},
+    "batch_size": {"type": "int", "default": 1},
     **SWAP_OPTIONS,
     **FLEET_ARGUMENT_SPEC,
 }
@@ -116,7 +117,7 @@ class Rollback(HostsManager):
 
     def _rollout_params(self, target: dict[str, Any], spec: HostSpec) -> dict[str, Any]:
         params = {key: self.params[key] for key in ("service", "balancer", "strategy", "batch_size", "drain_timeout",
-                                                    "stop_timeout", "require_verified", "keep_previous",
+                                                    "stop_timeout", "require_verified", "trust", "keep_previous",
                                                     "lock_timeout", "docker_host", "ledger",
                                                     *FLEET_OPTION_NAMES)}
         params.update(image=target["image_id"], replicas=int(target.get("replicas") or 1), port=spec.port,

@@ -20,6 +20,7 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.interrupts import never_interrupted
 
 FIRST_PASS_POLL = 0.02
+MAX_PROBES = 16  # checks of one round run at once, at most this many
 NOT_ANSWERING = ("request failed", "connect failed", "the host has no address")
 
 HEALTH_OPTIONS = {
@@ -113,42 +114,81 @@ class Target:
     problem: Callable[[], str | None]
 
 
-def wait_healthy(check: HealthCheck, target: Target, progress: Callable[[str], None],
-                 on_first_pass: Callable[[], object] = lambda: None,
-                 interrupted: Callable[[], None] = never_interrupted) -> float:
-    """Blocks until the host passes check.healthy_threshold checks in a row; returns the seconds it took.
-    interrupted() is called before every check and raises to stop the wait.
+class Gate:
+    """One host's gate: a host counts as healthy after check.healthy_threshold passing checks in a row.
 
     While the service does not answer yet, network checks are repeated every FIRST_PASS_POLL seconds
     (a service that listens after 50 ms should not wait a whole interval); otherwise checks are
-    check.interval apart.
-    """
-    started = time.monotonic()
-    deadline = started + check.timeout
-    host = target.name
-    streak, last, announced, inspected = 0, "no check ran yet", started, 0.0
-    while True:
-        interrupted()
-        passed, last = check.probe(target.run_command, target.address, target.port)
-        streak = streak + 1 if passed else 0
-        if streak == 1:
-            on_first_pass()
+    check.interval apart. A host that stops or restarts fails at once, with what its back-end says."""
+
+    def __init__(self, check: HealthCheck, target: Target, progress: Callable[[str], None]) -> None:
+        self.check = check
+        self.target = target
+        self.progress = progress
+        self.started = self.due = self.announced = time.monotonic()
+        self.deadline = self.started + check.timeout
+        self.streak = 0
+        self.last = "no check ran yet"
+        self.inspected = 0.0
+        self.seconds: float | None = None  # how long it took, once healthy
+
+    def poll(self) -> bool:
+        """One check; True when it was the host's first pass in a row. Sets seconds once healthy and the
+        time of the next check otherwise; raises when the host cannot become healthy in time."""
+        check, host = self.check, self.target.name
+        passed, self.last = check.probe(self.target.run_command, self.target.address, self.target.port)
+        self.streak = self.streak + 1 if passed else 0
         now = time.monotonic()
-        if streak >= check.healthy_threshold or (not passed and now - inspected >= check.interval):
-            inspected = now
-            problem = target.problem()
+        if self.streak >= check.healthy_threshold or (not passed and now - self.inspected >= check.interval):
+            self.inspected = now
+            problem = self.target.problem()
             if problem:
                 raise InfraError(f"host {host} failed its {check.describe()}: {problem}.", host=host)
             if passed:
-                return now - started
-        if now >= deadline:
+                self.seconds = now - self.started
+                return self.streak == 1
+        if now >= self.deadline:
             raise InfraError(f"host {host} did not pass its {check.describe()} within {check.timeout:g} s "
-                             f"(last result: {last}).", host=host)
-        if now - announced >= 5:
-            progress(f"waiting for {host}: {check.describe()} ({streak}/{check.healthy_threshold} passed, last: {last})")
-            announced = now
-        pause = min(check.interval, FIRST_PASS_POLL) if last.startswith(NOT_ANSWERING) else check.interval
-        time.sleep(min(pause, max(0.0, deadline - now)))
+                             f"(last result: {self.last}).", host=host)
+        if now - self.announced >= 5:
+            self.progress(f"waiting for {host}: {check.describe()} ({self.streak}/{check.healthy_threshold} passed, "
+                          f"last: {self.last})")
+            self.announced = now
+        pause = min(check.interval, FIRST_PASS_POLL) if self.last.startswith(NOT_ANSWERING) else check.interval
+        self.due = now + min(pause, max(0.0, self.deadline - now))
+        return self.streak == 1
+
+
+def wait_healthy(check: HealthCheck, target: Target, progress: Callable[[str], None],
+                 on_first_pass: Callable[[], object] = lambda: None,
+                 interrupted: Callable[[], None] = never_interrupted) -> float:
+    """Blocks until the host passes its gate (Gate); returns the seconds it took. interrupted() is called
+    before every check and raises to stop the wait."""
+    return wait_all_healthy(check, [target], progress, lambda _passed: on_first_pass(), interrupted)[target.name]
+
+
+def wait_all_healthy(check: HealthCheck, targets: list[Target], progress: Callable[[str], None],
+                     on_first_pass: Callable[[list[Target]], object] = lambda _passed: None,
+                     interrupted: Callable[[], None] = never_interrupted) -> dict[str, float]:
+    """The gates of many hosts polled together by one loop: each round checks every host that is due (at
+    once, when there are several) and sleeps until the next one is. on_first_pass gets the hosts that
+    passed their first check in the round, together. Returns each host's seconds; raises the first
+    failure. interrupted() is called before every round and raises to stop the wait."""
+    gates = [Gate(check, target, progress) for target in targets]
+    pending = list(gates)
+    with ThreadPoolExecutor(max_workers=max(1, min(MAX_PROBES, len(gates)))) as pool:
+        while pending:
+            interrupted()
+            now = time.monotonic()
+            due = [gate for gate in pending if gate.due <= now]
+            firsts = pool.map(Gate.poll, due) if len(due) > 1 else [gate.poll() for gate in due]
+            passed = [gate.target for gate, first in zip(due, list(firsts), strict=True) if first]
+            if passed:
+                on_first_pass(passed)
+            pending = [gate for gate in pending if gate.seconds is None]
+            if pending:
+                time.sleep(max(0.0, min(gate.due for gate in pending) - time.monotonic()))
+    return {gate.target.name: gate.seconds or 0.0 for gate in gates}
 
 
 def run_for_each(hosts: list[str], action: Callable[[str], object]) -> None:

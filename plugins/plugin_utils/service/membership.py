@@ -1,11 +1,17 @@
 # Copyright: immutable.infra contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""What runs now: the service's hosts from its back-end, matched with the balancer's servers."""
+"""What runs now: the service's hosts from its back-end, matched with the balancer's servers.
+
+A server pointing at no listed host is stale and is taken out, with one exception: while engines whose
+hosts cannot be listed take part (down when the run began, their share placed on the others), a server
+whose balancer check still passes is not stale. It is most likely a host still running on such an engine
+(a Docker engine that is down leaves its containers running); it is kept, and reported as unmanaged.
+"""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.balancer.base import Balancer, Member
@@ -22,6 +28,7 @@ class Observation:
     hosts: list[rp.Host] = field(default_factory=list)
     records: dict[str, HostRecord] = field(default_factory=dict)
     stale_servers: list[str] = field(default_factory=list)  # balancer servers of ours pointing at no running host
+    unmanaged_servers: list[Member] = field(default_factory=list)  # kept: answering, maybe on an unlisted engine
 
     def live(self) -> list[str]:
         return [host.name for host in self.hosts if host.live]
@@ -72,22 +79,25 @@ def service_hosts(service: str, found: list[FoundHost], progress: Callable[[str]
 
 
 def observe(backend: HostBackend, balancer: Balancer, stopping: dict[str, float],
-            progress: Callable[[str], None]) -> Observation:
+            progress: Callable[[str], None], unlisted: Collection[str] = ()) -> Observation:
     """The service's hosts and their balancer membership. stopping: hosts whose stop the engine is still
-    finishing (stopping.py); such a host counts as stopped, since it left the balancer."""
+    finishing (stopping.py); such a host counts as stopped, since it left the balancer. unlisted: engines
+    whose hosts cannot be listed this run (see the module's docstring)."""
     pattern = host_pattern(backend.service)
     servers = balancer.members(lambda name: bool(pattern.match(name)))
     found = service_hosts(backend.service, backend.hosts(), progress)
     endpoints = {host.name: host.endpoint for host in found
                  if host.endpoint and host.running and host.name not in stopping}
     matched, stale = match_servers(endpoints, servers)
-    observation = Observation(stale_servers=stale)
+    kept = [server for server in servers if server.name in stale and server.answering] if unlisted else []
+    observation = Observation(stale_servers=[name for name in stale if name not in {server.name for server in kept}],
+                              unmanaged_servers=kept)
     for host in found:
         labels = HostLabels.from_labels(host.labels)
         running = host.running and host.name not in stopping
         server = matched.get(host.name)
-        balancer_state = server.admin_state if server else ("ready" if running and not balancer.tracks_membership
-                                                             else None)
+        unbalanced = "ready" if running and not balancer.tracks_membership else None
+        balancer_state = server.admin_state if server else unbalanced
         observation.hosts.append(rp.Host(host.name, labels.generation or 0, labels.index or 0, labels.spec_hash or "",
                                          running, balancer_state, host.engine))
         endpoint = endpoints.get(host.name)

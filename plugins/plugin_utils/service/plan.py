@@ -2,21 +2,29 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The rollout planner: observed hosts + desired spec -> ordered steps. Pure; no I/O.
 
-Capacity rules every plan keeps, batch after batch:
+Capacity rules every plan keeps, batch after batch (capacity.py turns percentages into hosts):
 - at most ``replicas + max_surge`` hosts are in service at once (started, not yet out of the
   balancer; a retired host may still be exiting);
 - at least ``replicas - max_unavailable`` healthy hosts stay in the balancer;
 - an old host leaves the balancer only by drain -> no sessions -> removal, and is stopped only after.
 Old hosts are stopped, never removed, until the whole rollout has succeeded, so a failure at any
-step can put the previous generation back (see plan_revert).
+step can put the previous generation back (see plan_revert). Over several engines every batch takes
+its hosts from every engine in turn (capacity.interleave).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
+from ansible_collections.immutable.infra.plugins.plugin_utils.service.capacity import (
+    Amount,
+    check_amount,
+    interleave,
+    resolve,
+    shares_of,
+)
 
 STRATEGIES = ("rolling", "blue_green", "canary")
 
@@ -57,12 +65,24 @@ class Desired:
     spec_hash: str
     replicas: int
     strategy: str = "rolling"
-    batch_size: int = 1
-    max_surge: int | None = None
-    max_unavailable: int = 0
+    batch_size: int | None = None  # None: max_surge + max_unavailable when max_surge is given, else 1
+    max_surge: Amount | None = None
+    max_unavailable: Amount = 0
     canary_replicas: int = 1
     canary_seconds: float = 10.0
     keep_previous: int = 1
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """What max_surge, max_unavailable and batch_size come to in hosts, for one placement."""
+
+    surge: int
+    unavailable: int
+    batch: int
+
+    def as_dict(self) -> dict[str, int]:
+        return {"max_surge": self.surge, "max_unavailable": self.unavailable, "batch_size": self.batch}
 
 
 @dataclass(frozen=True)
@@ -93,6 +113,7 @@ class Plan:
     removed: list[str] = field(default_factory=list)
     live_before: list[str] = field(default_factory=list)
     live_after: list[str] = field(default_factory=list)
+    capacity: Capacity | None = None
 
     @property
     def changed(self) -> bool:
@@ -110,38 +131,58 @@ def parse_host_name(name: str) -> tuple[str, int, int]:
     return service, int(generation), int(index)
 
 
-def effective_surge(desired: Desired) -> int:
+def capacity(desired: Desired, shares: Sequence[int] = ()) -> Capacity:
+    """Surge, unavailability and batch size in hosts. shares: the new generation's hosts per engine
+    (percentages are taken per engine); all replicas on one engine by default. Without batch_size, a
+    batch is as large as max_surge + max_unavailable allow when max_surge is given, else one host.
+    Percentages that both come to 0 allow a surge of 1 (a rollout must be able to move)."""
+    shares = list(shares) or [desired.replicas]
+    unavailable = resolve("max_unavailable", desired.max_unavailable, shares, round_up=False)
     if desired.max_surge is not None:
-        return desired.max_surge
-    return desired.replicas if desired.strategy == "blue_green" else desired.batch_size
+        surge = resolve("max_surge", desired.max_surge, shares, round_up=True)
+        percentages = isinstance(desired.max_surge, str) or isinstance(desired.max_unavailable, str)
+        if percentages and surge + unavailable == 0:
+            surge = 1
+    else:
+        surge = desired.replicas if desired.strategy == "blue_green" else (desired.batch_size or 1)
+    if desired.strategy == "blue_green":
+        batch = desired.replicas
+    elif desired.batch_size:
+        batch = desired.batch_size
+    else:
+        batch = max(1, surge + unavailable) if desired.max_surge is not None else 1
+    return Capacity(surge, unavailable, batch)
 
 
-def validate(desired: Desired) -> None:
-    """Refuses settings no plan can satisfy, before anything is observed or touched."""
+def validate(desired: Desired, shares: Sequence[int] = ()) -> Capacity:
+    """Refuses settings no plan can satisfy, before anything is observed or touched; what they come to."""
     if desired.strategy not in STRATEGIES:
         raise InfraError(f"strategy '{desired.strategy}' is not one of {', '.join(STRATEGIES)}.")
     if desired.replicas < 1:
         raise InfraError(f"replicas must be at least 1 (got {desired.replicas}); to stop a service, "
                          "remove its hosts instead.")
-    if desired.batch_size < 1:
+    if desired.batch_size is not None and desired.batch_size < 1:
         raise InfraError(f"batch_size must be at least 1 (got {desired.batch_size}).")
-    surge = effective_surge(desired)
-    if surge < 0 or desired.max_unavailable < 0:
-        raise InfraError("max_surge and max_unavailable cannot be negative.")
-    if desired.max_unavailable and desired.max_unavailable >= desired.replicas:
-        raise InfraError(f"max_unavailable ({desired.max_unavailable}) must be below replicas "
+    if desired.max_surge is not None:
+        check_amount("max_surge", desired.max_surge)
+    check_amount("max_unavailable", desired.max_unavailable)
+    allowed = capacity(desired, shares)
+    if allowed.unavailable and allowed.unavailable >= desired.replicas:
+        hosts = "" if isinstance(desired.max_unavailable, int) else f", {allowed.unavailable} host(s)"
+        raise InfraError(f"max_unavailable ({desired.max_unavailable}{hosts}) must be below replicas "
                          f"({desired.replicas}) so the balancer always keeps a healthy host.")
-    step = desired.replicas if desired.strategy == "blue_green" else max(desired.batch_size, 1)
+    step = desired.replicas if desired.strategy == "blue_green" else allowed.batch
     if desired.strategy == "canary":
         step = max(step, desired.canary_replicas)
-    if surge + desired.max_unavailable < min(step, desired.replicas):
+    if allowed.surge + allowed.unavailable < min(step, desired.replicas):
         raise InfraError(f"a batch of {min(step, desired.replicas)} host(s) needs max_surge + max_unavailable "
-                         f">= {min(step, desired.replicas)} (got {surge} + {desired.max_unavailable}); raise "
+                         f">= {min(step, desired.replicas)} (got {allowed.surge} + {allowed.unavailable}); raise "
                          "max_surge to add hosts before old ones leave, or max_unavailable to let capacity dip.")
     if desired.canary_replicas < 1:
         raise InfraError("canary_replicas must be at least 1.")
     if desired.keep_previous < 0:
         raise InfraError("keep_previous cannot be negative.")
+    return allowed
 
 
 def _order(hosts: list[Host]) -> list[Host]:
@@ -180,33 +221,52 @@ def _cleanup(observed: list[Host], live: list[Host]) -> list[Step]:
     return steps
 
 
-def _batches(new_names: list[str], old: list[str], desired: Desired) -> list[tuple[list[str], list[str]]]:
-    """Pairs new hosts with the old hosts they replace, batch by batch."""
-    if desired.strategy == "blue_green":
-        return [(new_names, old)]
+def _engine_map(observed: list[Host], new_names: list[str], old: list[str],
+                placement: Mapping[str, str] | None) -> dict[str, str]:
+    """The engine of each new host: where placement puts it, else where it is (a kept host), else where
+    the old host it replaces runs (a slot keeps its engine)."""
+    engine_of = {host.name: host.engine for host in observed}
+    partners = dict(zip(new_names, old, strict=False))
+    return {name: (placement or {}).get(name) or engine_of.get(name) or engine_of.get(partners.get(name, ""), "")
+            for name in new_names}
+
+
+def _batch_sizes(count: int, desired: Desired, allowed: Capacity) -> list[int]:
     sizes: list[int] = []
-    remaining = len(new_names)
+    remaining = count
     if desired.strategy == "canary":
         sizes.append(min(desired.canary_replicas, remaining))
         remaining -= sizes[0]
     while remaining > 0:
-        sizes.append(min(desired.batch_size, remaining))
+        sizes.append(min(allowed.batch, remaining))
         remaining -= sizes[-1]
+    return sizes
+
+
+def _batches(new_names: list[str], old: list[str], desired: Desired, allowed: Capacity,
+             engines: Mapping[str, str]) -> list[tuple[list[str], list[str]]]:
+    """Pairs new hosts with the old hosts they replace (by position), batch by batch, every batch taking
+    its hosts from every engine in turn."""
+    if desired.strategy == "blue_green":
+        return [(new_names, old)]
+    partners = dict(zip(new_names, old, strict=False))
+    ordered = interleave(new_names, engines)
     batches: list[tuple[list[str], list[str]]] = []
     start = 0
-    for size in sizes:
-        batches.append((new_names[start:start + size], old[start:start + size]))
+    for size in _batch_sizes(len(new_names), desired, allowed):
+        chunk = ordered[start:start + size]
+        batches.append((chunk, [partners[name] for name in chunk if name in partners]))
         start += size
-    if len(old) > start:  # fewer replicas than before: the rest of the old hosts leave with the last batch
-        batches[-1] = (batches[-1][0], batches[-1][1] + old[start:])
+    if len(old) > len(new_names):  # fewer replicas than before: the rest of the old hosts leave with the last batch
+        batches[-1] = (batches[-1][0], batches[-1][1] + old[len(new_names):])
     return batches
 
 
 def _swap_batches(batches: list[tuple[list[str], list[str]]], running_before: int, desired: Desired,
-                  start: str = START) -> list[Step]:
+                  allowed: Capacity, start: str = START) -> list[Step]:
     """Steps for each (new, old) batch within the surge and unavailability bounds."""
     steps: list[Step] = []
-    surge = effective_surge(desired)
+    surge = allowed.surge
     running = running_before
     for number, (new, old) in enumerate(batches, start=1):
         # Old hosts that must leave before the new ones start, to stay within replicas + max_surge.
@@ -220,9 +280,11 @@ def _swap_batches(batches: list[tuple[list[str], list[str]]], running_before: in
     return steps
 
 
-def plan_rollout(observed: list[Host], desired: Desired, recently_live: Sequence[int] = ()) -> Plan:
+def plan_rollout(observed: list[Host], desired: Desired, recently_live: Sequence[int] = (),
+                 placement: Mapping[str, str] | None = None) -> Plan:
     """The steps that make `desired` live, from what runs now. recently_live: generations in the order
-    they were last live, most recent first (from the ledger), which decides what retention keeps."""
+    they were last live, most recent first (from the ledger), which decides what retention keeps.
+    placement: the engine of each new host, once placed (see capacity.py for what it changes)."""
     validate(desired)
     live = _order([host for host in observed if host.live])
     cleanup = _cleanup(observed, live)
@@ -235,7 +297,7 @@ def plan_rollout(observed: list[Host], desired: Desired, recently_live: Sequence
         if len(current) == desired.replicas and not cleanup:
             return Plan("noop", generation, "the live hosts already run this image and spec",
                         live_before=_names(current), live_after=_names(current))
-        return _plan_scale(observed, current, cleanup, generation, desired)
+        return _plan_scale(observed, current, cleanup, generation, desired, placement)
 
     old = _names(live)
     reason = (f"{len(outdated)} live host(s) run another image or spec" if live
@@ -243,17 +305,22 @@ def plan_rollout(observed: list[Host], desired: Desired, recently_live: Sequence
     kept = _kept_generation(observed, desired)
     if kept:
         generation, new_names = kept
-        steps = cleanup + _swap_batches(_batches(new_names, old, desired), len(live), desired, START_STOPPED)
+        engines = _engine_map(observed, new_names, old, placement)
+        allowed = validate(desired, shares_of(new_names, engines))
+        steps = cleanup + _swap_batches(_batches(new_names, old, desired, allowed, engines), len(live), desired,
+                                        allowed, START_STOPPED)
         return Plan("restore", generation, f"{reason}; generation {generation} is kept stopped with this image "
                     "and spec, so its hosts are started again", steps=steps, new_hosts=new_names, retired=old,
-                    live_before=old, live_after=new_names)
+                    live_before=old, live_after=new_names, capacity=allowed)
     generation = max(generations, default=0) + 1
     new_names = [host_name(desired.service, generation, index) for index in range(1, desired.replicas + 1)]
-    steps = cleanup + _swap_batches(_batches(new_names, old, desired), len(live), desired)
+    engines = _engine_map(observed, new_names, old, placement)
+    allowed = validate(desired, shares_of(new_names, engines))
+    steps = cleanup + _swap_batches(_batches(new_names, old, desired, allowed, engines), len(live), desired, allowed)
     return Plan("rollout", generation, reason, steps=steps, new_hosts=new_names, retired=old,
                 removed=_retention(observed, generation, desired, [host.generation for host in live],
                                    recently_live),
-                live_before=old, live_after=new_names)
+                live_before=old, live_after=new_names, capacity=allowed)
 
 
 def _kept_generation(observed: list[Host], desired: Desired) -> tuple[int, list[str]] | None:
@@ -269,18 +336,21 @@ def _kept_generation(observed: list[Host], desired: Desired) -> tuple[int, list[
 
 
 def _plan_scale(observed: list[Host], current: list[Host], cleanup: list[Step], generation: int,
-                desired: Desired) -> Plan:
+                desired: Desired, placement: Mapping[str, str] | None) -> Plan:
     """Same image and spec, different count (or strays to clean up): add or retire hosts in place."""
     live_names = _names(current)
     if len(current) < desired.replicas:
         next_index = max([host.index for host in observed if host.generation == generation], default=0) + 1
         added = [host_name(desired.service, generation, next_index + offset)
                  for offset in range(desired.replicas - len(current))]
+        engines = _engine_map(observed, added, [], placement)
+        allowed = capacity(desired, shares_of(added, engines))
+        ordered = interleave(added, engines)
         steps = list(cleanup)
-        for number, start in enumerate(range(0, len(added), desired.batch_size), start=1):
-            steps += _bring_in(added[start:start + desired.batch_size], number)
+        for number, start in enumerate(range(0, len(ordered), allowed.batch), start=1):
+            steps += _bring_in(ordered[start:start + allowed.batch], number)
         return Plan("scale", generation, f"{len(added)} more host(s) needed", steps=steps, new_hosts=added,
-                    live_before=live_names, live_after=live_names + added)
+                    live_before=live_names, live_after=live_names + added, capacity=allowed)
     extra = live_names[desired.replicas:]
     steps = list(cleanup) + _retire(extra, 1)
     if extra:

@@ -3,7 +3,7 @@
 """Reconcile: repair what the world changed behind the collection's back, before anything else runs.
 
 An engine restart gives containers new addresses (the balancer then points at swapped or dead
-ones), a host can be killed (`docker kill`: the restart policy leaves it down), an HAProxy reload
+ones), a host can be killed (`docker kill`: the restart policy leaves it down), a balancer reload
 without a server-state file forgets the dynamic servers. Planning from such a world would replace
 healthy hosts, or count a dead one as kept. So every rollout, rollback and heal, once it holds the
 lock and has undone an interrupted run, first: takes out servers that point at no running host,

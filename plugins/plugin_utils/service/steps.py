@@ -3,14 +3,17 @@
 """Carrying out plan steps on a service's hosts, through its back-end and its balancer.
 
 Rollouts, rollbacks, reverts, reconciles and heals all apply the same steps (plan.py names them).
-Each step goes to the engine its host runs on (or is placed on). While a batch is gated and swapped,
-the next batch's hosts are made ahead (made, not started: no capacity used), a host that passes its
-first check is registered with the balancer ahead (taking no traffic), and stops go out in the
-background once a host is drained and out of the balancer (stopping.py).
+Each step goes to the engine its host runs on (or is placed on); each engine's share of a start is
+carried out by its own worker, so a batch over several engines takes as long as its slowest engine's
+share, not the sum. The health gates of a step's hosts are polled together (health.wait_all_healthy)
+and the balancer's side goes a batch at a time (swap.py). While a batch is gated and swapped, the next
+batch's hosts are made ahead (made, not started: no capacity used), and stops go out in the background
+once a host is drained and out of the balancer (stopping.py).
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -25,18 +28,20 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.service.health imp
     HealthCheck,
     Target,
     run_for_each,
-    wait_healthy,
+    wait_all_healthy,
 )
 from ansible_collections.immutable.infra.plugins.plugin_utils.service.spec import HostSpec
 from ansible_collections.immutable.infra.plugins.plugin_utils.service.stopping import Stops
 from ansible_collections.immutable.infra.plugins.plugin_utils.service.store import ServiceStore
+from ansible_collections.immutable.infra.plugins.plugin_utils.service.swap import SwapSteps
 
 
-class HostSteps:
+class HostSteps(SwapSteps):
     """Observes a service's hosts and balancer membership, and applies plan steps to them."""
 
     def __init__(self, backend: HostBackend, balancer: Balancer, spec: HostSpec, store: ServiceStore,
                  progress: Callable[[str], None], drain_timeout: float = 30, stop_timeout: int = 10) -> None:
+        super().__init__()
         self.backend = backend
         self.balancer = balancer
         self.use_spec(spec)
@@ -51,10 +56,9 @@ class HostSteps:
         self.before_stop: Callable[[list[str]], None] | None = None  # notes a stop before it is sent
         self.wait_allowance: Callable[[], float] | None = None  # how long a drain may still wait, if limited
         self._background = ThreadPoolExecutor(max_workers=16)
-        self.stops = Stops(backend, store, stop_timeout, progress, self._background)
+        self.stops = Stops(backend, store, stop_timeout, progress)
         self._creating: dict[str, Future] = {}
-        self._registering: dict[str, Future] = {}
-        self._draining: set[str] = set()
+        self.unlisted: list[str] = []  # engines down when the run began, whose share went to the others
 
     def use_spec(self, spec: HostSpec) -> None:
         """Hosts made from now on are made from this spec (a heal replaces each host from its own)."""
@@ -74,7 +78,8 @@ class HostSteps:
 
     # membership ---------------------------------------------------------------------------------
     def observe(self) -> membership.Observation:
-        return membership.observe(self.backend, self.balancer, self.stops.pending.read(), self.progress)
+        return membership.observe(self.backend, self.balancer, self.stops.pending.read(), self.progress,
+                                  self.unlisted)
 
     def detach_stale(self, observation: membership.Observation) -> None:
         membership.detach_stale(self.balancer, observation, self.service, self.progress)
@@ -93,6 +98,7 @@ class HostSteps:
         called before each step and health check, and raises to stop the steps there."""
         self.check_interrupted = interrupted
         try:
+            self._create_ahead(steps)  # the first batch's hosts too: all made at once, each engine's in parallel
             for position, step in enumerate(steps):
                 self.check_interrupted()
                 if step.batch > 1 and steps[position - 1].batch != step.batch:
@@ -124,8 +130,36 @@ class HostSteps:
         balancer = self.balancer.name if self.balancer.tracks_membership else None
         return self.backend.create(name, self.where(name), self.spec, self.rollout_id, balancer)
 
-    def _step_start(self, names: list[str], records: dict[str, HostRecord], step: rp.Step) -> None:
+    def _per_engine(self, names: list[str], records: Mapping[str, HostRecord], action: Callable[[str], None]) -> None:
+        """Runs action for every host, each engine's hosts in turn by a worker of that engine, all engines
+        at once. After a failure no worker begins another host; the first failure (in engine order) is
+        raised once every worker has stopped."""
+        shares: dict[str, list[str]] = {}
         for name in names:
+            shares.setdefault(self.where(name, records), []).append(name)
+        failed = threading.Event()
+
+        def work(share: list[str]) -> None:
+            for name in share:
+                if failed.is_set():
+                    return
+                try:
+                    self.check_interrupted()
+                    action(name)
+                except BaseException:
+                    failed.set()
+                    raise
+        if len(shares) == 1:
+            work(names)
+            return
+        with ThreadPoolExecutor(max_workers=len(shares)) as pool:
+            futures = [pool.submit(work, share) for share in shares.values()]
+        for future in futures:
+            if future.exception():
+                raise future.exception()  # type: ignore[misc]
+
+    def _step_start(self, names: list[str], records: dict[str, HostRecord], step: rp.Step) -> None:
+        def start(name: str) -> None:
             creating = self._creating.pop(name, None)
             host_id = creating.result() if creating else self._create(name)
             records[name] = HostRecord(name, host_id, engine=self.where(name))
@@ -133,6 +167,7 @@ class HostSteps:
                 self.backend.start(records[name])
             finally:
                 self._refresh_endpoint(records[name])
+        self._per_engine(names, records, start)
 
     def _step_start_stopped(self, names: list[str], records: dict[str, HostRecord], step: rp.Step) -> None:
         finishing = [name for name in names if records[name].stopping or self.stops.under_way(name)]
@@ -142,59 +177,31 @@ class HostSteps:
             self.progress(f"{self.service}: finishing the stop of {', '.join(finishing)} before starting it again")
             run_for_each(finishing, lambda name: self.stops.finish(records[name]))
         self.stops.forget(names)  # running again, these hosts are no longer stopping, whoever sent the stop
-        for name in names:
+
+        def start(name: str) -> None:
             self.backend.start(records[name])
             records[name].stopping = False
             self._refresh_endpoint(records[name])
+        self._per_engine(names, records, start)
 
     def _refresh_endpoint(self, record: HostRecord) -> None:
         record.address, record.port = self.backend.endpoint(record)
 
     def _step_wait_healthy(self, names: list[str], records: dict[str, HostRecord], step: rp.Step) -> None:
-        def gate(name: str) -> None:
-            record = records[name]
-            # After the first passing check the host is registered with the balancer (no traffic yet),
-            # so the balancer's own check runs while the gate waits for the remaining passes.
-            seconds = wait_healthy(self.health, self._target(record), self.progress,
-                                   on_first_pass=lambda: self._register_ahead(record),
-                                   interrupted=self.check_interrupted)
-            self.progress(f"{self.service}: {name} is healthy after {seconds:.1f} s ({self.health.describe()})")
         try:
-            run_for_each(names, gate)
+            seconds = wait_all_healthy(self.health, [self._target(records[name]) for name in names], self.progress,
+                                       on_first_pass=lambda passed: self._register_ahead(
+                                           [records[target.name] for target in passed]),
+                                       interrupted=self.check_interrupted)
         finally:
             self._finish_registrations(records)
+        for name in names:
+            self.progress(f"{self.service}: {name} is healthy after {seconds[name]:.1f} s ({self.health.describe()})")
 
     def _target(self, record: HostRecord) -> Target:
         return Target(record.name, record.address, record.port,
                       lambda command: self.backend.run_command(record, command),
                       lambda: self.backend.problem(record))
-
-    def _register_ahead(self, record: HostRecord) -> None:
-        if record.address and record.name not in self._registering:
-            self._registering[record.name] = self._background.submit(
-                self.balancer.register, record.name, record.address, record.port or self.spec.port)
-
-    def _finish_registrations(self, records: dict[str, HostRecord]) -> None:
-        """Notes the server of each host registered ahead; a failed registration is retried by the add step."""
-        for name, registering in self._registering.items():
-            if not registering.exception():
-                records[name].server = registering.result()
-        self._registering = {}
-
-    def _step_add(self, names: list[str], records: dict[str, HostRecord], step: rp.Step) -> None:
-        def add(name: str) -> None:
-            record = records[name]
-            if not record.address:
-                raise InfraError(f"host {name} has no address where the balancer can reach it.", host=name)
-            port = record.port or self.spec.port
-            if not record.server:
-                record.server = self.balancer.register(name, record.address, port)
-            try:
-                record.server = self.balancer.activate(record.server, name, record.address, port)
-            except InfraError:
-                record.server = None  # activate took it out of the balancer again
-                raise
-        run_for_each(names, add)
 
     def _step_observe(self, names: list[str], records: dict[str, HostRecord], step: rp.Step) -> None:
         deadline = time.monotonic() + step.seconds
@@ -209,54 +216,6 @@ class HostSteps:
                     raise InfraError(f"canary {name} failed its {self.health.describe()} while observed: {seen}.",
                                      host=name)
             time.sleep(self.health.interval)
-
-    def _set_state(self, names: list[str], records: dict[str, HostRecord], state: str) -> None:
-        for name in names:
-            server = records[name].server
-            if server:
-                self.balancer.set_state(server, state)
-
-    def _step_drain(self, names: list[str], records: dict[str, HostRecord], step: rp.Step) -> None:
-        self._draining.update(names)
-        self._set_state(names, records, "drain")
-
-    def _step_ready(self, names: list[str], records: dict[str, HostRecord], step: rp.Step) -> None:
-        self._draining.difference_update(names)
-        self._set_state(names, records, "ready")
-
-    def _keep_serving(self, records: dict[str, HostRecord]) -> None:
-        """Before each batch after the first: the hosts this run counts as taking traffic whose server the
-        balancer lost (a balancer restarted without its server state) are registered and let in again, so
-        such a balancer is repaired within a batch rather than after the last one."""
-        serving = {record.server: record for name, record in records.items()
-                   if record.server and record.address and name not in self._draining}
-        lost = self.balancer.lost({server: (record.address or "", record.port or self.spec.port)
-                                   for server, record in serving.items()}) if serving else []
-        names = [serving[server].name for server in lost]
-        if not names:
-            return
-        for name in names:
-            self.progress(f"{self.service}: {name} lost its server in {self.balancer.name}; registering it again")
-            records[name].server = None
-        self._step_add(names, records, rp.Step(rp.ADD, tuple(names)))
-
-    def _step_wait_drained(self, names: list[str], records: dict[str, HostRecord], step: rp.Step) -> None:
-        timeout = self.drain_timeout if self.wait_allowance is None else min(self.drain_timeout, self.wait_allowance())
-        why = (f"drain_timeout ({self.drain_timeout:g} s)" if timeout == self.drain_timeout else
-               f"{timeout:.0f} s, all the lease of the lock left for it while the lock cannot be renewed")
-
-        def drained(name: str) -> None:
-            server = records[name].server
-            if server and not self.balancer.wait_drained(server, timeout):
-                self.progress(f"{self.service}: {name} still had sessions after {why}; taking it out anyway")
-        run_for_each(names, drained)
-
-    def _step_detach(self, names: list[str], records: dict[str, HostRecord], step: rp.Step) -> None:
-        for name in names:
-            server = records[name].server
-            if server:
-                self.balancer.detach(server)
-                records[name].server = None
 
     def _step_stop(self, names: list[str], records: dict[str, HostRecord], step: rp.Step) -> None:
         """The hosts are drained and out of the balancer, so nothing waits for them to exit: the stop is

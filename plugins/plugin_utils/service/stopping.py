@@ -12,9 +12,11 @@ removed, and a run that needs it back finishes the stop first.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
+from typing import Any, TypeVar
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError, utc_timestamp
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import (
@@ -51,10 +53,26 @@ class PendingStops:
         self.known = dict(pending)
 
 
+def in_daemon_thread(function: Callable[..., T], *args: Any) -> Future[T]:
+    """Runs function in a daemon thread of its own; its outcome as a Future. A process may end before it
+    does (nothing waits for such a thread at exit)."""
+    outcome: Future[T] = Future()
+
+    def run() -> None:
+        if outcome.set_running_or_notify_cancel():
+            try:
+                outcome.set_result(function(*args))
+            except BaseException as error:  # handed to whoever reads the outcome
+                outcome.set_exception(error)
+    threading.Thread(target=run, daemon=True).start()
+    return outcome
+
+
 def deadline_text(deadline: float) -> str:
     return time.strftime("%H:%M:%S UTC", time.gmtime(deadline))
 
 
+T = TypeVar("T")
 STOP_ANSWER_WAIT = 1.0  # seconds a stop is waited for before it is left to the engine
 STOP_SLACK = 2.0  # seconds beyond stop_timeout by which the engine will have killed a host
 
@@ -63,25 +81,29 @@ class Stops:
     """The stops a change sends: noted in the pending-stops record before they go out, sent in the
     background (a drained host out of the balancer holds nothing up), and collected at the end of the
     steps. A stop the engine has not finished after STOP_ANSWER_WAIT stays recorded as pending (the
-    engine finishes it); the others are forgotten."""
+    engine finishes it); the others are forgotten.
+
+    Collecting does not wait for a stop the engine has not answered yet (the last batch's, sent a moment
+    before): the host is drained, out of the balancer and recorded as stopping, so waiting would only
+    tidy the record. It stays recorded as stopping until a later collect or run sees it stopped. Each
+    stop waits for its answer in a daemon thread of its own, so a task never waits for one at its end."""
 
     def __init__(self, backend: HostBackend, store: ServiceStore, stop_timeout: int,
-                 progress: Callable[[str], None], pool: ThreadPoolExecutor) -> None:
+                 progress: Callable[[str], None]) -> None:
         self.backend = backend
         self.service = backend.service
         self.pending = PendingStops(store, backend.service)
         self.stop_timeout = stop_timeout
         self.progress = progress
         self.still_stopping: dict[str, float] = {}  # hosts this run left for the engine to finish stopping
-        self._pool = pool
         self._sent: list[tuple[str, Future]] = []
 
     def send(self, records: list[HostRecord]) -> None:
         deadline = time.time() + self.stop_timeout + STOP_SLACK
         self.pending.write(dict(self.pending.read(), **{record.name: deadline for record in records}))
         for record in records:
-            self._sent.append((record.name, self._pool.submit(self.backend.request_stop, record, self.stop_timeout,
-                                                              STOP_ANSWER_WAIT)))
+            self._sent.append((record.name, in_daemon_thread(self.backend.request_stop, record, self.stop_timeout,
+                                                             STOP_ANSWER_WAIT)))
 
     def finish(self, record: HostRecord) -> None:
         """Ends a stop the engine is still carrying out at once (the host is out of the balancer already)."""
@@ -96,6 +118,9 @@ class Stops:
     def collect(self) -> None:
         stopped = []
         for name, stopping in self._sent:
+            if not stopping.done():
+                self.still_stopping[name] = self.pending.known.get(name, time.time() + self.stop_timeout)
+                continue
             error = stopping.exception()
             if error:
                 self.progress(f"{self.service}: {name} is out of the balancer but did not stop: {error}")
@@ -107,9 +132,9 @@ class Stops:
                 self.progress(f"{self.service}: {name} is drained and out of the balancer and still shutting down; "
                               f"its engine stops it at {deadline_text(deadline)} at the latest (stop_timeout "
                               f"{self.stop_timeout} s)")
-        if self._sent:
+        if stopped:
             self.forget(stopped)
-        self._sent = []
+        self._sent = [(name, stopping) for name, stopping in self._sent if not stopping.done()]
 
     def forget(self, names: list[str]) -> None:
         """These hosts are no longer stopping (stopped, started again or removed), whoever sent the stop."""

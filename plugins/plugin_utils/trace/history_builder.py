@@ -13,6 +13,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
+from ansible_collections.immutable.infra.plugins.plugin_utils.attest.keys import short_key_id
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import short_id
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import ImageProvenance, VerdictLabels
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.revisions import SUCCEEDED, service_revisions
@@ -75,6 +76,24 @@ def verdict(volume: dict[str, str] | None, record: dict[str, Any] | None) -> dic
         return max(from_volume, from_ledger, key=lambda entry: entry["time"] or "")
     return from_volume or from_ledger or {"result": None, "time": None, "tests": None, "by": None,
                                           "failures": None, "ledger_id": None, "source": None}
+
+
+def signers(rollout: dict[str, Any], bake: dict[str, Any] | None, verdict_record: dict[str, Any] | None
+            ) -> dict[str, Any]:
+    """Who signed a revision's image: the keys the rollout's trust gate accepted, else the keys its bake and
+    its latest verdict were signed with (ledger records of signed bakes and verifies carry signed_by)."""
+    trusted = rollout.get("trusted")
+    if isinstance(trusted, dict) and trusted:
+        return {"keys": list(dict.fromkeys(str(key) for key in trusted.values())), "checked": True}
+    keys = [record.get("signed_by") for record in (bake, verdict_record) if record and record.get("signed_by")]
+    return {"keys": list(dict.fromkeys(str(key) for key in keys)), "checked": False}
+
+
+def signed_text(entry: dict[str, Any]) -> str:
+    """'0123456789ab' (the short key IDs), '+' when the rollout's trust gate checked them; '-' when unsigned."""
+    signed = entry.get("signed_by") or {}
+    keys = ",".join(short_key_id(key) for key in signed.get("keys") or [])
+    return f"{keys}{'+' if signed.get('checked') else ''}" if keys else "-"
 
 
 def _who(record: dict[str, Any]) -> str | None:
@@ -183,6 +202,7 @@ def build_history(records: list[dict[str, Any]], service: str, observed: dict[st
             "inputs_hash": record.get("inputs_hash") or ImageProvenance.from_labels(images.get(image_id)).inputs_hash,
             "provenance": provenance(images.get(image_id), bakes.get(image_id)),
             "verdict": verdict(volumes.get(image_id), verdict_records.get(image_id)),
+            "signed_by": signers(record, bakes.get(image_id), verdict_records.get(image_id)),
             "rolled_out_by": _who(record), "git_commit": record.get("git_commit"), "git_dirty": record.get("git_dirty"),
             "rollout_id": record.get("rollout"), "started": record.get("time"), "finished": record.get("finished"),
             "duration": record.get("duration"), "result": record.get("result"),
@@ -237,9 +257,12 @@ def engines_text(entry: dict[str, Any]) -> str:
 
 def render_table(revisions: list[dict[str, Any]], engines: bool = False) -> list[str]:
     """Fixed-width lines: a header and one row per revision; '*' marks the live revision. With engines
-    (a fleet of several), an ENGINES column says how many hosts of each revision are on each engine."""
-    header = TABLE_COLUMNS + (("ENGINES",) if engines else ())
-    rows = [header] + [table_row(entry) + ((engines_text(entry),) if engines else ()) for entry in revisions]
+    (a fleet of several), an ENGINES column says how many hosts of each revision are on each engine; when
+    any revision's image was signed, a SIGNED column names the keys (docs/attestations.md)."""
+    signed = any((entry.get("signed_by") or {}).get("keys") for entry in revisions)
+    header = TABLE_COLUMNS + (("SIGNED",) if signed else ()) + (("ENGINES",) if engines else ())
+    rows = [header] + [table_row(entry) + ((signed_text(entry),) if signed else ())
+                       + ((engines_text(entry),) if engines else ()) for entry in revisions]
     widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
     return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)).rstrip() for row in rows]
 
@@ -265,7 +288,7 @@ def service_record_changes(records: Iterable[dict[str, Any]], service: str) -> l
 def _shown_option(value: Any) -> str:
     """An option of the record in a few words: a balancer by kind, runtime API and backend; engines by name."""
     if isinstance(value, dict) and value.get("backend"):
-        return f"{value.get('type') or 'haproxy'} {value.get('runtime_api')} backend {value['backend']}"
+        return f"{value.get('type')} {value.get('runtime_api')} backend {value['backend']}"
     if isinstance(value, dict):
         return json.dumps(value, sort_keys=True)
     if isinstance(value, list):

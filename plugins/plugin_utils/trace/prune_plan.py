@@ -19,6 +19,7 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import (
     HostLabels,
     ImageProvenance,
+    attestation_volume_image,
     is_builder,
     is_verify_host,
     journaled_service,
@@ -224,18 +225,21 @@ def plan_images(plan: PrunePlan, images: list[dict[str, Any]], used: dict[str, s
 
 def plan_verdict_volumes(plan: PrunePlan, volumes: list[dict[str, Any]], remaining_images: set[str],
                          removed_images: set[str], options: PruneOptions, orphans: bool) -> None:
-    """Verdicts go with their image; verdicts of images gone some other way go once older than min_age."""
+    """Verdicts (and attestations) go with their image; those of images gone some other way go once older
+    than min_age."""
     for volume in volumes:
-        image_id = verdict_volume_image(volume["name"], volume.get("labels"))
+        verdict_of = verdict_volume_image(volume["name"], volume.get("labels"))
+        image_id = verdict_of or attestation_volume_image(volume["name"], volume.get("labels"))
         if image_id is None:
             continue
+        what = "verdict" if verdict_of else "attestations"
         entry = item(volume["name"], volume["name"], image_id=image_id, with_image=image_id in removed_images)
         if image_id in removed_images:
-            plan.add("verdict_volumes", entry, f"verdict of image {short_id(image_id)}, removed by this prune", True)
+            plan.add("verdict_volumes", entry, f"{what} of image {short_id(image_id)}, removed by this prune", True)
         elif orphans and image_id not in remaining_images:
             old, _age = _old_enough(volume.get("created"), options)
             if old:
-                plan.add("verdict_volumes", entry, f"verdict of image {short_id(image_id)}, which no longer exists",
+                plan.add("verdict_volumes", entry, f"{what} of image {short_id(image_id)}, which no longer exists",
                          True)
 
 

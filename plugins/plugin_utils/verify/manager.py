@@ -17,6 +17,14 @@ import time
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from ansible_collections.immutable.infra.plugins.plugin_utils.attest.signing import (
+    SIGNING_OPTIONS,
+    VerifyRun,
+    attest_test_result,
+    signing_key_from,
+    verdict_tests,
+)
+from ansible_collections.immutable.infra.plugins.plugin_utils.attest.store import record_summary, store_image_attestations
 from ansible_collections.immutable.infra.plugins.plugin_utils.bake.play_runner import PlaySpec
 from ansible_collections.immutable.infra.plugins.plugin_utils.bake.roles import CollectionIndex, RoleResolver
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError, short_id
@@ -69,6 +77,7 @@ VERIFY_ARGUMENT_SPEC: dict[str, Any] = {
     "network": {"type": "str"},
     "python_interpreter": {"type": "str", "default": "/usr/bin/python3"},
     "become_method": {"type": "str", "default": "su"},
+    **SIGNING_OPTIONS,
 }
 
 
@@ -102,6 +111,7 @@ class Verifier(Manager):
         if not params["tests"] and not params["molecule_scenario"] and not params["idempotence"]:
             raise InfraError("Nothing to verify: give tests, a molecule_scenario, or idempotence: true.")
         self.deadline = 0.0
+        self.signer = signing_key_from(params, context.basedir)
 
     # run -----------------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -135,7 +145,7 @@ class Verifier(Manager):
             changed=plan.previous != record["result"], passed=verdict.passed, broken=verdict.broken is not None,
             tests=verdict.tests, failures=verdict.failures, files=verdict.files, timings=verdict.timings,
             duration=duration, report=report_or_none, idempotence=verdict.idempotence, molecule=verdict.molecule,
-            ledger=plan.ledger.path, ledger_id=record["id"])
+            ledger=plan.ledger.path, ledger_id=record["id"], signed_by=record.get("signed_by"))
         return dict(result, **self._outcome_message(image_id, verdict, duration, report_or_none))
 
     def _plan(self) -> Plan:
@@ -227,10 +237,23 @@ class Verifier(Manager):
             tests=verdict.tests, failures=verdict.failures[:50], report=report, test_files=plan.files,
             files=verdict.files, workers=verdict.workers, idempotence=verdict.idempotence,
             molecule=verdict.molecule, duration=duration)
-        plan.ledger.append(record)
+        signed = self._attest(plan, verdict, record)
+        plan.ledger.append(dict(record, **signed))
         record_verdict(plan.client, image_id, verdict.passed, {
             "time": record["time"], "reference": self.params["image"], "ledger_id": record["id"],
             "tests": json.dumps(verdict.tests, sort_keys=True), "inputs_hash": inputs_hash or "",
             "verified_by": controller_identity(), "report": report or "", "duration": duration,
             "broken": "true" if broken else "false"})
-        return record
+        return dict(record, **signed)
+
+    def _attest(self, plan: Plan, verdict: Verdict, record: dict[str, Any]) -> dict[str, Any]:
+        """With signing_key: the signed test result, bound to the image ID and kept beside the image."""
+        if self.signer is None:
+            return {}
+        passed, failed = verdict_tests(verdict.passed_tests, verdict.failures, verdict.idempotence, verdict.molecule)
+        where = {"host": "container", "engine": plan.client.where, "controller": controller_identity(),
+                 "time": record["time"], "ledger_id": record["id"]}
+        found = attest_test_result(self.signer, self.params["image"], plan.image["Id"],
+                                   VerifyRun(verdict.passed, plan.files, self.context.basedir, passed, failed, where))
+        store_image_attestations(plan.client, plan.image["Id"], found)
+        return {"attestations": record_summary(found), "signed_by": self.signer.keyid}

@@ -74,7 +74,8 @@ def failure_message(message: str, text: str) -> str:
 
 
 def parse_junit(xml_text: str) -> dict[str, Any]:
-    """Counts, failures and per-file times from a pytest JUnit XML report (xunit1 or xunit2)."""
+    """Counts, failures, per-file times and the passed tests' ids from a pytest JUnit XML report
+    (xunit1 or xunit2)."""
     try:
         root = ElementTree.fromstring(xml_text)
     except ElementTree.ParseError as error:
@@ -82,6 +83,7 @@ def parse_junit(xml_text: str) -> dict[str, Any]:
                          "stopped before it finished writing it.") from None
     counts = empty_counts()
     failures: list[dict[str, str]] = []
+    passed: list[str] = []
     files: dict[str, dict[str, Any]] = {}
     for case in root.iter("testcase"):
         identifier = case_id(case)
@@ -92,6 +94,8 @@ def parse_junit(xml_text: str) -> dict[str, Any]:
         entry = files.setdefault(path, {"file": path, "tests": 0, "failed": 0, "duration": 0.0})
         entry["tests"] += 1
         entry["duration"] = round(entry["duration"] + _seconds(case.get("time")), 3)
+        if outcome == "passed":
+            passed.append(identifier)
         if outcome in ("failed", "errors"):
             entry["failed"] += 1
             element = case.find("failure") if outcome == "failed" else case.find("error")
@@ -100,7 +104,7 @@ def parse_junit(xml_text: str) -> dict[str, Any]:
             failures.append({"test": identifier, "message": failure_message(
                 element.get("message", "") if element is not None else "",
                 element.text or "" if element is not None else "")})
-    return {"tests": counts, "failures": failures, "files": list(files.values())}
+    return {"tests": counts, "failures": failures, "files": list(files.values()), "passed": passed}
 
 
 def _outcome(case: ElementTree.Element) -> str:

@@ -42,6 +42,7 @@ class Verdict:
 
     tests: dict[str, int] = field(default_factory=verify_report.empty_counts)
     failures: list[dict[str, str]] = field(default_factory=list)
+    passed_tests: list[str] = field(default_factory=list)
     files: list[dict[str, Any]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     workers: int = 0
@@ -183,6 +184,7 @@ class TestinfraRunner(Runner):
             parsed = verify_report.parse_junit(handle.read())
         verdict.tests, verdict.files = parsed["tests"], parsed["files"]
         verdict.failures.extend(parsed["failures"])
+        verdict.passed_tests.extend(parsed["passed"])
         for entry in verdict.files:
             self.progress(f"verify: {entry['file']}: {entry['tests'] - entry['failed']}/{entry['tests']} passed, "
                           f"{entry['duration']:.2f} s")
@@ -259,6 +261,7 @@ class MoleculeRunner(Runner):
                             "duration": seconds}
         verdict.failures.extend({"test": f"molecule {scenario.name}: {failure['test']}", "message": failure["message"]}
                                 for failure in parsed["failures"])
+        verdict.passed_tests.extend(f"molecule {scenario.name}: {test}" for test in parsed.get("passed") or [])
         if not passed and not parsed["failures"]:
             why = (f"did not finish within the timeout of {self.params['timeout']} s" if finished.timed_out
                    else f"failed (exit code {finished.returncode})")

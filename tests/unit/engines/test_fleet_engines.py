@@ -54,7 +54,7 @@ def test_a_first_rollout_spreads_evenly_filling_engines_in_declaration_order():
 def test_scaling_up_places_only_the_new_hosts_where_there_is_room():
     observation = observed(("web-1-1", "rig1", True), ("web-1-2", "rig2", True))
     observation[:] = [rp.Host(host.name, host.generation, host.index, "new", True, "ready", host.engine)
-                            for host in observation]
+                      for host in observation]
     plan = rp.plan_rollout(observation, desired(replicas=3))
     assert plan.kind == "scale"
     placed, _placement = place_hosts(fleet(), plan, observation)

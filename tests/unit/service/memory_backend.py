@@ -4,11 +4,11 @@ implemented with dicts, for the transaction's and planner's unit tests. No Docke
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ansible_collections.immutable.infra.plugins.plugin_utils.balancer.base import Member
+from ansible_collections.immutable.infra.plugins.plugin_utils.balancer.base import Arrival, Member, Outcome
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import EngineUnreachable, InfraError
 from ansible_collections.immutable.infra.plugins.plugin_utils.service import plan as rp
 from ansible_collections.immutable.infra.plugins.plugin_utils.service.backend import FoundHost, HostRecord, Placed
@@ -184,6 +184,7 @@ class MemoryBalancer:
 
     def __init__(self) -> None:
         self.servers: dict[str, Member] = {}
+        self.exchanges: list[tuple[str, int]] = []  # (call, servers) of the *_all kind: one exchange each
 
     def check(self) -> None:
         return None
@@ -211,6 +212,28 @@ class MemoryBalancer:
 
     def detach(self, server: str) -> None:
         self.servers.pop(server, None)
+
+    def register_all(self, arrivals: Sequence[Arrival]) -> list[Outcome]:
+        self.exchanges.append(("register_all", len(arrivals)))
+        return [self.register(arrival.host, arrival.address, arrival.port) for arrival in arrivals]
+
+    def activate_all(self, arrivals: Sequence[Arrival]) -> list[Outcome]:
+        self.exchanges.append(("activate_all", len(arrivals)))
+        return [self.activate(arrival.server or arrival.host, arrival.host, arrival.address, arrival.port)
+                for arrival in arrivals]
+
+    def set_states(self, servers: Sequence[str], state: str) -> None:
+        self.exchanges.append(("set_states", len(servers)))
+        for server in servers:
+            self.set_state(server, state)
+
+    def wait_all_drained(self, servers: Sequence[str], timeout: float) -> list[str]:
+        return []
+
+    def detach_all(self, servers: Sequence[str]) -> None:
+        self.exchanges.append(("detach_all", len(servers)))
+        for server in servers:
+            self.detach(server)
 
     def describe(self) -> dict[str, Any]:
         return {"type": "memory", "backend": "web"}

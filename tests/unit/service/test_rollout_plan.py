@@ -95,9 +95,9 @@ def test_every_plan_keeps_capacity_bounds_and_ends_on_the_new_generation(strateg
         # The only refusals are settings that no plan can satisfy.
         step = new if strategy == "blue_green" else batch
         assert "needs max_surge + max_unavailable" in error.message or "must be below replicas" in error.message
-        assert (rp.effective_surge(desired) + unavailable < min(step, new)) or unavailable >= new
+        assert (rp.capacity(desired).surge + unavailable < min(step, new)) or unavailable >= new
         return
-    surge_allowed = rp.effective_surge(desired)
+    surge_allowed = rp.capacity(desired).surge
     assert model.max_running <= max(old, new) + surge_allowed
     assert model.min_ready >= min(old, new) - unavailable
     assert model.ready() == set(plan.new_hosts) == set(plan.live_after)

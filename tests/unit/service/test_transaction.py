@@ -3,6 +3,8 @@ in-memory back-end, store and balancer (memory_backend.py). Pure logic: no Docke
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from memory_backend import MemoryBackend, MemoryBalancer
 
@@ -174,3 +176,36 @@ def test_a_lock_held_by_a_living_controller_is_refused(tmp_path):
         second.lock.acquire()
     first.steps.close()
     second.steps.close()
+
+
+class MeetingBackend(MemoryBackend):
+    """Each start waits until a start is under way on every engine: it passes only when every engine's
+    share of a batch is started at the same time, and fails (a broken barrier) when they go one by one."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.meeting = threading.Barrier(len(self.engines), timeout=10)
+
+    def start(self, host) -> None:
+        self.meeting.wait()
+        super().start(host)
+
+
+def test_each_engine_starts_its_share_of_a_batch_at_the_same_time_as_the_others(tmp_path):
+    world = World(tmp_path, engines=("one", "two"))
+    world.backend = MeetingBackend("web", ["one", "two"])
+    world.rollout("a", replicas=4, batch_size=2)
+    plan = world.rollout("b", replicas=4, batch_size=2)
+    assert world.backend.live_hosts() == plan.live_after == world.balancer.ready()
+    assert not world.backend.meeting.broken
+
+
+def test_the_balancer_gets_each_batch_s_hosts_in_one_exchange(tmp_path):
+    world = World(tmp_path, engines=("one", "two"))
+    world.rollout("a", replicas=4, batch_size=2)
+    world.balancer.exchanges.clear()
+    world.rollout("b", replicas=4, batch_size=2)
+    calls = [call for call, _count in world.balancer.exchanges]
+    assert calls.count("activate_all") == 2 and calls.count("set_states") == 2 and calls.count("detach_all") == 2
+    assert all(count == 2 for call, count in world.balancer.exchanges if call != "register_all")
+    assert sum(count for call, count in world.balancer.exchanges if call == "register_all") == 4

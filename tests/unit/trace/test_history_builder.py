@@ -191,3 +191,19 @@ def test_a_host_name_on_two_engines_is_taken_from_the_first_declared():
     merged = merge_observations({"rig1": {"containers": {"web-2-1": {"state": "running"}}, "images": {}, "verdicts": {}},
                                  "rig2": {"containers": {"web-2-1": {"state": "exited"}}, "images": {}, "verdicts": {}}})
     assert merged["containers"] == {"web-2-1": {"state": "running", "engine": "rig1"}}
+
+
+def test_who_signed_each_revision_is_shown_when_any_image_was_signed():
+    key_a, key_b = "sha256:" + "1" * 64, "sha256:" + "2" * 64
+    records = [dict(record, signed_by=key_a) if record["kind"] == "bake" and record["image_id"] == IMAGE_A else record
+               for record in RECORDS]
+    records = [dict(record, trusted={"provenance": key_b, "sbom": key_b, "test_result": key_b})
+               if record["kind"] == "rollout" and record["image_id"] == IMAGE_B else record for record in records]
+    history = by_number(build_history(records, "web", OBSERVED))
+    assert history[1]["signed_by"] == {"keys": [key_a], "checked": False}
+    assert history[2]["signed_by"] == {"keys": [key_b], "checked": True}
+    assert history[3]["signed_by"] == {"keys": [], "checked": False}
+    table = render_table(build_history(records, "web", OBSERVED)["revisions"])
+    column = table[0].index("SIGNED")
+    assert [line[column:].split()[0] for line in table[1:]] == ["-", "2" * 12 + "+", "1" * 12]
+    assert "SIGNED" not in render_table(build_history(RECORDS, "web", OBSERVED)["revisions"])[0]

@@ -116,11 +116,15 @@ def test_images_of_removed_hosts_go_with_them_and_their_verdicts_too():
                   host("web", 1, 1, image=image_id("a"))]
     volumes = [volume("immutable-infra-verdict-" + "a" * 64, age=1,
                       labels={"immutable.infra.image_id": image_id("a"), "immutable.infra.verdict": "passed"}),
-               volume("immutable-infra-verdict-" + "b" * 64, labels={"immutable.infra.image_id": image_id("b")})]
+               volume("immutable-infra-verdict-" + "b" * 64, labels={"immutable.infra.image_id": image_id("b")}),
+               volume("immutable-infra-attestations-" + "a" * 64, labels={"immutable.infra.image_id": image_id("a")})]
     plan = plan_prune({"containers": containers, "images": images, "volumes": volumes}, options(keep_images=0))
     assert names(plan, "hosts") == ["web-1-1"]
     assert names(plan, "images") == ["acme/web:aaaaaaaaaaaa"]  # b is still used by the kept generation
-    assert names(plan, "verdict_volumes") == ["immutable-infra-verdict-" + "a" * 64]
+    assert sorted(names(plan, "verdict_volumes")) == ["immutable-infra-attestations-" + "a" * 64,
+                                                      "immutable-infra-verdict-" + "a" * 64]
+    reasons = sorted(entry["reason"] for entry in plan.remove["verdict_volumes"])
+    assert reasons[0].startswith("attestations of image aaaaaaaaaaaa") and reasons[1].startswith("verdict of")
 
 
 def test_images_out_of_scope_or_not_baked_here_are_never_candidates():

@@ -91,12 +91,13 @@ def test_xunit2_reports_are_read_too():
     parsed = parse_junit(XUNIT2)
     assert parsed["tests"]["total"] == 2 and parsed["tests"]["failed"] == 1
     assert parsed["failures"] == [{"test": "tests.test_default::test_port", "message": "AssertionError: port 80 closed"}]
+    assert parsed["passed"] == ["tests.test_default::test_user"]
 
 
 def test_empty_report_counts_nothing():
     parsed = parse_junit('<testsuites><testsuite name="pytest" tests="0"/></testsuites>')
     assert parsed == {"tests": {"total": 0, "passed": 0, "failed": 0, "errors": 0, "skipped": 0},
-                      "failures": [], "files": []}
+                      "failures": [], "files": [], "passed": []}
 
 
 def test_a_truncated_report_is_a_clear_error():
