@@ -24,6 +24,7 @@ from test_rollout import in_balancer, kill_controller, run_in_background
 from vm_support import (
     LoopbackSshd,
     build_disks,
+    key_pairs,
     leftovers,
     record_disk_verdict,
     remove_service,
@@ -43,7 +44,8 @@ def vm_project(tmp_path_factory, base_image):
     os.symlink(os.path.join(os.path.dirname(__file__), "..", "..", "examples", "demo", "roles"),
                os.path.join(project, "roles"))
     ledger = os.path.join(project, "ledger.jsonl")
-    disks = build_disks(project, ["1.0", "2.0"] if LONG else ["1.0"], ledger)
+    key_pairs(project, "release", "other")
+    disks = build_disks(project, ["1.0", "2.0"] if LONG else ["1.0"], ledger, signing_key="release.key")
     for disk in disks.values():
         record_disk_verdict(disk)
     return {"project": project, "ledger": ledger, "disks": disks, "key": ssh_key(project)}
@@ -101,9 +103,23 @@ def test_an_unverified_disk_is_refused_and_nothing_is_made(vm_project, vm_servic
     assert leftovers(vm_service).domains == {}
 
 
+def test_a_disk_its_trusted_key_did_not_sign_is_refused_and_nothing_is_made(vm_project, vm_service, proxy):
+    other = run(vm_project, rollout(vm_project, vm_service, proxy, "1.0", trust={"keys": ["other.pub"]}))["rollout"]
+    assert other["failed"] and "is not trusted: its provenance is signed by another key" in other["msg"], other["msg"]
+    unverified = run(vm_project, rollout(vm_project, vm_service, proxy, "1.0", trust={"keys": ["release.pub"]}))
+    message = unverified["rollout"]["msg"]
+    assert unverified["rollout"]["failed"] and message.startswith("Disk hello-"), message
+    assert message.endswith("is not trusted: it has no test result attestation. Nothing was changed."), message
+    assert leftovers(vm_service).domains == {}
+
+
 def test_two_vms_roll_out_and_the_inventory_reaches_exactly_the_live_ones(vm_project, vm_service, proxy):
-    first = run(vm_project, rollout(vm_project, vm_service, proxy, "1.0"))["rollout"]
+    trust = {"keys": ["release.pub"], "require": ["provenance", "sbom"]}  # the test result comes from verify
+    first = run(vm_project, rollout(vm_project, vm_service, proxy, "1.0", trust=trust))["rollout"]
     assert not first.get("failed"), first.get("msg")
+    with open(vm_project["ledger"], encoding="utf-8") as handle:
+        record = [json.loads(line) for line in handle if f'"{first["rollout_id"]}"' in line][-1]
+    assert record["result"] == "succeeded" and set(record["trusted"]) == {"provenance", "sbom"}, record
     assert first["live"] == [f"{vm_service}-1-1", f"{vm_service}-1-2"]
     assert first["image_id"] == vm_project["disks"]["1.0"]["disk_digest"]
     config, listed = inventory(vm_project, vm_service)

@@ -21,6 +21,8 @@ from xml.etree import ElementTree
 import libvirt
 from support import BASE_IMAGE, Playbooks, image_name
 
+from ansible_collections.immutable.infra.plugins.plugin_utils.attest.keys import new_key_pair
+
 HELLO_CONFIG = {"cmd": ["/usr/local/bin/hello-server", "/etc/hello/hello.json"], "user": "hello",
                 "exposed_ports": ["8000/tcp"]}
 METADATA_URI = "https://immutable-infra.invalid/libvirt/1"
@@ -30,9 +32,11 @@ HOSTS_POOL, STATE_POOL, NETWORK = "immutable-infra", "immutable-infra-state", "i
 libvirt.registerErrorHandler(lambda _context, _error: None, None)
 
 
-def build_disks(project: str, versions: list[str], ledger: str) -> dict[str, dict]:
-    """Bakes hello at each version and builds its disk; returns each disk task's result by version."""
+def build_disks(project: str, versions: list[str], ledger: str, signing_key: str | None = None) -> dict[str, dict]:
+    """Bakes hello at each version and builds its disk (its provenance and SBOM signed with signing_key, when
+    given); returns each disk task's result by version."""
     dest = os.path.join(project, "disks")
+    signing = {"signing_key": signing_key} if signing_key else {}
     tasks: list[dict] = []
     for version in versions:
         tasks += [
@@ -42,7 +46,7 @@ def build_disks(project: str, versions: list[str], ledger: str) -> dict[str, dic
             {"name": f"keep {version}", "ansible.builtin.set_fact": {"baked": "{{ step_result }}"}},
             {"name": f"disk {version}", "immutable.infra.disk": {
                 "name": "hello", "image": "{{ baked.image_id }}", "dest": dest, "packages": ["acpi-support-base"],
-                "ledger": ledger}},
+                "ledger": ledger, **signing}},
         ]
     run = Playbooks(project).run(tasks, timeout=1800)
     disks = {}
@@ -62,6 +66,15 @@ def record_disk_verdict(disk: dict, passed: bool = True) -> None:
                            "tests": {"total": 1, "passed": 1 if passed else 0, "failed": 0 if passed else 1}}
     with open(disk["manifest"], "w", encoding="utf-8") as handle:
         json.dump(manifest, handle)
+
+
+def key_pairs(directory: str, *names: str) -> None:
+    """<name>.key and <name>.pub (P-256, PEM) in directory for each name."""
+    for name in names:
+        private, public = new_key_pair()
+        for suffix, text in (("key", private), ("pub", public)):
+            with open(os.path.join(directory, f"{name}.{suffix}"), "w", encoding="utf-8") as handle:
+                handle.write(text)
 
 
 def ssh_key(directory: str) -> str:
