@@ -517,6 +517,9 @@ def cleanup(bench: Bench) -> None:
                 client.images.remove(image.id, force=True)
             except (NotFound, APIError):
                 pass
+        for volume in client.volumes.list(filters={"name": "immutable-infra-service-"}):
+            if bench.run_id[:6] in volume.name:  # the service records of this run's services (bf..., rm...)
+                volume.remove(force=True)
     local = docker.from_env()
     for image_id in bench.images.values():
         for volume in local.volumes.list(filters={"label": f"immutable.infra.image_id={image_id}"}):

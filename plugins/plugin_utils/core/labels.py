@@ -496,15 +496,6 @@ def journaled_service(volume_name: str) -> str | None:
     return _suffix(volume_name, JOURNAL_PREFIX)
 
 
-# the service record: where a service runs, as its last rollout was told -------------------------
-SERVICE_RECORD_PREFIX = "immutable-infra-service-"
-LABEL_SERVICE_RECORD = LABEL_PREFIX + "service_record"  # value: the service
-LABEL_RECORD_ENGINES = LABEL_PREFIX + "engines"          # the engines option, as JSON (no secrets)
-LABEL_RECORD_DOCKER_HOST = LABEL_PREFIX + "docker_host"
-LABEL_RECORD_BALANCER = LABEL_PREFIX + "balancer_options"  # the balancer option, as JSON
-LABEL_RECORD_ADDRESSING = LABEL_PREFIX + "addressing"
-
-
 # throwaway containers -----------------------------------------------------------------------------
 def builder_name(tag: str, suffix: str) -> str:
     return f"{BUILDER_NAME_PREFIX}{tag}-{suffix}"
