@@ -377,7 +377,7 @@ class WrkLoad:
             return
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGINT)  # wrk stops, then reports what it measured
-        self.output, _ = self.process.communicate(timeout=30)
+        self.output = self.process.communicate(timeout=30)[0]
 
     def summary(self) -> dict[str, Any]:
         for line in reversed(self.output.splitlines()):

@@ -92,8 +92,8 @@ def ours(bench: Bench, engines: list[dict[str, Any]], version: str, service: str
         "container": {"networks": [bench.network], "labels": {LABEL_KEY: bench.run_id}},
         "balancer": {"runtime_api": bench.runtime_api, "backend": backend_of(engines)},
         "engines": task_engines(engines), "addressing": engines[-1]["addressing"], "lock_timeout": 600}}
-    path = write_yaml(bench, "remote.yml", [{"name": "ours", "hosts": "localhost", "gather_facts": False,
-                                              "tasks": [task]}])
+    play = {"name": "ours", "hosts": "localhost", "gather_facts": False, "tasks": [task]}
+    path = write_yaml(bench, "remote.yml", [play])
     timed = playbook(bench, path, [])
     result = play_results(timed)[0]
     if timed.returncode != 0 or result.get("failed") or not result.get("changed"):

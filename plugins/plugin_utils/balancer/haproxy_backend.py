@@ -97,8 +97,8 @@ class HAProxyBalancer:
         sent: set[int] = set()  # positions whose ready (and forced health) went out
         while pending:
             records = {record.name: record for record in self.runtime.servers(self.backend)}
-            lost = [position for position, arrival in pending.items() if not _held(records.get(arrival.server or ""),
-                                                                                     arrival)]
+            lost = [position for position, arrival in pending.items()
+                    if not _held(records.get(arrival.server or ""), arrival)]
             if lost:
                 self._register_again(pending, lost, outcomes, sent, deadline)
                 continue

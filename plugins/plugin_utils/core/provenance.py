@@ -61,8 +61,8 @@ def _state_of(directory: str) -> Future[dict[str, object]]:
 
 def _find_state(directory: str, found: Future[dict[str, object]]) -> None:
     commit = _git(directory, "rev-parse", "HEAD")
-    found.set_result({"commit": commit, "dirty": bool(_git(directory, "status", "--porcelain",
-                                                          "--untracked-files=no"))} if commit else {})
+    dirty = bool(_git(directory, "status", "--porcelain", "--untracked-files=no")) if commit else False
+    found.set_result({"commit": commit, "dirty": dirty} if commit else {})
 
 
 def controller_user() -> str:
