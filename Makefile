@@ -84,7 +84,8 @@ bench-vm: setup-vm
 demo: setup engines
 	@$(PYTHON) -m ansible.cli.playbook examples/demo/demo.yml
 
-# The rig starts in under a second once its package is installed, so make test brings it up.
+# The rig starts in under a second once its package is installed, so make test brings it up. libvirt is for
+# the short form of the VM host tests (2 VMs under TCG, about 3.5 minutes with the disk they build).
 test: setup vm-packages libvirt engines
 	@$(PYTHON) -m pytest
 
