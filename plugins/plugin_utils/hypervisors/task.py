@@ -41,7 +41,8 @@ def check_kind(params: Mapping[str, Any], engines: list[Engine]) -> None:
     if not vms and params.get("disk"):
         raise InfraError("disk rolls out VM hosts, which run on hypervisors: declare them in engines with libvirt_uri "
                          "(or leave engines and docker_host out to use qemu:///system on this machine).")
-    if not vms and any((params.get("vm") or {}).get(name) != default for name, default in VM_DEFAULTS.items()):
+    vm = params.get("vm") or {}
+    if not vms and any(vm.get(name, default) != default for name, default in VM_DEFAULTS.items()):
         raise InfraError("vm applies to VM hosts (disk:); containers take their settings from container.")
 
 

@@ -21,6 +21,7 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.hypervisors.domain
     new_mac,
     status_of,
 )
+from ansible_collections.immutable.infra.plugins.plugin_utils.hypervisors.task import VM_DEFAULTS, check_kind
 from ansible_collections.immutable.infra.plugins.plugin_utils.machine.plan import SEED_SERIAL
 
 SPEC = DomainSpec(name="web-3-1", labels={"immutable.infra.service": "web", "immutable.infra.generation": "3"},
@@ -102,3 +103,13 @@ def test_macs_are_in_qemus_range_and_volumes_name_their_host():
 def test_under_plain_emulation_the_cpu_announces_no_virtualisation_extension():
     cpu = ElementTree.fromstring(domain_xml(SPEC)).find("cpu")
     assert cpu.findtext("model") == "qemu64" and cpu.find("feature").attrib == {"policy": "disable", "name": "svm"}
+
+
+def test_containers_take_no_vm_settings_but_a_task_that_leaves_vm_out_or_at_its_defaults_is_fine():
+    docker = parse_engines(None, "unix:///var/run/docker.sock")
+    check_kind({"image": "acme/web:1"}, docker)  # a rollback's rollout of containers passes no vm at all
+    check_kind({"image": "acme/web:1", "vm": dict(VM_DEFAULTS)}, docker)
+    with pytest.raises(InfraError, match="vm applies to VM hosts"):
+        check_kind({"image": "acme/web:1", "vm": {"memory": 2048}}, docker)
+    with pytest.raises(InfraError, match="give disk instead of image"):
+        check_kind({"image": "acme/web:1"}, parse_engines([{"name": "hv", "libvirt_uri": "qemu:///system"}], None))
