@@ -21,7 +21,11 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import LABEL_ENGINE, LABEL_SERVICE, HostLabels
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.placement import place_new_hosts
 from ansible_collections.immutable.infra.plugins.plugin_utils.hypervisors import vm
-from ansible_collections.immutable.infra.plugins.plugin_utils.hypervisors.disk import DiskArtifact, newest_verdict
+from ansible_collections.immutable.infra.plugins.plugin_utils.hypervisors.disk import (
+    DiskArtifact,
+    manifest_verdict_labels,
+    newest_verdict,
+)
 from ansible_collections.immutable.infra.plugins.plugin_utils.hypervisors.domain import LABEL_ADDRESS, status_of
 from ansible_collections.immutable.infra.plugins.plugin_utils.hypervisors.drift import (
     config_drift,
@@ -148,8 +152,11 @@ class VmHosts:
             raise InfraError(f"The disk {artifact[:19]} is not on hypervisor(s) {', '.join(planned['targets'])}; give "
                              "disk: as the path of its file so that it can be copied there.")
         started = time.monotonic()
-        verdict = newest_verdict({name: site.verdict(artifact) for name, site in self.fleet.sites.items()})
         disk = self.artifact
+        # The newest verdict goes with the disk, the manifest's too: a later run that names the disk by its digest
+        # alone (a rollback whose file is gone) is gated on what the hypervisor holds.
+        verdict = newest_verdict({"the manifest": manifest_verdict_labels(disk),
+                                  **{name: site.verdict(artifact) for name, site in self.fleet.sites.items()}})
 
         def copy(name: str) -> None:
             seconds = self.site(name).copy_disk(disk, verdict[1] if verdict else None, self.progress)
