@@ -17,7 +17,7 @@ export ANSIBLE_NOCOLOR := 1
 
 .PHONY: help setup venv engine engines engines-down base-image host-packages bench-packages collection demo test \
 	test-matrix faults bench sanity lint clean \
-	vm-packages setup-vm demo-vm test-vm bench-vm
+	vm-packages libvirt setup-vm demo-vm test-vm bench-vm
 
 help:
 	@echo "make demo   bake, verify, ship and roll out the example service over three Docker engines"
@@ -25,8 +25,9 @@ help:
 	@echo "make test-matrix  sanity, unit tests and a Galaxy-install smoke test under ansible-core 2.17, 2.18 and 2.19"
 	@echo "make faults the long fault suite: 20 simultaneous-controller pairs, 20 controller kills (docs/reliability.md)"
 	@echo "make bench  benchmarks against the anchors (see bench/README.md)"
-	@echo "make demo-vm  bake the example service, make a VM disk of it, boot it under qemu and test it"
-	@echo "make test-vm  the VM disk tests (build, boot, passing and failing verdicts, cache, bad input)"
+	@echo "make demo-vm  the example service as VMs: bake, build the disk, verify it by booting, roll out 2 VMs behind"
+	@echo "              HAProxy under load through libvirt, roll out a second version, roll back"
+	@echo "make test-vm  the VM tests: disks (build, boot, verdicts) and VM hosts (3 VMs, rollback, drift, faults)"
 	@echo "make engines       start the multi-engine rig: 3 more engines over TLS and two registries on loopback (one with"
 	@echo "                   auth), and an engine in a container reached over ssh://"
 	@echo "make engines-down  stop them (scripts/engines.py and scripts/ssh_engine.py down --purge also remove their data)"
@@ -68,24 +69,32 @@ vm-packages: venv
 		mke2fs=e2fsprogs mkfs.vfat=dosfstools mcopy=mtools syslinux=syslinux sfdisk=fdisk ssh=openssh-client \
 		ssh-keygen=openssh-client
 
-setup-vm: setup vm-packages
+# VM hosts: libvirt's daemon, started here when none runs, and the pinned Python binding (requirements-vm.txt).
+libvirt: venv vm-packages
+	@$(PYTHON) scripts/ensure_host.py libvirt
+
+setup-vm: setup vm-packages libvirt
 
 demo-vm: setup-vm
-	@$(PYTHON) -m ansible.cli.playbook examples/demo/demo-vm.yml
+	@$(PYTHON) -m ansible.cli.playbook -i examples/demo/vm.fleet.yml examples/demo/demo-vm.yml
 
+# The second hypervisor of the VM tests is this machine's libvirtd reached over SSH: an sshd of the tests' own.
 test-vm: setup-vm
-	@IMMUTABLE_INFRA_VM=long $(PYTHON) -m pytest tests/integration/test_disk.py
+	@$(PYTHON) scripts/ensure_host.py packages /usr/sbin/sshd=openssh-server
+	@IMMUTABLE_INFRA_VM=long $(PYTHON) -m pytest tests/integration/test_disk.py tests/integration/test_vm_hosts.py
 
 # Packer (Debian's) is the anchor the VM disk benchmark measures against.
 bench-vm: setup-vm
 	@$(PYTHON) scripts/ensure_host.py packages packer=packer
 	@$(PYTHON) bench/disk.py
+	@$(PYTHON) bench/run.py vm_rollout
 
 demo: setup engines
 	@$(PYTHON) -m ansible.cli.playbook examples/demo/demo.yml
 
-# The rig starts in under a second once its package is installed, so make test brings it up.
-test: setup vm-packages engines
+# The rig starts in under a second once its package is installed, so make test brings it up. libvirt is for
+# the short form of the VM host tests (2 VMs under TCG, about 3.5 minutes with the disk they build).
+test: setup vm-packages libvirt engines
 	@$(PYTHON) -m pytest
 
 # Every ansible-core version meta/runtime.yml admits (noxfile.py); long, so not part of make test.

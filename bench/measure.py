@@ -102,6 +102,21 @@ def first_200(address: str, port: int, timeout: float = 60.0, poll: float = 0.02
         time.sleep(poll)
 
 
+def under_steady_load(url: str, rate: float, action: Callable[[], dict[str, Any]], lead_in: float = 1.0,
+                      tail: float = 0.5, max_seconds: float = 1800, max_requests: int = 90000) -> dict[str, Any]:
+    """Runs the action while scripts/steady_load.py sends rate requests per second to url (from lead_in seconds
+    before it to tail seconds after); the action's measurements with what the load counted."""
+    sys.path.insert(0, os.path.join(REPO_ROOT, "scripts"))
+    from steady_load import SteadyLoad
+
+    with SteadyLoad(url, rate=rate, max_seconds=max_seconds, max_requests=max_requests) as load:
+        time.sleep(lead_in)
+        measured = action()
+        time.sleep(tail)
+    counted = load.summary()
+    return dict(measured, sent=counted["sent"], failed=counted["failed"], errors=counted["errors"])
+
+
 def routed_subnets() -> list[ipaddress.IPv4Network]:
     """Subnets this host routes (the bridges of other engines on it too), from /proc/net/route; the
     default route left out."""

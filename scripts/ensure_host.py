@@ -1,7 +1,7 @@
 """Prepares this machine for the collection: a Docker engine, host packages and a local base image.
 
 Every step first checks whether it is already done, so a second run takes seconds.
-Usage: python scripts/ensure_host.py engine | packages PKG... | base-image REF
+Usage: python scripts/ensure_host.py engine | packages PKG... | base-image REF | libvirt
 """
 from __future__ import annotations
 
@@ -186,6 +186,49 @@ def ensure_base_image(reference: str) -> None:
     say(f"base image: built {reference} ({image.id[:19]}) in {time.monotonic() - started:.0f} s")
 
 
+LIBVIRT_PACKAGES = {"libvirtd": "libvirt-daemon-system", "virsh": "libvirt-clients", "virtlogd": "libvirt-daemon-system",
+                    "dnsmasq": "dnsmasq-base", "pkg-config": "pkg-config", "gcc": "gcc"}
+LIBVIRT_HEADER = "/usr/include/libvirt/libvirt.h"  # libvirt-dev: the binding builds against it
+LIBVIRT_SOCKET = "/var/run/libvirt/libvirt-sock"
+LIBVIRT_REQUIREMENTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "requirements-vm.txt")
+
+
+def libvirt_answers() -> bool:
+    """Whether the local libvirt daemon answers (through the venv's binding, once installed)."""
+    probe = "import libvirt; libvirt.registerErrorHandler(lambda c, e: None, None); libvirt.open('qemu:///system').close()"
+    return subprocess.run([sys.executable, "-c", probe], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                          check=False).returncode == 0
+
+
+def ensure_libvirt() -> None:
+    """libvirt for VM hosts: Debian's daemon and clients, the pinned Python binding in this venv (built
+    against libvirt-dev), and virtlogd and libvirtd started as daemons when none answers (nothing starts
+    them by itself where PID 1 is not systemd)."""
+    ensure_packages(LIBVIRT_PACKAGES)
+    if not os.path.exists(LIBVIRT_HEADER):
+        apt_install(["libvirt-dev"])
+    if subprocess.run([sys.executable, "-c", "import libvirt"], stderr=subprocess.DEVNULL, check=False).returncode:
+        say("libvirt: installing the pinned Python binding (built from source, about 15 s)")
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r",
+                        LIBVIRT_REQUIREMENTS], check=True)
+    if libvirt_answers():
+        say("libvirt: the daemon answers (qemu:///system)")
+        return
+    if os.geteuid() != 0:
+        die("libvirtd is not running and starting it needs root; start virtlogd and libvirtd")
+    for daemon in ("virtlogd", "libvirtd"):
+        if subprocess.run(["pgrep", "-x", daemon], stdout=subprocess.DEVNULL, check=False).returncode:
+            say(f"libvirt: starting {daemon}")
+            subprocess.run([daemon, "-d"], check=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if libvirt_answers():
+            say("libvirt: ready")
+            return
+        time.sleep(0.5)
+    die(f"libvirtd did not answer on {LIBVIRT_SOCKET} within 60 s")
+
+
 def main(argv: list[str]) -> None:
     if not argv:
         die(__doc__.strip().splitlines()[-1])
@@ -196,6 +239,8 @@ def main(argv: list[str]) -> None:
         ensure_packages(dict(arg.split("=", 1) if "=" in arg else (arg, arg) for arg in args))
     elif step == "base-image" and len(args) == 1:
         ensure_base_image(args[0])
+    elif step == "libvirt":
+        ensure_libvirt()
     else:
         die(f"unknown step {' '.join(argv)!r}; {__doc__.strip().splitlines()[-1]}")
 

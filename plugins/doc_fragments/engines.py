@@ -11,8 +11,9 @@ class ModuleDocFragment:
 options:
   engines:
     description:
-      - The Docker engines of the fleet, in declaration order (which breaks placement ties; the first is
-        the coordinator, where a service's lock lives).
+      - The Docker engines of the fleet, or its hypervisors (VM hosts, with O(engines[].libvirt_uri)), in
+        declaration order (which breaks placement ties; the first is the coordinator, where a service's
+        lock lives). A service runs on engines of one kind.
       - Not together with O(docker_host) (the one-engine form of this option) or O(engines_group).
       - A plain V(tcp://) engine on an address that is not loopback is refused unless it sets
         O(engines[].allow_insecure).
@@ -27,11 +28,33 @@ options:
         required: true
       docker_host:
         description:
-          - How the controller reaches the engine, V(unix:///var/run/docker.sock),
+          - How the controller reaches a Docker engine, V(unix:///var/run/docker.sock),
             V(tcp://10.0.0.5:2376) (with O(engines[].validate_certs)) or V(ssh://deploy@10.0.0.5) (the Docker
             CLI must be installed on the far side; one SSH connection serves the whole task).
+          - Each engine has either this or O(engines[].libvirt_uri).
         type: str
-        required: true
+      libvirt_uri:
+        description:
+          - How the controller reaches a hypervisor, whose hosts are VMs made from a disk (the C(disk) option of
+            M(immutable.infra.rollout)), in libvirt's own URI forms, V(qemu:///system) on this machine or
+            V(qemu+ssh://deploy@10.0.0.5/system) on another.
+          - The controller needs the libvirt Python binding (C(libvirt-python)).
+        type: str
+      network:
+        description:
+          - A hypervisor's libvirt network for its VMs. Its VMs' addresses must be reachable from the
+            controller and the balancer.
+          - Without it, the collection's own network V(immutable-infra), made when missing, isolated (the
+            hypervisor's machine and its VMs only), with a /24 of its own that no other network or route
+            there uses.
+        type: str
+      accel:
+        description:
+          - How a hypervisor runs its VMs. V(auto) takes KVM on this machine only once a guest was seen to
+            boot under it (the same probe as M(immutable.infra.verify)), and on another machine when its
+            libvirt offers KVM; V(tcg) is plain emulation. V(auto) when not set.
+        type: str
+        choices: [auto, kvm, tcg]
       tls:
         description:
           - Talk to the V(tcp://) engine over TLS without checking its certificate;

@@ -14,6 +14,9 @@ options:
         is signed by one of O(trust.keys), names the image's exact ID as its subject, and, for the test result,
         says C(PASSED). The statements are those M(immutable.infra.bake) and M(immutable.infra.verify) signed with
         their O(immutable.infra.bake#module:signing_key), read from the engines (the newest of each kind).
+      - For VM hosts (O(immutable.infra.rollout#module:disk)) the disk is judged the same way, by the statements
+        M(immutable.infra.disk) and M(immutable.infra.verify) signed about its sha256, read from the sidecar files
+        beside the disk, or for a disk named by digest from the copy each hypervisor keeps.
       - An image that has no such statement, whose statement is unsigned, signed by another key, about another
         digest, or whose test result failed, is refused with one sentence naming every problem, and nothing is
         changed. The keys of the signatures that passed go into the rollout's ledger record (C(trusted)), and

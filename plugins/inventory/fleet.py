@@ -34,6 +34,13 @@ description:
   - The source of truth is the Docker engines, so every controller using them sees the same fleet.
     After a rollout, C(ansible.builtin.meta) V(refresh_inventory) makes later plays of the same run see
     the new membership (the C(immutable.infra.rollout) role does this).
+  - B(VM hosts.) With hypervisors in O(engines) (O(engines[].libvirt_uri)), the hosts are the VMs that
+    M(immutable.infra.rollout) made from a disk, in the same groups. Each gets C(ansible_connection=ssh),
+    C(ansible_host) set to its address on the hypervisor's network, C(ansible_user) and
+    C(ansible_ssh_private_key_file) as its rollout's C(vm) option gave them, SSH options that record no
+    host key (a VM's host keys are made at its first boot and its address is reused by later VMs), and
+    C(immutable_infra) with its service, engine, hypervisor, generation, disk digest, state, address and
+    domain UUID. O(drift) applies to container hosts only (M(immutable.infra.drift) checks VMs).
   - The configuration file name must end in C(.fleet.yml) or C(.fleet.yaml).
 author:
   - immutable.infra contributors (@immutable-infra)
@@ -83,9 +90,18 @@ options:
         type: str
         required: true
       docker_host:
-        description: How the engine is reached, V(unix://...), V(tcp://...) (with O(engines[].validate_certs)) or V(ssh://...).
+        description: How a Docker engine is reached, V(unix://...), V(tcp://...) (with O(engines[].validate_certs)) or V(ssh://...).
         type: str
-        required: true
+      libvirt_uri:
+        description: How a hypervisor is reached, V(qemu:///system) or V(qemu+ssh://user@host/system).
+        type: str
+      network:
+        description: A hypervisor's network for its VMs (not used by the inventory; accepted so one engines list serves every task).
+        type: str
+      accel:
+        description: A hypervisor's accelerator (not used by the inventory; accepted so one engines list serves every task).
+        type: str
+        choices: [auto, kvm, tcg]
       tls:
         description:
           - TLS to the V(tcp://) engine without checking its certificate.
@@ -229,6 +245,7 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import
 from ansible_collections.immutable.infra.plugins.plugin_utils.docker.endpoint import CONNECTION_OPTIONS
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.declaration import engines_from_group, parse_engines
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.inventory import list_fleet
+from ansible_collections.immutable.infra.plugins.plugin_utils.hypervisors.inventory import list_vms
 
 display = Display()
 
@@ -243,9 +260,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable):
         super().parse(inventory, loader, path, cache)
         self._read_config_data(path)
         try:
-            hosts, warnings = list_fleet(self._engines(), self.get_option("services"),
-                                         self.get_option("include_stopped"), self.get_option("drift"),
-                                         self.get_option("writable_paths"), self.get_option("ledger"))
+            hosts, warnings = self._list(self._engines())
         except InfraError as error:
             raise AnsibleParserError(f"immutable.infra.fleet: {error.message}") from None
         for warning in warnings:
@@ -262,6 +277,15 @@ class InventoryModule(BaseInventoryPlugin, Constructable):
             self._set_composite_vars(self.get_option("compose"), variables, name, strict=strict)
             self._add_host_to_composed_groups(self.get_option("groups"), variables, name, strict=strict)
             self._add_host_to_keyed_groups(self.get_option("keyed_groups"), variables, name, strict=strict)
+
+    def _list(self, engines):
+        if engines[0].hypervisor:
+            if self.get_option("drift"):
+                raise InfraError("drift applies to container hosts in the inventory; check VM hosts with "
+                                 "immutable.infra.drift.")
+            return list_vms(engines, self.get_option("services"), self.get_option("include_stopped"))
+        return list_fleet(engines, self.get_option("services"), self.get_option("include_stopped"),
+                          self.get_option("drift"), self.get_option("writable_paths"), self.get_option("ledger"))
 
     def _engines(self):
         engines, group = self.get_option("engines"), self.get_option("engines_group")

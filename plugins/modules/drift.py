@@ -31,6 +31,12 @@ description:
     host stays in service, the fresh one is removed) and the task fails.
   - The fleet inventory plugin puts drifted hosts in a C(<service>_drifted) group when its C(drift)
     option is on.
+  - B(VM hosts.) For a service of VM hosts (see the C(disk) option of M(immutable.infra.rollout)), each
+    running VM is probed over SSH with the key its rollout was given (C(vm.ssh_key)) for the files whose
+    status changed since it booted (outside O(writable_paths), logs, caches and what its first boot
+    writes) and the packages dpkg installed, upgraded or removed since; memory or CPUs changed on its
+    domain, and a VM no recorded rollout made, are drift too. Heal replaces a drifted VM with a new one
+    from the same disk.
 author:
   - immutable.infra contributors (@immutable-infra)
 extends_documentation_fragment:

@@ -36,6 +36,8 @@ description:
     digest (M(immutable.infra.verify) with O(immutable.infra.verify#module:disk))."
   - Damaged ledger lines (a write cut short) are skipped and reported as warnings.
   - This module only reads; it never changes anything.
+  - For a service of VM hosts (hypervisors in O(engines)), C(image_id) is the disk's digest, the
+    verdict is the disk's boot verdict, and the provenance is that of the image the disk was built from.
 author:
   - immutable.infra contributors (@immutable-infra)
 extends_documentation_fragment:

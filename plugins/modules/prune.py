@@ -44,6 +44,13 @@ description:
     repository on that engine; its verdict volume goes with it from that engine only. Each item in
     RV(removed), RV(kept) and RV(skipped) then names its C(engine), and the ledger record lists what
     went from each engine. The lock is taken on the first declared engine, as rollouts take it.
+  - B(VM hosts), with hypervisors in O(engines) (C(libvirt_uri); see M(immutable.infra.rollout)'s C(disk)).
+    Shut-off VMs of old generations are removed as hosts are, with their overlays, seed drives and
+    reserved addresses; the disks copied into the hypervisors' pools are the images (a disk's name is its
+    repository), removed with their records and verdicts when no VM uses them; and, with
+    O(builders=true), the C(leftovers) in RV(removed) are what an interrupted rollout left, once older than
+    O(min_age), namely overlays and seeds of no VM, disk copies no record names (an upload cut short), and
+    addresses reserved for no VM on the collection's own network.
   - When something was removed, a C(prune) record listing it goes to the ledger.
 author:
   - immutable.infra contributors (@immutable-infra)
@@ -127,7 +134,7 @@ RETURN = r"""
 removed:
   description:
     - What was removed (in check mode, what would be), by kind, V(hosts), V(images), V(builders),
-      V(verify_hosts), V(failed_images) and V(verdict_volumes).
+      V(verify_hosts), V(failed_images), V(verdict_volumes) and V(leftovers) (VM hosts only).
     - Each item has C(name), C(id), C(reason) and C(bytes) (what Docker reports it takes, or V(null)); images
       also have C(tags), hosts C(service) and C(image_id). Over several engines each item also has C(engine).
   returned: always
@@ -143,6 +150,7 @@ removed:
     verify_hosts: []
     failed_images: []
     verdict_volumes: []
+    leftovers: []
 kept:
   description: What was looked at and kept, by the same kinds, each with C(name), C(id) and C(reason).
   returned: always

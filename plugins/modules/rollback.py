@@ -25,6 +25,9 @@ description:
   - Over several engines (O(engines) or O(engines_group)), the hosts of every engine are read, the kept
     hosts are started again on the engines their labels name, and the image is shipped to any engine
     that needs it and lacks it, as M(immutable.infra.rollout) does.
+  - B(VM hosts.) For a service of VM hosts (see the C(disk) option of M(immutable.infra.rollout)), the
+    revision's disk is rolled out again; its VMs kept shut off with their overlays are started again.
+    The disk is taken from its file while that still holds it, else from a hypervisor's copy, by digest.
 author:
   - immutable.infra contributors (@immutable-infra)
 extends_documentation_fragment:

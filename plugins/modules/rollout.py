@@ -77,10 +77,25 @@ options:
     required: true
   image:
     description:
-      - The image to roll out, by ID (V(sha256:...)) or reference. A reference is resolved to an ID
-        first and hosts are always started from the ID.
+      - The image to roll out as containers, by ID (V(sha256:...)) or reference. A reference is resolved
+        to an ID first and hosts are always started from the ID.
+      - Exactly one of O(image) and O(disk).
     type: str
-    required: true
+  disk:
+    description:
+      - The disk to roll out as VM hosts, on the hypervisors in O(engines) (V(qemu:///system) on this machine
+        when no engine is named), as the disk file M(immutable.infra.disk) built, or its manifest, or the disk's
+        digest (V(sha256:...)) when a hypervisor holds a copy of it already.
+      - The disk must have a passing boot verdict from M(immutable.infra.verify) (with C(disk)) bound to its
+        digest, and the file must still be the disk its manifest describes; the newest verdict of the
+        manifest and of the hypervisors counts. Both are checked before anything is touched.
+      - It is copied once into each hypervisor's storage pool (C(immutable-infra)), by digest; each VM runs
+        on a copy-on-write overlay of it, gets its host name and SSH key at first boot from a seed drive,
+        and an address its network reserves for its MAC before it boots. A VM that is stopped gets the
+        ACPI power button, and is destroyed once O(stop_timeout) passes if its guest ignores it (a disk
+        built with the C(acpi-support-base) package powers off).
+      - Exactly one of O(image) and O(disk).
+    type: str
   replicas:
     description: Number of hosts the service runs. At least 1.
     type: int
@@ -148,8 +163,33 @@ options:
     description: Previous generations kept stopped for rollback; older hosts are removed after a successful rollout.
     type: int
     default: 1
+  vm:
+    description: How each VM host runs (with O(disk)).
+    type: dict
+    default: {}
+    suboptions:
+      memory:
+        description: Memory of each VM, in MiB.
+        type: int
+        default: 1024
+      vcpus:
+        description: Virtual CPUs of each VM.
+        type: int
+        default: 2
+      ssh_key:
+        description:
+          - A private key (without a passphrase) whose public key (the C(.pub) beside it, or derived) each VM
+            authorizes for O(vm.user) at its first boot. The fleet inventory gives it to Ansible as
+            C(ansible_ssh_private_key_file), and a health check with C(command) and M(immutable.infra.drift)
+            reach the VMs with it.
+          - Without it, only keys built into the disk (its C(ssh_authorized_keys)) let anyone in.
+        type: path
+      user:
+        description: The user Ansible and the checks log in as.
+        type: str
+        default: root
   container:
-    description: How each host container runs.
+    description: How each host container runs (with O(image)).
     type: dict
     default: {}
     suboptions:

@@ -10,8 +10,8 @@ import pytest
 PLUGIN_UTILS = pathlib.Path(__file__).resolve().parents[2] / "plugins" / "plugin_utils"
 PACKAGE = "ansible_collections.immutable.infra.plugins.plugin_utils"
 # Bottom first. An area may import from itself and from any area before it in this list.
-LAYERS = ["core", "docker", "task", "balancer", "service", "attest", "engines", "bake", "machine", "verify", "rollout",
-          "trace"]
+LAYERS = ["core", "docker", "task", "balancer", "service", "attest", "engines", "bake", "machine", "verify",
+          "hypervisors", "rollout", "trace"]
 
 
 def imported_areas(path: pathlib.Path) -> set[str]:

@@ -57,6 +57,13 @@ class DockerHosts:
     def store(self) -> DockerStore:
         return DockerStore(self.fleet.coordinator, self.marker_image)
 
+    def record_stores(self) -> list[DockerStore]:
+        local = [self.fleet.local] if self.fleet.local else []
+        return [DockerStore(client, "") for client in [*self.fleet.clients.values(), *local]]
+
+    def describe(self) -> dict[str, Any]:
+        return {"engines": self.fleet.describe(), "addressing": self.fleet.addressing}
+
     def mark_unreachable(self, error: EngineUnreachable) -> str | None:
         where = error.details.get("engine")
         for name, client in self.fleet.clients.items():
@@ -117,6 +124,10 @@ class DockerHosts:
     def place(self, plan: rp.Plan, observed: list[rp.Host]) -> Placed:
         placed, placement = place_hosts(self.fleet, plan, observed)
         return Placed(placed, placement.as_dict() if placement else None)
+
+    def plan_prepare(self, artifact: str, engines: list[str]) -> dict[str, Any] | None:
+        planned = plan_ship(self.fleet, artifact, engines)
+        return planned.as_dict() if planned else None
 
     def prepare(self, artifact: str, engines: list[str]) -> dict[str, Any] | None:
         shipped = ship(self.fleet, plan_ship(self.fleet, artifact, engines), self.progress)

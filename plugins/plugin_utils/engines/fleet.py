@@ -28,7 +28,7 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.engines.declaratio
     is_ip_address,
     is_loopback,
 )
-from ansible_collections.immutable.infra.plugins.plugin_utils.engines.placement import Placement, plan_placement
+from ansible_collections.immutable.infra.plugins.plugin_utils.engines.placement import Placement, place_new_hosts
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.publish import publish_shipped
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.shipping import (
     DEFAULT_REPOSITORY,
@@ -204,27 +204,9 @@ def require_fleet_verified(fleet: Fleet, reference: str, image_id: str) -> None:
 
 
 # placement and shipping --------------------------------------------------------------------------------
-def host_slot(name: str) -> str:
-    return str(rp.parse_host_name(name)[2])
-
-
 def place_hosts(fleet: Fleet, plan: rp.Plan, observed: Sequence[rp.Host]) -> tuple[dict[str, str], Placement | None]:
-    """The engine of every host the plan starts: the engines kept hosts run on, and for new hosts the
-    placement planner (each slot stays on the engine its live host ran on while that engine has room)."""
-    engine_of = {host.name: host.engine for host in observed}
-    existing = {name: engine_of[name] for name in plan.new_hosts if name in engine_of}
-    fresh = [name for name in plan.new_hosts if name not in engine_of]
-    if not fresh:
-        return existing, None
-    if fleet.single:
-        return dict(existing, **{name: fleet.coordinator_name for name in fresh}), None
-    kept = [name for name in plan.live_after if name not in fresh]  # hosts that stay (a scale keeps its hosts)
-    previous = {host_slot(name): engine_of[name] for name in plan.live_before if name in engine_of}
-    previous.update({host_slot(name): engine_of[name] for name in kept if name in engine_of})
-    slots = [host_slot(name) for name in [*kept, *fresh]]
-    placement = plan_placement(fleet.engines, slots, previous, fleet.down, fleet.place_down_share)
-    fresh_engines = {name: placement.assignments[host_slot(name)] for name in fresh}
-    return dict(existing, **fresh_engines), placement
+    """The engine of every host the plan starts (placement.place_new_hosts)."""
+    return place_new_hosts(fleet.engines, fleet.down, fleet.place_down_share, plan, observed)
 
 
 def plan_ship(fleet: Fleet, image_id: str, engines_needed: Sequence[str]) -> ShipPlan | None:

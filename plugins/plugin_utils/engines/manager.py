@@ -19,6 +19,7 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.engines.declaratio
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.docker_store import DockerStore
 from ansible_collections.immutable.infra.plugins.plugin_utils.service.record import read_record, with_record
 from ansible_collections.immutable.infra.plugins.plugin_utils.service.spec import SERVICE_PATTERN
+from ansible_collections.immutable.infra.plugins.plugin_utils.service.store import ServiceStore
 from ansible_collections.immutable.infra.plugins.plugin_utils.task.contract import Manager, TaskContext
 
 
@@ -51,9 +52,14 @@ class FleetManager(Manager):
         if self.record_options and SERVICE_PATTERN.fullmatch(str(params.get("service") or "")):
             self._take_service_record(params["service"])
 
+    def record_store(self) -> ServiceStore:
+        """Where the service record is read: the first engine's store (the controller's own engine when the
+        task names none)."""
+        return DockerStore(self.client(), "")
+
     def _take_service_record(self, service: str) -> None:
         try:
-            found = read_record(DockerStore(self.client(), ""), service)
+            found = read_record(self.record_store(), service)
         except InfraError:
             return  # the engine does not answer: the module says so when it reaches it
         merged = with_record(self.params, found, self.record_options)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.declaration import Engine
+from ansible_collections.immutable.infra.plugins.plugin_utils.service import plan as rp
 
 
 @dataclass
@@ -100,3 +101,28 @@ def plan_placement(engines: Sequence[Engine], slots: Sequence[str], previous: Ma
     placed = {slot: engine for slot, engine in assignments.items() if engine is not None}
     moved = [slot for slot in slots if slot in previous and previous[slot] != placed[slot]]
     return Placement(placed, counts, moved, notes)
+
+
+def host_slot(name: str) -> str:
+    return str(rp.parse_host_name(name)[2])
+
+
+def place_new_hosts(engines: Sequence[Engine], down: Collection[str], place_down_share: bool, plan: rp.Plan,
+                    observed: Sequence[rp.Host]) -> tuple[dict[str, str], Placement | None]:
+    """The engine of every host the plan starts: the engines kept hosts run on, and for new hosts the
+    placement planner (each slot stays on the engine its live host ran on while that engine has room).
+    Any back-end of several engines places its hosts this way."""
+    engine_of = {host.name: host.engine for host in observed}
+    existing = {name: engine_of[name] for name in plan.new_hosts if name in engine_of}
+    fresh = [name for name in plan.new_hosts if name not in engine_of]
+    if not fresh:
+        return existing, None
+    if len(engines) == 1:
+        return dict(existing, **{name: engines[0].name for name in fresh}), None
+    kept = [name for name in plan.live_after if name not in fresh]  # hosts that stay (a scale keeps its hosts)
+    previous = {host_slot(name): engine_of[name] for name in plan.live_before if name in engine_of}
+    previous.update({host_slot(name): engine_of[name] for name in kept if name in engine_of})
+    slots = [host_slot(name) for name in [*kept, *fresh]]
+    placement = plan_placement(engines, slots, previous, down, place_down_share)
+    fresh_engines = {name: placement.assignments[host_slot(name)] for name in fresh}
+    return dict(existing, **fresh_engines), placement

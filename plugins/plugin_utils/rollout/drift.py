@@ -24,7 +24,8 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.engines.declaratio
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.docker_drift import recorded_hosts
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.docker_hosts import DockerHosts
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.fleet import ADDRESSING, open_fleet
-from ansible_collections.immutable.infra.plugins.plugin_utils.engines.manager import FleetManager
+from ansible_collections.immutable.infra.plugins.plugin_utils.hypervisors.hosts import VmHosts
+from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.backends import HostsManager
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.drift_plan import plan_replacement, plan_stray_removals
 from ansible_collections.immutable.infra.plugins.plugin_utils.service import membership
 from ansible_collections.immutable.infra.plugins.plugin_utils.service import plan as rp
@@ -50,7 +51,7 @@ DRIFT_ARGUMENT_SPEC: dict[str, Any] = {
 }
 
 
-class Drift(FleetManager):
+class Drift(HostsManager):
     record_options = ("engines", "docker_host", "balancer", "addressing")
 
     def __init__(self, params: dict[str, Any], context: TaskContext) -> None:
@@ -62,12 +63,14 @@ class Drift(FleetManager):
                 raise InfraError(f"writable_paths entry '{path}' must be an absolute path without '..'.")
         check_swap_options(params)
         self.balancer: Balancer = make_balancer(params["balancer"])
-        self._backend: DockerHosts | None = None
+        self._backend: DockerHosts | VmHosts | None = None
         if params["heal"] and not context.check_mode and not self.balancer.tracks_membership:
             self.progress(f"{self.service}: no balancer given or recorded; hosts are replaced without balancer changes")
 
-    def backend(self) -> DockerHosts:
-        if self._backend is None:
+    def backend(self) -> DockerHosts | VmHosts:
+        if self._backend is None and self.on_vms:
+            self._backend = self.vm_hosts(self.service)
+        elif self._backend is None:
             self.clients()  # every engine must answer: an engine that is down is named
             self._backend = DockerHosts(open_fleet(self.params, self.engines, self.reach()), self.service,
                                         progress=self.progress)
@@ -137,7 +140,8 @@ class Drift(FleetManager):
                 raise InfraError(f"None of the drifted hosts of {self.service} was made by a rollout, so none can be "
                                  "replaced from its spec; remove them, or roll the service out again.")
             return [], [], None
-        backend.marker_image = any_spec.image_id
+        if isinstance(backend, DockerHosts):
+            backend.marker_image = any_spec.image_id
         steps = HostSteps(backend, self.balancer, any_spec, backend.store(), self.progress,
                           self.params["drain_timeout"], self.params["stop_timeout"])
         tx = Transaction(steps, backend.store(), self.ledger(), self.context.basedir, self.params["lock_timeout"],

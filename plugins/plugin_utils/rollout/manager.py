@@ -21,10 +21,11 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.engines.fleet impo
     Fleet,
     find_image,
     open_fleet,
-    plan_ship,
     require_fleet_verified,
 )
-from ansible_collections.immutable.infra.plugins.plugin_utils.engines.manager import FleetManager
+from ansible_collections.immutable.infra.plugins.plugin_utils.hypervisors.attestations import require_trusted_disk
+from ansible_collections.immutable.infra.plugins.plugin_utils.hypervisors.task import VM_OPTIONS, check_kind, open_vm_hosts
+from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.backends import HostsManager
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.revisions import recently_live_generations
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.service_record import keep_service_record
 from ansible_collections.immutable.infra.plugins.plugin_utils.service import plan as rp
@@ -56,7 +57,8 @@ CONTAINER_OPTIONS = {
 
 ROLLOUT_ARGUMENT_SPEC: dict[str, Any] = {
     "service": {"type": "str", "required": True},
-    "image": {"type": "str", "required": True},
+    "image": {"type": "str"},
+    "disk": {"type": "str"},
     "replicas": {"type": "int", "required": True},
     "strategy": {"type": "str", "default": "rolling", "choices": list(rp.STRATEGIES)},
     "batch_size": {"type": "int"},
@@ -73,6 +75,7 @@ ROLLOUT_ARGUMENT_SPEC: dict[str, Any] = {
     "trust": TRUST_OPTION,
     "keep_previous": {"type": "int", "default": 1},
     "container": {"type": "dict", "default": {}, "options": CONTAINER_OPTIONS},
+    "vm": {"type": "dict", "default": {}, "options": VM_OPTIONS},
     **SWAP_OPTIONS,
     **FLEET_ARGUMENT_SPEC,
 }
@@ -104,13 +107,16 @@ def check_limits(params: dict[str, Any]) -> None:
             raise InfraError(f"container.networks entry {network!r} is not a Docker network name.")
 
 
-class Rollout(FleetManager):
+class Rollout(HostsManager):
     record_options = ("engines", "docker_host", "balancer", "addressing")
 
     def __init__(self, params: dict[str, Any], context: TaskContext) -> None:
         super().__init__(params, context)
         params = self.params
         self.service = validate_service(params["service"])
+        if bool(params.get("image")) == bool(params.get("disk")):
+            raise InfraError("Give the artifact to roll out: image (containers) or disk (VM hosts), one of them.")
+        check_kind(params, self.engines)
         if not 0 < params["port"] < 65536:
             raise InfraError(f"port must be between 1 and 65535, got {params['port']}.")
         check_limits(params)
@@ -127,21 +133,34 @@ class Rollout(FleetManager):
         prefetch_git_state(context.basedir)  # for the ledger record, while the engines are reached
         self.balancer = make_balancer(params["balancer"])
         self.record_fields: dict[str, Any] = {}
-        self.fleet = Fleet([], {})
+        self.down_at_start: dict[str, str] = {}  # engines down when the run began, whose share went to the others
 
-    def run(self) -> dict[str, Any]:
-        fleet = self.fleet = open_fleet(self.params, self.engines, self.reach())
+    def open_backend(self) -> tuple[HostBackend, HostSpec]:
+        """The hosts' back-end and the spec of the hosts to make, from the gated artifact."""
+        if self.on_vms:
+            backend, spec = open_vm_hosts(self.params, self.engines, self.service, self.context.basedir, self.progress)
+            self.down_at_start = dict(backend.fleet.down)
+            self.record_fields.update(disk=backend.artifact.path if backend.artifact else None,
+                                      **require_trusted_disk(backend.stores(), backend.artifact, self.params["trust"],
+                                                             self.context.basedir))
+            return backend, spec
+        fleet = open_fleet(self.params, self.engines, self.reach())
+        self.down_at_start = dict(fleet.down)
         image = self._gated_image(fleet)
         self.record_fields.update(require_trusted(fleet.sources(), self.params["image"], image, self.params["trust"],
                                                   self.context.basedir))
         spec = HostSpec(self.service, image["Id"], self.params["port"], self.params["container"],
                         self.params["health"], ImageProvenance.from_labels(image_labels(image)).inputs_hash or "")
-        backend = DockerHosts(fleet, self.service, spec.image_id, self.progress)
+        return DockerHosts(fleet, self.service, spec.image_id, self.progress), spec
+
+    def run(self) -> dict[str, Any]:
+        backend, spec = self.open_backend()
+        coordinator = backend.engine_names[0]
         backend.check_settings(spec)
         self.balancer.check()
         steps = HostSteps(backend, self.balancer, spec, backend.store(), self.progress, self.params["drain_timeout"],
                           self.params["stop_timeout"])
-        steps.unlisted = sorted(fleet.down)  # their share goes to the others (place_down_share)
+        steps.unlisted = sorted(self.down_at_start)  # their share goes to the others (place_down_share)
         tx = Transaction(steps, backend.store(), self.ledger(), self.context.basedir, self.params["lock_timeout"],
                          self.rollout_id)
         desired = rp.Desired(spec_hash=spec.spec_hash, **self.desired_settings)
@@ -150,20 +169,19 @@ class Rollout(FleetManager):
             require_balancer_known(self.service, self.balancer.tracks_membership,
                                    [host.labels for host in backend.hosts()])
             plan, placed = planned(backend, observation, desired)
-            shipping = plan_ship(fleet, spec.image_id, [*placed.engines.values(), fleet.coordinator_name]
-                                 if plan.changed else [])
+            shipping = backend.plan_prepare(spec.image_id, [*placed.engines.values(), coordinator] if plan.changed else [])
             repair = plan_repair(observation.hosts, observation.exited())
-            recorded = keep_service_record(fleet, self.service, self.params, tx.ledger, self.context.basedir,
-                                           check_mode=self.context.check_mode)
+            recorded = keep_service_record(backend.record_stores(), self.service, self.params, tx.ledger,
+                                           self.context.basedir, check_mode=self.context.check_mode)
             if self.context.check_mode or not (plan.changed or observation.stale_servers or repair.steps
                                                or unfinished_work(tx.store, self.service)):
                 return self._result(tx, plan, changed=plan.changed or bool(observation.stale_servers or recorded),
-                                    placed=placed, shipping=shipping.as_dict() if shipping else None,
+                                    placed=placed, shipping=shipping,
                                     observation=observation, recorded=recorded)
             # Before the lock, which is a container made from the image on the coordinator: an image on an
             # engine changes nothing that runs, and a registry that is down stops the run before any change.
-            backend.prepare(spec.image_id, list(placed.engines.values()) + [fleet.coordinator_name]
-                            if plan.changed else [fleet.coordinator_name])
+            backend.prepare(spec.image_id, list(placed.engines.values()) + [coordinator]
+                            if plan.changed else [coordinator])
             with tx.locked():
                 return self._locked_run(tx, backend, desired, recorded)
         finally:
@@ -178,7 +196,7 @@ class Rollout(FleetManager):
             require_fleet_verified(fleet, self.params["image"], image["Id"])
         return image
 
-    def _locked_run(self, tx: Transaction, backend: DockerHosts, desired: rp.Desired,
+    def _locked_run(self, tx: Transaction, backend: HostBackend, desired: rp.Desired,
                     recorded: dict[str, Any]) -> dict[str, Any]:
         recovered = tx.recover()
         reconciled = tx.reconcile()
@@ -196,7 +214,7 @@ class Rollout(FleetManager):
         self.progress(f"{self.service}: {plan.kind} to generation {plan.generation} from {short_id(spec.image_id)} "
                       f"({self.params['strategy']}; {plan.reason}); {len(plan.steps)} steps{where}")
         engine_fields = {"engines": backend.engine_names, "placement": placed.engines} if backend.several else {}
-        if self.fleet.down:
+        if self.down_at_start:
             engine_fields["unmanaged"] = self._unmanaged(tx, observation)
         if tx.ledger:
             tx.record = tx.ledger.new_record(
@@ -238,7 +256,7 @@ class Rollout(FleetManager):
             result["service_record"] = recorded
         if tx.backend.several:
             result.update(self._engine_result(tx, plan, placed or Placed(), shipping, observation))
-        if self.fleet.down:
+        if self.down_at_start:
             result["unmanaged"] = self._unmanaged(tx, observation)
         if self.context.diff_mode:
             result["diff"] = {"before": "".join(f"{name}\n" for name in plan.live_before),
@@ -253,7 +271,7 @@ class Rollout(FleetManager):
     def _unmanaged(self, tx: Transaction, observation: Observation | None) -> dict[str, Any]:
         """The hosts on engines down at the start that this run cannot manage (service/unmanaged.py)."""
         known = unmanaged.last_known_engines(tx.ledger.records(kind="rollout"), self.service) if tx.ledger else {}
-        return unmanaged.report(self.fleet.down, known, observation.unmanaged_servers if observation else [])
+        return unmanaged.report(self.down_at_start, known, observation.unmanaged_servers if observation else [])
 
     def _engine_result(self, tx: Transaction, plan: rp.Plan, placed: Placed, shipping: dict[str, Any] | None,
                        observation: Observation | None) -> dict[str, Any]:
@@ -263,10 +281,8 @@ class Rollout(FleetManager):
         hosts = {name: engine_of.get(name) for name in plan.live_after}
         steps = [dict(step, engines=[engine_of.get(name) for name in step["hosts"]])
                  for step in (step.as_dict() for step in plan.steps)]
-        backend = tx.backend
-        shipped = backend.shipped if isinstance(backend, DockerHosts) else None
-        return {"engines": self.fleet.describe(), "addressing": self.fleet.addressing, "hosts": hosts,
-                "placement": placed.summary, "plan": steps, "shipping": shipped or shipping}
+        return {**tx.backend.describe(), "hosts": hosts, "placement": placed.summary, "plan": steps,
+                "shipping": tx.backend.shipped or shipping}
 
 
 def planned(backend: HostBackend, observation: Observation, desired: rp.Desired,

@@ -19,7 +19,8 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.engines.fleet impo
     FLEET_OPTION_NAMES,
     open_fleet,
 )
-from ansible_collections.immutable.infra.plugins.plugin_utils.engines.manager import FleetManager
+from ansible_collections.immutable.infra.plugins.plugin_utils.hypervisors.task import VM_DEFAULTS, rollback_disk
+from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.backends import HostsManager
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.manager import (
     ROLLOUT_ARGUMENT_SPEC,
     Rollout,
@@ -63,31 +64,29 @@ def host_specs(hosts: list[FoundHost], live: set[str] | None = None) -> tuple[di
     return specs, (running.most_common(1)[0][0] if running else None)
 
 
-class Rollback(FleetManager):
+class Rollback(HostsManager):
     record_options = ("engines", "docker_host", "balancer", "addressing")
 
     def __init__(self, params: dict[str, Any], context: TaskContext) -> None:
         super().__init__(params, context)
         self.service = validate_service(self.params["service"])
         check_limits(self.params)
+        self.disk: str | None = None  # VM hosts: the disk of the revision rolled back to (its file, or its digest)
 
     def run(self) -> dict[str, Any]:
         ledger = self.ledger()
         revisions = service_revisions(ledger.records(kind="rollout", service=self.service), self.service)
-        fleet = open_fleet(self.params, self.engines, self.reach())
+        backend = self.vm_hosts(self.service) if self.on_vms else self._docker_hosts()
         # After an interrupted rollout or rollback, what was live before it decides what "back" means: the
         # hosts running now may be half of each.
-        backend = DockerHosts(fleet, self.service)
         unfinished = Journal(backend.store(), self.service).read()
         specs, live_image = host_specs(backend.hosts(), set(unfinished["previous_live"]) if unfinished else None)
         target = rollback_target(revisions, live_image, self.params["revision"])
         image_id = target["image_id"]
-        if all(client.image(image_id) is None for client in fleet.sources().values()):
-            engines = "the engine" if fleet.single else f"any of the engines ({', '.join(fleet.sources())})"
-            raise InfraError(f"The image of revision {target['revision']} ({short_id(image_id)}) no longer exists "
-                             f"in {engines}, so it cannot be rolled back to; bake it again from git commit "
-                             f"{target.get('git_commit') or 'of that release'} and roll it out, or pick another "
-                             "revision.", revision=target["revision"])
+        if isinstance(backend, DockerHosts):
+            self._require_image(backend, target)
+        else:
+            self.disk = rollback_disk(self.vm_fleet(), target)
         spec = specs.get(image_id) or next(iter(specs.values()), None)
         if spec is None:
             raise InfraError(f"No host of service {self.service} carries the spec it was rolled out with; roll the "
@@ -103,6 +102,19 @@ class Rollback(FleetManager):
             if result["changed"] else "is already live")
         return result
 
+    def _docker_hosts(self) -> DockerHosts:
+        return DockerHosts(open_fleet(self.params, self.engines, self.reach()), self.service)
+
+    def _require_image(self, backend: DockerHosts, target: dict[str, Any]) -> None:
+        fleet = backend.fleet
+        image_id = target["image_id"]
+        if all(client.image(image_id) is None for client in fleet.sources().values()):
+            engines = "the engine" if fleet.single else f"any of the engines ({', '.join(fleet.sources())})"
+            raise InfraError(f"The image of revision {target['revision']} ({short_id(image_id)}) no longer exists "
+                             f"in {engines}, so it cannot be rolled back to; bake it again from git commit "
+                             f"{target.get('git_commit') or 'of that release'} and roll it out, or pick another "
+                             "revision.", revision=target["revision"])
+
     def _rollout_params(self, target: dict[str, Any], spec: HostSpec) -> dict[str, Any]:
         params = {key: self.params[key] for key in ("service", "balancer", "strategy", "batch_size", "drain_timeout",
                                                     "stop_timeout", "require_verified", "trust", "keep_previous",
@@ -111,4 +123,7 @@ class Rollback(FleetManager):
         params.update(image=target["image_id"], replicas=int(target.get("replicas") or 1), port=spec.port,
                       container=spec.container, health=self.params["health"] or spec.health, max_surge=None,
                       max_unavailable=0, canary={"replicas": 1, "seconds": 10})
+        if self.on_vms:
+            params.update(image=None, disk=self.disk, container={},
+                          vm={name: spec.container.get(name, default) for name, default in VM_DEFAULTS.items()})
         return params

@@ -7,12 +7,14 @@ coordinates (it keeps the service's store: lock, journal, pending stops, service
 the service's hosts, places new ones on its engines, gets the verified artifact to them, makes,
 starts, stops and removes hosts, and reaches into them for a health check. The transaction, the
 planners, the health gates, the balancer and the ledger see only this interface and the store's
-(store.py). The Docker engines are the first back-end (engines/docker_hosts.py); docs/architecture.md
+(store.py). Docker engines (engines/docker_hosts.py: containers from an image) and libvirt
+hypervisors (hypervisors/hosts.py: VMs from a disk) are the two back-ends; docs/architecture.md
 says how to add one.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -67,6 +69,7 @@ class Placed:
 class HostBackend(Protocol):
     service: str
     down: dict[str, str]  # engines that stopped answering during this run -> why
+    shipped: dict[str, Any] | None  # how prepare got the artifact to the engines that lacked it this run, if it had to
 
     @property
     def engine_names(self) -> list[str]:
@@ -79,14 +82,28 @@ class HostBackend(Protocol):
     def store(self) -> ServiceStore:
         """The coordinating engine's store."""
 
+    def record_stores(self) -> Sequence[ServiceStore]:
+        """Every store the service record is kept in (service/record.py): each engine's, and the controller's
+        own engine's when it is not one of them, so that a module given only the service's name finds it."""
+
+    def describe(self) -> dict[str, Any]:
+        """The engines for a task's result ("engines": name, where, weight, up, coordinator...) and how the
+        balancer reaches hosts ("addressing")."""
+
     def hosts(self, include_stopped: bool = True) -> list[FoundHost]:
         """Every host of the service on every engine that answers (each engine's listing in parallel)."""
 
     def place(self, plan: rp.Plan, observed: list[rp.Host]) -> Placed:
         """The engine of every host the plan starts (kept hosts stay where they are)."""
 
+    def plan_prepare(self, artifact: str, engines: list[str]) -> dict[str, Any] | None:
+        """How prepare would get the artifact onto the engines (check mode shows it); None when it is there."""
+
     def prepare(self, artifact: str, engines: list[str]) -> dict[str, Any] | None:
         """Gets the verified artifact onto the engines before any host starts there; how, or None."""
+
+    def check_settings(self, spec: HostSpec) -> None:
+        """Refuses, before anything changes, settings every engine would refuse only mid-rollout."""
 
     def create(self, name: str, engine: str, spec: HostSpec, rollout_id: str, balancer: str | None = None) -> str:
         """Makes (does not start) a host from the spec on the engine, labelled with the balancer it is made

@@ -129,8 +129,9 @@ class Stops:
             else:
                 deadline = self.pending.read().get(name, time.time() + self.stop_timeout)
                 self.still_stopping[name] = deadline
-                self.progress(f"{self.service}: {name} is drained and out of the balancer but ignores SIGTERM; "
-                              f"the engine kills it at {deadline_text(deadline)} (stop_timeout {self.stop_timeout} s)")
+                self.progress(f"{self.service}: {name} is drained and out of the balancer and still shutting down; "
+                              f"its engine stops it at {deadline_text(deadline)} at the latest (stop_timeout "
+                              f"{self.stop_timeout} s)")
         if stopped:
             self.forget(stopped)
         self._sent = [(name, stopping) for name, stopping in self._sent if not stopping.done()]

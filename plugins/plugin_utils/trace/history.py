@@ -12,11 +12,18 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import LABEL_SERVICE, HostLabels, image_labels
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import (
+    LABEL_SERVICE,
+    HostLabels,
+    ImageProvenance,
+    image_labels,
+)
 from ansible_collections.immutable.infra.plugins.plugin_utils.docker.client import DockerClient
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.declaration import ENGINES_ARGUMENT_SPEC
-from ansible_collections.immutable.infra.plugins.plugin_utils.engines.manager import FleetManager
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.verdicts import newest
+from ansible_collections.immutable.infra.plugins.plugin_utils.hypervisors.disk import from_record
+from ansible_collections.immutable.infra.plugins.plugin_utils.hypervisors.hosts import VmHosts
+from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.backends import HostsManager
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.revisions import service_revisions
 from ansible_collections.immutable.infra.plugins.plugin_utils.service.spec import validate_service
 from ansible_collections.immutable.infra.plugins.plugin_utils.task.contract import TaskContext
@@ -66,7 +73,42 @@ def merge_observations(observed: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return {"containers": containers, "images": images, "image_engines": image_engines, "verdicts": newest_verdicts}
 
 
-class History(FleetManager):
+def disk_provenance_labels(manifest: dict[str, Any], bake: dict[str, Any] | None) -> dict[str, str]:
+    """Provenance labels of a disk, as an image's would read: the bake of the image it was built from (from the
+    ledger, when it has the record), with the disk's own inputs hash and build time."""
+    bake = bake or {}
+    who = f"{bake.get('user') or '?'}@{bake.get('controller') or '?'}" if bake else None
+    return ImageProvenance(name=str(bake.get("name") or manifest.get("name") or "") or None,
+                           inputs_hash=str(manifest.get("inputs_hash") or "") or None,
+                           roles=list(bake.get("roles") or []), base=bake.get("base_image_id"), baked_by=who,
+                           created=manifest.get("created"), git_commit=bake.get("git_commit"),
+                           git_dirty=bake.get("git_dirty")).to_labels()
+
+
+def vm_observations(backend: VmHosts, disk_digests: set[str], records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each hypervisor's observation as merge_observations() takes an engine's: its VM hosts of the service, the
+    disks it holds (with the provenance of the image each was built from) and their verdicts."""
+    bakes = {record["image_id"]: record for record in records
+             if record.get("kind") == "bake" and record.get("result") == "succeeded" and record.get("image_id")}
+    observed: dict[str, dict[str, Any]] = {engine: {"containers": {}, "images": {}, "verdicts": {}}
+                                           for engine in backend.fleet.sites}
+    for host in backend.hosts():
+        labels = HostLabels.from_labels(host.labels)
+        observed[host.engine]["containers"][host.name] = {"state": host.status, "image_id": labels.image_id,
+                                                          "generation": labels.generation}
+    for engine, site in backend.fleet.sites.items():
+        for digest in sorted(disk_digests):
+            record = site.disk_record(digest)
+            if record is not None:
+                manifest = from_record(digest, record).manifest
+                observed[engine]["images"][digest] = disk_provenance_labels(manifest, bakes.get(manifest.get("image_id")))
+            verdict = site.verdict(digest)
+            if verdict is not None:
+                observed[engine]["verdicts"][digest] = verdict
+    return observed
+
+
+class History(HostsManager):
     record_options = ("engines", "docker_host")
 
     def __init__(self, params: dict[str, Any], context: TaskContext) -> None:
@@ -95,11 +137,14 @@ class History(FleetManager):
     def run(self) -> dict[str, Any]:
         ledger = self.ledger()
         records = list(ledger.records())
-        clients = self.clients()
         image_ids = {record["image_id"] for record in service_revisions(records, self.service) if record.get("image_id")}
-        with ThreadPoolExecutor(max_workers=len(clients)) as pool:
-            observed = dict(zip(clients, pool.map(lambda client: self.observe(client, image_ids), clients.values()),
-                                strict=True))
+        if self.on_vms:
+            observed = vm_observations(self.vm_hosts(self.service), image_ids, records)
+        else:
+            clients = self.clients()
+            with ThreadPoolExecutor(max_workers=len(clients)) as pool:
+                observed = dict(zip(clients, pool.map(lambda client: self.observe(client, image_ids), clients.values()),
+                                    strict=True))
         history = build_history(records, self.service, merge_observations(observed), self.params.get("limit"))
         table = [summary_line(self.service, history, len(history["revisions"]))]
         if history["revisions"]:

@@ -102,16 +102,18 @@ def _who(record: dict[str, Any]) -> str | None:
     return f"{record.get('user') or '?'}@{record.get('controller') or '?'}"
 
 
-def _latest_by_image(records: Iterable[dict[str, Any]], kind: str, result: str | None = None) -> dict[str, dict]:
+def _latest_by_image(records: Iterable[dict[str, Any]], kind: str, result: str | None = None,
+                     key: str = "image_id") -> dict[str, dict]:
+    """The newest record of a kind per artifact: per image ID, or per disk digest (key="disk_digest")."""
     latest: dict[str, dict[str, Any]] = {}
     for record in records:
-        if record.get("kind") != kind or not record.get("image_id"):
+        if record.get("kind") != kind or not record.get(key):
             continue
         if result and record.get("result") != result:
             continue
-        known = latest.get(record["image_id"])
+        known = latest.get(record[key])
         if known is None or (record.get("time") or "") >= (known.get("time") or ""):
-            latest[record["image_id"]] = record
+            latest[record[key]] = record
     return latest
 
 
@@ -180,7 +182,9 @@ def build_history(records: list[dict[str, Any]], service: str, observed: dict[st
     volumes = observed.get("verdicts") or {}
     image_engines = observed.get("image_engines") or {}
     bakes = _latest_by_image(records, "bake", result=SUCCEEDED)
-    verdict_records = _latest_by_image(records, "verdict")
+    # A VM service's revisions name their disk's digest where a container service's name an image ID.
+    verdict_records = {**_latest_by_image(records, "disk_verdict", key="disk_digest"),
+                       **_latest_by_image(records, "verdict")}
     revisions = service_revisions(records, service)
     running = {name for name, container in containers.items() if container.get("state") == "running"}
     live_number = live_revision(revisions, running)

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
 from ansible_collections.immutable.infra.plugins.plugin_utils.docker.client import DockerClient
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.declaration import ENGINES_ARGUMENT_SPEC
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.docker_store import DockerStore
-from ansible_collections.immutable.infra.plugins.plugin_utils.engines.manager import FleetManager
+from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.backends import HostsManager
 from ansible_collections.immutable.infra.plugins.plugin_utils.service.lock import ServiceLock
 from ansible_collections.immutable.infra.plugins.plugin_utils.service.spec import validate_service
 from ansible_collections.immutable.infra.plugins.plugin_utils.task.contract import TaskContext
@@ -35,6 +37,7 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.trace.prune_plan i
     service_repositories,
     summary,
 )
+from ansible_collections.immutable.infra.plugins.plugin_utils.trace.vm_prune import VmPruner
 
 PRUNE_ARGUMENT_SPEC: dict[str, Any] = {
     "service": {"type": "str"},
@@ -58,7 +61,7 @@ def merged(plans: dict[str, PrunePlan], part: str, several: bool) -> dict[str, l
     return whole
 
 
-class Prune(FleetManager):
+class Prune(HostsManager):
     record_options = ("engines", "docker_host")
 
     def __init__(self, params: dict[str, Any], context: TaskContext) -> None:
@@ -83,10 +86,16 @@ class Prune(FleetManager):
 
     def run(self) -> dict[str, Any]:
         started = time.monotonic()
-        clients = self.clients()
         ledger = self.ledger()
-        with ThreadPoolExecutor(max_workers=len(clients)) as pool:
-            observed = dict(zip(clients, pool.map(self.observe, clients.values()), strict=True))
+        apply: Callable[[dict[str, PrunePlan]], dict[str, list[dict[str, Any]]]]
+        if self.on_vms:
+            pruner = VmPruner(self.vm_fleet(), self.progress, self.skipped, self.several)
+            observed, apply = pruner.observe(), pruner.apply
+        else:
+            clients = self.clients()
+            with ThreadPoolExecutor(max_workers=len(clients)) as pool:
+                observed = dict(zip(clients, pool.map(self.observe, clients.values()), strict=True))
+            apply = partial(self.apply, clients)
         if self.params.get("service"):
             # The service's repositories are the fleet's: an engine may hold an image its hosts no longer use.
             repositories = service_repositories(
@@ -95,9 +104,11 @@ class Prune(FleetManager):
             for seen in observed.values():
                 seen["repositories"] = repositories
         plans = plan_fleet_prune(observed, self.options())
+        if self.on_vms and self.params["builders"]:
+            pruner.plan_leftovers(plans, observed, self.options())
         removed = merged(plans, "remove", self.several)
         if not self.context.check_mode and not all(plan.empty for plan in plans.values()):
-            removed = self.apply(clients, plans)
+            removed = apply(plans)
         changed = any(removed.values())
         result: dict[str, Any] = {"changed": changed, "service": self.params.get("service"), "removed": removed,
                                   "kept": merged(plans, "kept", self.several), "skipped": self.skipped,
@@ -111,7 +122,7 @@ class Prune(FleetManager):
                 duration=round(time.monotonic() - started, 3))
             if self.several:
                 record["engines"] = {engine: sorted({entry["name"] for entries in removed.values() for entry in entries
-                                                     if entry.get("engine") == engine}) for engine in clients}
+                                                     if entry.get("engine") == engine}) for engine in observed}
             ledger.append(record)
             result.update(ledger=ledger.path, ledger_id=record["id"])
         result["msg"] = summary(removed, self.skipped, result["freed_bytes"], self.context.check_mode)

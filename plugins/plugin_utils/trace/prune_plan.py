@@ -30,7 +30,7 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import
 )
 
 STOPPED_STATES = ("exited", "created", "dead")
-KINDS = ("hosts", "images", "builders", "verify_hosts", "failed_images", "verdict_volumes")
+KINDS = ("hosts", "images", "builders", "verify_hosts", "failed_images", "verdict_volumes", "leftovers")
 HOST_NAME = re.compile(r"^(?P<service>.+)-(?P<generation>[0-9]+)-(?P<index>[0-9]+)$")
 
 

@@ -77,7 +77,7 @@ def test_plain_tcp_is_allowed_on_loopback_or_when_said_explicitly():
 
 @pytest.mark.parametrize(("raw", "message"), [
     ({"name": "Bad Name", "docker_host": "unix:///a"}, "Engine name 'Bad Name' is not valid"),
-    ({"name": "a"}, "docker_host is required"),
+    ({"name": "a"}, r"docker_host \(a Docker engine\) or libvirt_uri \(a hypervisor\) is required"),
     ({"name": "a", "docker_host": "http://10.0.0.5:2375"}, "must start with unix://, tcp:// or ssh://"),
     ({"name": "a", "docker_host": "tcp://:2376", **TLS}, "needs a host name"),
     ({"name": "a", "docker_host": "tcp://10.0.0.5:port", **TLS}, "numeric port"),
