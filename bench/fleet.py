@@ -40,6 +40,7 @@ Usage: .venv/bin/python bench/run.py fleet [--base IMAGE]   (or bench/fleet.py)
 from __future__ import annotations
 
 import argparse
+import functools
 import ipaddress
 import json
 import os
@@ -68,6 +69,7 @@ from measure import (
     ensure_base_image,
     ensure_collection_link,
     first_200,
+    floor_in_threads,
     free_port,
     machine_busy,
     machine_facts,
@@ -449,16 +451,7 @@ def floor(bench: Bench, hosts: int, count: int, version: str) -> dict[str, Any]:
         except (APIError, BenchError) as error:
             errors.append(f"{engine}: {error}")
 
-    started = time.monotonic()
-    threads = [threading.Thread(target=start_all, args=(engine,)) for engine in by_engine]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    wall = time.monotonic() - started
-    if errors:
-        raise BenchError("the floor failed: " + "; ".join(errors))
-    return {"wall": round(wall, 2)}
+    return floor_in_threads([functools.partial(start_all, engine) for engine in by_engine], errors)
 
 
 # cells ------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -401,3 +402,17 @@ def machine_busy() -> dict[str, Any]:
             except OSError:
                 continue
     return {"load": round(os.getloadavg()[0], 2), "vms": vms}
+
+
+def floor_in_threads(calls: list[Callable[[], None]], errors: list[str]) -> dict[str, Any]:
+    """Runs the floor's calls (one per engine) at once; its wall time, or BenchError with what failed."""
+    threads = [threading.Thread(target=call) for call in calls]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.monotonic() - started
+    if errors:
+        raise BenchError("the floor failed: " + "; ".join(errors))
+    return {"wall": round(wall, 2)}

@@ -27,14 +27,13 @@ Usage: .venv/bin/python bench/run.py remote [--runs N]
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import signal
 import statistics
 import sys
 import tempfile
-import threading
-import time
 import uuid
 from typing import Any
 
@@ -63,6 +62,7 @@ from measure import (
     ensure_base_image,
     ensure_collection_link,
     first_200,
+    floor_in_threads,
     free_port,
     machine_busy,
     say,
@@ -148,16 +148,8 @@ def floor(bench: Bench, engines: list[dict[str, Any]], version: str, round_numbe
             errors.append(f"{engine['name']}: {error}")
 
     shares = [HOSTS // len(engines) + (1 if position < HOSTS % len(engines) else 0) for position in range(len(engines))]
-    threads = [threading.Thread(target=start_share, args=(engine, count)) for engine, count in zip(engines, shares, strict=True)]
-    started = time.monotonic()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    wall = time.monotonic() - started
-    if errors:
-        raise BenchError("the floor failed: " + "; ".join(errors))
-    return {"wall": round(wall, 2)}
+    return floor_in_threads([functools.partial(start_share, engine, count)
+                             for engine, count in zip(engines, shares, strict=True)], errors)
 
 
 def remove_floor(bench: Bench) -> None:
