@@ -28,7 +28,7 @@ PARTS = ("sanity", "unit", "smoke")
 def matrix(session: nox.Session, core: str) -> None:
     parts = session.posargs or PARTS
     session.install(f"ansible-core=={core}.*", "-r", "meta/ee-requirements.txt")
-    version = session.run("ansible", "--version", silent=True) or ""
+    version = session.run("ansible", "--version", silent=True) or f"ansible-core {core} (not run: install only)"
     session.log(version.splitlines()[0])
     if "sanity" in parts:
         session.run(os.path.join(ROOT, "scripts", "sanity"),
