@@ -41,24 +41,28 @@ def remove_own_images(client: docker.DockerClient) -> None:
     ours = {image["Id"] for image in client.api.images(filters={"label": LABEL_NAME})
             if (image.get("Labels") or {}).get(LABEL_NAME, "").startswith(IMAGE_PREFIX)}
     ours |= {image["Id"] for image in client.api.images(filters={"reference": f"{IMAGE_PREFIX}/*"})}
-    left = set(ours)
+    left = ours
     while left:  # an image baked from another of ours goes first: its parent cannot go while it is there
-        for image_id in sorted(left):
-            try:
-                client.api.remove_image(image_id, force=True)
-            except docker.errors.NotFound:
-                pass
-            except docker.errors.APIError as error:
-                if error.status_code == 409:  # it still has a child image
-                    continue
-                raise
-            left.discard(image_id)
-            for name in (verdict_volume_name(image_id), attestation_volume_name(image_id)):
-                for volume in client.api.volumes(filters={"name": name}).get("Volumes") or []:
-                    client.api.remove_volume(volume["Name"], force=True)
-        if left == ours:
+        removed = {image_id for image_id in sorted(left) if _remove_image(client, image_id)}
+        if not removed:
             break  # their children are not this run's: leave them, and their parents, to their owner
-        ours = set(left)
+        left -= removed
+
+
+def _remove_image(client: docker.DockerClient, image_id: str) -> bool:
+    """Removes the image and its verdict and attestations; False while it still has a child image."""
+    try:
+        client.api.remove_image(image_id, force=True)
+    except docker.errors.NotFound:
+        pass
+    except docker.errors.APIError as error:
+        if error.status_code == 409:
+            return False
+        raise
+    for name in (verdict_volume_name(image_id), attestation_volume_name(image_id)):
+        for volume in client.api.volumes(filters={"name": name}).get("Volumes") or []:
+            client.api.remove_volume(volume["Name"], force=True)
+    return True
 
 
 @pytest.fixture(scope="session")
