@@ -57,6 +57,7 @@ from measure import (
     run_checked,
     run_timed,
     say,
+    server_stats,
     servers_up,
     start_haproxy_process,
     stop_haproxy,
@@ -109,7 +110,8 @@ class Bench:
         return f"http://127.0.0.1:{self.ports[backend]}/"
 
     def ansible_env(self) -> dict[str, str]:
-        return bench_env({"ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json", "IMMUTABLE_INFRA_LEDGER":
+        return bench_env({"ANSIBLE_COLLECTIONS_PATH": COLLECTIONS_PATH, "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
+                          "IMMUTABLE_INFRA_LEDGER":
                           os.path.join(self.workdir, "ledger.jsonl")})
 
 
@@ -142,7 +144,9 @@ def ours(bench: Bench, version: str, round_label: str) -> dict[str, Any]:
     if timed.returncode != 0 or result.get("failed") or not result.get("changed"):
         raise BenchError(f"the VM rollout to {version} failed: {result.get('msg')}\n{timed.tail()}")
     if servers_up(bench.runtime_api, "ours") != REPLICAS:
-        raise BenchError("after the VM rollout HAProxy does not report 3 servers up")
+        servers = [(row.get("svname"), row.get("addr"), row.get("status"), row.get("check_desc"))
+                   for row in server_stats(bench.runtime_api, "ours")]
+        raise BenchError(f"after the VM rollout HAProxy does not report 3 servers up: {servers}\n{timed.tail()}")
     healthy = [float(line.split("healthy after ")[1].split(" s")[0]) for _offset, line in timed.lines
                if "healthy after" in line]
     return {"wall": round(timed.wall, 3), "task": result["duration"], "generation": result["generation"],
@@ -228,7 +232,7 @@ def haproxy_config(bench: Bench) -> str:
              "    timeout connect 1s", "    timeout client 10s", "    timeout server 10s", "    timeout check 1s",
              "    option redispatch", "    retries 3"]
     for backend in ("ours", "naive"):
-        lines += [f"frontend {backend}", f"    bind 127.0.0.1:{bench.ports[backend]}", f"    default_backend {backend}",
+        lines += [f"frontend fe_{backend}", f"    bind 127.0.0.1:{bench.ports[backend]}", f"    default_backend {backend}",
                   f"backend {backend}", "    balance roundrobin", "    option httpchk GET /healthz",
                   "    http-check expect status 200", "    default-server inter 250ms rise 1 fall 2"]
         lines += naive if backend == "naive" else ["    server-template slot 1-8 0.0.0.0:80 check disabled"]
