@@ -128,7 +128,7 @@ def routed_subnets() -> list[ipaddress.IPv4Network]:
         # Addresses in the byte order of the kernel's memory: little-endian on this machine's x86.
         destination, mask = (ipaddress.IPv4Address(int(value, 16).to_bytes(4, "little")) for value in (row[1], row[7]))
         if int(mask):
-            subnets.append(ipaddress.ip_network(f"{destination}/{mask}", strict=False))
+            subnets.append(ipaddress.IPv4Network(f"{destination}/{mask}", strict=False))
     return subnets
 
 
