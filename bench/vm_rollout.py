@@ -111,8 +111,7 @@ class Bench:
 
     def ansible_env(self) -> dict[str, str]:
         return bench_env({"ANSIBLE_COLLECTIONS_PATH": COLLECTIONS_PATH, "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
-                          "IMMUTABLE_INFRA_LEDGER":
-                          os.path.join(self.workdir, "ledger.jsonl")})
+                          "IMMUTABLE_INFRA_LEDGER": os.path.join(self.workdir, "ledger.jsonl")})
 
 
 def virsh(*arguments: str, check: bool = True) -> subprocess.CompletedProcess:

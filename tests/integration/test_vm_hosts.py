@@ -37,15 +37,16 @@ from vm_support import (
 LONG = os.environ.get("IMMUTABLE_INFRA_VM") == "long"
 long_form = pytest.mark.skipif(not LONG, reason="the long form runs in make test-vm (IMMUTABLE_INFRA_VM=long)")
 HEALTH = {"http_path": "/healthz", "timeout": 300, "interval": 0.25}
-# The demo's check timing. A VM under TCG on two cores can miss a check while others boot beside it or while
-# Python starts in it for an ad hoc command; the container tests' one failed check in 100 ms (fall 1) would
-# take such a VM out of the balancer, and both at once mean 503s that say nothing about the rollout.
+# Checks every 250 ms as in the demo, and three missed in a row to take a VM out. A VM under TCG on two cores
+# can miss one while others boot beside it or while Python starts in it for an ad hoc command; the container
+# tests' timing (every 100 ms, fall 1) takes it out of the balancer then, and both VMs out at once are 503s
+# that say nothing about the rollout.
 VM_BACKEND = BackendConfig("web", slots=12, health_path="/healthz", check_interval="250ms", fall=3)
 
 
 @pytest.fixture
 def proxy(start_haproxy):
-    """A real HAProxy with a `web` backend of template slots, checking /healthz with the demo's timing."""
+    """A real HAProxy with a `web` backend of template slots, checking /healthz at that timing."""
     return start_haproxy(VM_BACKEND)
 
 
