@@ -139,7 +139,8 @@ def floor(bench: Bench, engines: list[dict[str, Any]], version: str, round_numbe
         publish = {f"{PORT}/tcp": (engine.get("bind") or "127.0.0.1", None)} if engine["addressing"] == "published" else None
         try:
             for index in range(count):
-                container = client.containers.run(bench.shipped_tag(version), detach=True,
+                image = bench.images[version] if engine is LOCAL else bench.shipped_tag(version)  # baked here
+                container = client.containers.run(image, detach=True,
                                                   name=f"floor-{bench.run_id}-{round_number}-{engine['name']}-{index}",
                                                   labels={LABEL_KEY: bench.run_id}, network=bench.network,
                                                   ports=publish)
@@ -159,7 +160,7 @@ def remove_floor(bench: Bench) -> None:
 
 
 def measure_round(bench: Bench, cells: dict[str, list[dict[str, Any]]], round_number: int) -> dict[str, Any]:
-    version = VERSIONS[round_number % 2]
+    version = VERSIONS[(round_number - 1) % 2]  # round 1 replaces the first fleet (VERSIONS[1])
     measured: dict[str, Any] = {"round": round_number, "to": version}
     for cell, engines in cells.items():
         busy = machine_busy()
