@@ -621,7 +621,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         bench.engines = description["engines"][:needed]
         bench.clients = {engine["name"]: sdk_client(engine) for engine in bench.engines}
-        say(f"fleet benchmark {bench.run_id}: hosts {hosts_list} over engines {counts}, "
+        say(f"fleet benchmark {bench.run_id}: cells {', '.join(f'{hosts}x{count}' for hosts, count in cells)}, "
             f"{', '.join(engine['name'] for engine in bench.engines)}; work in {bench.workdir}")
         release(bench)
         ship_images(bench, dict(description, engines=bench.engines))
