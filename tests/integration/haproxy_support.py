@@ -228,9 +228,17 @@ class HAProxyProcess:
         self.stop()
         pytest.fail(f"haproxy did not open its runtime API within {START_TIMEOUT:g}s:\n{self._log()}")
 
+    def server_events(self) -> list[str]:
+        """HAProxy's own account of its servers going up and down, to explain a failed request."""
+        return [line.strip() for line in self._log_text().splitlines()
+                if " is UP" in line or " is DOWN" in line or "no server" in line][-40:]
+
     def _log(self) -> str:
+        return self._log_text()[-3000:]
+
+    def _log_text(self) -> str:
         with open(self.log_path, encoding="utf-8", errors="replace") as handle:
-            return handle.read()[-3000:]
+            return handle.read()
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):

@@ -83,12 +83,6 @@ def run(vm_project, *tasks, check=False):
     return Playbooks(vm_project["project"]).run(list(tasks), check=check, timeout=1800)
 
 
-def balancer_events(proxy):
-    """HAProxy's own account of its servers going up and down, to explain a failed request."""
-    with open(proxy.log_path, encoding="utf-8", errors="replace") as handle:
-        return [line.strip() for line in handle if " is UP" in line or " is DOWN" in line or "no server" in line][-40:]
-
-
 def ready_addresses(proxy):
     """The addresses of the web backend's servers that take traffic."""
     return sorted(address for address, state in in_balancer(proxy).values() if state == "ready")
@@ -157,7 +151,7 @@ def test_two_vms_roll_out_and_the_inventory_reaches_exactly_the_live_ones(vm_pro
     assert sorted(line.split(" |")[0] for line in pinged.stdout.splitlines() if "| SUCCESS" in line) == live
     assert again["changed"] is False and again["kind"] == "noop", again.get("msg")
     assert load.summary()["failed"] == 0 and load.summary()["answers_by_version"] == {"1.0": load.summary()["sent"]}, \
-        (load.summary(), balancer_events(proxy))
+        (load.summary(), proxy.server_events())
     assert leftovers(vm_service).orphans() == []
 
 
@@ -240,7 +234,7 @@ def test_a_controller_killed_at_random_moments_converges_on_the_next_run(vm_proj
             found = settled(vm_service, rerun["live"])
             assert sorted(name for name, state in found.domains.items() if state == "running") == rerun["live"]
             assert found.orphans() == [], f"round {round_number}: {found}"
-    assert load.summary()["failed"] == 0, (load.summary(), balancer_events(proxy))
+    assert load.summary()["failed"] == 0, (load.summary(), proxy.server_events())
 
 
 @long_form
