@@ -21,6 +21,15 @@ plain  a plain Ansible play over H inventory hosts, each assigned to an engine i
        PLAIN_LIMIT seconds is stopped and reported as not finished)
 floor  the same H hosts of version B started with the Docker SDK, one thread per engine, each host
        until its first /healthz 200; no balancer, no load
+replace  the least a replacement costs on the same engines (not an anchor): H hosts of version A started
+       with the SDK first (not measured), then, one thread per engine, each host of B started until its
+       first 200 and one host of A stopped (sent to a stopping thread of that engine, so the next start
+       does not wait for it); until every host of B answered and every host of A exited. No balancer, no
+       load: what ours does to the engines, without what it does to keep every request served
+
+The share of the machine's CPU that was busy while each approach ran is recorded with it (/proc/stat):
+on one machine the engines share its cores, so a cell whose floor keeps them busy cannot go faster by
+spreading hosts over more engines.
 
 Controller memory is the peak resident memory of the ansible-playbook process and all its children
 (the forks), sampled every 0.2 s from /proc. Cells run smallest first; after each cell the results so
@@ -52,6 +61,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,6 +76,8 @@ from measure import (
     BenchError,
     Timed,
     bench_env,
+    busy_share,
+    cpu_jiffies,
     ensure_base_image,
     ensure_collection_link,
     first_200,
@@ -108,7 +120,7 @@ PLAIN_LIMIT = float(os.environ.get("IMMUTABLE_INFRA_BENCH_FLEET_PLAIN_LIMIT", "9
 SAMPLE_EVERY = 0.2
 # The plain play is the slowest part of every cell; IMMUTABLE_INFRA_BENCH_FLEET_APPROACHES=ours,floor leaves it out.
 SURGE = os.environ.get("IMMUTABLE_INFRA_BENCH_FLEET_SURGE", "")
-APPROACHES = tuple(os.environ.get("IMMUTABLE_INFRA_BENCH_FLEET_APPROACHES", "ours,plain,floor").split(","))
+APPROACHES = tuple(os.environ.get("IMMUTABLE_INFRA_BENCH_FLEET_APPROACHES", "ours,plain,floor,replace").split(","))
 
 
 def _numbers(variable: str, default: str) -> list[int]:
@@ -335,10 +347,12 @@ def wait_all_up(bench: Bench, backend: str, hosts: int) -> None:
 def under_load(bench: Bench, backend: str, action: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     with SteadyLoad(bench.url(backend), rate=LOAD_RATE, max_seconds=1800, max_requests=200000) as load:
         time.sleep(LOAD_LEAD_IN)
+        before = cpu_jiffies()
         measured = action()
+        cpu_busy = busy_share(before)
         time.sleep(LOAD_TAIL)
     counted = load.summary()
-    return dict(measured, sent=counted["sent"], failed=counted["failed"], errors=counted["errors"])
+    return dict(measured, sent=counted["sent"], failed=counted["failed"], errors=counted["errors"], cpu_busy=cpu_busy)
 
 
 # the approaches -------------------------------------------------------------------------------------
@@ -433,25 +447,51 @@ def plain_first(bench: Bench, inventory: dict[str, dict[str, Any]], version: str
         container.start()
 
 
-def floor(bench: Bench, hosts: int, count: int, version: str) -> dict[str, Any]:
+def hosts_by_engine(bench: Bench, hosts: int, count: int, tag: str) -> dict[str, list[str]]:
+    """The names of H hosts of the SDK approaches, each engine's in turn: engine -> names."""
     by_engine: dict[str, list[str]] = {}
     for index in range(1, hosts + 1):
         by_engine.setdefault(bench.engines[(index - 1) % count]["name"], []).append(
-            f"floor-{bench.run_id}-{hosts}-{count}-{index}")
+            f"{tag}-{bench.run_id}-{hosts}-{count}-{index}")
+    return by_engine
+
+
+def floor(bench: Bench, hosts: int, count: int, version: str, tag: str = "floor",
+          retiring: dict[str, list[str]] | None = None) -> dict[str, Any]:
+    """Each engine's hosts started one after another by a thread of that engine, each until its first
+    200. retiring: engine -> hosts to stop, one after each start, by a stopping thread of that engine."""
+    by_engine = hosts_by_engine(bench, hosts, count, tag)
     errors: list[str] = []
 
     def start_all(engine: str) -> None:
         client = bench.clients[engine]
+        old = list((retiring or {}).get(engine, []))
+        stopping = ThreadPoolExecutor(max_workers=1)
+        stops = []
         try:
             for name in by_engine[engine]:
                 container = client.containers.run(bench.shipped_tag(version), detach=True, name=name,
                                                   labels={LABEL_KEY: bench.run_id}, network=bench.network)
                 container.reload()
                 first_200(container.attrs["NetworkSettings"]["Networks"][bench.network]["IPAddress"], PORT)
+                if old:
+                    stops.append(stopping.submit(client.api.stop, old.pop(0), timeout=10))
         except (APIError, BenchError) as error:
             errors.append(f"{engine}: {error}")
+        finally:
+            stopping.shutdown(wait=True)
+        errors.extend(f"{engine}: {stop.exception()}" for stop in stops if stop.exception())
 
-    return floor_in_threads([functools.partial(start_all, engine) for engine in by_engine], errors)
+    before = cpu_jiffies()
+    return dict(floor_in_threads([functools.partial(start_all, engine) for engine in by_engine], errors),
+                cpu_busy=busy_share(before))
+
+
+def replacement_floor(bench: Bench, hosts: int, count: int) -> dict[str, Any]:
+    """H hosts of the first version started (not measured), then replaced by H of the second (floor with
+    retiring)."""
+    floor(bench, hosts, count, VERSIONS[0], tag="old")
+    return floor(bench, hosts, count, VERSIONS[1], tag="new", retiring=hosts_by_engine(bench, hosts, count, "old"))
 
 
 # cells ------------------------------------------------------------------------------------------
@@ -476,7 +516,8 @@ def measure_cell(bench: Bench, hosts: int, count: int, round_number: int) -> dic
         cell["ours"] = under_load(bench, "ours", lambda: ours(bench, hosts, count, VERSIONS[1], service))
         cell["ours"].update(first=first["wall"], busy=busy)
         say(f"  ours under load: {cell['ours']['wall']} s, {cell['ours']['failed']} of {cell['ours']['sent']} failed, "
-            f"{cell['ours']['peak_mb']} MB (load average {busy['load']}, {busy['vms']} VMs running)")
+            f"{cell['ours']['peak_mb']} MB, CPU {cell['ours']['cpu_busy']} % busy (load average {busy['load']}, "
+            f"{busy['vms']} VMs running)")
         remove_containers(bench)
         if "plain" in APPROACHES:
             plain_first(bench, members, VERSIONS[0])
@@ -488,7 +529,12 @@ def measure_cell(bench: Bench, hosts: int, count: int, round_number: int) -> dic
             remove_containers(bench)
         busy = machine_busy()
         cell["floor"] = dict(floor(bench, hosts, count, VERSIONS[1]), busy=busy)
-        say(f"  floor: {cell['floor']['wall']} s (load average {busy['load']}, {busy['vms']} VMs running)")
+        say(f"  floor: {cell['floor']['wall']} s, CPU {cell['floor']['cpu_busy']} % busy (load average "
+            f"{busy['load']}, {busy['vms']} VMs running)")
+        if "replace" in APPROACHES:
+            remove_containers(bench)
+            cell["replace"] = dict(replacement_floor(bench, hosts, count), busy=machine_busy())
+            say(f"  replacement floor: {cell['replace']['wall']} s, CPU {cell['replace']['cpu_busy']} % busy")
     finally:
         remove_containers(bench)
     return cell
@@ -537,15 +583,18 @@ def result_table(cells: list[dict[str, Any]]) -> dict[str, Any]:
     rows = []
     for cell in cells:
         ours_cell, plain_cell, floor_cell = cell.get("ours") or {}, cell.get("plain") or {}, cell.get("floor") or {}
+        replace_cell = cell.get("replace") or {}
         rows.append([cell["hosts"], cell["engines"], ours_cell.get("wall", "-"), ours_cell.get("task", "-"),
                      ours_cell.get("failed", "-"), ours_cell.get("sent", "-"), ours_cell.get("peak_mb", "-"),
                      plain_time(plain_cell), plain_cell.get("failed", "-"), plain_cell.get("peak_mb", "-"),
-                     floor_cell.get("wall", "-"), ratio(ours_cell.get("wall"), floor_cell),
-                     ratio(ours_cell.get("task"), floor_cell)])
+                     floor_cell.get("wall", "-"), replace_cell.get("wall", "-"), ratio(ours_cell.get("wall"), floor_cell),
+                     ratio(ours_cell.get("task"), floor_cell), ratio(ours_cell.get("wall"), replace_cell),
+                     "/".join(str(part.get("cpu_busy", "-")) for part in (ours_cell, floor_cell, replace_cell))])
     return {"title": f"fleet rollout under load ({LOAD_RATE:g} requests/s through HAProxy), one round per cell; "
                      f"ours: {capacity_text()}",
             "header": ["hosts", "engines", "ours s", "ours task s", "ours failed", "ours sent", "ours MB", "plain s",
-                       "plain failed", "plain MB", "floor s", "ours / floor", "task / floor"], "rows": rows}
+                       "plain failed", "plain MB", "floor s", "replace s", "ours / floor", "task / floor",
+                       "ours / replace", "CPU busy % ours/floor/replace"], "rows": rows}
 
 
 def capacity_text() -> str:

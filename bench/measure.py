@@ -404,6 +404,20 @@ def machine_busy() -> dict[str, Any]:
     return {"load": round(os.getloadavg()[0], 2), "vms": vms}
 
 
+def cpu_jiffies() -> tuple[int, int]:
+    """(busy, total) CPU time of the whole machine so far, from /proc/stat, in clock ticks."""
+    with open("/proc/stat", encoding="utf-8") as handle:
+        times = [int(value) for value in handle.readline().split()[1:]]
+    idle = times[3] + times[4]  # idle and iowait
+    return sum(times) - idle, sum(times)
+
+
+def busy_share(before: tuple[int, int]) -> float:
+    """The share of the machine's CPU time that was busy since before (cpu_jiffies()), in percent."""
+    busy, total = cpu_jiffies()
+    return round(100 * (busy - before[0]) / max(1, total - before[1]), 1)
+
+
 def floor_in_threads(calls: list[Callable[[], None]], errors: list[str]) -> dict[str, Any]:
     """Runs the floor's calls (one per engine) at once; its wall time, or BenchError with what failed."""
     threads = [threading.Thread(target=call) for call in calls]

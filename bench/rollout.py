@@ -24,7 +24,11 @@ loop        a naive playbook (bench/rollout-loop.yml): serial 1 over 10 inventor
 loop_stop1  the same loop with stop_timeout: 1 (Docker kills the old container after 1 s, not 10 s)
 floor       10 fresh containers of the new image started one after another with the Docker SDK, each
             followed by polling its /healthz every 20 ms until the first 200 (the load goes to the
-            rolling fleet meanwhile)
+            rolling fleet meanwhile); they are removed afterwards, not timed
+wrk_floor   the floor again under wrk on the wrk fleet, with the removal of its 10 containers inside the
+            wrk window: the engine starts and stops as many containers as the rollout does, none of them
+            in the balancer. Not an approach: it shows what that engine work alone does to the wrk fleet's
+            p99 on this machine, beside what the swap does
 
 For compose and the loops the time runs until HAProxy reports all 10 servers up again. The order
 of the approaches rotates by one place per round. Every container, image, volume and network made
@@ -108,7 +112,8 @@ LOAD_TAIL = 0.5  # and after it is done
 UP_TIMEOUT = 120.0
 HEALTH_TIMEOUT = 60.0
 FLOOR_POLL = 0.02
-APPROACHES = ("rolling", "blue_green", "wrk", "compose", "loop", "loop_stop1", "floor")
+APPROACHES = ("rolling", "blue_green", "wrk", "compose", "loop", "loop_stop1", "floor", "wrk_floor")
+UNDER_WRK = ("wrk", "wrk_floor")
 BACKENDS = ("rolling", "blue_green", "wrk", "compose", "loop", "loop_stop1")
 LOOPS = {"loop": None, "loop_stop1": 1}  # the naive loop, and the same with docker_container's stop_timeout: 1
 OURS = ("rolling", "blue_green", "wrk")
@@ -470,6 +475,7 @@ def measure_round(bench: Bench, round_index: int, runs: int) -> dict[str, Any]:
         "loop": ("loop", lambda: loop(bench, "loop", target)),
         "loop_stop1": ("loop_stop1", lambda: loop(bench, "loop_stop1", target)),
         "floor": ("rolling", lambda: floor(bench, target, label)),
+        "wrk_floor": ("wrk", lambda: floor(bench, target, f"{label}w")),
     }
     order = round_order(round_index)
     measured: dict[str, Any] = {"round": round_index + 1, "from": source, "to": target, "order": order}
@@ -477,7 +483,7 @@ def measure_round(bench: Bench, round_index: int, runs: int) -> dict[str, Any]:
         busy = machine_busy()
         load_average = busy["load"]
         backend, action = steps[approach]
-        load = under_wrk if approach == "wrk" else under_load
+        load = under_wrk if approach in UNDER_WRK else under_load
         measured[approach] = dict(load(bench, backend, action), load_before=round(load_average, 2), vms=busy["vms"])
         entry = measured[approach]
         task = f" (task {entry['task']:.2f} s)" if "task" in entry else ""
@@ -503,6 +509,7 @@ MEASUREMENTS = (
     ("floor", "wall", "(d) floor: 10 x (start, first 200)"),
     ("floor", "create_start", "(d) of which create + start + inspect"),
     ("floor", "until_200", "(d) of which until the first 200"),
+    ("wrk_floor", "wall", "(d') the floor under wrk, its containers removed inside the window"),
 )
 PHASE_SETS = {"rolling": OURS_PHASES, "blue_green": OURS_PHASES, "wrk": OURS_PHASES, "loop": LOOP_PHASES,
               "loop_stop1": LOOP_PHASES}
@@ -580,14 +587,18 @@ def loop_table(result: dict[str, Any]) -> dict[str, Any]:
 def wrk_table(result: dict[str, Any]) -> dict[str, Any]:
     rows = []
     for measured in result["rounds"]:
-        steady, swap = measured["wrk"]["steady"], measured["wrk"]["swap"]
-        rows.append([measured["round"], f"{steady['rate']:.0f}", f"{steady['p50_ms']:.2f}", f"{steady['p99_ms']:.2f}",
-                     f"{swap['rate']:.0f}", f"{swap['p50_ms']:.2f}", f"{swap['p99_ms']:.2f}", f"{swap['max_ms']:.1f}",
-                     f"{measured['wrk']['p99_ratio']:.2f}x", swap["requests"], swap["socket_errors"], swap["status"]])
+        for approach, what in (("wrk", "rolling rollout"), ("wrk_floor", "floor's starts and removals")):
+            if approach not in measured:
+                continue
+            steady, swap = measured[approach]["steady"], measured[approach]["swap"]
+            rows.append([measured["round"], what, f"{steady['rate']:.0f}", f"{steady['p50_ms']:.2f}",
+                         f"{steady['p99_ms']:.2f}", f"{swap['rate']:.0f}", f"{swap['p50_ms']:.2f}",
+                         f"{swap['p99_ms']:.2f}", f"{swap['max_ms']:.1f}", f"{measured[approach]['p99_ratio']:.2f}x",
+                         swap["requests"], swap["socket_errors"], swap["status"]])
     return {"title": f"(a') the rolling rollout under wrk ({WRK_CONNECTIONS} keep-alive connections through HAProxy): "
-                     f"steady state ({WRK_STEADY:g} s before) and during the swap",
-            "header": ["round", "steady req/s", "steady p50 ms", "steady p99 ms", "swap req/s", "swap p50 ms",
-                       "swap p99 ms", "swap max ms", "p99 swap/steady", "swap requests", "socket errors", "non-2xx"],
+                     f"steady state ({WRK_STEADY:g} s before) and during the swap; (d') the same around the floor",
+            "header": ["round", "during", "steady req/s", "steady p50 ms", "steady p99 ms", "req/s", "p50 ms",
+                       "p99 ms", "max ms", "p99 / steady", "requests", "socket errors", "non-2xx"],
             "rows": rows}
 
 

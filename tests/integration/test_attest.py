@@ -153,8 +153,11 @@ def test_rollout_with_trust_refuses_what_the_release_key_did_not_sign_and_change
     project, env, images, _bakes, _verifies = signed_project
     client = DockerClient()
     # an image whose attestation volume holds the hello image's statements: signed, but about another digest
-    moved = client.commit(docker_client.api.create_container(images["plain"], command=["true"])["Id"],
-                          image_name("moved"), "t", {"Labels": {}})
+    container = docker_client.api.create_container(images["plain"], command=["true"])["Id"]
+    try:
+        moved = client.commit(container, image_name("moved"), "t", {"Labels": {}})
+    finally:
+        docker_client.api.remove_container(container)
     store_image_attestations(client, moved, read_image_attestations(client, images["hello"]))
     record_verdict(client, moved, True, {"time": "test", "reference": moved})
     release = {"keys": ["release.pub"]}
