@@ -4,6 +4,8 @@ in-memory back-end, store and balancer (memory_backend.py). Pure logic: no Docke
 from __future__ import annotations
 
 import threading
+import time
+from dataclasses import dataclass, field
 
 import pytest
 from memory_backend import MemoryBackend, MemoryBalancer
@@ -14,7 +16,7 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.drift_plan
 from ansible_collections.immutable.infra.plugins.plugin_utils.service import plan as rp
 from ansible_collections.immutable.infra.plugins.plugin_utils.service.lock import unfinished_work
 from ansible_collections.immutable.infra.plugins.plugin_utils.service.spec import HostSpec
-from ansible_collections.immutable.infra.plugins.plugin_utils.service.steps import HostSteps
+from ansible_collections.immutable.infra.plugins.plugin_utils.service.steps import STARTS_PER_ENGINE, HostSteps
 from ansible_collections.immutable.infra.plugins.plugin_utils.service.transaction import Change, Transaction
 
 HEALTH = {"command": ["check"], "timeout": 0.3, "interval": 0.01, "healthy_threshold": 1}
@@ -209,3 +211,61 @@ def test_the_balancer_gets_each_batch_s_hosts_in_one_exchange(tmp_path):
     assert calls.count("activate_all") == 2 and calls.count("set_states") == 2 and calls.count("detach_all") == 2
     assert all(count == 2 for call, count in world.balancer.exchanges if call != "register_all")
     assert sum(count for call, count in world.balancer.exchanges if call == "register_all") == 4
+
+
+class CrowdedBackend(MemoryBackend):
+    """Notes how many starts are under way at once; a start waits until STARTS_PER_ENGINE are, so it
+    passes only when an engine starts that many hosts of a batch together."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.crowd = threading.Barrier(STARTS_PER_ENGINE, timeout=10)
+        self.under_way = self.most_at_once = 0
+        self.counting = threading.Lock()
+        self.begun: list[str] = []
+
+    def start(self, host) -> None:
+        with self.counting:
+            self.begun.append(host.name)
+            self.under_way += 1
+            self.most_at_once = max(self.most_at_once, self.under_way)
+        try:
+            self.crowd.wait()
+            super().start(host)
+        finally:
+            with self.counting:
+                self.under_way -= 1
+
+
+def test_an_engine_starts_a_few_hosts_of_a_batch_at_once_and_never_more(tmp_path):
+    world = World(tmp_path)
+    world.backend = CrowdedBackend("web", ["one"])
+    world.rollout("a", replicas=8, batch_size=8)
+    plan = world.rollout("b", replicas=8, batch_size=8)
+    assert world.backend.live_hosts() == plan.live_after == world.balancer.ready()
+    assert world.backend.most_at_once == STARTS_PER_ENGINE and not world.backend.crowd.broken
+
+
+@dataclass
+class FailingStartBackend(MemoryBackend):
+    """The start of web-2-1 fails; every start begun is noted."""
+
+    begun: list[str] = field(default_factory=list)
+
+    def start(self, host) -> None:
+        self.begun.append(host.name)
+        if host.name == "web-2-1":
+            raise InfraError("the engine refused to start web-2-1")
+        time.sleep(0.05)
+        super().start(host)
+
+
+def test_after_a_failed_start_an_engine_begins_no_other_host_and_the_change_is_reverted(tmp_path):
+    world = World(tmp_path)
+    world.backend = FailingStartBackend("web", ["one"])
+    world.rollout("a", replicas=8, batch_size=8)
+    with pytest.raises(InfraError, match="refused to start web-2-1"):
+        world.rollout("b", replicas=8, batch_size=8)
+    begun = [name for name in world.backend.begun if name.startswith("web-2-")]
+    assert "web-2-1" in begun and len(begun) <= STARTS_PER_ENGINE
+    assert world.backend.live_hosts() == world.balancer.ready() == [f"web-1-{index}" for index in range(1, 9)]
