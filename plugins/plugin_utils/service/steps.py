@@ -5,8 +5,8 @@
 Rollouts, rollbacks, reverts, reconciles and heals all apply the same steps (plan.py names them).
 Each step goes to the engine its host runs on (or is placed on); each engine's share of a start is
 carried out by its own workers (a few hosts at once), so a batch over several engines takes as long as
-its slowest engine's share, not the sum. The health gates of a step's hosts are polled together (health.wait_all_healthy)
-and the balancer's side goes a batch at a time (swap.py). While a batch is gated and swapped, the next
+its slowest engine's share, not the sum. The health gates of a step's hosts are polled together
+(health.wait_all_healthy) and the balancer's side goes a batch at a time (swap.py). While a batch is gated and swapped, the next
 batch's hosts are made ahead (made, not started: no capacity used), and stops go out in the background
 once a host is drained and out of the balancer (stopping.py).
 """
@@ -37,6 +37,7 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.service.swap impor
 
 # Hosts one engine starts at once: an engine that is not busy answers several starts sooner than the same
 # starts one after another (20 containers: 5.3 s one at a time, 3.4 s two at a time, 3.0 s four at a time).
+# Engines that share one machine's cores crowd them instead (bench/README.md, Fleet).
 STARTS_PER_ENGINE = 4
 
 
