@@ -506,7 +506,8 @@ def remove_containers(bench: Bench) -> None:
 
 def measure_cell(bench: Bench, hosts: int, count: int, round_number: int) -> dict[str, Any]:
     """The floors first, then ours, then the plain play. Every timed part follows an untimed one on the
-    same engines (the replacement floor's first hosts, ours' first rollout, the plain play's first hosts),
+    same engines (the replacement floor's first hosts, an untimed floor, ours' first rollout, the plain
+    play's first hosts),
     so none is timed while the engines still clean up after the containers removed before it."""
     service = f"bf{bench.run_id[:6]}-{hosts}-{count}-{round_number}"
     inventory, members, addresses = plain_inventory(bench, hosts, count)
