@@ -207,7 +207,7 @@ def cleanup(run_id: str, service: str, images: dict[str, str], haproxy_process: 
     for container in client.containers.list(all=True, filters={"name": f"immutable-infra-lock-{service}"}):
         container.remove(force=True)
     remove_labelled(run_id)
-    names = [f"immutable-infra-{kind}-{service}" for kind in ("rollout", "service")]
+    names = [f"immutable-infra-{kind}-{service}" for kind in ("rollout", "service", "stopping")]
     names += [f"immutable-infra-verdict-{image.split(':', 1)[-1]}" for image in images.values()]
     for name in names:
         try:

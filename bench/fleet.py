@@ -562,8 +562,8 @@ def cleanup(bench: Bench) -> None:
                 client.images.remove(image.id, force=True)
             except (NotFound, APIError):
                 pass
-        for volume in client.volumes.list(filters={"name": "immutable-infra-service-"}):
-            if bench.run_id[:6] in volume.name:  # the service records of this run's services (bf..., rm...)
+        for volume in client.volumes.list(filters={"name": "immutable-infra-"}):
+            if bench.run_id[:6] in volume.name:  # the stores of this run's services (bf..., rm...): records, stops
                 volume.remove(force=True)
     local = docker.from_env()
     for image_id in bench.images.values():

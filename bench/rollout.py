@@ -635,7 +635,8 @@ def cleanup(bench: Bench) -> None:
     for container in client.containers.list(all=True, filters={"name": bench.prefix}):
         container.remove(force=True)
     removed = retry_cleanup(lambda: remove_labelled(bench.run_id))
-    volumes = [f"immutable-infra-{kind}-{bench.service(fleet)}" for fleet in OURS for kind in ("rollout", "service")]
+    volumes = [f"immutable-infra-{kind}-{bench.service(fleet)}" for fleet in OURS
+               for kind in ("rollout", "service", "stopping")]
     volumes += [f"immutable-infra-verdict-{image.split(':', 1)[-1]}" for image in bench.images.values()]
     for name in volumes:
         try:
