@@ -6,9 +6,9 @@ Rollouts, rollbacks, reverts, reconciles and heals all apply the same steps (pla
 Each step goes to the engine its host runs on (or is placed on); each engine's share of a start is
 carried out by its own workers (a few hosts at once), so a batch over several engines takes as long as
 its slowest engine's share, not the sum. The health gates of a step's hosts are polled together
-(health.wait_all_healthy) and the balancer's side goes a batch at a time (swap.py). While a batch is gated and swapped, the next
-batch's hosts are made ahead (made, not started: no capacity used), and stops go out in the background
-once a host is drained and out of the balancer (stopping.py).
+(health.wait_all_healthy) and the balancer's side goes a batch at a time (swap.py). While a batch is
+gated and swapped, the next batch's hosts are made ahead (made, not started: no capacity used), and
+stops go out in the background once a host is drained and out of the balancer (stopping.py).
 """
 
 from __future__ import annotations

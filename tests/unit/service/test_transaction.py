@@ -222,11 +222,9 @@ class CrowdedBackend(MemoryBackend):
         self.crowd = threading.Barrier(STARTS_PER_ENGINE, timeout=10)
         self.under_way = self.most_at_once = 0
         self.counting = threading.Lock()
-        self.begun: list[str] = []
 
     def start(self, host) -> None:
         with self.counting:
-            self.begun.append(host.name)
             self.under_way += 1
             self.most_at_once = max(self.most_at_once, self.under_way)
         try:
