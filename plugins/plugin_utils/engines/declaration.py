@@ -125,6 +125,12 @@ class Engine:
         return urlsplit(self.where).hostname
 
     @property
+    def cores(self) -> str:
+        """Which machine's cores the engine's hosts use: "" for this machine (a unix socket, a local
+        hypervisor, a loopback address), else its machine as docker_host or libvirt_uri names it."""
+        return "" if self.machine is None or is_loopback(self.machine) else self.machine
+
+    @property
     def address(self) -> str | None:
         """Where the hosts' published ports answer: advertise_address, else the engine's machine."""
         return self.advertise_address or self.machine
@@ -163,6 +169,11 @@ class Engine:
                 if path:
                     arguments.append(f"{flag}={path}")
         return {"ansible_docker_extra_args": shlex.join(arguments)}
+
+
+def cores_of(engines: Sequence[Engine], name: str) -> str:
+    """Engine.cores of the engine of that name ("" when none has it)."""
+    return next((engine.cores for engine in engines if engine.name == name), "")
 
 
 def is_ip_address(text: str) -> bool:

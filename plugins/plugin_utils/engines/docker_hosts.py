@@ -22,6 +22,7 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.docker.client impo
     container_address,
     published_port,
 )
+from ansible_collections.immutable.infra.plugins.plugin_utils.engines.declaration import cores_of
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.docker_drift import host_drift
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.docker_store import DockerStore
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.fleet import Fleet, place_hosts, plan_ship, ship
@@ -50,6 +51,9 @@ class DockerHosts:
     @property
     def several(self) -> bool:
         return not self.fleet.single
+
+    def machine_of(self, engine: str) -> str:
+        return cores_of(self.fleet.engines, engine)
 
     def client(self, engine: str) -> DockerClient:
         return self.fleet.clients.get(engine) or self.fleet.coordinator

@@ -19,6 +19,7 @@ from typing import Any
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import EngineUnreachable, InfraError
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import LABEL_ENGINE, LABEL_SERVICE, HostLabels
+from ansible_collections.immutable.infra.plugins.plugin_utils.engines.declaration import cores_of
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.placement import place_new_hosts
 from ansible_collections.immutable.infra.plugins.plugin_utils.hypervisors import vm
 from ansible_collections.immutable.infra.plugins.plugin_utils.hypervisors.disk import (
@@ -65,6 +66,9 @@ class VmHosts:
     @property
     def several(self) -> bool:
         return len(self.fleet.engines) > 1
+
+    def machine_of(self, engine: str) -> str:
+        return cores_of(self.fleet.engines, engine)
 
     def site(self, engine: str) -> Site:
         return self.fleet.site(engine)

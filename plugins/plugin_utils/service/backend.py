@@ -79,6 +79,9 @@ class HostBackend(Protocol):
     def several(self) -> bool:
         """More than one engine: results and progress lines name each host's engine."""
 
+    def machine_of(self, engine: str) -> str:
+        """The machine whose cores the engine uses (engines naming the same one share a budget of starts)."""
+
     def store(self) -> ServiceStore:
         """The coordinating engine's store."""
 

@@ -4,8 +4,8 @@
 
 Rollouts, rollbacks, reverts, reconciles and heals all apply the same steps (plan.py names them).
 Each step goes to the engine its host runs on (or is placed on); each engine's share of a start is
-carried out by its own workers (a few hosts at once), so a batch over several engines takes as long as
-its slowest engine's share, not the sum. The health gates of a step's hosts are polled together
+carried out by its own workers (a few hosts at once per machine), so a batch over several engines takes as
+long as its slowest engine's share, not the sum. The health gates of a step's hosts are polled together
 (health.wait_all_healthy) and the balancer's side goes a batch at a time (swap.py). While a batch is
 gated and swapped, the next batch's hosts are made ahead (made, not started: no capacity used), and
 stops go out in the background once a host is drained and out of the balancer (stopping.py).
@@ -35,10 +35,10 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.service.stopping i
 from ansible_collections.immutable.infra.plugins.plugin_utils.service.store import ServiceStore
 from ansible_collections.immutable.infra.plugins.plugin_utils.service.swap import SwapSteps
 
-# Hosts one engine starts at once: an engine that is not busy answers several starts sooner than the same
-# starts one after another (20 containers: 5.3 s one at a time, 3.4 s two at a time, 3.0 s four at a time).
-# Engines that share one machine's cores crowd them instead (bench/README.md, Fleet).
-STARTS_PER_ENGINE = 4
+# Hosts one machine's engines start at once: an engine that is not busy answers several starts sooner than
+# the same starts one after another (20 containers: 5.3 s one at a time, 3.4 s two at a time, 3.0 s four at
+# a time), but engines that share one machine's cores crowd them with more (bench/README.md, Fleet).
+STARTS_PER_MACHINE = 4
 
 
 def raise_first(futures: list[Future]) -> None:
@@ -143,36 +143,41 @@ class HostSteps(SwapSteps):
         return self.backend.create(name, self.where(name), self.spec, self.rollout_id, balancer)
 
     def _per_engine(self, names: list[str], records: Mapping[str, HostRecord], action: Callable[[str], None]) -> None:
-        """Runs action for every host: each engine's hosts by workers of that engine, at most
-        STARTS_PER_ENGINE at once, all engines at once. After a failure no worker begins another host; the
-        first failure (in engine order) is raised once every worker has stopped."""
+        """Runs action for every host: each engine's hosts by workers of that engine, all engines at once,
+        and at most STARTS_PER_MACHINE at once over the engines of one machine (backend.machine_of). After a
+        failure no worker begins another host; the first failure (in engine order) is raised once every
+        worker has stopped."""
         shares: dict[str, list[str]] = {}
         for name in names:
             shares.setdefault(self.where(name, records), []).append(name)
+        budgets = {machine: threading.BoundedSemaphore(STARTS_PER_MACHINE)
+                   for machine in {self.backend.machine_of(engine) for engine in shares}}
         failed = threading.Event()
 
-        def work(name: str) -> None:
-            if failed.is_set():
-                return
-            try:
-                self.check_interrupted()
-                action(name)
-            except BaseException:
-                failed.set()
-                raise
+        def work(name: str, budget: threading.BoundedSemaphore) -> None:
+            with budget:
+                if failed.is_set():
+                    return
+                try:
+                    self.check_interrupted()
+                    action(name)
+                except BaseException:
+                    failed.set()
+                    raise
 
-        def share_of_engine(share: list[str]) -> None:
+        def share_of_engine(engine: str, share: list[str]) -> None:
+            budget = budgets[self.backend.machine_of(engine)]
             if len(share) == 1:
-                work(share[0])
+                work(share[0], budget)
                 return
-            with ThreadPoolExecutor(max_workers=min(STARTS_PER_ENGINE, len(share))) as pool:
-                futures = [pool.submit(work, name) for name in share]
+            with ThreadPoolExecutor(max_workers=min(STARTS_PER_MACHINE, len(share))) as pool:
+                futures = [pool.submit(work, name, budget) for name in share]
             raise_first(futures)
         if len(shares) == 1:
-            share_of_engine(names)
+            share_of_engine(*next(iter(shares.items())))
             return
         with ThreadPoolExecutor(max_workers=len(shares)) as pool:
-            raise_first([pool.submit(share_of_engine, share) for share in shares.values()])
+            raise_first([pool.submit(share_of_engine, engine, share) for engine, share in shares.items()])
 
     def _step_start(self, names: list[str], records: dict[str, HostRecord], step: rp.Step) -> None:
         def start(name: str) -> None:

@@ -7,6 +7,7 @@ import pytest
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.declaration import (
     DEFAULT_ENGINE,
+    cores_of,
     engines_from_group,
     is_loopback,
     parse_engine,
@@ -193,3 +194,15 @@ def test_a_task_names_its_engines_one_way():
         engines_of({"engines": [], "engines_group": "engines"})
     with pytest.raises(InfraError, match="either engines or docker_host"):
         engines_of({"engines_group": "engines", "docker_host": "unix:///x.sock"})
+
+
+def test_engines_on_this_machine_share_its_cores_and_others_have_their_own():
+    engines = parse_engines([{"name": "local", "docker_host": "unix:///run/docker.sock"},
+                             {"name": "rig", "docker_host": "tcp://127.0.0.1:23751", **TLS},
+                             {"name": "web1", "docker_host": "ssh://deploy@web1.example.com"},
+                             {"name": "web1-tls", "docker_host": "tcp://web1.example.com:2376", **TLS}])
+    assert [cores_of(engines, engine.name) for engine in engines] == ["", "", "web1.example.com", "web1.example.com"]
+    assert cores_of(engines, "nowhere") == ""
+    hypervisors = parse_engines([{"name": "hv", "libvirt_uri": "qemu:///system"},
+                                 {"name": "hv2", "libvirt_uri": "qemu+ssh://deploy@10.0.0.5/system"}])
+    assert [cores_of(hypervisors, engine.name) for engine in hypervisors] == ["", "10.0.0.5"]

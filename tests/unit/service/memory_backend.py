@@ -77,6 +77,7 @@ class MemoryBackend:
     hosts_: dict[str, MemoryHost] = field(default_factory=dict)
     unhealthy: set[str] = field(default_factory=set)
     lost_engines: set[str] = field(default_factory=set)
+    machines: dict[str, str] = field(default_factory=dict)  # engine -> its machine (its own name otherwise)
     down: dict[str, str] = field(default_factory=dict)
     calls: list[tuple[str, str]] = field(default_factory=list)
     port: int = 8000
@@ -89,6 +90,9 @@ class MemoryBackend:
     @property
     def several(self) -> bool:
         return len(self.engines) > 1
+
+    def machine_of(self, engine: str) -> str:
+        return self.machines.get(engine, engine)
 
     def store(self) -> MemoryStore:
         return self.store_

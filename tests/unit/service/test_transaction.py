@@ -16,7 +16,7 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.drift_plan
 from ansible_collections.immutable.infra.plugins.plugin_utils.service import plan as rp
 from ansible_collections.immutable.infra.plugins.plugin_utils.service.lock import unfinished_work
 from ansible_collections.immutable.infra.plugins.plugin_utils.service.spec import HostSpec
-from ansible_collections.immutable.infra.plugins.plugin_utils.service.steps import STARTS_PER_ENGINE, HostSteps
+from ansible_collections.immutable.infra.plugins.plugin_utils.service.steps import STARTS_PER_MACHINE, HostSteps
 from ansible_collections.immutable.infra.plugins.plugin_utils.service.transaction import Change, Transaction
 
 HEALTH = {"command": ["check"], "timeout": 0.3, "interval": 0.01, "healthy_threshold": 1}
@@ -214,12 +214,12 @@ def test_the_balancer_gets_each_batch_s_hosts_in_one_exchange(tmp_path):
 
 
 class CrowdedBackend(MemoryBackend):
-    """Notes how many starts are under way at once; a start waits until STARTS_PER_ENGINE are, so it
-    passes only when an engine starts that many hosts of a batch together."""
+    """Notes how many starts are under way at once; a start waits until `together` are, so it passes
+    only when that many hosts of a batch start together."""
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args, together: int = STARTS_PER_MACHINE, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.crowd = threading.Barrier(STARTS_PER_ENGINE, timeout=10)
+        self.crowd = threading.Barrier(together, timeout=10)
         self.under_way = self.most_at_once = 0
         self.counting = threading.Lock()
 
@@ -235,13 +235,27 @@ class CrowdedBackend(MemoryBackend):
                 self.under_way -= 1
 
 
-def test_an_engine_starts_a_few_hosts_of_a_batch_at_once_and_never_more(tmp_path):
+def crowded_rollouts(tmp_path, backend: CrowdedBackend) -> None:
     world = World(tmp_path)
-    world.backend = CrowdedBackend("web", ["one"])
+    world.backend = backend
     world.rollout("a", replicas=8, batch_size=8)
     plan = world.rollout("b", replicas=8, batch_size=8)
     assert world.backend.live_hosts() == plan.live_after == world.balancer.ready()
-    assert world.backend.most_at_once == STARTS_PER_ENGINE and not world.backend.crowd.broken
+
+
+def test_an_engine_starts_a_few_hosts_of_a_batch_at_once_and_never_more(tmp_path):
+    backend = CrowdedBackend("web", ["one"])
+    crowded_rollouts(tmp_path, backend)
+    assert backend.most_at_once == STARTS_PER_MACHINE and not backend.crowd.broken
+
+
+def test_engines_on_one_machine_share_its_starts_and_engines_on_two_do_not(tmp_path):
+    shared = CrowdedBackend("web", ["one", "two"], machines={"one": "", "two": ""})
+    crowded_rollouts(tmp_path / "shared", shared)
+    assert shared.most_at_once == STARTS_PER_MACHINE and not shared.crowd.broken
+    apart = CrowdedBackend("web", ["one", "two"], together=2 * STARTS_PER_MACHINE)
+    crowded_rollouts(tmp_path / "apart", apart)
+    assert apart.most_at_once == 2 * STARTS_PER_MACHINE and not apart.crowd.broken
 
 
 @dataclass
@@ -265,5 +279,5 @@ def test_after_a_failed_start_an_engine_begins_no_other_host_and_the_change_is_r
     with pytest.raises(InfraError, match="refused to start web-2-1"):
         world.rollout("b", replicas=8, batch_size=8)
     begun = [name for name in world.backend.begun if name.startswith("web-2-")]
-    assert "web-2-1" in begun and len(begun) <= STARTS_PER_ENGINE
+    assert "web-2-1" in begun and len(begun) <= STARTS_PER_MACHINE
     assert world.backend.live_hosts() == world.balancer.ready() == [f"web-1-{index}" for index in range(1, 9)]
