@@ -177,26 +177,29 @@ def haproxy(workdir: str, hosts: int) -> tuple[Any, str]:
     return start_haproxy_process(config, runtime_api, os.path.join(workdir, "haproxy.log")), runtime_api
 
 
-def rollout(workdir: str, env: dict[str, str], task: dict[str, Any]) -> dict[str, Any]:
-    path = os.path.join(workdir, "rollout.json")
+def one_task_play(workdir: str, env: dict[str, str], task: dict[str, Any]) -> tuple[dict[str, Any], float]:
+    """The task's result and the whole ansible-playbook's seconds."""
+    path = os.path.join(workdir, "play.json")
     with open(path, "w", encoding="utf-8") as handle:
         json.dump([{"name": "calls", "hosts": "localhost", "gather_facts": False,
-                    "tasks": [{"name": "Rollout", "immutable.infra.rollout": task}]}], handle)
+                    "tasks": [dict(task, name="The task")]}], handle)
     timed = run_timed([os.path.join(VENV_BIN, "ansible-playbook"), path], env=env, cwd=workdir)
     result = play_results(timed)[0]
     if timed.returncode != 0 or result.get("failed"):
-        raise BenchError(f"the rollout failed: {result.get('msg')}\n{timed.tail()}")
-    return result
+        raise BenchError(f"the task failed: {result.get('msg')}\n{timed.tail()}")
+    return result, round(timed.wall, 2)
 
 
-def counted_run(proxy: CountingProxy, name: str, result: dict[str, Any]) -> dict[str, Any]:
+def counted_run(proxy: CountingProxy, name: str, played: tuple[dict[str, Any], float]) -> dict[str, Any]:
+    result, wall = played
     counts = proxy.take()
     total = sum(counts.values())
     started = len(result.get("added") or [])
     per_host = round(total / started, 2) if started else "-"
-    say(f"  {name}: {total} calls, {per_host} per host started ({started}), changed {result.get('changed')}")
-    return {"calls": total, "hosts_started": started, "per_host": per_host,
-            "changed": result.get("changed"), "duration": result.get("duration"), "by_kind": dict(counts.most_common())}
+    say(f"  {name}: {total} calls, {per_host} per host started ({started}), changed {result.get('changed')}, "
+        f"task {result.get('duration')} s, ansible-playbook {wall} s")
+    return {"calls": total, "hosts_started": started, "per_host": per_host, "changed": result.get("changed"),
+            "duration": result.get("duration"), "wall": wall, "by_kind": dict(counts.most_common())}
 
 
 def cleanup(run_id: str, service: str, images: dict[str, str], haproxy_process: Any) -> None:
@@ -240,10 +243,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         "container": {"labels": {LABEL_KEY: run_id}},
                         "balancer": {"runtime_api": runtime_api, "backend": "hello"}}
                 proxy.take()
-                runs[name] = counted_run(proxy, name, rollout(workdir, counted_env, task))
+                runs[name] = counted_run(proxy, name, one_task_play(workdir, counted_env,
+                                                                    {"immutable.infra.rollout": task}))
+        _result, debug_wall = one_task_play(workdir, env, {"ansible.builtin.debug": {"msg": "nothing"}})
+        say(f"  ansible-playbook with one debug task: {debug_wall} s")
     finally:
         cleanup(run_id, service, images, haproxy_process)
-    return {"machine": machine_facts(), "hosts": hosts, "runs": runs, "tables": [table(runs)]}
+    return {"machine": machine_facts(), "hosts": hosts, "runs": runs, "debug_wall": debug_wall,
+            "tables": [table(runs), times_table(runs, debug_wall)]}
 
 
 def table(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -253,6 +260,16 @@ def table(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     rows.append(["all calls", *(counted["calls"] for counted in runs.values())])
     rows.append(["per host started", *(counted["per_host"] for counted in runs.values())])
     return {"title": "Docker API calls of a rollout, by kind", "header": ["call", *runs], "rows": rows}
+
+
+def times_table(runs: dict[str, dict[str, Any]], debug_wall: float) -> dict[str, Any]:
+    """Where a run's seconds go: the task's own duration (from its lock on), and the rest of ansible-playbook
+    beyond what one debug task takes (loading the module, reaching the engine, the gates before the lock)."""
+    rows = [[name, counted["wall"], counted["duration"], round(counted["wall"] - (counted["duration"] or 0), 2),
+             round(counted["wall"] - (counted["duration"] or 0) - debug_wall, 2)] for name, counted in runs.items()]
+    return {"title": f"seconds of each run (ansible-playbook with one debug task: {debug_wall} s)",
+            "header": ["run", "ansible-playbook", "task duration", "outside the duration", "beyond a debug task"],
+            "rows": rows}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
