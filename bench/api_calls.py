@@ -12,7 +12,8 @@ rolling   the rolling replacement of those hosts by 2.0, batch_size 1 (the rollo
 unchanged the same task again: nothing to do
 
 Each run is reported as calls in all, calls per host it started, and by kind. Calls per host times the
-cost per call of an engine kind (bench/ssh_engine.py) is what that kind adds to a rollout.
+cost per call of an engine kind (bench/ssh_engine.py) is what that kind adds to a rollout. Each run is also
+timed whole, beside an ansible-playbook with one debug task: what a task costs outside its own rollout.
 
 Usage: .venv/bin/python bench/api_calls.py [--hosts N]   (or bench/run.py api_calls)
 """
@@ -263,8 +264,8 @@ def table(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 
 def times_table(runs: dict[str, dict[str, Any]], debug_wall: float) -> dict[str, Any]:
-    """Where a run's seconds go: the task's own duration (from its lock on), and the rest of ansible-playbook
-    beyond what one debug task takes (loading the module, reaching the engine, the gates before the lock)."""
+    """Where a run's seconds go: the task's own duration (from its transaction's start), and the rest of
+    ansible-playbook beyond what one debug task takes (loading the module, reaching the engine, the gates)."""
     rows = [[name, counted["wall"], counted["duration"], round(counted["wall"] - (counted["duration"] or 0), 2),
              round(counted["wall"] - (counted["duration"] or 0) - debug_wall, 2)] for name, counted in runs.items()]
     return {"title": f"seconds of each run (ansible-playbook with one debug task: {debug_wall} s)",
