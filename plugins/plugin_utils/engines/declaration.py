@@ -128,7 +128,12 @@ class Engine:
     def cores(self) -> str:
         """Which machine's cores the engine's hosts use: "" for this machine (a unix socket, a local
         hypervisor, a loopback address), else its machine as docker_host or libvirt_uri names it."""
-        return "" if self.machine is None or is_loopback(self.machine) else self.machine
+        machine = self.machine
+        return machine if machine and not is_loopback(machine) else ""
+
+    @property
+    def on_this_machine(self) -> bool:
+        return not self.cores
 
     @property
     def address(self) -> str | None:

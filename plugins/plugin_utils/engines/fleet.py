@@ -26,7 +26,6 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.engines.declaratio
     ENGINES_ARGUMENT_SPEC,
     Engine,
     is_ip_address,
-    is_loopback,
 )
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.placement import Placement, place_new_hosts
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.publish import publish_shipped
@@ -63,12 +62,8 @@ FLEET_ARGUMENT_SPEC: dict[str, Any] = {
 FLEET_OPTION_NAMES = tuple(FLEET_ARGUMENT_SPEC)
 
 
-def is_local(engine: Engine) -> bool:
-    return engine.scheme == "unix" or is_loopback(engine.machine)
-
-
 def default_addressing(engines: Sequence[Engine]) -> str:
-    return "container" if all(is_local(engine) for engine in engines) else "published"
+    return "container" if all(engine.on_this_machine for engine in engines) else "published"
 
 
 def resolved_address(engine: Engine) -> str | None:

@@ -150,8 +150,10 @@ class HostSteps(SwapSteps):
         shares: dict[str, list[str]] = {}
         for name in names:
             shares.setdefault(self.where(name, records), []).append(name)
-        budgets = {machine: threading.BoundedSemaphore(STARTS_PER_MACHINE)
-                   for machine in {self.backend.machine_of(engine) for engine in shares}}
+        budgets: dict[str, threading.BoundedSemaphore] = {}  # machine -> its starts at once
+        budget_of = {engine: budgets.setdefault(self.backend.machine_of(engine),
+                                                threading.BoundedSemaphore(STARTS_PER_MACHINE))
+                     for engine in shares}
         failed = threading.Event()
 
         def work(name: str, budget: threading.BoundedSemaphore) -> None:
@@ -166,7 +168,7 @@ class HostSteps(SwapSteps):
                     raise
 
         def share_of_engine(engine: str, share: list[str]) -> None:
-            budget = budgets[self.backend.machine_of(engine)]
+            budget = budget_of[engine]
             if len(share) == 1:
                 work(share[0], budget)
                 return

@@ -9,7 +9,6 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.declaration import parse_engines
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.fleet import (
     Fleet,
-    is_local,
     place_hosts,
     require_fleet_verified,
 )
@@ -111,10 +110,10 @@ def test_engines_on_this_machine_are_unix_and_loopback():
     far = parse_engines([{"name": "far", "docker_host": "ssh://deploy@10.0.0.5"},
                          {"name": "here", "docker_host": "unix:///var/run/docker.sock"},
                          {"name": "loop", "docker_host": "tcp://localhost:2375"}])
-    assert [is_local(engine) for engine in far] == [False, True, True]
+    assert [engine.on_this_machine for engine in far] == [False, True, True]
     # An advertised address changes where hosts are reached, not where the engine is.
     advertised = parse_engines([{"name": "here", "docker_host": "tcp://127.0.0.1:2375", "advertise_address": "10.0.0.9"}])
-    assert is_local(advertised[0])
+    assert advertised[0].on_this_machine
 
 
 def test_published_hosts_are_reached_at_an_ip_address_a_host_name_is_resolved_to():
