@@ -20,7 +20,7 @@ from rollout_support import BACKEND, DEMO_DIR, HELLO_CONFIG, remove_service, rol
 from support import BASE_IMAGE, Playbooks, image_name
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.attest.keys import new_key_pair
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import EngineUnreachable, InfraError
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import (
     LABEL_NAME,
     attestation_volume_name,
@@ -105,6 +105,32 @@ def test_an_ssh_engine_keeps_one_connection_for_every_call(engine):
         engine.client.api.info()
     assert relay.channels - opened <= 1, "calls opened new channels instead of keeping their connection"
     assert not relay.failures
+
+
+@pytest.mark.parametrize("engine", ["ssh"], indirect=True)
+def test_a_lost_ssh_connection_is_made_again_for_the_next_call(engine, docker_client, monkeypatch):
+    """sshd ends this run's connection (as a network outage or a restart of sshd would) while the engine's
+    machine refuses new logins: the next call fails with why; once logins work again, calls go through on a
+    new connection of the same client."""
+    monkeypatch.setenv("HOME", engine.environment["HOME"])  # the task's: where its SSH keys and known hosts are
+    relay, ssh_engine = engine.client.relay, docker_client.containers.get(SSH_ENGINE)
+    keys = f"/home/{engine.ssh_user}/.ssh/authorized_keys"
+    engine.client.api.info()
+    made, since = relay.connections, time.time()
+    ssh_engine.exec_run(["sh", "-c", f"mv {keys} {keys}.off && pkill -f 'sshd: {engine.ssh_user}'"])
+    try:
+        deadline = time.monotonic() + 10
+        while relay.connected and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not relay.connected, "the relay did not see its SSH connection end"
+        with pytest.raises(EngineUnreachable, match="a new SSH connection failed: SSH to .* refused the controller's keys"):
+            engine.client.api.info()
+    finally:
+        ssh_engine.exec_run(["mv", f"{keys}.off", keys])
+    for _call in range(5):
+        assert engine.client.api.info()["ID"]
+    assert relay.connected and relay.connections == made + 1 and relay.no_channel == ""
+    assert engine.ssh_logins(since) == 1
 
 
 @pytest.fixture(scope="module")

@@ -54,7 +54,7 @@ class DockerClient(Images, Lifecycle, Volumes, System, Streams):
         self.endpoint = endpoint or endpoint_from_environment()
         self.sdk, self.relay = connect(self.endpoint)
         self.where = self.endpoint.docker_host
-        self.api = EngineCalls(self.sdk.api, self.where)
+        self.api = EngineCalls(self.sdk.api, self.where, self.relay)
         self._cert_dir: str | None = None
 
     @property

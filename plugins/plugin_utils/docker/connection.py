@@ -58,9 +58,10 @@ class SDKCalls:
     of a traceback of the HTTP library ("Connection aborted.", FileNotFoundError...). The engine's own
     answers, errors included (APIError, NotFound), pass through unchanged."""
 
-    def __init__(self, api: docker.APIClient, where: str) -> None:
+    def __init__(self, api: docker.APIClient, where: str, relay: SSHRelay | None = None) -> None:
         self._api = api
         self.where = where
+        self._relay = relay
 
     @contextmanager
     def answering(self) -> Iterator[None]:
@@ -69,8 +70,10 @@ class SDKCalls:
         except LOST_CONNECTION as error:
             if isinstance(error, APIError):
                 raise
+            over_ssh = f"; {self._relay.no_channel}" if self._relay and self._relay.no_channel else ""
             raise EngineUnreachable(f"the Docker engine at {self.where} stopped answering "
-                                    f"({type(error).__name__}: {_root_cause(error)})", engine=self.where) from None
+                                    f"({type(error).__name__}: {_root_cause(error)}){over_ssh}",
+                                    engine=self.where) from None
 
 
 def _root_cause(error: BaseException) -> str:

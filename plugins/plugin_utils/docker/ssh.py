@@ -13,6 +13,10 @@ socket as a local one.
 sshd allows a number of channels per connection (MaxSessions, 10 by default). A channel is closed as
 soon as the engine's side of it ends; a connection that finds none free waits a moment for one, and
 only a burst that outlasts that wait gets one more SSH connection rather than a failure.
+
+An SSH connection that is lost (a network outage, sshd restarted, a NAT that forgot it) is made again for
+the next call, so a long task, and the revert of a failed one, still reach the engine; only the calls
+under way when it was lost fail, as they would on a local socket whose engine restarted.
 """
 
 from __future__ import annotations
@@ -84,6 +88,11 @@ def _refusal(error: Exception, docker_host: str, hostname: str) -> str:
     return f"Cannot reach {target} over SSH ({type(error).__name__}: {error})."
 
 
+def _is_up(client: Any) -> bool:
+    transport = client.get_transport()
+    return transport is not None and transport.is_active()
+
+
 class SSHRelay:
     """One SSH connection to an ssh:// engine's machine, and the local socket that leads to its engine."""
 
@@ -93,10 +102,12 @@ class SSHRelay:
                              "'paramiko' on the controller; install it with 'pip install paramiko' (the "
                              "collection's meta/ee-requirements.txt lists every package it needs).")
         self.docker_host = docker_host
+        self.connections = 1  # SSH connections made: more after a burst or a lost connection
         self.channels = 0  # opened so far: one per connection to the socket
         self.open = 0  # open now
         self.most_open = 0  # the most open at once
-        self.failures: collections.deque[str] = collections.deque(maxlen=5)  # what the far side said, if anything
+        self.failures: collections.deque[str] = collections.deque(maxlen=5)  # what dial-stdio said, if anything
+        self.no_channel = ""  # why the latest connection to the socket got no channel ("" once one did)
         self._timeout = timeout
         self._closed = threading.Event()
         self._lock = threading.Condition()
@@ -109,9 +120,10 @@ class SSHRelay:
         threading.Thread(target=self._accept, name=f"ssh relay {docker_host}", daemon=True).start()
 
     @property
-    def connections(self) -> int:
-        """SSH connections made: one, unless a burst needed more channels than the server allows on one."""
-        return len(self._clients)
+    def connected(self) -> bool:
+        """Whether an SSH connection is up; when all were lost, the next call makes a new one."""
+        with self._lock:
+            return any(_is_up(client) for client in self._clients)
 
     @property
     def local_host(self) -> str:
@@ -142,14 +154,20 @@ class SSHRelay:
             threading.Thread(target=self._relay, args=(local,), daemon=True).start()
 
     def _open_channel(self) -> Any:
-        """A channel running dial-stdio, on the first connection that has one to spare."""
+        """A channel running dial-stdio, on the first connection that has one to spare; connections that
+        were lost are closed first."""
         with self._lock:
+            for lost in [client for client in self._clients if not _is_up(client)]:
+                lost.close()
+                self._clients.remove(lost)
             channel = self._spare_channel()
             full = self.open
-            if channel is None and self._lock.wait_for(lambda: self.open < full, FREE_CHANNEL_WAIT):
-                channel = self._spare_channel()
+            if channel is None and self._clients:  # all busy: one of them may end in a moment
+                if self._lock.wait_for(lambda: self.open < full, FREE_CHANNEL_WAIT):
+                    channel = self._spare_channel()
             if channel is None:
                 self._clients.append(self._connect(self.docker_host, self._timeout))
+                self.connections += 1
                 channel = self._clients[-1].get_transport().open_session(timeout=POLL_SECONDS * 6)
             self.channels += 1
             self.open += 1
@@ -161,17 +179,19 @@ class SSHRelay:
         for client in self._clients:
             try:
                 return client.get_transport().open_session(timeout=POLL_SECONDS * 6)
-            except paramiko.ChannelException:
-                continue  # the server's MaxSessions on this connection
+            except paramiko.SSHException:
+                continue  # the server's MaxSessions on this connection, or the connection was lost just now
         return None
 
     def _relay(self, local: socket.socket) -> None:
         try:
             channel = self._open_channel()
-        except (paramiko.SSHException, OSError, EOFError, InfraError) as error:
-            self.failures.append(f"the SSH connection could not open a channel: {error}")
+        except (InfraError, paramiko.SSHException, OSError, EOFError) as error:
+            self.no_channel = (f"a new SSH connection failed: {error.message.rstrip('.')}" if isinstance(error, InfraError)
+                               else f"the SSH connection could not open a channel ({type(error).__name__}: {error})")
             local.close()
             return
+        self.no_channel = ""
         try:
             self._pump(local, channel)
         except (OSError, EOFError, paramiko.SSHException):
@@ -200,7 +220,7 @@ class SSHRelay:
             if channel in readable:
                 if channel.recv_stderr_ready():
                     self.failures.append(channel.recv_stderr(CHUNK).decode("utf-8", "replace").strip())
-                if channel.recv_ready() or channel.eof_received:
+                if channel.recv_ready() or channel.eof_received or channel.closed:  # closed: the connection was lost
                     data = channel.recv(CHUNK)
                     if not data:
                         return
