@@ -28,6 +28,7 @@ from vm_support import (
     key_pairs,
     leftovers,
     record_disk_verdict,
+    remove_disk_copies,
     remove_service,
     service_name,
     settled,
@@ -60,7 +61,8 @@ def vm_project(tmp_path_factory, base_image):
     disks = build_disks(project, ["1.0", "2.0"] if LONG else ["1.0"], ledger, signing_key="release.key")
     for disk in disks.values():
         record_disk_verdict(disk)
-    return {"project": project, "ledger": ledger, "disks": disks, "key": ssh_key(project)}
+    yield {"project": project, "ledger": ledger, "disks": disks, "key": ssh_key(project)}
+    remove_disk_copies(list(disks.values()))
 
 
 @pytest.fixture

@@ -169,6 +169,24 @@ def _volume_names(conn, pool_name: str) -> list[str]:
     return [volume.name() for volume in pool.listAllVolumes(0)] if pool is not None else []
 
 
+def remove_disk_copies(disks: list[dict]) -> None:
+    """Removes what rollouts copied of these disks (immutable.infra.disk results) to the hypervisor: each disk
+    and its boot files in the hosts' pool and its records in the state pool. The digest names them all."""
+    digests = []
+    for disk in disks:
+        with open(disk["manifest"], encoding="utf-8") as handle:
+            digests.append(json.load(handle)["disk_digest"].split(":", 1)[-1])
+    conn = libvirt.open(URI)
+    try:
+        for pool_name in (HOSTS_POOL, STATE_POOL):
+            pool = _lookup(conn.storagePoolLookupByName, pool_name)
+            for volume in pool.listAllVolumes(0) if pool is not None else []:
+                if any(f".{digest[:24]}." in volume.name() or volume.name().endswith(digest) for digest in digests):
+                    volume.delete(0)
+    finally:
+        conn.close()
+
+
 def remove_service(service: str) -> None:
     """Removes everything the service holds on the hypervisor: domains, volumes, reservations, records."""
     conn = libvirt.open(URI)
