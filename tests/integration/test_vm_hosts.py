@@ -35,6 +35,10 @@ from vm_support import (
     ssh_key,
 )
 
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import EngineUnreachable
+from ansible_collections.immutable.infra.plugins.plugin_utils.hypervisors.connection import Hypervisor
+from ansible_collections.immutable.infra.plugins.plugin_utils.hypervisors.store import LibvirtStore
+
 LONG = os.environ.get("IMMUTABLE_INFRA_VM") == "long"
 long_form = pytest.mark.skipif(not LONG, reason="the long form runs in make test-vm (IMMUTABLE_INFRA_VM=long)")
 HEALTH = {"http_path": "/healthz", "timeout": 300, "interval": 0.25}
@@ -98,6 +102,34 @@ def inventory(vm_project, service):
     listed = subprocess.run([sys.executable, "-m", "ansible.cli.inventory", "-i", config, "--list"],
                             capture_output=True, text=True, check=True)
     return config, unwrapped(json.loads(listed.stdout))
+
+
+def test_a_lost_hypervisor_connection_is_made_again_for_the_calls_after_it(tmp_path):
+    """The SSH tunnel of a qemu+ssh:// hypervisor breaks (sshd ends its session): the call that finds it lost
+    fails with a sentence naming the hypervisor, and the calls after it go through on a new connection, where
+    the pool looked up on the old one is looked up again."""
+    sshd = LoopbackSshd(str(tmp_path), ssh_key(str(tmp_path)))
+    sshd.start()
+    hypervisor = Hypervisor("hv2", sshd.uri)
+    try:
+        store = LibvirtStore(hypervisor)
+        pool = store.pool
+        hypervisor.call("list the domains", hypervisor.conn.listAllDomains, 0)
+        subprocess.run(["pkill", "-P", str(sshd.process.pid)], check=True)  # the session; sshd itself listens on
+        deadline = time.monotonic() + 10
+        while subprocess.run(["pgrep", "-P", str(sshd.process.pid)], check=False, capture_output=True).returncode == 0:
+            assert time.monotonic() < deadline, "sshd's session did not end"
+            time.sleep(0.05)
+        with pytest.raises(EngineUnreachable, match=r"^hypervisor hv2 \(qemu\+ssh://.*\) stopped answering while this "
+                                                    r"run tried to list the domains"):
+            hypervisor.call("list the domains", hypervisor.conn.listAllDomains, 0)
+        assert isinstance(hypervisor.call("list the domains", hypervisor.conn.listAllDomains, 0), list)
+        again = store.readable_pool()
+        assert again is not pool and again.name() == pool.name() and again.isActive()
+        assert hypervisor.connections == 2
+    finally:
+        hypervisor.close()
+        sshd.stop()
 
 
 def test_an_unverified_disk_is_refused_and_nothing_is_made(vm_project, vm_service, proxy, tmp_path):

@@ -12,6 +12,7 @@ None instead.
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -74,38 +75,75 @@ def message_of(error: Exception) -> str:
 
 
 class Hypervisor:
-    """A libvirt connection to one engine's hypervisor, named as the fleet names it."""
+    """A libvirt connection to one engine's hypervisor, named as the fleet names it.
+
+    A connection that is lost (libvirtd restarted, the SSH tunnel of a qemu+ssh:// URI broke) fails the call
+    that finds it so, and the next use of conn makes a new one, so a long rollout, and the revert of one that
+    failed, still reach the hypervisor. Pools and networks looked up on the old connection belong to it:
+    whoever keeps them forgets them through on_new_connection."""
 
     def __init__(self, name: str, uri: str) -> None:
         self.name = name
         self.uri = uri
+        self.connections = 1  # made so far: more after a lost one
+        self._lost = False
+        self._reconnecting = threading.Lock()
+        self._forgetting: list[Callable[[], None]] = []
         libvirt = binding()
         try:
-            self.conn = libvirt.open(uri)
+            self._conn = libvirt.open(uri)
         except libvirt.libvirtError as error:
             raise InfraError(f"Hypervisor {name} ({uri}) cannot be reached: {message_of(error)}.",
                              engine=uri) from None
 
+    @property
+    def conn(self) -> Any:
+        """The libvirt connection: a new one when a call found the last one lost."""
+        if self._lost:
+            with self._reconnecting:
+                if self._lost:
+                    libvirt = binding()
+                    try:
+                        self._conn = libvirt.open(self.uri)
+                    except libvirt.libvirtError as error:
+                        raise EngineUnreachable(f"hypervisor {self.name} ({self.uri}) stopped answering, and a new "
+                                                f"connection failed ({message_of(error)}).", engine=self.uri) from None
+                    self.connections += 1
+                    self._lost = False
+                    for forget in self._forgetting:
+                        forget()
+        return self._conn
+
+    def on_new_connection(self, forget: Callable[[], None]) -> None:
+        """forget() is called when a new connection replaces a lost one, before anything uses the new one."""
+        self._forgetting.append(forget)
+
     def call(self, what: str, function: Callable[..., T], *args: Any) -> T:
         """function(*args); a libvirt error becomes a sentence about `what` (e.g. "start web-3-1")."""
         libvirt = binding()
+        current = self._conn
         try:
             return function(*args)
         except libvirt.libvirtError as error:
-            raise self.failure(what, error) from None
+            raise self.failure(what, error, current) from None
 
     def find(self, what: str, function: Callable[..., T], *args: Any) -> T | None:
         """Like call(), but None when the object looked up does not exist."""
         libvirt = binding()
+        current = self._conn
         try:
             return function(*args)
         except libvirt.libvirtError as error:
             if error_code(error) in MISSING:
                 return None
-            raise self.failure(what, error) from None
+            raise self.failure(what, error, current) from None
 
-    def failure(self, what: str, error: Exception) -> InfraError:
+    def failure(self, what: str, error: Exception, current: Any = None) -> InfraError:
+        """The error as a sentence. A lost connection (the one that was current when the call began: a call
+        begun before a new one was made does not count against it) is made again on the next use of conn."""
         if is_lost(error):
+            if current is None or current is self._conn:
+                self._lost = True
             return EngineUnreachable(f"hypervisor {self.name} ({self.uri}) stopped answering while this run tried to "
                                      f"{what} ({message_of(error)}).", engine=self.uri)
         return InfraError(f"Could not {what} on hypervisor {self.name}: {message_of(error)}.", engine=self.uri,
@@ -114,6 +152,6 @@ class Hypervisor:
     def close(self) -> None:
         libvirt = binding()
         try:
-            self.conn.close()
+            self._conn.close()
         except libvirt.libvirtError:
             pass

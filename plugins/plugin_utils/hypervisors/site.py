@@ -39,6 +39,13 @@ class Site:
         self._accel: tuple[str, str] | None = None
         self._making = threading.Lock()  # a batch's hosts are made in parallel: the pool and network once
         self._choosing = threading.Lock()
+        hypervisor.on_new_connection(self._forget_objects)
+
+    def _forget_objects(self) -> None:
+        """The pool and network objects belong to the connection they were looked up on."""
+        with self._making:
+            self._pool = None
+            self._network = None
 
     @property
     def pool(self) -> Any:

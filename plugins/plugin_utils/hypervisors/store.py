@@ -51,6 +51,10 @@ class LibvirtStore:
         self.hypervisor = hypervisor
         self.where = hypervisor.uri
         self._pool: Any = None
+        hypervisor.on_new_connection(self._forget_pool)
+
+    def _forget_pool(self) -> None:
+        self._pool = None  # it belongs to the connection it was looked up on
 
     @property
     def pool(self) -> Any:
