@@ -15,7 +15,9 @@ import random
 import subprocess
 import sys
 import time
+import uuid
 
+import libvirt
 import pytest
 from haproxy_support import BackendConfig
 from rollout_support import SteadyLoad
@@ -23,6 +25,7 @@ from support import Playbooks
 from test_fleet_trace import unwrapped
 from test_rollout import in_balancer, kill_controller, run_in_background
 from vm_support import (
+    URI,
     LoopbackSshd,
     build_disks,
     key_pairs,
@@ -37,6 +40,7 @@ from vm_support import (
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import EngineUnreachable
 from ansible_collections.immutable.infra.plugins.plugin_utils.hypervisors.connection import Hypervisor
+from ansible_collections.immutable.infra.plugins.plugin_utils.hypervisors.stop_watch import start_watch
 from ansible_collections.immutable.infra.plugins.plugin_utils.hypervisors.store import LibvirtStore
 
 LONG = os.environ.get("IMMUTABLE_INFRA_VM") == "long"
@@ -130,6 +134,53 @@ def test_a_lost_hypervisor_connection_is_made_again_for_the_calls_after_it(tmp_p
     finally:
         hypervisor.close()
         sshd.stop()
+
+
+def test_a_guest_that_ignores_its_stop_is_destroyed_at_the_deadline_through_a_lost_connection(tmp_path):
+    """A VM whose guest ignores the ACPI power button (here no operating system at all: its firmware finds
+    nothing to boot), its stop left to the detached watch over qemu+ssh://, and sshd ends the watch's session:
+    the watch connects again and destroys the VM at its deadline."""
+    sshd = LoopbackSshd(str(tmp_path), ssh_key(str(tmp_path)))
+    sshd.start()
+    conn = libvirt.open(URI)
+    domain = conn.createXML(f"<domain type='qemu'><name>it-no-os-{uuid.uuid4().hex[:8]}</name>"
+                            "<memory unit='MiB'>32</memory><vcpu>1</vcpu><os><type arch='x86_64'>hvm</type></os>"
+                            "<features><acpi/></features><devices/></domain>", 0)
+    try:
+        domain.shutdown()
+        deadline = time.time() + 4
+        start_watch(sshd.uri, domain.UUIDString(), domain.ID(), deadline)
+        first = sessions_of(sshd, lambda found: found)
+        subprocess.run(["kill", *first], check=True)
+        again = sessions_of(sshd, lambda found: found and not set(found) & set(first))
+        assert again, "the watch did not connect again"
+        while running(domain) and time.time() < deadline + 20:
+            time.sleep(0.2)
+        assert not running(domain), "the watch did not destroy the VM"
+        assert time.time() >= deadline
+    finally:
+        if running(domain):
+            domain.destroy()
+        conn.close()
+        sshd.stop()
+
+
+def running(domain) -> bool:
+    try:
+        return bool(domain.isActive())
+    except libvirt.libvirtError:
+        return False  # a transient domain is gone once it stops
+
+
+def sessions_of(sshd: LoopbackSshd, until) -> list[str]:
+    """The PIDs of sshd's sessions, once until(them) holds (within 20 s)."""
+    deadline = time.monotonic() + 20
+    while True:
+        found = subprocess.run(["pgrep", "-P", str(sshd.process.pid)], check=False, capture_output=True,
+                               text=True).stdout.split()
+        if until(found) or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
 
 
 def test_an_unverified_disk_is_refused_and_nothing_is_made(vm_project, vm_service, proxy, tmp_path):

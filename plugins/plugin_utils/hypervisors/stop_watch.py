@@ -7,35 +7,54 @@ libvirt does not: a VM sent the ACPI power button runs on until its guest powers
 is left to finish in the background, this script is started on its own (in a session of its own): it
 waits until the domain has shut off, or destroys it at the deadline. It watches one run of the domain
 (libvirt gives a domain a new ID each time it starts): a VM started again meanwhile, by a recovery or a
-rollback, is never destroyed. It needs the libvirt binding only, not the collection:
+rollback, is never destroyed. A hypervisor it loses (libvirtd restarted, an SSH tunnel broke) is connected
+to again until GRACE_SECONDS past the deadline. It needs the libvirt binding only, not the collection:
 
     python stop_watch.py URI UUID DOMAIN_ID DEADLINE_EPOCH
 """
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import time
+from typing import Any
 
 POLL_SECONDS = 0.5
+GRACE_SECONDS = 60.0
 
 
 def watch(uri: str, uuid: str, run: int, deadline: float) -> int:
+    """0 once the run of the domain has ended (shut off, destroyed here, started again or removed); 1 when
+    the hypervisor could not be reached again in time."""
     import libvirt
 
     libvirt.registerErrorHandler(lambda _context, _error: None, None)
-    try:
-        conn = libvirt.open(uri)
-        domain = conn.lookupByUUIDString(uuid)
-        while time.time() < deadline:
-            if not domain.isActive() or domain.ID() != run:
+    while True:
+        try:
+            conn = libvirt.open(uri)
+            try:
+                return _watch_run(conn, uuid, run, deadline)
+            finally:
+                with contextlib.suppress(libvirt.libvirtError):  # a lost connection may not close cleanly
+                    conn.close()
+        except libvirt.libvirtError as error:
+            if error.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                 return 0
-            time.sleep(POLL_SECONDS)
-        if domain.isActive() and domain.ID() == run:
-            domain.destroy()
-    except libvirt.libvirtError:
-        return 1  # the domain is gone, or the hypervisor: nothing left to stop from here
+            if time.time() > deadline + GRACE_SECONDS:
+                return 1
+            time.sleep(POLL_SECONDS)  # the connection was lost, or the destroy raced the guest: look again
+
+
+def _watch_run(conn: Any, uuid: str, run: int, deadline: float) -> int:
+    domain = conn.lookupByUUIDString(uuid)
+    while time.time() < deadline:
+        if not domain.isActive() or domain.ID() != run:
+            return 0
+        time.sleep(POLL_SECONDS)
+    if domain.isActive() and domain.ID() == run:
+        domain.destroy()
     return 0
 
 
