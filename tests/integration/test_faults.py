@@ -621,8 +621,9 @@ def test_an_engine_restart_mid_rollout_with_live_restore_drops_nothing_and_the_n
     print("\n".join(line for line in output.splitlines() if "stopped answering" in line))
     # a sentence, not a raw exception ("Task failed: ('Connection aborted.', ...)" before)
     assert "Task failed: (" not in output and "Traceback" not in output, output[-3000:]
-    if "FAILED" in output:
-        assert "stopped answering" in output and "the next run" in output, output[-3000:]
+    if "FAILED" in output:  # stopped for the next run, or reverted at once when the engine answered again in time
+        assert "stopped answering" in output and ("the next run" in output or (
+            "answers again on a new connection" in output and "was rolled back" in output)), output[-3000:]
     assert not rerun.get("failed"), rerun.get("msg")
     images = {c.name: c.image for c in service_hosts(client, rig_service)}
     assert len(rerun["live"]) == 3 and {images[name] for name in rerun["live"]} == {rig_hello["2.0"]}, rerun

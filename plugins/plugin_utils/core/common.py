@@ -7,8 +7,11 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import queue
 import re
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 SHORT_HASH_LENGTH = 12
@@ -26,6 +29,27 @@ class InfraError(Exception):
 class EngineUnreachable(InfraError):
     """An engine (a Docker engine, a hypervisor) stopped answering during a call: it restarted, died, or
     its socket went away. details["engine"] says how it was reached."""
+
+
+ANSWER_AGAIN_SECONDS = 5.0  # how long an engine that stopped answering is given to answer on a new connection
+
+
+def answers_within(call: Callable[[], object], seconds: float = ANSWER_AGAIN_SECONDS) -> bool:
+    """Whether call() returns, without raising, within seconds; one that takes longer runs on in a daemon
+    thread of its own, whose outcome nobody reads."""
+    outcome: queue.Queue[bool] = queue.Queue()
+
+    def run() -> None:
+        try:
+            call()
+            outcome.put(True)
+        except Exception:  # any failure: the engine did not answer
+            outcome.put(False)
+    threading.Thread(target=run, daemon=True).start()
+    try:
+        return outcome.get(timeout=seconds)
+    except queue.Empty:
+        return False
 
 
 def canonical_json(value: Any) -> str:

@@ -15,7 +15,11 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import EngineUnreachable, InfraError
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import (
+    EngineUnreachable,
+    InfraError,
+    answers_within,
+)
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import LABEL_SERVICE, HostLabels, image_labels
 from ansible_collections.immutable.infra.plugins.plugin_utils.docker.client import (
     DockerClient,
@@ -75,6 +79,11 @@ class DockerHosts:
                 self.down[name] = error.message
                 return name
         return None
+
+    def answers_again(self, error: EngineUnreachable) -> bool:
+        client = next((client for client in self.fleet.clients.values()
+                       if client.where == error.details.get("engine")), None)
+        return client is not None and answers_within(client.api.info)
 
     def close(self) -> None:
         return None

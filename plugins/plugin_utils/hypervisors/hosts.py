@@ -17,7 +17,11 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import EngineUnreachable, InfraError
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import (
+    EngineUnreachable,
+    InfraError,
+    answers_within,
+)
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import LABEL_ENGINE, LABEL_SERVICE, HostLabels
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.declaration import cores_of
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.placement import place_new_hosts
@@ -94,6 +98,12 @@ class VmHosts:
                 self.down[name] = error.message
                 return name
         return None
+
+    def answers_again(self, error: EngineUnreachable) -> bool:
+        hypervisor = next((site.hypervisor for site in self.fleet.sites.values()
+                           if site.hypervisor.uri == error.details.get("engine")), None)
+        return hypervisor is not None and answers_within(
+            lambda: hypervisor.call("reach it", hypervisor.conn.getLibVersion))  # conn: a new one when lost
 
     def close(self) -> None:
         return None

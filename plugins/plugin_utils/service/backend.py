@@ -142,5 +142,9 @@ class HostBackend(Protocol):
     def mark_unreachable(self, error: EngineUnreachable) -> str | None:
         """Notes the engine an EngineUnreachable came from as down (listing skips it); its name."""
 
+    def answers_again(self, error: EngineUnreachable) -> bool:
+        """Whether the engine an EngineUnreachable came from answers now, on a new connection, within a few
+        seconds (answers_within): its connection was lost while the engine ran on."""
+
     def close(self) -> None:
         """Lets go of connections and workers."""

@@ -29,11 +29,12 @@ if TYPE_CHECKING:
 
 
 def fail(tx: Transaction, change: Change, error: InfraError) -> NoReturn:
-    if isinstance(error, EngineUnreachable) and tx.backend.several:
-        lost = tx.backend.mark_unreachable(error)
+    unreachable = error if isinstance(error, EngineUnreachable) and not answers_again(tx, error) else None
+    if unreachable and tx.backend.several:
+        lost = tx.backend.mark_unreachable(unreachable)
         if lost:
             revert_the_others(tx, change, error, lost)
-    if isinstance(error, (LockLost, EngineUnreachable)):
+    if unreachable or isinstance(error, LockLost):
         abandon(tx, change, error)
     tx.progress(f"{tx.service}: {error.message} Reverting to {', '.join(change.previous_live) or 'nothing'}.")
     try:
@@ -50,6 +51,15 @@ def fail(tx: Transaction, change: Change, error: InfraError) -> NoReturn:
                     finished=utc_timestamp(), duration=tx.duration(), **tx.steps.stops.ledger_fields()))
     raise InfraError(change.reverted_message(error.message), host=error.details.get("host"), rolled_back=True,
                      live=change.previous_live, generation=change.generation, duration=tx.duration()) from None
+
+
+def answers_again(tx: Transaction, error: EngineUnreachable) -> bool:
+    """A lost connection to an engine that runs on (a broken SSH tunnel, a restarted daemon) is no lost
+    engine: when it answers on a new connection, the change is reverted there like any other failure."""
+    if not tx.backend.answers_again(error):
+        return False
+    tx.progress(f"{tx.service}: the engine that stopped answering answers again on a new connection")
+    return True
 
 
 def _where(tx: Transaction) -> str:

@@ -175,6 +175,9 @@ class MemoryBackend:
             return engine
         return None
 
+    def answers_again(self, error: EngineUnreachable) -> bool:
+        return error.details.get("engine") in self.engines and error.details.get("engine") not in self.lost_engines
+
     def close(self) -> None:
         return None
 

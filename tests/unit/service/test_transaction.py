@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import pytest
 from memory_backend import MemoryBackend, MemoryBalancer
 
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import EngineUnreachable, InfraError
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import Ledger
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.drift_plan import plan_replacement
 from ansible_collections.immutable.infra.plugins.plugin_utils.service import plan as rp
@@ -169,6 +169,24 @@ def test_an_engine_lost_mid_change_reverts_the_others_and_leaves_the_journal(tmp
     assert [name for name in world.balancer.ready() if world.backend.hosts_[name].engine == "one"] == \
         ["web-1-2", "web-1-4"]
     assert world.backend.store().get("immutable-infra-rollout-web") is not None
+
+
+def test_a_connection_lost_mid_change_to_an_engine_that_answers_again_reverts_the_change_in_the_same_run(tmp_path):
+    world = World(tmp_path)
+    world.rollout("a", replicas=3)
+    original = world.backend.start
+
+    def start_losing_the_connection_once(host):
+        if host.name == "web-2-2":
+            raise EngineUnreachable("the Docker engine at ssh://one stopped answering (ConnectionError)", engine="one")
+        original(host)
+    world.backend.start = start_losing_the_connection_once  # type: ignore[method-assign]
+    with pytest.raises(InfraError) as failed:
+        world.rollout("b", replicas=3)
+    assert failed.value.details["rolled_back"] and not failed.value.details.get("journal_left")
+    assert "answers again on a new connection" in "\n".join(world.lines)
+    assert world.backend.live_hosts() == world.balancer.ready() == ["web-1-1", "web-1-2", "web-1-3"]
+    assert world.backend.store().get("immutable-infra-rollout-web") is None
 
 
 def test_a_lock_held_by_a_living_controller_is_refused(tmp_path):
