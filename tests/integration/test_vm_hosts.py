@@ -108,12 +108,19 @@ def inventory(vm_project, service):
     return config, unwrapped(json.loads(listed.stdout))
 
 
-def test_a_lost_hypervisor_connection_is_made_again_for_the_calls_after_it(tmp_path):
+def start_sshd(tmp_path, request) -> LoopbackSshd:
+    """A LoopbackSshd that is stopped after the test, however it ends."""
+    sshd = LoopbackSshd(str(tmp_path), ssh_key(str(tmp_path)))
+    request.addfinalizer(sshd.stop)
+    sshd.start()
+    return sshd
+
+
+def test_a_lost_hypervisor_connection_is_made_again_for_the_calls_after_it(tmp_path, request):
     """The SSH tunnel of a qemu+ssh:// hypervisor breaks (sshd ends its session): the call that finds it lost
     fails with a sentence naming the hypervisor, and the calls after it go through on a new connection, where
     the pool looked up on the old one is looked up again."""
-    sshd = LoopbackSshd(str(tmp_path), ssh_key(str(tmp_path)))
-    sshd.start()
+    sshd = start_sshd(tmp_path, request)
     hypervisor = Hypervisor("hv2", sshd.uri)
     try:
         store = LibvirtStore(hypervisor)
@@ -133,16 +140,15 @@ def test_a_lost_hypervisor_connection_is_made_again_for_the_calls_after_it(tmp_p
         assert hypervisor.connections == 2
     finally:
         hypervisor.close()
-        sshd.stop()
 
 
-def test_a_guest_that_ignores_its_stop_is_destroyed_at_the_deadline_through_a_lost_connection(tmp_path):
+def test_a_guest_that_ignores_its_stop_is_destroyed_at_the_deadline_through_a_lost_connection(tmp_path, request):
     """A VM whose guest ignores the ACPI power button (here no operating system at all: its firmware finds
     nothing to boot), its stop left to the detached watch over qemu+ssh://, and sshd ends the watch's session:
     the watch connects again and destroys the VM at its deadline."""
-    sshd = LoopbackSshd(str(tmp_path), ssh_key(str(tmp_path)))
-    sshd.start()
+    sshd = start_sshd(tmp_path, request)
     conn = libvirt.open(URI)
+    request.addfinalizer(conn.close)
     domain = conn.createXML(f"<domain type='qemu'><name>it-no-os-{uuid.uuid4().hex[:8]}</name>"
                             "<memory unit='MiB'>32</memory><vcpu>1</vcpu><os><type arch='x86_64'>hvm</type></os>"
                             "<features><acpi/></features><devices/></domain>", 0)
@@ -161,8 +167,6 @@ def test_a_guest_that_ignores_its_stop_is_destroyed_at_the_deadline_through_a_lo
     finally:
         if running(domain):
             domain.destroy()
-        conn.close()
-        sshd.stop()
 
 
 def running(domain) -> bool:
