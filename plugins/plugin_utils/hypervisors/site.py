@@ -42,10 +42,10 @@ class Site:
         hypervisor.on_new_connection(self._forget_objects)
 
     def _forget_objects(self) -> None:
-        """The pool and network objects belong to the connection they were looked up on."""
-        with self._making:
-            self._pool = None
-            self._network = None
+        """The pool and network objects belong to the connection they were looked up on. (Without _making:
+        a new connection can be made while this thread holds it, from inside pool or network.)"""
+        self._pool = None
+        self._network = None
 
     @property
     def pool(self) -> Any:
