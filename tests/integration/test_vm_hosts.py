@@ -39,9 +39,10 @@ from vm_support import (
 )
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import EngineUnreachable
+from ansible_collections.immutable.infra.plugins.plugin_utils.engines.declaration import Engine
 from ansible_collections.immutable.infra.plugins.plugin_utils.hypervisors.connection import Hypervisor
+from ansible_collections.immutable.infra.plugins.plugin_utils.hypervisors.site import Site
 from ansible_collections.immutable.infra.plugins.plugin_utils.hypervisors.stop_watch import start_watch
-from ansible_collections.immutable.infra.plugins.plugin_utils.hypervisors.store import LibvirtStore
 
 LONG = os.environ.get("IMMUTABLE_INFRA_VM") == "long"
 long_form = pytest.mark.skipif(not LONG, reason="the long form runs in make test-vm (IMMUTABLE_INFRA_VM=long)")
@@ -119,12 +120,12 @@ def start_sshd(tmp_path, request) -> LoopbackSshd:
 def test_a_lost_hypervisor_connection_is_made_again_for_the_calls_after_it(tmp_path, request):
     """The SSH tunnel of a qemu+ssh:// hypervisor breaks (sshd ends its session): the call that finds it lost
     fails with a sentence naming the hypervisor, and the calls after it go through on a new connection, where
-    the pool looked up on the old one is looked up again."""
+    the pools looked up on the old one are looked up again."""
     sshd = start_sshd(tmp_path, request)
     hypervisor = Hypervisor("hv2", sshd.uri)
     try:
-        store = LibvirtStore(hypervisor)
-        pool = store.pool
+        site = Site(Engine("hv2", None, libvirt_uri=sshd.uri), hypervisor)
+        pool, state_pool = site.pool, site.store.pool
         hypervisor.call("list the domains", hypervisor.conn.listAllDomains, 0)
         subprocess.run(["pkill", "-P", str(sshd.process.pid)], check=True)  # the session; sshd itself listens on
         deadline = time.monotonic() + 10
@@ -134,9 +135,10 @@ def test_a_lost_hypervisor_connection_is_made_again_for_the_calls_after_it(tmp_p
         with pytest.raises(EngineUnreachable, match=r"^hypervisor hv2 \(qemu\+ssh://.*\) stopped answering while this "
                                                     r"run tried to list the domains"):
             hypervisor.call("list the domains", hypervisor.conn.listAllDomains, 0)
-        assert isinstance(hypervisor.call("list the domains", hypervisor.conn.listAllDomains, 0), list)
-        again = store.readable_pool()
+        again = site.pool  # the new connection is made inside it, which holds the site's lock for making pools
         assert again is not pool and again.name() == pool.name() and again.isActive()
+        assert site.store.readable_pool() is not state_pool and site.store.readable_pool().isActive()
+        assert isinstance(hypervisor.call("list the domains", hypervisor.conn.listAllDomains, 0), list)
         assert hypervisor.connections == 2
     finally:
         hypervisor.close()

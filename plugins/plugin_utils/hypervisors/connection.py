@@ -80,7 +80,7 @@ class Hypervisor:
     A connection that is lost (libvirtd restarted, the SSH tunnel of a qemu+ssh:// URI broke) fails the call
     that finds it so, and the next use of conn makes a new one, so a long rollout, and the revert of one that
     failed, still reach the hypervisor. Pools and networks looked up on the old connection belong to it:
-    whoever keeps them forgets them through on_new_connection."""
+    whoever keeps them forgets them through on_lost_connection."""
 
     def __init__(self, name: str, uri: str) -> None:
         self.name = name
@@ -110,12 +110,11 @@ class Hypervisor:
                                                 f"connection failed ({message_of(error)}).", engine=self.uri) from None
                     self.connections += 1
                     self._lost = False
-                    for forget in self._forgetting:
-                        forget()
         return self._conn
 
-    def on_new_connection(self, forget: Callable[[], None]) -> None:
-        """forget() is called when a new connection replaces a lost one, before anything uses the new one."""
+    def on_lost_connection(self, forget: Callable[[], None]) -> None:
+        """forget() is called when a call finds the connection lost, so that what was looked up on it (a
+        pool, a network) is looked up again, on the new connection."""
         self._forgetting.append(forget)
 
     def call(self, what: str, function: Callable[..., T], *args: Any) -> T:
@@ -144,6 +143,8 @@ class Hypervisor:
         if is_lost(error):
             if current is None or current is self._conn:
                 self._lost = True
+                for forget in self._forgetting:
+                    forget()
             return EngineUnreachable(f"hypervisor {self.name} ({self.uri}) stopped answering while this run tried to "
                                      f"{what} ({message_of(error)}).", engine=self.uri)
         return InfraError(f"Could not {what} on hypervisor {self.name}: {message_of(error)}.", engine=self.uri,

@@ -39,11 +39,11 @@ class Site:
         self._accel: tuple[str, str] | None = None
         self._making = threading.Lock()  # a batch's hosts are made in parallel: the pool and network once
         self._choosing = threading.Lock()
-        hypervisor.on_new_connection(self._forget_objects)
+        hypervisor.on_lost_connection(self._forget_objects)
 
     def _forget_objects(self) -> None:
         """The pool and network objects belong to the connection they were looked up on. (Without _making:
-        a new connection can be made while this thread holds it, from inside pool or network.)"""
+        a call made while this thread holds it, from inside pool or network, can find the connection lost.)"""
         self._pool = None
         self._network = None
 

@@ -51,7 +51,7 @@ class LibvirtStore:
         self.hypervisor = hypervisor
         self.where = hypervisor.uri
         self._pool: Any = None
-        hypervisor.on_new_connection(self._forget_pool)
+        hypervisor.on_lost_connection(self._forget_pool)
 
     def _forget_pool(self) -> None:
         self._pool = None  # it belongs to the connection it was looked up on
