@@ -7,14 +7,15 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
-import queue
 import re
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from concurrent.futures import Future
+from typing import Any, TypeVar
 
 SHORT_HASH_LENGTH = 12
+T = TypeVar("T")
 
 
 class InfraError(Exception):
@@ -34,22 +35,29 @@ class EngineUnreachable(InfraError):
 ANSWER_AGAIN_SECONDS = 5.0  # how long an engine that stopped answering is given to answer on a new connection
 
 
-def answers_within(call: Callable[[], object], seconds: float = ANSWER_AGAIN_SECONDS) -> bool:
-    """Whether call() returns, without raising, within seconds; one that takes longer runs on in a daemon
-    thread of its own, whose outcome nobody reads."""
-    outcome: queue.Queue[bool] = queue.Queue()
+def in_daemon_thread(function: Callable[..., T], *args: Any) -> Future[T]:
+    """Runs function in a daemon thread of its own; its outcome as a Future. A process may end before it
+    does (nothing waits for such a thread at exit)."""
+    outcome: Future[T] = Future()
 
     def run() -> None:
-        try:
-            call()
-            outcome.put(True)
-        except Exception:  # any failure: the engine did not answer
-            outcome.put(False)
+        if outcome.set_running_or_notify_cancel():
+            try:
+                outcome.set_result(function(*args))
+            except BaseException as error:  # handed to whoever reads the outcome
+                outcome.set_exception(error)
     threading.Thread(target=run, daemon=True).start()
+    return outcome
+
+
+def answers_within(call: Callable[[], object], seconds: float = ANSWER_AGAIN_SECONDS) -> bool:
+    """Whether call() returns, without raising, within seconds; one that takes longer runs on in its daemon
+    thread (in_daemon_thread), whose outcome nobody reads."""
     try:
-        return outcome.get(timeout=seconds)
-    except queue.Empty:
+        in_daemon_thread(call).result(timeout=seconds)
+    except Exception:  # it failed, or it did not answer in time (TimeoutError)
         return False
+    return True
 
 
 def canonical_json(value: Any) -> str:

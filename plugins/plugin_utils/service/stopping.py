@@ -12,13 +12,15 @@ removed, and a run that needs it back finishes the stop first.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any, TypeVar
 
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError, utc_timestamp
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import (
+    InfraError,
+    in_daemon_thread,
+    utc_timestamp,
+)
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import (
     stopping_hosts,
     stopping_labels,
@@ -53,26 +55,10 @@ class PendingStops:
         self.known = dict(pending)
 
 
-def in_daemon_thread(function: Callable[..., T], *args: Any) -> Future[T]:
-    """Runs function in a daemon thread of its own; its outcome as a Future. A process may end before it
-    does (nothing waits for such a thread at exit)."""
-    outcome: Future[T] = Future()
-
-    def run() -> None:
-        if outcome.set_running_or_notify_cancel():
-            try:
-                outcome.set_result(function(*args))
-            except BaseException as error:  # handed to whoever reads the outcome
-                outcome.set_exception(error)
-    threading.Thread(target=run, daemon=True).start()
-    return outcome
-
-
 def deadline_text(deadline: float) -> str:
     return time.strftime("%H:%M:%S UTC", time.gmtime(deadline))
 
 
-T = TypeVar("T")
 STOP_ANSWER_WAIT = 1.0  # seconds a stop is waited for before it is left to the engine
 STOP_SLACK = 2.0  # seconds beyond stop_timeout by which the engine will have killed a host
 
