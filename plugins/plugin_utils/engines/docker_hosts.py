@@ -72,18 +72,20 @@ class DockerHosts:
     def describe(self) -> dict[str, Any]:
         return {"engines": self.fleet.describe(), "addressing": self.fleet.addressing}
 
+    def _engine_of(self, error: EngineUnreachable) -> str | None:
+        """The engine the error came from, by name."""
+        return next((name for name, client in self.fleet.clients.items()
+                     if client.where == error.details.get("engine")), None)
+
     def mark_unreachable(self, error: EngineUnreachable) -> str | None:
-        where = error.details.get("engine")
-        for name, client in self.fleet.clients.items():
-            if client.where == where:
-                self.down[name] = error.message
-                return name
-        return None
+        name = self._engine_of(error)
+        if name is not None:
+            self.down[name] = error.message
+        return name
 
     def answers_again(self, error: EngineUnreachable) -> bool:
-        client = next((client for client in self.fleet.clients.values()
-                       if client.where == error.details.get("engine")), None)
-        return client is not None and answers_within(client.api.info)
+        name = self._engine_of(error)
+        return name is not None and answers_within(self.fleet.clients[name].api.info)
 
     def close(self) -> None:
         return None

@@ -91,19 +91,23 @@ class VmHosts:
     def describe(self) -> dict[str, Any]:
         return {"engines": self.fleet.describe(), "addressing": "network"}
 
+    def _engine_of(self, error: EngineUnreachable) -> str | None:
+        """The hypervisor the error came from, by name."""
+        return next((name for name, site in self.fleet.sites.items()
+                     if site.hypervisor.uri == error.details.get("engine")), None)
+
     def mark_unreachable(self, error: EngineUnreachable) -> str | None:
-        where = error.details.get("engine")
-        for name, site in self.fleet.sites.items():
-            if site.hypervisor.uri == where:
-                self.down[name] = error.message
-                return name
-        return None
+        name = self._engine_of(error)
+        if name is not None:
+            self.down[name] = error.message
+        return name
 
     def answers_again(self, error: EngineUnreachable) -> bool:
-        hypervisor = next((site.hypervisor for site in self.fleet.sites.values()
-                           if site.hypervisor.uri == error.details.get("engine")), None)
-        return hypervisor is not None and answers_within(
-            lambda: hypervisor.call("reach it", hypervisor.conn.getLibVersion))  # conn: a new one when lost
+        name = self._engine_of(error)
+        if name is None:
+            return False
+        hypervisor = self.fleet.sites[name].hypervisor
+        return answers_within(lambda: hypervisor.call("reach it", hypervisor.conn.getLibVersion))  # conn: a new one when lost
 
     def close(self) -> None:
         return None
