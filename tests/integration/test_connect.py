@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 import time
 import urllib.request
 import uuid
@@ -20,7 +21,11 @@ from rollout_support import BACKEND, DEMO_DIR, HELLO_CONFIG, remove_service, rol
 from support import BASE_IMAGE, Playbooks, image_name
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.attest.keys import new_key_pair
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import EngineUnreachable, InfraError
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import (
+    EngineUnreachable,
+    InfraError,
+    OutputEndedEarly,
+)
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import (
     LABEL_NAME,
     attestation_volume_name,
@@ -131,6 +136,29 @@ def test_a_lost_ssh_connection_is_made_again_for_the_next_call(engine, docker_cl
         assert engine.client.api.info()["ID"]
     assert relay.connected and relay.connections == made + 1 and relay.no_channel == ""
     assert engine.ssh_logins(since) == 1
+
+
+@pytest.mark.parametrize("engine", ["ssh"], indirect=True)
+def test_a_command_whose_output_a_lost_connection_cut_short_is_an_error_not_an_exit_code(engine, docker_client,
+                                                                                         monkeypatch):
+    """sshd ends the connection while a command runs in a container: the output that arrived is not taken
+    for all of it, with an exit code of None; the next command runs on a new connection."""
+    monkeypatch.setenv("HOME", engine.environment["HOME"])
+    host = engine.client.sdk.containers.run(BASE_IMAGE, ["sleep", "120"], detach=True,
+                                            name=f"connect-exec-{uuid.uuid4().hex[:8]}")
+    cut = threading.Timer(1.0, docker_client.containers.get(SSH_ENGINE).exec_run,
+                          [["pkill", "-f", f"sshd: {engine.ssh_user}"]])
+    try:
+        cut.start()
+        began = time.monotonic()
+        with pytest.raises(OutputEndedEarly, match=r"ended, but the command had not exited 2 s later: the connection "
+                                                   r"to the engine was lost .*'begun'$"):
+            engine.client.exec(host.id, ["sh", "-c", "echo begun; sleep 10; echo done"])
+        assert time.monotonic() - began < 8, "the command's end was waited for instead of the cut being seen"
+        assert engine.client.exec(host.id, ["echo", "again"]) == (0, "again\n")
+    finally:
+        cut.cancel()
+        host.remove(force=True)
 
 
 @pytest.fixture(scope="module")

@@ -32,6 +32,12 @@ class EngineUnreachable(InfraError):
     its socket went away. details["engine"] says how it was reached."""
 
 
+class OutputEndedEarly(InfraError):
+    """A command run inside a host stopped sending output before its engine reported it exited: the
+    connection carrying the output was lost, or the command closed its output and went on running. Its
+    exit code is not known and its output may be cut short."""
+
+
 ANSWER_AGAIN_SECONDS = 5.0  # how long an engine that stopped answering is given to answer on a new connection
 
 

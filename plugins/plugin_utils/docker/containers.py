@@ -5,9 +5,10 @@ what a container's inspect data says about its address and published port."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError, OutputEndedEarly
 from ansible_collections.immutable.infra.plugins.plugin_utils.docker.connection import APIError, NotFound, SDKCalls
 
 
@@ -83,6 +84,10 @@ class ContainerCalls(SDKCalls):
     def exec_inspect(self, exec_id: str) -> dict[str, Any]:
         with self.answering():
             return self._api.exec_inspect(exec_id)
+
+
+EXIT_WAIT = 2.0  # seconds an exec whose output ended may take to be reported exited (two events in the engine)
+EXIT_POLL = 0.02
 
 
 class Containers:
@@ -204,10 +209,23 @@ class Containers:
             return ""
 
     def exec(self, container_id: str, command: list[str], user: str = "root") -> tuple[int, str]:
+        """Runs the command in the container until it exits: its exit code and output. Raises
+        OutputEndedEarly when the output ends (a lost connection ends it too) but the command does not exit."""
         try:
             created = self.api.exec_create(container_id, command, user=user)
-            output = self.api.exec_start(created["Id"])
-            return self.api.exec_inspect(created["Id"])["ExitCode"], output.decode("utf-8", "replace")
+            output = self.api.exec_start(created["Id"]).decode("utf-8", "replace")
+            deadline = time.monotonic() + EXIT_WAIT
+            while True:
+                inspected = self.api.exec_inspect(created["Id"])
+                if not inspected.get("Running") and inspected.get("ExitCode") is not None:
+                    return inspected["ExitCode"], output
+                if time.monotonic() >= deadline:
+                    raise OutputEndedEarly(
+                        f"The output of {command[0]} in container {container_id[:12]} ended, but the command had not "
+                        f"exited {EXIT_WAIT:g} s later: the connection to the engine was lost while it ran, or it "
+                        f"closed its output and went on running. Its outcome is not known; the output so far: "
+                        f"{output.strip()[-300:]!r}", container=container_id)
+                time.sleep(EXIT_POLL)
         except APIError as error:
             raise InfraError(f"Docker could not run {command[0]} in container {container_id[:12]}: "
                              f"{error.explanation}") from None

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError, OutputEndedEarly
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.interrupts import never_interrupted
 
 FIRST_PASS_POLL = 0.02
@@ -77,7 +77,10 @@ class HealthCheck:
         returns its exit code and output; port: where address answers for the service's port (a
         published port), the port itself by default."""
         if self.command:
-            code, output = run_command(list(self.command))
+            try:
+                code, output = run_command(list(self.command))
+            except OutputEndedEarly as error:  # not a verdict on the host: a check that did not finish
+                return False, error.message
             return code == 0, f"exit code {code}: {output.strip()[-200:]}"
         if not address:
             return False, "the host has no address yet"

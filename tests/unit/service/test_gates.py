@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError, OutputEndedEarly
 from ansible_collections.immutable.infra.plugins.plugin_utils.service.health import (
     HealthCheck,
     Target,
@@ -17,11 +17,14 @@ CHECK = HealthCheck(port=8000, command=("check",), timeout=5, interval=0.01, hea
 
 
 def target(name, answers, problem=None):
-    """A host whose command check answers from the list (0 passes), then passes for ever."""
+    """A host whose command check answers from the list (0 passes; an exception is raised), then passes for ever."""
     remaining = list(answers)
 
     def run_command(command):
-        return (remaining.pop(0) if remaining else 0), "seen"
+        answer = remaining.pop(0) if remaining else 0
+        if isinstance(answer, Exception):
+            raise answer
+        return answer, "seen"
     return Target(name, None, None, run_command, lambda: problem)
 
 
@@ -49,3 +52,11 @@ def test_an_interruption_stops_the_wait():
         raise InfraError("interrupted")
     with pytest.raises(InfraError, match="interrupted"):
         wait_healthy(CHECK, target("a", [1] * 1000), lambda line: None, interrupted=interrupted)
+
+
+def test_a_check_whose_output_ended_early_is_a_failed_check_and_is_tried_again():
+    cut = OutputEndedEarly("The output of check in container 0123456789ab ended, but the command had not exited")
+    seconds = wait_all_healthy(CHECK, [target("a", [cut, 0, cut, 0, 0])], lambda line: None)
+    assert seconds["a"] > 0
+    one_pass = HealthCheck(port=8000, command=("check",), timeout=5, interval=0.01, healthy_threshold=1)
+    assert one_pass.probe(target("b", [cut]).run_command, None) == (False, cut.message)
