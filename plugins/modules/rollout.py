@@ -351,7 +351,9 @@ live_before:
   type: list
   elements: str
 kind:
-  description: V(noop), V(rollout) (a new generation) or V(scale) (hosts added or retired in the live generation).
+  description:
+    - V(noop), V(rollout) (a new generation), V(scale) (hosts added or retired in the live generation) or V(restore) (the
+      generation kept stopped for this image and spec started again, as a rollback to it does).
   returned: always
   type: str
 reason:

@@ -83,6 +83,7 @@ def signed_project(tmp_path_factory, docker_client, base_image):
     ], env=env)
     assert verifies["hello"]["passed"], verifies["hello"].get("msg")
     assert verifies["web"]["passed"] is False and verifies["web"]["signed_by"]
+    assert verifies["hello"]["attestations"]["test_result"]["keyids"] == [verifies["hello"]["signed_by"]]
     record_verdict(DockerClient(), images["plain"], True, {"time": "test", "reference": images["plain"]})
     return project, env, images, bakes, verifies
 

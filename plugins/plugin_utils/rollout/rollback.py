@@ -14,11 +14,7 @@ from typing import Any
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError, short_id
 from ansible_collections.immutable.infra.plugins.plugin_utils.engines.docker_hosts import DockerHosts
-from ansible_collections.immutable.infra.plugins.plugin_utils.engines.fleet import (
-    FLEET_ARGUMENT_SPEC,
-    FLEET_OPTION_NAMES,
-    open_fleet,
-)
+from ansible_collections.immutable.infra.plugins.plugin_utils.engines.fleet import FLEET_ARGUMENT_SPEC, open_fleet
 from ansible_collections.immutable.infra.plugins.plugin_utils.hypervisors.task import VM_DEFAULTS, rollback_disk
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.backends import HostsManager
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.manager import (
@@ -116,10 +112,9 @@ class Rollback(HostsManager):
                              "revision.", revision=target["revision"])
 
     def _rollout_params(self, target: dict[str, Any], spec: HostSpec) -> dict[str, Any]:
-        params = {key: self.params[key] for key in ("service", "balancer", "strategy", "batch_size", "drain_timeout",
-                                                    "stop_timeout", "require_verified", "trust", "keep_previous",
-                                                    "lock_timeout", "docker_host", "ledger",
-                                                    *FLEET_OPTION_NAMES)}
+        """The rollout that puts the revision live: every option of this task (how engines are reached, the
+        ledger, the swap's), with what the revision's hosts were made with."""
+        params = {key: value for key, value in self.params.items() if key != "revision"}
         params.update(image=target["image_id"], replicas=int(target.get("replicas") or 1), port=spec.port,
                       container=spec.container, health=self.params["health"] or spec.health, max_surge=None,
                       max_unavailable=0, canary={"replicas": 1, "seconds": 10})

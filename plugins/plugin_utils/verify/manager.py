@@ -165,7 +165,7 @@ class Verifier(Manager):
             tests=verdict.tests, failures=verdict.failures, files=verdict.files, timings=verdict.timings,
             duration=duration, report=report_or_none, idempotence=verdict.idempotence, molecule=verdict.molecule,
             host=verdict.host, ledger=plan.ledger.path, ledger_id=record["id"],
-            signed_by=record.get("signed_by"))
+            signed_by=record.get("signed_by"), attestations=record.get("attestations"))
         if isinstance(subject, DiskSubject) and verdict.host:
             result.update(accel=verdict.host.get("accel"), boot=verdict.host.get("timeline"))
         return dict(result, **self._outcome_message(subject, verdict, duration, report_or_none))
