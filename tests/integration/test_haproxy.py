@@ -469,3 +469,26 @@ def test_replies_of_an_exchange_are_split_per_command(start_haproxy):
     assert replies[0].startswith("1\n# be_id") and "slot1" in replies[0]
     assert replies[1].strip() == "No such server." and replies[2] == ""
     assert "web" in replies[3].split()
+
+
+def test_a_server_the_balancer_lost_counts_as_out_for_drain_maint_and_detach_but_not_for_ready(start_haproxy,
+                                                                                              start_http_backend):
+    """HAProxy reloaded without its dynamic servers mid-rollout: taking a lost server out of traffic is done
+    already, not a failure that would revert the rollout; letting it take traffic again is refused."""
+    apps = [start_http_backend(f"app-{number}") for number in (1, 2)]
+    proxy = start_haproxy(BackendConfig("api"))
+    runtime = HAProxyRuntime(proxy.runtime_api)
+    bring_in(runtime, "api", apps[0])
+    proxy.reload_in_place(save_state=False)
+    assert runtime.servers("api") == []  # app-1 was lost with the old process
+    bring_in(runtime, "api", apps[1])
+    balancer = HAProxyBalancer({"runtime_api": proxy.runtime_api, "backend": "api", "server_options": [],
+                                "up_timeout": 10})
+    for state in ("drain", "maint"):
+        balancer.set_states(["app-1", "app-2"], state)
+        assert runtime.server("api", "app-2").admin_state == state
+    with pytest.raises(InfraError, match=r"backend api has no server named app-1; its servers are: app-2\."):
+        balancer.set_states(["app-1", "app-2"], "ready")
+    balancer.detach_all(["app-1", "app-2"])
+    balancer.detach("app-1")
+    assert runtime.servers("api") == []

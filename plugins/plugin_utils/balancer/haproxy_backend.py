@@ -180,7 +180,7 @@ class HAProxyBalancer:
             return False
 
     def detach(self, server: str) -> None:
-        self.runtime.remove_server(self.backend, server)
+        self.detach_all([server])
 
     def set_states(self, servers: Sequence[str], state: str) -> None:
         batch.set_states(self.runtime, self.backend, servers, state)

@@ -13,6 +13,7 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.balancer.base impo
 from ansible_collections.immutable.infra.plugins.plugin_utils.balancer.haproxy import (
     CONNECTIONS_LEFT_REPLY,
     DELETED_REPLY,
+    UNKNOWN_SERVER_REPLY,
     Command,
     HAProxyRuntime,
     Server,
@@ -80,11 +81,15 @@ def _dynamic(runtime: HAProxyRuntime, backend: str, arrival: Arrival, server_opt
 
 
 def set_states(runtime: HAProxyRuntime, backend: str, servers: Sequence[str], state: str) -> None:
+    """A server that is gone (a balancer reloaded without its dynamic servers) is already out of traffic,
+    so drain and maint count it done; ready does not."""
     validate_state(state)
     for server in servers:
         validate_name("server", server)
-    _raise_first(change_all(runtime, backend, [(f"set server {backend}/{server} state {state}", ())
-                                               for server in servers]))
+    commands = [f"set server {backend}/{server} state {state}" for server in servers]
+    replies = runtime.exchange(commands) if commands else []
+    _raise_first([None if reply_is_success(reply) or (state != "ready" and reply.strip() == UNKNOWN_SERVER_REPLY)
+                  else runtime.refusal(command, backend, reply) for command, reply in zip(commands, replies, strict=True)])
 
 
 def wait_all_drained(runtime: HAProxyRuntime, backend: str, servers: Sequence[str], timeout: float,
@@ -103,7 +108,8 @@ def wait_all_drained(runtime: HAProxyRuntime, backend: str, servers: Sequence[st
 
 def detach_all(runtime: HAProxyRuntime, backend: str, servers: Sequence[str], timeout: float) -> None:
     """Takes every server out: template slots parked, other servers put in maintenance and deleted (HAProxy
-    deletes one only once no connection is attached to it: tried again for at most timeout seconds)."""
+    deletes one only once no connection is attached to it: tried again for at most timeout seconds). A server
+    that is gone already (a balancer reloaded without its dynamic servers) is out."""
     records = {record.name: record for record in runtime.servers(backend)}
     errors: list[InfraError | None] = []
     commands: list[Command] = []
@@ -111,9 +117,8 @@ def detach_all(runtime: HAProxyRuntime, backend: str, servers: Sequence[str], ti
     for name in servers:
         record: Server | None = records.get(name)
         if record is None:
-            errors.append(InfraError(f"HAProxy backend {backend} has no server named {name}; its servers are: "
-                                     f"{', '.join(records) or 'none'}.", backend=backend, server=name))
-        elif record.template_slot:
+            continue
+        if record.template_slot:
             commands += park_commands(backend, name)
         else:
             commands.append((f"set server {backend}/{name} state maint", ()))

@@ -24,8 +24,8 @@ try:
     from requests.exceptions import ConnectionError as RequestsConnectionError
     from requests.exceptions import ReadTimeout
     LOST_CONNECTION: tuple[type[BaseException], ...] = (
-        requests.exceptions.ConnectionError, requests.exceptions.Timeout, urllib3.exceptions.HTTPError,
-        ConnectionError)
+        requests.exceptions.ConnectionError, requests.exceptions.Timeout, requests.exceptions.ChunkedEncodingError,
+        urllib3.exceptions.HTTPError, ConnectionError)
 except ImportError:  # reported when a client is created, so ansible-doc works without the SDK
     docker = None  # type: ignore[assignment]
     LOST_CONNECTION = (ConnectionError,)

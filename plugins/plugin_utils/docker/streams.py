@@ -42,16 +42,18 @@ class Streams:
     def save_image(self, image_id: str) -> Iterator[bytes]:
         """The image as the tar stream of `docker save`, in pieces (nothing is held whole in memory)."""
         try:
-            yield from self.api.get_image(image_id, chunk_size=STREAM_CHUNK)
+            with self.api.answering():  # an engine lost mid-stream breaks the reading, not the call
+                yield from self.api.get_image(image_id, chunk_size=STREAM_CHUNK)
         except DockerException as error:
             raise InfraError(f"Docker could not export image {image_id}: {error}.") from None
 
     def load_image(self, stream: Iterable[bytes]) -> None:
         """Load a `docker save` tar stream; the engine reads it as it arrives (chunked upload)."""
         try:
-            for event in self.api.load_image(stream):
-                if isinstance(event, dict) and event.get("error"):
-                    raise InfraError(f"Docker could not load the image stream: {event['error']}.")
+            with self.api.answering():
+                for event in self.api.load_image(stream):
+                    if isinstance(event, dict) and event.get("error"):
+                        raise InfraError(f"Docker could not load the image stream: {event['error']}.")
         except DockerException as error:
             raise InfraError(f"Docker could not load the image stream: {error}.") from None
 

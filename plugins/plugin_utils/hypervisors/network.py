@@ -105,7 +105,7 @@ def free_address(subnet: ipaddress.IPv4Network, taken: Iterable[str]) -> str | N
     """The lowest address of the reserved range no reservation holds."""
     held = set(taken)
     hosts = list(subnet.hosts())
-    for address in hosts[FIRST_HOST - 1:LAST_HOST - 1]:
+    for address in hosts[FIRST_HOST - 1:LAST_HOST]:
         if str(address) not in held:
             return str(address)
     return None

@@ -43,6 +43,12 @@ class HostsManager(FleetManager):
             return LibvirtStore(Hypervisor(engine.name, engine.libvirt_uri or ""))
         return super().record_store()
 
+    def close(self) -> None:
+        super().close()
+        if self._vm_fleet is not None:
+            self._vm_fleet.close()
+            self._vm_fleet = None
+
     def vm_fleet(self) -> VmFleet:
         """The hypervisors, reached once per task (every one must answer)."""
         if self._vm_fleet is None:

@@ -229,11 +229,14 @@ class Rollout(HostsManager):
             previous_live=plan.live_before, new_hosts=plan.new_hosts, live_after=plan.live_after,
             restored=plan.kind == "restore", placement=placed.engines if backend.several else None,
             generation=plan.generation))
-        retire_old_generations(tx, plan)
         tx.succeed(added=plan.new_hosts, removed=plan.retired, live=plan.live_after)
-        return self._result(tx, plan, changed=True, recovered=recovered, reconciled=reconciled,
-                            stopping=sorted(tx.steps.stops.still_stopping), placed=placed, observation=observation,
-                            recorded=recorded)
+        left, warning = retire_old_generations(tx, plan)
+        result = self._result(tx, plan, changed=True, recovered=recovered, reconciled=reconciled,
+                              stopping=sorted(tx.steps.stops.still_stopping), placed=placed, observation=observation,
+                              recorded=recorded)
+        if warning:
+            result.update(deleted=[name for name in plan.removed if name not in left], warnings=[warning])
+        return result
 
     def _result(self, tx: Transaction, plan: rp.Plan, changed: bool, recovered: str | None = None,
                 stopping: list[str] | None = None, reconciled: dict[str, list[str]] | None = None,
@@ -297,11 +300,23 @@ def planned(backend: HostBackend, observation: Observation, desired: rp.Desired,
     return plan, placed
 
 
-def retire_old_generations(tx: Transaction, plan: rp.Plan) -> None:
-    """Removes the hosts of generations beyond keep_previous once a rollout has succeeded."""
+def retire_old_generations(tx: Transaction, plan: rp.Plan) -> tuple[list[str], str | None]:
+    """Removes the hosts of generations beyond keep_previous once a rollout has succeeded (its journal is gone
+    by then, so a failure here cannot make the next run undo the rollout). Removing them changes nothing live:
+    a failure is a warning, not a failed rollout. Returns the hosts left and the warning."""
     live = set(plan.live_after)
     observation = tx.steps.observe()
     doomed = [name for name in plan.removed if name in observation.records and name not in live]
-    if doomed:
-        tx.progress(f"{tx.service}: removing hosts beyond keep_previous: {', '.join(doomed)}")
+    if not doomed:
+        return [], None
+    tx.progress(f"{tx.service}: removing hosts beyond keep_previous: {', '.join(doomed)}")
+    try:
         tx.steps.apply([rp.Step(rp.REMOVE, tuple(doomed))], observation.records, "retention")
+    except InfraError as error:
+        left = [name for name in doomed if name in tx.steps.observe().records]
+        warning = (f"generation {plan.generation} of {tx.service} is live, but {', '.join(left) or 'some hosts'} "
+                   f"beyond keep_previous could not be removed ({error.message}); they stay stopped, and the next "
+                   "rollout removes them.")
+        tx.progress(f"{tx.service}: {warning}")
+        return left, warning
+    return [], None

@@ -91,7 +91,10 @@ class Rollback(HostsManager):
                       f"generation {target.get('generation')}, rolled out {target.get('time')})")
         rollout = Rollout(self._rollout_params(target, spec), self.context)
         rollout.record_fields = {"rollback_to_revision": target["revision"]}
-        result = rollout.run()
+        try:
+            result = rollout.run()
+        finally:
+            rollout.close()
         result.update(revision=target["revision"], target_image_id=image_id, fast_path=result["kind"] == "restore")
         result["msg"] = f"{self.service}: revision {target['revision']} " + (
             "is live again" + (" (its kept hosts were started again)" if result["fast_path"] else "")

@@ -14,7 +14,7 @@ fleet safely, and always recorded in the ledger and said in one sentence (an Inf
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import (
     EngineUnreachable,
@@ -47,9 +47,10 @@ def fail(tx: Transaction, change: Change, error: InfraError) -> NoReturn:
     except InfraError as revert_error:
         raise revert_failed(tx, change, error, revert_error) from None
     tx.journal.clear()
-    tx._append(dict(tx.record, result=change.failed_result, error=error.message, live=change.previous_live,
-                    finished=utc_timestamp(), duration=tx.duration(), **tx.steps.stops.ledger_fields()))
-    raise InfraError(change.reverted_message(error.message), host=error.details.get("host"), rolled_back=True,
+    unrecorded = record_failure(tx, dict(tx.record, result=change.failed_result, error=error.message,
+                                         live=change.previous_live, finished=utc_timestamp(), duration=tx.duration(),
+                                         **tx.steps.stops.ledger_fields()))
+    raise InfraError(change.reverted_message(error.message) + unrecorded, host=error.details.get("host"), rolled_back=True,
                      live=change.previous_live, generation=change.generation, duration=tx.duration()) from None
 
 
@@ -67,11 +68,22 @@ def _where(tx: Transaction) -> str:
     return f"during batch {doing.batch}" if doing and doing.batch else "mid-way"
 
 
+def record_failure(tx: Transaction, record: dict[str, Any]) -> str:
+    """Writes a failure's ledger record. A ledger that cannot take it (a full disk) must not hide what
+    happened to the fleet: what it said is returned, to be added to the failure's sentence."""
+    try:
+        tx._append(record)
+    except InfraError as error:
+        return f" The ledger did not take this run's record: {error.message}"
+    return ""
+
+
 def revert_failed(tx: Transaction, change: Change, error: InfraError, revert_error: InfraError) -> InfraError:
-    tx._append(dict(tx.record, result="failed", error=error.message, revert_error=revert_error.message,
-                    finished=utc_timestamp(), duration=tx.duration()))
+    unrecorded = record_failure(tx, dict(tx.record, result="failed", error=error.message,
+                                         revert_error=revert_error.message, finished=utc_timestamp(),
+                                         duration=tx.duration()))
     return InfraError(f"{change.title} failed: {error.message} Reverting also failed: {revert_error.message} The next "
-                      "run puts the previous hosts back first.", host=error.details.get("host"))
+                      f"run puts the previous hosts back first.{unrecorded}", host=error.details.get("host"))
 
 
 def revert_the_others(tx: Transaction, change: Change, error: InfraError, lost: str) -> NoReturn:
@@ -86,16 +98,17 @@ def revert_the_others(tx: Transaction, change: Change, error: InfraError, lost: 
     try:
         _revert_while_engines_answer(tx, change)
     except InfraError as revert_error:
-        tx._append(dict(tx.record, result="failed", error=error.message, revert_error=revert_error.message,
-                        engines_down=sorted(tx.backend.down), finished=utc_timestamp(), duration=tx.duration()))
+        unrecorded = record_failure(tx, dict(tx.record, result="failed", error=error.message,
+                                             revert_error=revert_error.message, engines_down=sorted(tx.backend.down),
+                                             finished=utc_timestamp(), duration=tx.duration()))
         raise InfraError(f"{change.title} failed: engine {lost} stopped answering {_where(tx)} ({error.message}). "
                          f"Reverting the other engines also failed: {revert_error.message} The next run puts the "
-                         "previous hosts back first.", engines_down=sorted(tx.backend.down), rolled_back=False,
+                         f"previous hosts back first.{unrecorded}", engines_down=sorted(tx.backend.down), rolled_back=False,
                          journal_left=True) from None
     live = [name for name in change.previous_live if tx.steps.where(name) not in tx.backend.down]
-    tx._append(dict(tx.record, result="rolled back", error=error.message, live=live,
-                    engines_down=sorted(tx.backend.down), finished=utc_timestamp(), duration=tx.duration(),
-                    **tx.steps.stops.ledger_fields()))
+    unrecorded = record_failure(tx, dict(tx.record, result="rolled back", error=error.message, live=live,
+                                         engines_down=sorted(tx.backend.down), finished=utc_timestamp(),
+                                         duration=tx.duration(), **tx.steps.stops.ledger_fields()))
     down = ", ".join(sorted(tx.backend.down))
     left = (f"the lock and journal stay on {coordinator}, so the next run, once {down} answer(s) again, takes "
             "the lock over (another controller waits for its lease to lapse) and puts their hosts back first"
@@ -104,7 +117,7 @@ def revert_the_others(tx: Transaction, change: Change, error: InfraError, lost: 
             "hosts back first")
     raise InfraError(f"{change.title} failed: engine {lost} stopped answering {_where(tx)} ({error.message}). Every "
                      f"other engine is back on the previous generation (live: {', '.join(live) or 'nothing'}); "
-                     f"{left}.", rolled_back=True, engines_down=sorted(tx.backend.down), live=live, journal_left=True,
+                     f"{left}.{unrecorded}", rolled_back=True, engines_down=sorted(tx.backend.down), live=live, journal_left=True,
                      generation=change.generation, duration=tx.duration()) from None
 
 
@@ -142,10 +155,7 @@ def abandon(tx: Transaction, change: Change, error: InfraError) -> NoReturn:
     else:
         message = (f"{change.title} stopped {where}: {error.message} Nothing was reverted by this run: the lock's "
                    "new holder undoes it from the journal.")
-    try:
-        tx._append(dict(tx.record, result="failed", error=error.message, finished=utc_timestamp(),
-                        duration=tx.duration()))
-    except OSError:
-        pass
+    message += record_failure(tx, dict(tx.record, result="failed", error=error.message, finished=utc_timestamp(),
+                                       duration=tx.duration()))
     raise InfraError(message, host=error.details.get("host"), rolled_back=False, journal_left=True,
                      generation=change.generation) from None

@@ -231,10 +231,11 @@ class ServiceLock:
             except LockLost as error:
                 self.lost = error.message
                 return
-            except InfraError as error:
+            except Exception as error:  # pylint: disable=broad-exception-caught  # any failure: try again
                 if time.monotonic() - last_renewed > self.lease_seconds:
+                    reason = error.message if isinstance(error, InfraError) else f"{type(error).__name__}: {error}"
                     self.lost = (f"the lock of service {self.service} could not be renewed for "
-                                 f"{self.lease_seconds:g} s ({error.message}), so another controller may hold it now")
+                                 f"{self.lease_seconds:g} s ({reason}), so another controller may hold it now")
                     return
 
     def renew(self) -> None:
@@ -254,9 +255,15 @@ class ServiceLock:
             self.store.remove(previous)
 
     def check(self) -> None:
-        """Raises LockLost once the lease could not be kept: the caller must stop changing the fleet."""
+        """Raises LockLost once the lease could not be kept: the caller must stop changing the fleet. That is
+        also when the lease ran out while a renewal was still under way (an engine that stopped answering
+        holds a call for up to its timeout, longer than a lease)."""
         if self.lost:
             raise LockLost(f"{self.lost}; this run stopped here and left the rest to the next run.")
+        if self.held and self.lease_left() <= 0:
+            raise LockLost(f"the lease of the lock of service {self.service} ran out {-self.lease_left():.0f} s ago "
+                           "while its renewal got no answer, so another controller may hold it now; this run stopped "
+                           "here and left the rest to the next run.")
 
     def lease_left(self) -> float:
         """Seconds before another controller could take the lock over, whatever happens to the engine that
@@ -280,8 +287,13 @@ class ServiceLock:
 
     @contextmanager
     def holding(self) -> Iterator[None]:
-        """The lock for the length of a block: acquired first, released whatever happens in it."""
-        self.acquire()
+        """The lock for the length of a block: acquired first, released whatever happens in it (or in the
+        rest of acquiring it, once it is taken)."""
+        try:
+            self.acquire()
+        except BaseException:
+            self.release()
+            raise
         try:
             yield
         finally:

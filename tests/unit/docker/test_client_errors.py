@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 import requests
+import urllib3
 from docker.errors import NotFound
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.docker.client import EngineCalls, EngineUnreachable
+from ansible_collections.immutable.infra.plugins.plugin_utils.docker.streams import Streams
 
 
 class Api:
@@ -43,3 +45,31 @@ def test_engine_answers_and_api_errors_pass_through_unchanged():
     assert calls.info() == {"ServerVersion": "20.10"}
     with pytest.raises(NotFound):
         calls.remove_container("web-1-1", force=True)
+
+
+class StreamingApi:
+    """An engine that sends the first piece of an image, then goes away mid-stream."""
+
+    def get_image(self, image, chunk_size):
+        yield b"first piece"
+        raise urllib3.exceptions.ProtocolError("Connection broken: IncompleteRead(0 bytes read, 512 more expected)")
+
+    def load_image(self, data, quiet):
+        yield {"stream": "Loading layer"}
+        raise requests.exceptions.ChunkedEncodingError("Connection broken: InvalidChunkLength(got length b'', 0 bytes read)")
+
+
+class Streaming(Streams):
+    def __init__(self, api):
+        self.api = api
+
+
+def test_an_engine_lost_in_the_middle_of_a_stream_is_a_sentence_naming_it():
+    client = Streaming(EngineCalls(StreamingApi(), "tcp://10.0.0.7:2376"))
+    pieces = client.save_image("sha256:abc")
+    assert next(pieces) == b"first piece"
+    with pytest.raises(EngineUnreachable, match=r"^the Docker engine at tcp://10.0.0.7:2376 stopped answering "
+                                                r"\(ProtocolError: .*IncompleteRead"):
+        next(pieces)
+    with pytest.raises(EngineUnreachable, match=r"stopped answering \(ChunkedEncodingError: .*InvalidChunkLength"):
+        client.load_image([b"data"])

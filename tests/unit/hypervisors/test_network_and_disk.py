@@ -45,6 +45,7 @@ def test_addresses_are_reserved_from_the_lowest_free_one():
     subnet = ipaddress.IPv4Network("10.214.0.0/24")
     assert free_address(subnet, []) == "10.214.0.10"
     assert free_address(subnet, ["10.214.0.10", "10.214.0.11", "10.214.0.13"]) == "10.214.0.12"
+    assert free_address(subnet, [f"10.214.0.{last}" for last in range(10, 249)]) == "10.214.0.249"  # the last one
     assert free_address(subnet, [f"10.214.0.{last}" for last in range(10, 250)]) is None
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import threading
+import time
 
 import pytest
 
@@ -244,3 +246,50 @@ def test_while_the_lock_cannot_be_renewed_a_drain_may_wait_only_what_leaves_room
     now[0] += 4  # 4 s left: no step starts
     with pytest.raises(service_lock.LockLost, match="runs out in 4 s and cannot be renewed"):
         lock.check_lease()
+
+
+def test_a_lease_that_ran_out_while_its_renewal_hung_stops_the_run(monkeypatch):
+    lock = make_lock(FakeEngine())
+    now = [1000.0]
+    monkeypatch.setattr(service_lock.time, "monotonic", lambda: now[0])
+    lock.marker_id, lock._renewed_at = "mine", 1000.0  # held, renewed just now; the renewer is stuck in a call
+    now[0] += 59
+    lock.check()
+    now[0] += 2
+    with pytest.raises(service_lock.LockLost, match=r"the lease of the lock of service web ran out 1 s ago while its "
+                                                    r"renewal got no answer"):
+        lock.check()
+
+
+def test_a_renewal_that_fails_with_an_unexpected_error_is_tried_again_and_then_reported():
+    engine = FakeEngine()
+    lock = ServiceLock(DockerStore(engine, "sha256:img"), "web", "r2", 1, [].append)
+    lock.acquire()
+    calls = []
+
+    def broken(name, labels):
+        calls.append(name)
+        raise RuntimeError("Connection broken: IncompleteRead(0 bytes read)")
+    engine.create_volume = broken
+    try:
+        deadline = time.monotonic() + 30
+        while not lock.lost and time.monotonic() < deadline:
+            threading.Event().wait(0.05)  # time.sleep is a no-op here (quick_retries)
+        assert lock.lost and "RuntimeError: Connection broken" in lock.lost and len(calls) >= 2
+        with pytest.raises(service_lock.LockLost, match="could not be renewed for 1 s"):
+            lock.check()
+    finally:
+        lock.release()
+
+
+def test_a_lock_taken_but_not_made_ready_is_released_again():
+    engine = FakeEngine()
+    engine.create_volume("immutable-infra-lease-web-old-3", {"immutable.infra.lock_token": "old"})
+
+    def refused(name):
+        raise InfraError(f"Docker could not remove volume {name}: volume is in use")
+    engine.remove_volume = refused
+    with pytest.raises(InfraError, match="volume is in use"):
+        with make_lock(engine).holding():
+            pytest.fail("the block ran without the lock being ready")
+    assert "immutable-infra-lock-web" not in engine.containers and engine.removed == ["mine"]

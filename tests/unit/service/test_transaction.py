@@ -13,6 +13,7 @@ from memory_backend import MemoryBackend, MemoryBalancer
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import EngineUnreachable, InfraError
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.ledger import Ledger
 from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.drift_plan import plan_replacement
+from ansible_collections.immutable.infra.plugins.plugin_utils.rollout.manager import retire_old_generations
 from ansible_collections.immutable.infra.plugins.plugin_utils.service import plan as rp
 from ansible_collections.immutable.infra.plugins.plugin_utils.service.lock import unfinished_work
 from ansible_collections.immutable.infra.plugins.plugin_utils.service.spec import HostSpec
@@ -39,15 +40,17 @@ class World:
         steps = HostSteps(self.backend, self.balancer, spec(version), self.backend.store(), self.lines.append)
         return Transaction(steps, self.backend.store(), self.ledger, None, 60, f"r-{version}")
 
-    def rollout(self, version: str, replicas: int = 3, batch_size: int = 1) -> rp.Plan:
+    def rollout(self, version: str, replicas: int = 3, batch_size: int = 1, keep_previous: int = 1) -> rp.Plan:
+        """As rollout/manager.py runs one; the warning of its retention, if any, in self.warning."""
         tx = self.transaction(version)
+        self.warning = None
         try:
             with tx.locked():
                 tx.recover()
                 tx.reconcile()
                 observation = tx.observe()
                 plan = rp.plan_rollout(observation.hosts, rp.Desired("web", spec(version).spec_hash, replicas,
-                                                                     batch_size=batch_size))
+                                                                     batch_size=batch_size, keep_previous=keep_previous))
                 if plan.changed:
                     tx.steps.placement = self.backend.place(plan, observation.hosts).engines
                     tx.record = self.ledger.new_record("rollout", None, service="web", generation=plan.generation)
@@ -55,6 +58,7 @@ class World:
                                     f"gen {plan.generation}", plan.steps, observation.records, plan.live_before,
                                     plan.new_hosts, plan.live_after, generation=plan.generation))
                     tx.succeed(added=plan.new_hosts, live=plan.live_after)
+                    _left, self.warning = retire_old_generations(tx, plan)
                 return plan
         finally:
             tx.steps.close()
@@ -82,6 +86,26 @@ def test_a_rolling_rollout_keeps_the_old_generation_stopped_and_the_balancer_on_
     assert world.rollout("b").changed is False  # the same spec again: nothing to do
 
 
+def test_old_hosts_that_cannot_be_removed_leave_the_rollout_live_and_the_next_run_does_not_undo_it(tmp_path):
+    world = World(tmp_path)
+    world.rollout("a")
+    world.rollout("b")
+    removing = world.backend.remove
+
+    def busy(record):
+        raise InfraError(f"Docker could not remove container {record.name}: device or resource busy")
+    world.backend.remove = busy
+    plan = world.rollout("c", keep_previous=0)
+    assert world.warning.startswith("generation 3 of web is live, but web-1-1, web-1-2, web-1-3, web-2-1, web-2-2, "
+                                    "web-2-3 beyond keep_previous could not be removed (Docker could not remove")
+    assert world.results() == ["succeeded"] * 3 and world.balancer.ready() == plan.live_after
+    world.backend.remove = removing
+    world.lines.clear()
+    assert world.rollout("c", keep_previous=0).changed is False
+    assert not any("did not finish" in line for line in world.lines), world.lines
+    assert world.balancer.ready() == world.backend.live_hosts() == plan.live_after
+
+
 def test_a_failed_health_gate_reverts_to_the_previous_hosts_and_says_so(tmp_path):
     world = World(tmp_path)
     world.rollout("a")
@@ -94,6 +118,22 @@ def test_a_failed_health_gate_reverts_to_the_previous_hosts_and_says_so(tmp_path
     assert not any(name.startswith("web-2-") for name in world.backend.hosts_)
     assert world.results() == ["succeeded", "rolled back"]
     assert not unfinished_work(world.backend.store(), "web")
+
+
+def test_a_ledger_that_cannot_take_the_failure_record_does_not_hide_that_the_change_was_rolled_back(tmp_path):
+    world = World(tmp_path)
+    world.rollout("a")
+    world.backend.unhealthy = {"web-2-2"}
+
+    def full(record):
+        raise InfraError(f"Cannot write to the ledger {world.ledger.path}: No space left on device.")
+    world.ledger.append = full
+    with pytest.raises(InfraError) as failed:
+        world.rollout("b")
+    assert failed.value.message.startswith("Rollout of web to generation 2 failed and was rolled back: host web-2-2")
+    assert failed.value.message.endswith("The ledger did not take this run's record: Cannot write to the ledger "
+                                         f"{world.ledger.path}: No space left on device.")
+    assert world.backend.live_hosts() == ["web-1-1", "web-1-2", "web-1-3"] and failed.value.details["rolled_back"]
 
 
 def test_a_change_whose_controller_died_is_undone_by_the_next_transaction(tmp_path):
