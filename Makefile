@@ -95,7 +95,7 @@ demo: setup engines
 # The rig starts in under a second once its package is installed, so make test brings it up. libvirt is for
 # the short form of the VM host tests (2 VMs under TCG, about 3.5 minutes with the disk they build).
 test: setup vm-packages libvirt engines
-	@$(PYTHON) -m pytest
+	@IMMUTABLE_INFRA_TEST_REQUIRE_ALL=1 $(PYTHON) -m pytest
 
 # Every ansible-core version meta/runtime.yml admits (noxfile.py); long, so not part of make test.
 test-matrix: setup engines

@@ -9,7 +9,7 @@ import os
 import tarfile
 import uuid
 
-import pytest
+from support import skip_unless_required
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
 from ansible_collections.immutable.infra.plugins.plugin_utils.docker.client import DockerClient
@@ -39,12 +39,12 @@ def rig_engines(description: dict) -> list[Engine]:
 def rig_or_skip() -> tuple[dict, list[Engine], dict[str, DockerClient]]:
     description = rig_description()
     if description is None:
-        pytest.skip(f"the engine rig is not up (no {RIG_DIR}/rig.json); run 'make engines'")
+        skip_unless_required(f"the engine rig is not up (no {RIG_DIR}/rig.json); run 'make engines'")
     engines = rig_engines(description)
     reached = connect_engines(engines)
     if reached.down:
         reasons = "; ".join(f"{name}: {reason[:200]}" for name, reason in reached.down.items())
-        pytest.skip(f"the engine rig is not up ({reasons}); run 'make engines'")
+        skip_unless_required(f"the engine rig is not up ({reasons}); run 'make engines'")
     return description, engines, reached.clients
 
 

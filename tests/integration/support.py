@@ -20,6 +20,18 @@ RUN_ID = uuid.uuid4().hex[:8]
 IMAGE_PREFIX = f"itest-{RUN_ID}"
 
 
+# make test sets it: everything it sets up (the engine rig, the roles corpus and tools beside the checkout)
+# must be there, so a test that would skip for want of one fails instead.
+REQUIRE_ALL = os.environ.get("IMMUTABLE_INFRA_TEST_REQUIRE_ALL") == "1"
+
+
+def skip_unless_required(reason: str) -> None:
+    """Skips the test for want of something make test sets up; fails it under make test."""
+    if REQUIRE_ALL:
+        pytest.fail(f"{reason} (make test sets it up; IMMUTABLE_INFRA_TEST_REQUIRE_ALL=1 makes its absence a failure)")
+    pytest.skip(reason)
+
+
 def image_name(suffix: str) -> str:
     """A repository name unique to this test run, removed when the session ends."""
     return f"{IMAGE_PREFIX}/{suffix}"

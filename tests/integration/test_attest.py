@@ -14,7 +14,7 @@ import uuid
 import pytest
 from engines_support import remove_everywhere, rig_or_skip
 from rollout_support import DEMO_DIR, HELLO_CONFIG, rollout_task
-from support import BASE_IMAGE, REPO_ROOT, Playbooks, image_name
+from support import BASE_IMAGE, REPO_ROOT, Playbooks, image_name, skip_unless_required
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.attest import sbom
 from ansible_collections.immutable.infra.plugins.plugin_utils.attest.dsse import envelope_statement, signers
@@ -228,7 +228,7 @@ def skopeo(directory: str, reference: str, public_key: str, *extra: str) -> subp
 @pytest.fixture
 def registry_fleet(signed_project):
     if not os.access(SKOPEO, os.X_OK):
-        pytest.skip(f"the upstream skopeo is not at {SKOPEO} (shared/tools beside the checkout)")
+        skip_unless_required(f"the upstream skopeo is not at {SKOPEO} (shared/tools beside the checkout)")
     description, engines, clients = rig_or_skip()
     project, _env, images, _bakes, _verifies = signed_project
     local = DockerClient(None)

@@ -16,7 +16,7 @@ import uuid
 
 import pytest
 import requests
-from support import BASE_IMAGE, REPO_ROOT, Playbooks, image_name, output_of
+from support import BASE_IMAGE, REPO_ROOT, Playbooks, image_name, output_of, skip_unless_required
 
 
 def corpus_dir() -> str:
@@ -33,9 +33,12 @@ def corpus_dir() -> str:
 CORPUS = corpus_dir()
 ROLES = ("geerlingguy.nginx", "geerlingguy.apache", "geerlingguy.redis", "geerlingguy.mysql", "geerlingguy.php")
 
-pytestmark = pytest.mark.skipif(
-    not all(os.path.isdir(os.path.join(CORPUS, role)) for role in ROLES),
-    reason=f"the roles corpus is not at {CORPUS} (a folder 'shared/roles' beside the checkout)")
+
+@pytest.fixture(autouse=True)
+def corpus_present():
+    if not all(os.path.isdir(os.path.join(CORPUS, role)) for role in ROLES):
+        skip_unless_required(f"the roles corpus is not at {CORPUS} (a folder 'shared/roles' beside the checkout)")
+
 
 # How the image's command starts each service at run time; the roles themselves are left as they are.
 IMAGE_CONFIG = {

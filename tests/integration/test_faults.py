@@ -22,7 +22,7 @@ import pytest
 from engines_support import rig_description
 from haproxy_support import restart_forgetting_servers
 from rollout_support import IGNORING_SIGTERM, SteadyLoad, rollout_task
-from support import listed, remove_listed
+from support import listed, remove_listed, skip_unless_required
 from test_rollout import in_balancer, kill_controller
 
 pytestmark = pytest.mark.faults
@@ -484,10 +484,10 @@ def rig():
 
     description = rig_description()
     if description is None:
-        pytest.skip("the engine rig is not up; run 'make engines'")
+        skip_unless_required("the engine rig is not up; run 'make engines'")
     engine = next((engine for engine in rig_script.engines() if engine.name == RIG_ENGINE), None)
     if engine is None:
-        pytest.skip(f"the rig has no engine {RIG_ENGINE}")
+        skip_unless_required(f"the rig has no engine {RIG_ENGINE}")
     rig_script.start_engine(engine)
     client = docker.DockerClient(base_url=f"unix://{engine.socket}", timeout=120)
     yield rig_script, engine, client

@@ -20,5 +20,5 @@ def test_a_call_that_hangs_does_not_answer_and_is_not_waited_for():
     release = threading.Event()
     started = time.monotonic()
     assert not answers_within(lambda: release.wait(30), 0.2)
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 20, "the 30 s call was waited for"
     release.set()

@@ -149,14 +149,23 @@ def test_a_command_past_its_deadline_is_killed_with_its_children(tmp_path):
               "time.sleep(60)")
     lines = []
     begun = time.monotonic()
-    finished = run_streaming([sys.executable, "-c", script], str(tmp_path), dict(os.environ), 1.5, lines.append)
-    assert time.monotonic() - begun < 10
+    finished = run_streaming([sys.executable, "-c", script], str(tmp_path), dict(os.environ), 5, lines.append)
+    assert time.monotonic() - begun < 50, "the command ran its 60 s instead of being killed at its deadline"
     assert finished.timed_out and lines == ["started"]
     child = int(marker.read_text())
-    deadline = time.monotonic() + 5
-    while os.path.exists(f"/proc/{child}") and "Z" not in open(f"/proc/{child}/stat", encoding="utf-8").read().split()[2]:
+    deadline = time.monotonic() + 30
+    while child_alive(child):
         assert time.monotonic() < deadline, "the child outlived its parent's deadline"
         time.sleep(0.05)
+
+
+def child_alive(pid: int) -> bool:
+    """Running (not gone, not a zombie waiting to be reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def test_a_command_that_cannot_start_is_reported(tmp_path):
@@ -185,4 +194,4 @@ def test_a_signal_handled_by_another_thread_still_stops_a_quiet_command(tmp_path
     finally:
         stop_helper.set()
         thread.join()
-    assert time.monotonic() - begun < 5
+    assert time.monotonic() - begun < 25, "the command ran its 30 s instead of being stopped by the signal"
