@@ -334,6 +334,19 @@ changed_tasks:
   returned: when a bake happened
   type: list
   elements: str
+warnings_from_roles:
+  description: The warnings the roles' play printed (deprecations, missing facts...), for the image's maintainers.
+  returned: when a bake happened
+  type: list
+  elements: str
+failed_task:
+  description: The role task that failed.
+  returned: when the roles' play failed
+  type: str
+kept_image:
+  description: The builder container committed as an image for debugging (O(keep_failed)).
+  returned: when the roles' play failed and O(keep_failed) is true
+  type: str
 ledger:
   description: Path of the ledger the bake was recorded in.
   returned: when a bake happened

@@ -96,7 +96,8 @@ options:
     default: []
   hostname:
     description:
-      - The host name set at boot when no seed drive gives one. Defaults to O(name).
+      - The host name set at boot when no seed drive gives one. Defaults to O(name) with C(.) and C(_) turned into
+        C(-).
     type: str
   ssh_authorized_keys:
     description:

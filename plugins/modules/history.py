@@ -141,6 +141,13 @@ revisions:
           (user@controller), C(failures) (number of failing tests, from the ledger) and C(source)
           (V(engine), V(ledger) or V(engine and ledger)).
       type: dict
+    signed_by:
+      description:
+        - Who signed the revision's image. C(keys), the key IDs; C(checked) true when the rollout's trust gate
+          (O(immutable.infra.rollout#module:trust)) checked them, false when they are the keys its bake and its
+          latest verdict were signed with (from the ledger). C(keys) is empty for an unsigned image.
+      type: dict
+      sample: {"keys": ["sha256:830d9f3976519c0f3be4a4b5e2b8f2a7d4e0c1b2a3f4e5d6c7b8a9f0e1d2c3b4"], "checked": true}
     rolled_out_by:
       description: Who ran the rollout, as user@controller.
       type: str
@@ -148,6 +155,26 @@ revisions:
     git_commit:
       description: Git commit of the playbook checkout the rollout ran from.
       type: str
+    git_dirty:
+      description: Whether that checkout had uncommitted changes.
+      type: bool
+    rollout_id:
+      description: The ID of the run, as in its progress lines and its hosts' labels.
+      type: str
+    strategy:
+      description: V(rolling), V(blue_green) or V(canary).
+      type: str
+    replicas:
+      description: How many hosts the rollout was asked for.
+      type: int
+    live_hosts:
+      description: The live hosts after the rollout, from its ledger record.
+      type: list
+      elements: str
+    live_before:
+      description: The live hosts before it.
+      type: list
+      elements: str
     started:
       description: When the rollout started (UTC).
       type: str

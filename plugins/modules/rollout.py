@@ -305,6 +305,16 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+service:
+  description: The service's name.
+  returned: always
+  type: str
+  sample: web
+rollout_id:
+  description: The ID of this run, as in its progress lines, its ledger record and its hosts' labels.
+  returned: always
+  type: str
+  sample: 3f9c2a1b7d4e
 service_record:
   description:
     - What changed in the service's record (where it runs), option by option, when this task wrote it; the
