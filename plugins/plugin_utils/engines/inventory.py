@@ -133,7 +133,10 @@ def list_fleet(engines: list[Engine] | None, services: list[str], include_stoppe
     if len(engines) == 1:
         clients = {engines[0].name: DockerClient(engines[0].endpoint)}
     else:
-        clients = connect_engines(engines).require_all()
+        reached = connect_engines(engines)
+        if reached.down:  # the listing fails: the engines that answered are not kept connected
+            reached.close()
+        clients = reached.require_all()
 
     def listed(engine: Engine) -> list[FleetHost]:
         return engine_hosts(engine, clients[engine.name], services, include_stopped, drift, writable_paths or [],
