@@ -55,7 +55,9 @@ options:
   revision:
     description:
       - The revision to put live. It must be one that succeeded.
-      - Defaults to the newest successful revision whose image is not the one live now.
+      - Defaults to the newest successful revision whose image is not the one live now. When what is live was
+        put there by a rollback, the default is that rollback's revision, so running the same task again changes
+        nothing; give O(revision) to go further back.
     type: int
   strategy:
     description: How hosts are swapped, as for M(immutable.infra.rollout).

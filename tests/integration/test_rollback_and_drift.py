@@ -60,6 +60,9 @@ def test_rollback_defaults_to_the_previous_success_and_refuses_a_missing_image(
         "service": service, "balancer": balancer(proxy)}}])["rollback"]
     assert back["changed"] and back["revision"] == 2 and back["target_image_id"] == hello["1.0"], back.get("msg")
     assert back["fast_path"]
+    again = project.run([{"name": "rollback", "immutable.infra.rollback": {
+        "service": service, "balancer": balancer(proxy)}}])["rollback"]
+    assert not again["changed"] and again["revision"] == 4 and again["live"] == back["live"], again.get("msg")
 
     for container in docker_client.containers.list(all=True, filters={"ancestor": doomed}):
         container.remove(force=True)

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import uuid
@@ -120,27 +121,18 @@ class Baker(Manager):
         self.contents: Contents | None = None  # what the builder holds, for the SBOM (with signing_key only)
 
     # observe -------------------------------------------------------------------------------------
-    def _base_image(self, client: DockerClient) -> dict[str, Any]:
+    def _base_image(self, client: DockerClient) -> dict[str, Any] | None:
+        """The base image's inspect data, pulled first when it is missing; None in check mode then."""
         image = client.image(self.params["base"])
         if image is None:
             if not self.params["pull"]:
                 raise InfraError(f"Base image '{self.params['base']}' is not in the local Docker engine; "
                                  "build or load it first, or set pull: true to pull it from its registry.")
+            if self.context.check_mode:
+                return None
             self.progress(f"pulling base image {self.params['base']}")
             image = client.pull(self.params["base"])
         return image
-
-    def _versions(self, roles: list[Role]) -> dict[str, str]:
-        versions = {"ansible-core": self.context.ansible_core_version}
-        used = {OWN_COLLECTION, CONNECTION_COLLECTION}
-        for role in roles:
-            used.update(name for name in role.referenced_collections if name != "ansible.builtin")
-            if role.collection:
-                used.add(role.collection)
-        for name in sorted(used):
-            if self.collections.path(name):
-                versions[name] = self.collections.version(name) or "unknown"
-        return versions
 
     def _inputs(self, base_image: dict[str, Any], roles: list[Role]) -> dict[str, Any]:
         builder_options = {key: self.params[key] for key in
@@ -149,14 +141,18 @@ class Baker(Manager):
         builder_options.update({key: self.params[key] for key in ("tags", "skip_tags", "privileged")
                                 if self.params[key]})
         return bake_plan.build_inputs(base_image["Id"], [{"name": role.name, "digest": role.digest} for role in roles],
-                                      self.params["vars"], self.config, self._versions(roles), builder_options)
+                                      self.params["vars"], self.config,
+                                      tool_versions(self.collections, self.context.ansible_core_version, roles),
+                                      builder_options)
 
     # run -----------------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         started = time.monotonic()
         client = self.client()
-        base_image = self._base_image(client)
         requested, roles = self.resolver.resolve(self.params["roles"])
+        base_image = self._base_image(client)
+        if base_image is None:  # check mode: without the base, nothing can be hashed or found in the cache
+            return would_pull(self.params["base"], self.name, roles, started)
         inputs = self._inputs(base_image, roles)
         digest = bake_plan.inputs_hash(inputs)
         tag = bake_plan.image_tag(digest)
@@ -183,6 +179,12 @@ class Baker(Manager):
                         reasons=reasons, duration=round(time.monotonic() - started, 3),
                         msg=f"would bake {self.name}:{tag}: {'; '.join(reasons)}")
 
+        return self._bake(client, base_image, requested, roles, inputs, result, reasons, started)
+
+    def _bake(self, client: DockerClient, base_image: dict[str, Any], requested: list[Role], roles: list[Role],
+              inputs: dict[str, Any], result: dict[str, Any], reasons: list[str], started: float) -> dict[str, Any]:
+        digest = result["inputs_hash"]
+        tag = bake_plan.image_tag(digest)
         self.progress(f"baking {self.name}:{tag} from {self.params['base']} ({'; '.join(reasons)})")
         labels = bake_plan.provenance_labels(
             name=self.name, base=self.params["base"], inputs=inputs, digest=digest,
@@ -191,10 +193,14 @@ class Baker(Manager):
         ledger = self.ledger()
         record = ledger.new_record("bake", self.context.basedir, name=self.name, image=result["image"],
                                    inputs_hash=digest, roles=result["roles"], base_image_id=base_image["Id"])
+        image_id = None
         try:
             image_id, play = self._build(client, base_image, requested, digest, labels)
             attested = self._attest(client, image_id, inputs, roles, record)
         except InfraError as error:
+            if image_id:  # committed, but not signed as asked: a later bake must not find it as its cache
+                with contextlib.suppress(InfraError):
+                    client.remove_image(f"{self.name}:{tag}")
             ledger.append(dict(record, result="failed", image_id=None, error=error.message,
                                duration=round(time.monotonic() - started, 3)))
             raise
@@ -329,3 +335,25 @@ class Baker(Manager):
             self.progress(f"bake {self.name}: {kind} {event.get('task')}")
         elif event["event"] == "result" and event.get("status") in ("failed", "unreachable"):
             self.progress(f"bake {self.name}: {event.get('status')}: {event.get('task')}: {event.get('msg', '')}"[:400])
+
+
+def would_pull(base: str, name: str, roles: list[Role], started: float) -> dict[str, Any]:
+    """Check mode's answer when the base image is not in the engine: a run pulls it, then bakes."""
+    return {"changed": True, "cache_hit": False, "image_id": None, "labels": {}, "would_bake": True,
+            "roles": [role.label for role in roles], "duration": round(time.monotonic() - started, 3),
+            "reasons": [f"base image {base} is not in the engine yet: a run pulls it first"],
+            "msg": f"would pull {base} and bake {name}"}
+
+
+def tool_versions(collections: CollectionIndex, ansible_core: str, roles: list[Role]) -> dict[str, str]:
+    """ansible-core's version and that of every collection the bake uses (this one, the connection's, the roles')."""
+    versions = {"ansible-core": ansible_core}
+    used = {OWN_COLLECTION, CONNECTION_COLLECTION}
+    for role in roles:
+        used.update(name for name in role.referenced_collections if name != "ansible.builtin")
+        if role.collection:
+            used.add(role.collection)
+    for name in sorted(used):
+        if collections.path(name):
+            versions[name] = collections.version(name) or "unknown"
+    return versions

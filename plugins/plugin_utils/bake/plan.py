@@ -17,7 +17,15 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import
     env_dict,
     sha256_hex,
 )
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import ImageProvenance, image_labels
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import (
+    LABEL_PREFIX,
+    OCI_CREATED,
+    OCI_REVISION,
+    OCI_SOURCE,
+    OCI_TITLE,
+    ImageProvenance,
+    image_labels,
+)
 
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _DOMAIN = r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]+)?/)"
@@ -219,7 +227,10 @@ def commit_config(base_config: dict[str, Any], config: dict[str, Any], labels: d
     env.update(config.get("env") or {})
     ports: dict[str, dict] = {key: {} for key in base_config.get("ExposedPorts") or {}}
     ports.update({key: {} for key in config.get("exposed_ports") or []})
-    merged_labels = dict(base_config.get("Labels") or {})
+    # The base's provenance is not the baked image's: a bake outside git must not claim the base's revision,
+    # nor an image built on a baked one its inputs hash (see ImageProvenance.to_labels for what a bake writes).
+    merged_labels = {key: value for key, value in (base_config.get("Labels") or {}).items()
+                     if not key.startswith(LABEL_PREFIX) and key not in (OCI_CREATED, OCI_TITLE, OCI_REVISION, OCI_SOURCE)}
     merged_labels.update(config.get("labels") or {})
     merged_labels.update(labels)
     volumes: dict[str, dict] = {key: {} for key in base_config.get("Volumes") or {}}

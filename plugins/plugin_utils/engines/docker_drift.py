@@ -70,7 +70,10 @@ def config_differences(container: dict[str, Any], image: dict[str, Any], spec: H
                  if not is_rollout_publishing(port, bindings, spec.port)}
     if published:
         reasons.append(f"publishes ports {', '.join(sorted(published))} on the Docker host")
-    mounts = [mount.get("Destination") for mount in container.get("Mounts") or []]
+    # Docker gives every container of an image that declares a VOLUME an anonymous volume there: the image's own.
+    declared = set(image_config.get("Volumes") or {})
+    mounts = [mount.get("Destination") for mount in container.get("Mounts") or []
+              if not (mount.get("Type") == "volume" and mount.get("Destination") in declared)]
     if mounts:
         reasons.append(f"mounts {', '.join(sorted(mounts))}")
     return reasons

@@ -9,6 +9,7 @@ import glob
 import os
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from typing import IO, Any, cast
 
@@ -26,19 +27,23 @@ REMOVE = [".dockerenv", "etc/ssh/ssh_host_*", "var/lib/dbus/machine-id"]
 def export_tree(client: DockerClient, container_id: str, tree: str) -> None:
     """Unpacks the container's filesystem into tree, keeping owners, modes and device nodes."""
     os.makedirs(tree, exist_ok=True)
-    process = subprocess.Popen(["tar", "-x", "--numeric-owner", "-p", "-f", "-", "-C", tree],
-                               stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    stdin = cast(IO[bytes], process.stdin)  # a pipe: stdin=PIPE above
-    try:
-        for chunk in client.export(container_id):
-            stdin.write(chunk)
-        stdin.close()
-        error = (process.stderr.read() if process.stderr else b"").decode("utf-8", "replace")
-        code = process.wait()
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    # tar's complaints go to a file: a pipe read only at the end fills up (64 KB) and blocks tar, and with it
+    # the export written to tar.
+    with tempfile.TemporaryFile() as complaints:
+        process = subprocess.Popen(["tar", "-x", "--numeric-owner", "-p", "-f", "-", "-C", tree],
+                                   stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=complaints)
+        stdin = cast(IO[bytes], process.stdin)  # a pipe: stdin=PIPE above
+        try:
+            for chunk in client.export(container_id):
+                stdin.write(chunk)
+            stdin.close()
+            code = process.wait()
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        complaints.seek(max(0, complaints.seek(0, os.SEEK_END) - 4096))
+        error = complaints.read().decode("utf-8", "replace")
     if code != 0:
         raise InfraError(f"Could not unpack the image's filesystem: tar said: {error.strip()[-500:]}")
 

@@ -25,13 +25,13 @@ class HostsManager(FleetManager):
     """A manager of a service's hosts, on Docker engines or on hypervisors."""
 
     def __init__(self, params: dict[str, Any], context: TaskContext) -> None:
+        self._vm_fleet: VmFleet | None = None  # first: reading the service record may close the task's connections
         super().__init__(params, context)
         # A disk to roll out, with no engines named by the task or the service's record, runs on this
         # machine's hypervisor.
         if self.params.get("disk") and not any(self.params.get(name) for name in WHERE_OPTIONS):
             self.params = dict(self.params, engines=[dict(LOCAL_HYPERVISOR)])
             self.engines = parse_engines(self.params["engines"])
-        self._vm_fleet: VmFleet | None = None
 
     @property
     def on_vms(self) -> bool:

@@ -27,7 +27,8 @@ def service_revisions(records: Iterable[dict[str, Any]], service: str) -> list[d
 def rollback_target(revisions: list[dict[str, Any]], live_image_id: str | None,
                     revision: int | None = None) -> dict[str, Any]:
     """The revision to roll back to: the one asked for, else the newest successful one whose image is
-    not the live image."""
+    not the live image. When the newest successful revision is a rollback whose image is live, it is the
+    target itself (nothing to do): the same rollback run again does not roll forward again."""
     if not revisions:
         raise InfraError("The ledger has no rollout of this service, so there is no revision to roll back to; "
                          "check the service name and the ledger path.")
@@ -40,6 +41,9 @@ def rollback_target(revisions: list[dict[str, Any]], live_image_id: str | None,
             raise InfraError(f"Revision {revision} did not succeed ({matching[0].get('result')}); roll back to a "
                              "revision that was live.")
         return matching[0]
+    succeeded = [entry for entry in revisions if entry.get("result") == SUCCEEDED]
+    if succeeded and succeeded[-1].get("rollback_to_revision") and succeeded[-1].get("image_id") == live_image_id:
+        return succeeded[-1]
     for entry in reversed(revisions):
         if entry.get("result") == SUCCEEDED and entry.get("image_id") != live_image_id:
             return entry

@@ -86,6 +86,8 @@ def parse_junit(xml_text: str) -> dict[str, Any]:
     passed: list[str] = []
     files: dict[str, dict[str, Any]] = {}
     for case in root.iter("testcase"):
+        if not case.get("name"):  # what a pytest stopped mid-run leaves for the test it was in: no test
+            continue
         identifier = case_id(case)
         outcome = _outcome(case)
         counts["total"] += 1
@@ -105,6 +107,22 @@ def parse_junit(xml_text: str) -> dict[str, Any]:
                 element.get("message", "") if element is not None else "",
                 element.text or "" if element is not None else "")})
     return {"tests": counts, "failures": failures, "files": list(files.values()), "passed": passed}
+
+
+def run_failures(returncode: int, tests: dict[str, int], failures: list[dict[str, str]], tail: str
+                 ) -> list[dict[str, str]]:
+    """What pytest's exit says beyond its report: a run that stopped before every test ran (exit code 2:
+    interrupted, pytest.exit, a collection error), a failure the report does not hold, or a run in which no
+    test passed (all skipped) proves nothing, so each is a failure of the verify."""
+    said = tail.strip()[-1500:]
+    if returncode not in (0, 1):
+        return [{"test": "(pytest)", "message": f"pytest stopped before every test ran (exit code {returncode}): {said}"}]
+    if returncode == 1 and not failures:
+        return [{"test": "(pytest)", "message": f"pytest failed (exit code 1) with no failing test in its report: {said}"}]
+    if tests["passed"] == 0 and not failures:
+        return [{"test": "(pytest)", "message": f"no test passed ({tests['skipped']} skipped of {tests['total']}); a "
+                                                "verify without a passing test proves nothing"}]
+    return []
 
 
 def _outcome(case: ElementTree.Element) -> str:

@@ -232,6 +232,8 @@ class TestinfraRunner(Runner):
             parsed = verify_report.parse_junit(handle.read())
         verdict.tests, verdict.files = parsed["tests"], parsed["files"]
         verdict.failures.extend(parsed["failures"])
+        verdict.failures.extend(verify_report.run_failures(finished.returncode, parsed["tests"], parsed["failures"],
+                                                           finished.tail))
         verdict.passed_tests.extend(parsed["passed"])
         for entry in verdict.files:
             self.progress(f"verify: {entry['file']}: {entry['tests'] - entry['failed']}/{entry['tests']} passed, "

@@ -51,6 +51,15 @@ def test_config_differences_name_env_command_ports_and_mounts():
         "publishes ports 8000/tcp on the Docker host", "mounts /data"]
 
 
+def test_the_volume_an_image_declares_is_no_drift_but_another_mount_there_or_elsewhere_is():
+    image = {"Config": dict(IMAGE["Config"], Volumes={"/var/lib/app": {}})}
+    own = {"Type": "volume", "Name": "3f1c" * 16, "Destination": "/var/lib/app"}
+    assert config_differences(container(Mounts=[own]), image, SPEC) == []
+    bound = {"Type": "bind", "Source": "/srv/app", "Destination": "/var/lib/app"}
+    extra = {"Type": "volume", "Name": "cache", "Destination": "/cache"}
+    assert config_differences(container(Mounts=[bound, extra]), image, SPEC) == ["mounts /cache, /var/lib/app"]
+
+
 def test_other_image_unrecorded_rollout_and_missing_labels():
     assert host_drift(container(Image="sha256:bbb"), IMAGE, [], [], None) == [
         "runs image bbb, rolled out aaa"]

@@ -34,6 +34,15 @@ def test_default_target_is_the_newest_success_with_another_image():
     assert rollback_target(revisions, "sha256:b")["revision"] == 4
 
 
+def test_the_same_rollback_run_again_stays_where_the_first_one_went():
+    rollouts = [record("2026-12-01T10:00:00Z", "sha256:a"), record("2026-12-01T11:00:00Z", "sha256:b")]
+    assert rollback_target(service_revisions(rollouts, "web"), "sha256:b")["revision"] == 1
+    back = dict(record("2026-12-01T12:00:00Z", "sha256:a"), rollback_to_revision=1)
+    again = service_revisions([*rollouts, back], "web")
+    assert rollback_target(again, "sha256:a")["revision"] == 3  # the rollback itself: a is already live
+    assert rollback_target(again, "sha256:a", revision=2)["revision"] == 2  # forward again only when asked
+
+
 @pytest.mark.parametrize("revision, message", [
     (9, "Revision 9 does not exist; this service has revisions 1 to 4"),
     (3, "Revision 3 did not succeed (rolled back)"),

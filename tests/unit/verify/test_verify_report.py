@@ -13,6 +13,7 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.verify.report impo
     listening_ports,
     parse_junit,
     progress_line,
+    run_failures,
     summary,
     verdict_summary,
 )
@@ -202,3 +203,27 @@ def test_verdict_summary_says_what_ran():
     assert verdict_summary(none, {"scenario": "web", "passed": False}, {"passed": True, "changed_tasks": []}) == \
         "Molecule web: failed; idempotence: no changes"
     assert verdict_summary(none, None, {"passed": False, "changed_tasks": []}) == "idempotence: the roles failed"
+
+
+STOPPED = """<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="pytest" tests="2">
+<testcase classname="test_web" file="test_web.py" name="test_first" time="0.1"/>
+<testcase time="0.0"/>
+</testsuite></testsuites>"""
+
+
+def test_a_run_stopped_mid_way_counts_only_the_tests_that_ran_and_fails_the_verify():
+    parsed = parse_junit(STOPPED)
+    assert parsed["tests"]["total"] == parsed["tests"]["passed"] == 1 and parsed["passed"] == ["test_web.py::test_first"]
+    assert run_failures(2, parsed["tests"], parsed["failures"], "!!! _pytest.outcomes.Exit: stop !!!") == [
+        {"test": "(pytest)", "message": "pytest stopped before every test ran (exit code 2): "
+                                        "!!! _pytest.outcomes.Exit: stop !!!"}]
+
+
+def test_a_run_with_no_passing_test_or_an_unreported_failure_fails_and_a_clean_one_does_not():
+    skipped = {"total": 2, "passed": 0, "failed": 0, "errors": 0, "skipped": 2}
+    assert run_failures(0, skipped, [], "")[0]["message"].startswith("no test passed (2 skipped of 2)")
+    passed = dict(skipped, passed=2, skipped=0)
+    assert run_failures(1, passed, [], "INTERNALERROR")[0]["message"].startswith("pytest failed (exit code 1) with no")
+    assert run_failures(0, passed, [], "") == []
+    failing = [{"test": "test_web.py::test_first", "message": "assert 1 == 2"}]
+    assert run_failures(1, dict(passed, passed=1, failed=1), failing, "") == []
