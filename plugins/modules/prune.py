@@ -33,7 +33,7 @@ description:
     C(<name>:failed-*)) and verdict volumes (C(immutable-infra-verdict-*)) and attestation volumes
     (C(immutable-infra-attestations-*), counted with the verdict volumes) of images that no longer exist
     are removed once they are older than O(min_age) seconds, so that a bake or verify in progress is
-    never touched.
+    not touched; a bake builder is kept, however old, until its bake's C(bake_timeout) has run out.
   - Images are removed by their tags and never forced, so Docker refuses an image that a container
     started meanwhile uses. Such an image is reported in RV(skipped).
   - B(Several engines) (O(engines) or O(engines_group)). Every engine is observed. Hosts are decided

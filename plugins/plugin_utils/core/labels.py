@@ -28,6 +28,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import parse_rfc3339
+
 LABEL_PREFIX = "immutable.infra."
 OCI_PREFIX = "org.opencontainers.image."
 
@@ -129,6 +131,7 @@ BUILDER_NAME_PREFIX = "immutable-infra-bake-"
 VERIFY_HOST_PREFIX = "immutable-infra-verify-"
 DISK_BUILDER_PREFIX = "immutable-infra-disk-"
 LABEL_VERIFYING = LABEL_PREFIX + "verifying"
+LABEL_RUNS_UNTIL = LABEL_PREFIX + "runs_until"  # a bake builder: the end of its bake_timeout, until which prune keeps it
 
 
 # value helpers ------------------------------------------------------------------------------------
@@ -507,6 +510,14 @@ def is_builder(container_name: str) -> bool:
 
 def verify_host_name(short_image_id: str, suffix: str) -> str:
     return f"{VERIFY_HOST_PREFIX}{short_image_id}-{suffix}"
+
+
+def runs_until(labels: dict[str, str] | None) -> float | None:
+    """The epoch a builder's work may last until (LABEL_RUNS_UNTIL), or None."""
+    try:
+        return parse_rfc3339((labels or {})[LABEL_RUNS_UNTIL])
+    except (KeyError, ValueError):
+        return None
 
 
 def verify_host_labels(image_id: str) -> dict[str, str]:

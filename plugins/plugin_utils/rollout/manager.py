@@ -44,7 +44,7 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.service.transactio
 from ansible_collections.immutable.infra.plugins.plugin_utils.task.contract import TaskContext
 from ansible_collections.immutable.infra.plugins.plugin_utils.verify.verdicts import require_verified
 
-CONTAINER_OPTIONS = {
+CONTAINER_OPTIONS: dict[str, Any] = {
     "env": {"type": "dict", "default": {}},
     "read_only": {"type": "bool", "default": False},
     "cap_drop": {"type": "list", "elements": "str", "default": []},
@@ -107,6 +107,18 @@ def check_limits(params: dict[str, Any]) -> None:
             raise InfraError(f"container.networks entry {network!r} is not a Docker network name.")
 
 
+def refuse_container_settings(params: dict[str, Any]) -> None:
+    """VM hosts are made from their disk and vm settings: container settings would be dropped unseen."""
+    container = params.get("container") or {}
+    given = [f"container.{name}" for name, option in CONTAINER_OPTIONS.items()
+             if container.get(name) not in (option.get("default"), None)]
+    given += [name for name, default in (("registry", None), ("image_transfer", "auto"))
+              if params.get(name) not in (default, None)]
+    if given:
+        raise InfraError(f"{', '.join(given)}: settings of containers (image:), which VM hosts (disk:) do not take "
+                         f"(theirs come from vm); drop {'it' if len(given) == 1 else 'them'}.")
+
+
 class Rollout(HostsManager):
     record_options = ("engines", "docker_host", "balancer", "addressing")
 
@@ -117,6 +129,8 @@ class Rollout(HostsManager):
         if bool(params.get("image")) == bool(params.get("disk")):
             raise InfraError("Give the artifact to roll out: image (containers) or disk (VM hosts), one of them.")
         check_kind(params, self.engines)
+        if self.on_vms:
+            refuse_container_settings(params)
         if not 0 < params["port"] < 65536:
             raise InfraError(f"port must be between 1 and 65535, got {params['port']}.")
         check_limits(params)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import short_id
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import short_id, utc_timestamp
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import (
     HostLabels,
     ImageProvenance,
@@ -26,6 +26,7 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import
     locked_service,
     marks_failed_bake,
     pinning_tag,
+    runs_until,
     verdict_volume_image,
 )
 
@@ -141,8 +142,12 @@ def plan_leftover_containers(plan: PrunePlan, containers: list[dict[str, Any]], 
             kind, what = "verify_hosts", "verify throwaway host"
         else:
             continue
+        until = runs_until(container.get("labels"))
         old, age = _old_enough(container.get("created"), options)
-        if old:
+        if until is not None and until > options.now:
+            plan.add(kind, item(name, container["id"]),
+                     f"{what} {age}, whose bake may run until {utc_timestamp(until)} (its bake_timeout)", False)
+        elif old:
             plan.add(kind, item(name, container["id"], container.get("size")), f"{what} left behind ({age})", True)
         else:
             plan.add(kind, item(name, container["id"]),

@@ -84,6 +84,7 @@ VERIFY_ARGUMENT_SPEC: dict[str, Any] = {
 # Options of an image's verify that a disk's cannot honour, with their defaults.
 CONTAINER_ONLY = {"molecule_scenario": None, "idempotence": False, "roles": None, "keep_alive": False,
                   "network": None}
+DISK_ONLY: dict[str, Any] = {"accel": "auto", "memory": 1024, "cpus": None, "boot": "auto", "boot_timeout": 300}
 
 
 @dataclass
@@ -122,8 +123,13 @@ class Verifier(Manager):
                     raise InfraError(f"{option} applies to images, not to disks; drop it when verifying disk.")
             if not params["tests"]:
                 raise InfraError("Nothing to verify: give tests to run against the booted disk.")
-        elif not params["tests"] and not params["molecule_scenario"] and not params["idempotence"]:
-            raise InfraError("Nothing to verify: give tests, a molecule_scenario, or idempotence: true.")
+        else:
+            for option, default in DISK_ONLY.items():
+                if params.get(option) not in (default, None):
+                    raise InfraError(f"{option} applies to disks (the VM a disk boots), not to images; drop it "
+                                     "when verifying image.")
+            if not params["tests"] and not params["molecule_scenario"] and not params["idempotence"]:
+                raise InfraError("Nothing to verify: give tests, a molecule_scenario, or idempotence: true.")
         self.deadline = 0.0
         self.signer = signing_key_from(params, context.basedir)
 
@@ -137,7 +143,9 @@ class Verifier(Manager):
                                       idempotence_roles=plan.roles,
                                       molecule_scenario=plan.scenario.directory if plan.scenario else None)
         if self.context.check_mode:
-            return dict(result, changed=False, passed=None, would_verify=True, previous_verdict=plan.previous,
+            # A real run records a verdict; with none yet, that is a change whatever the result.
+            return dict(result, changed=plan.previous is None, passed=None, would_verify=True,
+                        previous_verdict=plan.previous,
                         duration=round(time.monotonic() - started, 3), msg=self._would(plan))
         report = report_path(self.params["report_dir"], plan.ledger.path, self.context.basedir, subject.report_name())
         verdict = Verdict(workers=plan.workers)

@@ -160,6 +160,18 @@ def test_leftovers_older_than_min_age_go_younger_ones_may_be_in_progress():
     assert nothing.empty
 
 
+def test_a_builder_whose_bake_timeout_has_not_ended_stays_however_old():
+    # NOW is 2027-01-15T08:00:00Z; both builders are two hours old, past min_age
+    containers = [container("immutable-infra-bake-abc-1", age=2 * HOUR,
+                            labels={"immutable.infra.runs_until": "2027-01-15T09:00:00Z"}),
+                  container("immutable-infra-bake-abc-2", age=2 * HOUR,
+                            labels={"immutable.infra.runs_until": "2027-01-15T07:00:00Z"})]
+    plan = plan_prune({"containers": containers}, options(images=False))
+    assert names(plan, "builders") == ["immutable-infra-bake-abc-2"]
+    assert names(plan, "builders", kept=True) == ["immutable-infra-bake-abc-1"]
+    assert "may run until 2027-01-15T09:00:00Z (its bake_timeout)" in plan.kept["builders"][0]["reason"]
+
+
 def test_min_age_zero_takes_every_leftover():
     containers = [container("immutable-infra-bake-abc-2", age=0)]
     plan = plan_prune({"containers": containers}, options(min_age=0))

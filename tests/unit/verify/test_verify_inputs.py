@@ -85,6 +85,9 @@ def params(**options):
     ({"image": None, "disk": "d.qcow2", "molecule_scenario": "molecule/web"}, "molecule_scenario applies to images"),
     ({"image": None, "disk": "d.qcow2", "boot_timeout": 0}, "boot_timeout must be a positive number"),
     ({"image": None, "disk": "d.qcow2", "memory": -5}, "memory must be a positive number"),
+    ({"accel": "tcg"}, "accel applies to disks .*, not to images"),
+    ({"memory": 4096}, "memory applies to disks .*, not to images"),
+    ({"boot_timeout": 60}, "boot_timeout applies to disks .*, not to images"),
 ])
 def test_options_are_checked_first(options, message):
     with pytest.raises(InfraError, match=message):
