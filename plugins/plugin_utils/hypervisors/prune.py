@@ -43,8 +43,8 @@ def _volumes(site: Site, pool: Any | None) -> list[dict[str, Any]]:
     return found
 
 
-def observe(site: Site) -> dict[str, Any]:
-    """The hypervisor as prune's planner sees an engine, and the volumes and reservations it has."""
+def hosts_of(site: Site) -> list[dict[str, Any]]:
+    """The site's VMs as prune's planner takes an engine's containers."""
     containers = []
     for domain in site.hypervisor.call("list the domains", site.hypervisor.conn.listAllDomains, 0):
         labels = vm.labels_of(site, domain)
@@ -55,6 +55,12 @@ def observe(site: Site) -> dict[str, Any]:
             containers.append({"id": domain.UUIDString(), "name": domain.name(), "labels": labels, "created": None,
                                "image_id": labels.get("immutable.infra.image_id"), "state": status_of(*state[:2])[1],
                                "size": None})
+    return containers
+
+
+def observe(site: Site) -> dict[str, Any]:
+    """The hypervisor as prune's planner sees an engine, and the volumes and reservations it has."""
+    containers = hosts_of(site)
     records = []
     for volume in _volumes(site, site.store.readable_pool()):
         labels = site.store.get(volume["name"]) or {}

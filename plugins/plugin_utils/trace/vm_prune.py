@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import InfraError
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import verdict_volume_image
 from ansible_collections.immutable.infra.plugins.plugin_utils.hypervisors import prune as vm_prune
 from ansible_collections.immutable.infra.plugins.plugin_utils.hypervisors import vm
 from ansible_collections.immutable.infra.plugins.plugin_utils.hypervisors.domain import status_of
@@ -62,16 +63,28 @@ class VmPruner:
             for kind, engine, entry in self._under_lock(service, entries):
                 done[kind].append(self._tag(entry, engine))
         for engine, plan in plans.items():
-            site = self.fleet.site(engine)
-            images = {image["id"]: image for image in self.observed[engine]["images"]}
-            for entry in plan.remove["images"]:
-                self.progress(f"prune: removing disk {entry['name']} from {engine} ({entry['reason']})")
-                vm_prune.remove_disk(site, entry, images[entry["id"]])
-                done["images"].append(self._tag(entry, engine))
-            for entry in plan.remove["verdict_volumes"]:
-                site.store.remove(entry["name"])
-                done["verdict_volumes"].append(self._tag(entry, engine))
+            self._remove_disks(engine, plan, done)
         return done
+
+    def _remove_disks(self, engine: str, plan: PrunePlan, done: dict[str, list[dict[str, Any]]]) -> None:
+        """The plan's disks no VM uses now (a host the plan counted as removed may have been kept: its service
+        was locked, or it runs again), and the verdicts of disks that are gone."""
+        site = self.fleet.site(engine)
+        images = {image["id"]: image for image in self.observed[engine]["images"]}
+        in_use = {host["image_id"] for host in vm_prune.hosts_of(site)}
+        for entry in plan.remove["images"]:
+            if entry["id"] in in_use:
+                self.skipped.append(self._tag(dict(entry, reason="a VM made from it is still there"), engine))
+                continue
+            self.progress(f"prune: removing disk {entry['name']} from {engine} ({entry['reason']})")
+            vm_prune.remove_disk(site, entry, images[entry["id"]])
+            done["images"].append(self._tag(entry, engine))
+        labels = {record["name"]: record["labels"] for record in self.observed[engine]["volumes"]}
+        for entry in plan.remove["verdict_volumes"]:
+            if verdict_volume_image(entry["name"], labels.get(entry["name"])) in in_use:
+                continue
+            site.store.remove(entry["name"])
+            done["verdict_volumes"].append(self._tag(entry, engine))
 
     def _under_lock(self, service: str, entries: list[tuple[str, str, dict[str, Any]]]
                     ) -> list[tuple[str, str, dict[str, Any]]]:
