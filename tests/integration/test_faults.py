@@ -193,6 +193,9 @@ def test_a_controller_killed_mid_rollout_leaves_nothing_a_rerun_cannot_undo(dock
                 time.sleep(chooser.uniform(0, 8))
             kill_controller(process.pid)
             process.wait()
+            if trial == 0:  # a journal is left: check mode says a run undoes it first
+                checked = project.run([task], check=True)["rollout"]
+                assert checked["changed"] and "undoes a run that did not finish" in checked["msg"], checked.get("msg")
             rerun = project.run([task])["rollout"]
             assert not rerun.get("failed"), rerun.get("msg")
             recovered += bool(rerun.get("recovered"))

@@ -35,7 +35,6 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.core.interrupts im
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import (
     LABEL_INPUTS_HASH,
     LABEL_NAME,
-    LABEL_RUNS_UNTIL,
     builder_name,
     failed_bake_labels,
     failed_bake_tag,
@@ -262,10 +261,9 @@ class Baker(Manager):
     def _build(self, client: DockerClient, base_image: dict[str, Any], requested: list[Role], digest: str,
                labels: dict[str, str]):
         tag = bake_plan.image_tag(digest)
-        container_name = builder_name(tag, uuid.uuid4().hex[:6])
+        container_name = builder_name(tag, uuid.uuid4().hex[:6], time.time() + self.params["bake_timeout"])
         with interruptible(f"bake of {self.name}") as guard:
-            until = {LABEL_RUNS_UNTIL: utc_timestamp(time.time() + self.params["bake_timeout"])}
-            container_id = client.run_detached(base_image["Id"], container_name, until,
+            container_id = client.run_detached(base_image["Id"], container_name, {},
                                                entrypoint=builder.KEEP_ALIVE, command=[],
                                                networks=[self.params["network"]] if self.params["network"] else None,
                                                **({"privileged": True} if self.params["privileged"] else {}))

@@ -18,11 +18,7 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import
     sha256_hex,
 )
 from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import (
-    LABEL_PREFIX,
-    OCI_CREATED,
-    OCI_REVISION,
-    OCI_SOURCE,
-    OCI_TITLE,
+    PROVENANCE_LABELS,
     ImageProvenance,
     image_labels,
 )
@@ -227,10 +223,11 @@ def commit_config(base_config: dict[str, Any], config: dict[str, Any], labels: d
     env.update(config.get("env") or {})
     ports: dict[str, dict] = {key: {} for key in base_config.get("ExposedPorts") or {}}
     ports.update({key: {} for key in config.get("exposed_ports") or []})
-    # The base's provenance is not the baked image's: a bake outside git must not claim the base's revision,
-    # nor an image built on a baked one its inputs hash (see ImageProvenance.to_labels for what a bake writes).
-    merged_labels = {key: value for key, value in (base_config.get("Labels") or {}).items()
-                     if not key.startswith(LABEL_PREFIX) and key not in (OCI_CREATED, OCI_TITLE, OCI_REVISION, OCI_SOURCE)}
+    # The base's provenance is not the baked image's (a bake outside git must not claim the base's git revision,
+    # nor a failed bake's image its base's inputs hash). Blanked, not left out: Docker copies the builder's
+    # labels, which are the base's, into the image committed from it.
+    merged_labels = {key: "" if key in PROVENANCE_LABELS else value
+                     for key, value in (base_config.get("Labels") or {}).items()}
     merged_labels.update(config.get("labels") or {})
     merged_labels.update(labels)
     volumes: dict[str, dict] = {key: {} for key in base_config.get("Volumes") or {}}

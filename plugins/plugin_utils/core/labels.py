@@ -25,10 +25,9 @@ than failing, because anything on the engine may have been made by another versi
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
-
-from ansible_collections.immutable.infra.plugins.plugin_utils.core.common import parse_rfc3339
 
 LABEL_PREFIX = "immutable.infra."
 OCI_PREFIX = "org.opencontainers.image."
@@ -131,7 +130,6 @@ BUILDER_NAME_PREFIX = "immutable-infra-bake-"
 VERIFY_HOST_PREFIX = "immutable-infra-verify-"
 DISK_BUILDER_PREFIX = "immutable-infra-disk-"
 LABEL_VERIFYING = LABEL_PREFIX + "verifying"
-LABEL_RUNS_UNTIL = LABEL_PREFIX + "runs_until"  # a bake builder: the end of its bake_timeout, until which prune keeps it
 
 
 # value helpers ------------------------------------------------------------------------------------
@@ -222,8 +220,8 @@ class ImageProvenance:
             ansible_core=labels.get(LABEL_ANSIBLE_CORE),
             collections=dict(entry.partition("=")[::2] for entry in _names(labels.get(LABEL_COLLECTIONS))),
             baked_by=labels.get(LABEL_BAKED_BY), created=labels.get(OCI_CREATED),
-            git_commit=labels.get(OCI_REVISION), git_source=labels.get(OCI_SOURCE),
-            git_dirty=_flag(labels.get(LABEL_GIT_DIRTY)))
+            git_commit=labels.get(OCI_REVISION) or None, git_source=labels.get(OCI_SOURCE) or None,  # "": blanked
+            git_dirty=_flag(labels.get(LABEL_GIT_DIRTY) or None))
 
     @property
     def role_names(self) -> list[str]:
@@ -249,6 +247,12 @@ def failed_bake_labels(inputs_hash: str) -> dict[str, str]:
 
 def failed_bake_tag(tag: str) -> str:
     return FAILED_TAG_PREFIX + tag
+
+
+# Every label a bake may write about how its image was made.
+PROVENANCE_LABELS = frozenset(ImageProvenance(
+    name="-", inputs_hash="-", inputs={}, roles=["-"], base="-", base_image_id="-", ansible_core="-",
+    collections={"-": "-"}, baked_by="-", created="-", git_commit="-", git_source="-", git_dirty=True).to_labels())
 
 
 def marks_failed_bake(labels: dict[str, str], tags: list[str]) -> bool:
@@ -500,8 +504,16 @@ def journaled_service(volume_name: str) -> str | None:
 
 
 # throwaway containers -----------------------------------------------------------------------------
-def builder_name(tag: str, suffix: str) -> str:
-    return f"{BUILDER_NAME_PREFIX}{tag}-{suffix}"
+def builder_name(tag: str, suffix: str, until: float | None = None) -> str:
+    """A bake builder's name; until: the end of its bake_timeout (epoch), which prune waits for. In the name, not
+    a label: Docker copies a container's labels into the image committed from it."""
+    return f"{BUILDER_NAME_PREFIX}{tag}-{suffix}" + (f"-until{int(until)}" if until else "")
+
+
+def builder_runs_until(container_name: str) -> float | None:
+    """The end of a builder's bake_timeout, from its name (builder_name); None for builders named without it."""
+    found = re.search(r"-until([0-9]+)$", container_name)
+    return float(found.group(1)) if found else None
 
 
 def is_builder(container_name: str) -> bool:
@@ -510,14 +522,6 @@ def is_builder(container_name: str) -> bool:
 
 def verify_host_name(short_image_id: str, suffix: str) -> str:
     return f"{VERIFY_HOST_PREFIX}{short_image_id}-{suffix}"
-
-
-def runs_until(labels: dict[str, str] | None) -> float | None:
-    """The epoch a builder's work may last until (LABEL_RUNS_UNTIL), or None."""
-    try:
-        return parse_rfc3339((labels or {})[LABEL_RUNS_UNTIL])
-    except (KeyError, ValueError):
-        return None
 
 
 def verify_host_labels(image_id: str) -> dict[str, str]:

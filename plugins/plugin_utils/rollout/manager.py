@@ -189,9 +189,13 @@ class Rollout(HostsManager):
                                            self.context.basedir, check_mode=self.context.check_mode)
             if self.context.check_mode or not (plan.changed or observation.stale_servers or repair.steps
                                                or unfinished_work(tx.store, self.service)):
-                return self._result(tx, plan, changed=plan.changed or bool(observation.stale_servers or recorded),
-                                    placed=placed, shipping=shipping,
-                                    observation=observation, recorded=recorded)
+                # What a run would do first: repair the balancer, undo a run that did not finish (its journal).
+                first = self.context.check_mode and (bool(repair.steps) or unfinished_work(tx.store, self.service))
+                result = self._result(tx, plan, changed=plan.changed or first or bool(observation.stale_servers or recorded),
+                                      placed=placed, shipping=shipping, observation=observation, recorded=recorded)
+                if first:
+                    result["msg"] += "; a run first repairs the balancer or undoes a run that did not finish"
+                return result
             # Before the lock, which is a container made from the image on the coordinator: an image on an
             # engine changes nothing that runs, and a registry that is down stops the run before any change.
             backend.prepare(spec.image_id, list(placed.engines.values()) + [coordinator]

@@ -20,13 +20,13 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import
     HostLabels,
     ImageProvenance,
     attestation_volume_image,
+    builder_runs_until,
     is_builder,
     is_verify_host,
     journaled_service,
     locked_service,
     marks_failed_bake,
     pinning_tag,
-    runs_until,
     verdict_volume_image,
 )
 
@@ -142,7 +142,7 @@ def plan_leftover_containers(plan: PrunePlan, containers: list[dict[str, Any]], 
             kind, what = "verify_hosts", "verify throwaway host"
         else:
             continue
-        until = runs_until(container.get("labels"))
+        until = builder_runs_until(name) if kind == "builders" else None
         old, age = _old_enough(container.get("created"), options)
         if until is not None and until > options.now:
             plan.add(kind, item(name, container["id"]),

@@ -118,6 +118,16 @@ def test_commit_config_inherits_from_base_when_not_given():
     assert config["Labels"] == {"vendor": "x", "immutable.infra.inputs_hash": "h"}
 
 
+def test_a_bake_on_a_baked_base_blanks_the_base_s_provenance_it_does_not_write_itself():
+    base = dict(BASE_CONFIG, Labels={"vendor": "x", "org.opencontainers.image.revision": "base-commit",
+                                     "org.opencontainers.image.source": "https://git.example.com/base.git",
+                                     "immutable.infra.git_dirty": "false", "immutable.infra.inputs_hash": "base-hash"})
+    config = bake_plan.commit_config(base, {}, {"immutable.infra.inputs_hash": "h"})  # baked outside git
+    assert config["Labels"] == {"vendor": "x", "org.opencontainers.image.revision": "",
+                                "org.opencontainers.image.source": "", "immutable.infra.git_dirty": "",
+                                "immutable.infra.inputs_hash": "h"}
+
+
 def test_commit_config_applies_user_config():
     user = {"cmd": ["serve"], "entrypoint": [], "env": {"LANG": "C.UTF-8", "APP_ENV": "prod"},
             "exposed_ports": ["8000/tcp"], "workdir": "/srv", "user": "app", "labels": {"team": "web"}}

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from ansible_collections.immutable.infra.plugins.plugin_utils.core.labels import builder_name
 from ansible_collections.immutable.infra.plugins.plugin_utils.trace.prune_plan import (
     PruneOptions,
     observation_from_disk_usage,
@@ -161,14 +162,13 @@ def test_leftovers_older_than_min_age_go_younger_ones_may_be_in_progress():
 
 
 def test_a_builder_whose_bake_timeout_has_not_ended_stays_however_old():
-    # NOW is 2027-01-15T08:00:00Z; both builders are two hours old, past min_age
-    containers = [container("immutable-infra-bake-abc-1", age=2 * HOUR,
-                            labels={"immutable.infra.runs_until": "2027-01-15T09:00:00Z"}),
-                  container("immutable-infra-bake-abc-2", age=2 * HOUR,
-                            labels={"immutable.infra.runs_until": "2027-01-15T07:00:00Z"})]
+    # both builders are two hours old, past min_age; the first one's bake_timeout ends an hour from NOW
+    running = builder_name("abc", "1", NOW + HOUR)
+    ended = builder_name("abc", "2", NOW - HOUR)
+    assert running == f"immutable-infra-bake-abc-1-until{int(NOW + HOUR)}"
+    containers = [container(running, age=2 * HOUR), container(ended, age=2 * HOUR)]
     plan = plan_prune({"containers": containers}, options(images=False))
-    assert names(plan, "builders") == ["immutable-infra-bake-abc-2"]
-    assert names(plan, "builders", kept=True) == ["immutable-infra-bake-abc-1"]
+    assert names(plan, "builders") == [ended] and names(plan, "builders", kept=True) == [running]
     assert "may run until 2027-01-15T09:00:00Z (its bake_timeout)" in plan.kept["builders"][0]["reason"]
 
 
