@@ -28,7 +28,11 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.hypervisors.disk i
     boot_volumes,
 )
 from ansible_collections.immutable.infra.plugins.plugin_utils.hypervisors.domain import host_of_volume, status_of
-from ansible_collections.immutable.infra.plugins.plugin_utils.hypervisors.network import dhcp_name
+from ansible_collections.immutable.infra.plugins.plugin_utils.hypervisors.network import (
+    Reservation,
+    dhcp_name,
+    reservations,
+)
 from ansible_collections.immutable.infra.plugins.plugin_utils.hypervisors.site import Site
 from ansible_collections.immutable.infra.plugins.plugin_utils.service.plan import parse_host_name
 
@@ -72,8 +76,16 @@ def observe(site: Site) -> dict[str, Any]:
             "volumes": [record for record in records if not record["name"].startswith(DISK_RECORD_PREFIX)],
             "host_volumes": host_volumes,
             # Reservations are looked at on the collection's own network only: another network's are not ours.
-            "reservations": site.network.reservations() if site.engine.network == DEFAULT_VM_NETWORK and
+            "reservations": existing_reservations(site) if site.engine.network == DEFAULT_VM_NETWORK and
             host_volumes else []}
+
+
+def existing_reservations(site: Site) -> list[Reservation]:
+    """The network's reservations, read only: a network that is missing has none (prune, check mode included,
+    never makes or starts one, as site.network would)."""
+    hypervisor, name = site.hypervisor, site.engine.network
+    found = hypervisor.find(f"look up network {name}", hypervisor.conn.networkLookupByName, name)
+    return reservations(hypervisor.call(f"read network {name}", found.XMLDesc, 0)) if found is not None else []
 
 
 def disk_image(record: dict[str, Any], sizes: dict[str, int | None]) -> dict[str, Any] | None:

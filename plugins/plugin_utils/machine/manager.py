@@ -206,7 +206,10 @@ class DiskBuilder(Manager):
         if found is None or self.params["force"] or not disk_plan.cache_matches(found, digest, disk_bytes, boot_bytes):
             return None
         self.progress(f"disk: {os.path.basename(disk)} has these inputs already (inputs hash {digest[:12]}), reused")
-        return {"changed": False, "cache_hit": True, "disk_digest": found["disk_digest"],
+        unsigned = ([f"{os.path.basename(disk)} was reused from an earlier build that signing_key did not sign, so it "
+                     "has no provenance or SBOM signed by that key; build it again with force: true to sign it."]
+                    if self.signer is not None and found.get("signed_by") != self.signer.keyid else [])
+        return {"changed": False, "cache_hit": True, "disk_digest": found["disk_digest"], "warnings": unsigned,
                 "kernel_release": found.get("kernel_release"), "packages": found.get("packages") or {},
                 "boot": self._boot_paths(found), "verdict": found.get("verdict"),
                 "msg": f"{os.path.basename(disk)} is up to date (inputs hash {digest[:12]})"}
