@@ -268,10 +268,14 @@ class Baker(Manager):
                                                networks=[self.params["network"]] if self.params["network"] else None,
                                                **({"privileged": True} if self.params["privileged"] else {}))
             try:
-                return self._run_roles_and_commit(client, container_id, base_image, requested, digest, labels)
-            finally:
-                with guard.shield():
+                built = self._run_roles_and_commit(client, container_id, base_image, requested, digest, labels)
+            except BaseException:
+                with guard.shield(), contextlib.suppress(InfraError):  # the bake's own error is the one to tell
                     client.remove_container(container_id)
+                raise
+            with guard.shield():
+                client.remove_container(container_id)
+            return built
 
     def _run_roles_and_commit(self, client: DockerClient, container_id: str, base_image: dict[str, Any],
                               requested: list[Role], digest: str, labels: dict[str, str]):

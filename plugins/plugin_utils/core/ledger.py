@@ -61,7 +61,9 @@ class Ledger:
             size = os.fstat(descriptor).st_size
             if size and os.pread(descriptor, 1, size - 1) != b"\n":
                 line = b"\n" + line  # close a torn line so this record stands on its own
-            os.write(descriptor, line)
+            view = memoryview(line)
+            while view:  # a write may take only part of it (a nearly full disk raises on the next one)
+                view = view[os.write(descriptor, view):]
             os.fsync(descriptor)
         except OSError as error:
             raise InfraError(f"Cannot write to the ledger {self.path}: {error.strerror}.") from None
