@@ -10,6 +10,7 @@ records every build.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -296,6 +297,10 @@ class DiskBuilder(Manager):
             boot=self._boot_section(disk, direct, root), guest=units)
         sidecars = self._attest(manifest, image, contents) if contents is not None else None
         with guard.shield():
+            # The old manifest goes first: a run that dies before the new one is written leaves no manifest, so the
+            # next run builds again instead of taking the new files for the old manifest's disk.
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(manifest_path)
             for name, path in disk_plan.boot_file_names(os.path.basename(disk)).items():
                 os.replace(direct[name], os.path.join(self.dest, path))
             os.replace(staged, disk)
