@@ -471,8 +471,8 @@ def test_replies_of_an_exchange_are_split_per_command(start_haproxy):
     assert "web" in replies[3].split()
 
 
-def test_a_server_the_balancer_lost_counts_as_out_for_drain_maint_and_detach_but_not_for_ready(start_haproxy,
-                                                                                              start_http_backend):
+def test_a_server_the_balancer_lost_counts_as_out_for_drain_maint_and_detach_but_not_for_ready(
+        start_haproxy, start_http_backend):
     """HAProxy reloaded without its dynamic servers mid-rollout: taking a lost server out of traffic is done
     already, not a failure that would revert the rollout; letting it take traffic again is refused."""
     apps = [start_http_backend(f"app-{number}") for number in (1, 2)]

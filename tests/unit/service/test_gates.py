@@ -13,17 +13,18 @@ from ansible_collections.immutable.infra.plugins.plugin_utils.service.health imp
     wait_healthy,
 )
 
+CUT = "The output of check in container 0123456789ab ended, but the command had not exited"
 CHECK = HealthCheck(port=8000, command=("check",), timeout=5, interval=0.01, healthy_threshold=2)
 
 
 def target(name, answers, problem=None):
-    """A host whose command check answers from the list (0 passes; an exception is raised), then passes for ever."""
+    """A host whose command check answers from the list (0 passes; None: its output ends early), then passes."""
     remaining = list(answers)
 
     def run_command(command):
         answer = remaining.pop(0) if remaining else 0
-        if isinstance(answer, Exception):
-            raise answer
+        if answer is None:
+            raise OutputEndedEarly(CUT)
         return answer, "seen"
     return Target(name, None, None, run_command, lambda: problem)
 
@@ -55,8 +56,7 @@ def test_an_interruption_stops_the_wait():
 
 
 def test_a_check_whose_output_ended_early_is_a_failed_check_and_is_tried_again():
-    cut = OutputEndedEarly("The output of check in container 0123456789ab ended, but the command had not exited")
-    seconds = wait_all_healthy(CHECK, [target("a", [cut, 0, cut, 0, 0])], lambda line: None)
+    seconds = wait_all_healthy(CHECK, [target("a", [None, 0, None, 0, 0])], lambda line: None)
     assert seconds["a"] > 0
     one_pass = HealthCheck(port=8000, command=("check",), timeout=5, interval=0.01, healthy_threshold=1)
-    assert one_pass.probe(target("b", [cut]).run_command, None) == (False, cut.message)
+    assert one_pass.probe(target("b", [None]).run_command, None) == (False, CUT)
