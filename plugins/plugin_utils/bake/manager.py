@@ -149,8 +149,8 @@ class Baker(Manager):
     def run(self) -> dict[str, Any]:
         started = time.monotonic()
         client = self.client()
-        requested, roles = self.resolver.resolve(self.params["roles"])
         base_image = self._base_image(client)
+        requested, roles = self.resolver.resolve(self.params["roles"])
         if base_image is None:  # check mode: without the base, nothing can be hashed or found in the cache
             return would_pull(self.params["base"], self.name, roles, started)
         inputs = self._inputs(base_image, roles)
