@@ -112,8 +112,8 @@ def refuse_container_settings(params: dict[str, Any]) -> None:
     container = params.get("container") or {}
     given = [f"container.{name}" for name, option in CONTAINER_OPTIONS.items()
              if container.get(name) not in (option.get("default"), None)]
-    given += [name for name, default in (("registry", None), ("image_transfer", "auto"))
-              if params.get(name) not in (default, None)]
+    given += [name for name in ("registry", "image_transfer")
+              if params.get(name) not in (FLEET_ARGUMENT_SPEC[name].get("default"), None)]
     if given:
         raise InfraError(f"{', '.join(given)}: settings of containers (image:), which VM hosts (disk:) do not take "
                          f"(theirs come from vm); drop {'it' if len(given) == 1 else 'them'}.")

@@ -81,10 +81,10 @@ VERIFY_ARGUMENT_SPEC: dict[str, Any] = {
     "boot_timeout": {"type": "int", "default": 300},
     **SIGNING_OPTIONS,
 }
-# Options of an image's verify that a disk's cannot honour, with their defaults.
-CONTAINER_ONLY = {"molecule_scenario": None, "idempotence": False, "roles": None, "keep_alive": False,
-                  "network": None}
-DISK_ONLY: dict[str, Any] = {"accel": "auto", "memory": 1024, "cpus": None, "boot": "auto", "boot_timeout": 300}
+# Options of an image's verify that a disk's cannot honour, and the reverse, with their defaults.
+CONTAINER_ONLY = {name: VERIFY_ARGUMENT_SPEC[name].get("default")
+                  for name in ("molecule_scenario", "idempotence", "roles", "keep_alive", "network")}
+DISK_ONLY = {name: VERIFY_ARGUMENT_SPEC[name].get("default") for name in ("accel", "memory", "cpus", "boot", "boot_timeout")}
 
 
 @dataclass
@@ -117,19 +117,15 @@ class Verifier(Manager):
         for port in params.get("wait_for_ports") or []:
             if not 0 < port < 65536:
                 raise InfraError(f"wait_for_ports entry {port} is not a TCP port number (1-65535).")
-        if params["disk"]:
-            for option, default in CONTAINER_ONLY.items():
-                if params.get(option) not in (default, None, []):
-                    raise InfraError(f"{option} applies to images, not to disks; drop it when verifying disk.")
-            if not params["tests"]:
-                raise InfraError("Nothing to verify: give tests to run against the booted disk.")
-        else:
-            for option, default in DISK_ONLY.items():
-                if params.get(option) not in (default, None):
-                    raise InfraError(f"{option} applies to disks (the VM a disk boots), not to images; drop it "
-                                     "when verifying image.")
-            if not params["tests"] and not params["molecule_scenario"] and not params["idempotence"]:
-                raise InfraError("Nothing to verify: give tests, a molecule_scenario, or idempotence: true.")
+        other_kind, applies = ((CONTAINER_ONLY, "images, not to disks; drop it when verifying disk") if params["disk"]
+                               else (DISK_ONLY, "disks (the VM a disk boots), not to images; drop it when verifying image"))
+        for option, default in other_kind.items():
+            if params.get(option) not in (default, None, []):
+                raise InfraError(f"{option} applies to {applies}.")
+        if params["disk"] and not params["tests"]:
+            raise InfraError("Nothing to verify: give tests to run against the booted disk.")
+        if not params["disk"] and not (params["tests"] or params["molecule_scenario"] or params["idempotence"]):
+            raise InfraError("Nothing to verify: give tests, a molecule_scenario, or idempotence: true.")
         self.deadline = 0.0
         self.signer = signing_key_from(params, context.basedir)
 
